@@ -1,0 +1,160 @@
+"""Start the local services: the app database, an S3 server standing in for R2, and the env Airflow needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import boto3
+import psycopg
+from botocore.config import Config
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA_SQL = REPO / "include" / "sql" / "app_schema.sql"
+S3_REGION = "us-east-1"  # moto refuses R2's "auto" when creating a bucket
+S3_KEY_ID = "local-access-key-id"
+S3_SECRET = "local-secret-access-key"
+
+
+@contextmanager
+def postgres_server(url: str | None = None) -> Iterator[str]:
+    """Yield the URL of a PostgreSQL server: ``url`` when given, else an embedded one (pgserver) stopped at the end."""
+    if url:
+        yield url
+        return
+    import pgserver  # the laptop fallback: a PostgreSQL binary shipped in a pip package
+
+    datadir = tempfile.mkdtemp(prefix="statistics-export-pg-")
+    server = pgserver.get_server(datadir, cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@contextmanager
+def scratch_database(server_url: str, prefix: str = "export") -> Iterator[str]:
+    """Create a fresh database on the server, apply the app schema, yield its URL, and drop it at the end."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = database_url(server_url, name)
+    try:
+        apply_schema(url)
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_url(server_url: str, name: str) -> str:
+    """Return the server URL pointing at another database."""
+    parts = urlsplit(server_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+def apply_schema(url: str) -> None:
+    """Run include/sql/app_schema.sql (idempotent) against a database."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(SCHEMA_SQL.read_text())
+
+
+@contextmanager
+def s3_server() -> Iterator[str]:
+    """Yield the endpoint URL of a moto S3 server on a free loopback port, stopped at the end."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def s3_client(endpoint_url: str):
+    """Return a boto3 client for the local S3 server."""
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=S3_REGION,
+        aws_access_key_id=S3_KEY_ID,
+        aws_secret_access_key=S3_SECRET,
+        config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+    )
+
+
+def create_bucket(endpoint_url: str, bucket: str) -> None:
+    """Create a bucket on the local S3 server (a no-op when it exists)."""
+    client = s3_client(endpoint_url)
+    if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
+        client.create_bucket(Bucket=bucket)
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the three connections of the configuration contract point."""
+
+    app_db_url: str
+    s3_endpoint: str
+    bucket: str
+    shopify_endpoint_template: str
+    public_base_url: str | None = None
+    s3_key_id: str = S3_KEY_ID
+    s3_secret: str = S3_SECRET
+
+
+def connection_env(endpoints: Endpoints) -> dict[str, str]:
+    """Return the AIRFLOW_CONN_* variables for app_db, r2_default and shopify_default."""
+    db = urlsplit(endpoints.app_db_url)
+    query = dict(part.split("=", 1) for part in db.query.split("&") if "=" in part)
+    app_db = {
+        "conn_type": "postgres",
+        "host": query.get("host") or db.hostname or "127.0.0.1",
+        "port": db.port or 5432,
+        "login": db.username or "postgres",
+        "password": db.password or "",
+        "schema": db.path.lstrip("/"),
+    }
+    r2_extra = {
+        "endpoint_url": endpoints.s3_endpoint,
+        "region_name": S3_REGION,
+        "service_config": {"s3": {"bucket_name": endpoints.bucket}},
+    }
+    if endpoints.public_base_url:
+        r2_extra["public_base_url"] = endpoints.public_base_url
+    r2 = {"conn_type": "aws", "login": endpoints.s3_key_id, "password": endpoints.s3_secret, "extra": r2_extra}
+    shopify = {
+        "conn_type": "generic",
+        "extra": {"api_version": "2026-07", "endpoint_template": endpoints.shopify_endpoint_template},
+    }
+    return {
+        "AIRFLOW_CONN_APP_DB": json.dumps(app_db),
+        "AIRFLOW_CONN_R2_DEFAULT": json.dumps(r2),
+        "AIRFLOW_CONN_SHOPIFY_DEFAULT": json.dumps(shopify),
+    }
+
+
+def airflow_env(airflow_home: Path, endpoints: Endpoints) -> dict[str, str]:
+    """Return the environment of the configuration contract, for running the airflow CLI."""
+    env = dict(os.environ)
+    env.update(connection_env(endpoints))
+    env.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    return env

@@ -1,0 +1,1 @@
+"""Business logic of the daily product statistics export: plain functions, no Airflow."""

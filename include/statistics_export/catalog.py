@@ -1,0 +1,133 @@
+"""The catalog as the export sees it: products, variants, their images, and batches of products."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from include.statistics_export.ids import numeric_id
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A MediaImage of Shopify's with a URL (images still processing have none and are left out)."""
+
+    media_gid: str
+    url: str
+
+
+@dataclass
+class Variant:
+    """One variant with its own images (possibly none)."""
+
+    gid: str
+    variant_id: str
+    title: str = ""
+    sku: str | None = None
+    price: str | None = None
+    images: list[ImageRef] = field(default_factory=list)
+
+
+@dataclass
+class Product:
+    """One product with all its variants and its own images."""
+
+    gid: str
+    product_id: str
+    title: str = ""
+    handle: str = ""
+    status: str = ""
+    created_at: datetime | None = None
+    images: list[ImageRef] = field(default_factory=list)
+    variants: list[Variant] = field(default_factory=list)
+
+    def images_of(self, variant: Variant) -> list[ImageRef]:
+        """Return a variant's images: its own media if it has any, otherwise the product's."""
+        return variant.images if variant.images else self.images
+
+
+@dataclass(frozen=True)
+class ProductSummary:
+    """What planning needs of a product: its id, when it was created, how many variants it has."""
+
+    product_id: str
+    created_at: datetime
+    variants: int
+
+
+def parse_datetime(value: str) -> datetime:
+    """Parse Shopify's ISO-8601 DateTime into an aware UTC datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+
+
+def image_refs(media_nodes: Iterable[dict[str, Any]]) -> list[ImageRef]:
+    """Keep the MediaImages that have an image URL, in Shopify's order (videos, 3D models and
+    images still processing are skipped)."""
+    refs = []
+    for node in media_nodes:
+        image = node.get("image") if node.get("mediaContentType") == "IMAGE" else None
+        if image and image.get("url"):
+            refs.append(ImageRef(media_gid=node["id"], url=image["url"]))
+    return refs
+
+
+def parse_product(raw: dict[str, Any]) -> Product:
+    """Build a Product from the hook's flattened product dict."""
+    return Product(
+        gid=raw["id"],
+        product_id=numeric_id(raw.get("legacyResourceId") or raw["id"], "Product"),
+        title=raw.get("title") or "",
+        handle=raw.get("handle") or "",
+        status=raw.get("status") or "",
+        created_at=parse_datetime(raw["createdAt"]) if raw.get("createdAt") else None,
+        images=image_refs(raw.get("media", ())),
+        variants=[
+            Variant(
+                gid=v["id"],
+                variant_id=numeric_id(v.get("legacyResourceId") or v["id"], "ProductVariant"),
+                title=v.get("title") or "",
+                sku=v.get("sku"),
+                price=v.get("price"),
+                images=image_refs(v.get("media", ())),
+            )
+            for v in raw.get("variants", ())
+        ],
+    )
+
+
+def parse_summary(raw: dict[str, Any]) -> ProductSummary:
+    """Build a ProductSummary from one node of the product listing."""
+    return ProductSummary(
+        product_id=numeric_id(raw.get("legacyResourceId") or raw["id"], "Product"),
+        created_at=parse_datetime(raw["createdAt"]),
+        variants=int((raw.get("variantsCount") or {}).get("count") or 1),
+    )
+
+
+def existed_on(created_at: datetime | None, day_end: datetime) -> bool:
+    """Tell whether a product created at ``created_at`` existed before the end of the exported day."""
+    if created_at is None:
+        return True
+    naive_utc = created_at.astimezone(timezone.utc).replace(tzinfo=None)
+    return naive_utc < day_end
+
+
+def plan_batches(summaries: Iterable[ProductSummary], batch_variants: int) -> Iterator[list[str]]:
+    """Group product ids, in order, into batches of about ``batch_variants`` variants each.
+
+    A product is never split: one with more variants than the target is a batch of its own.
+    """
+    if batch_variants < 1:
+        raise ValueError(f"batch_variants must be at least 1, got {batch_variants}")
+    batch: list[str] = []
+    size = 0
+    for summary in summaries:
+        if batch and size + summary.variants > batch_variants:
+            yield batch
+            batch, size = [], 0
+        batch.append(summary.product_id)
+        size += summary.variants
+    if batch:
+        yield batch

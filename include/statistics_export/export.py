@@ -1,0 +1,190 @@
+"""The export's two units of work: plan a shop's batches, and export one batch end to end."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from typing import Any, Protocol
+
+from include.statistics_export.catalog import Product, existed_on, parse_product, parse_summary, plan_batches
+from include.statistics_export.days import day_bounds
+from include.statistics_export.formats import VariantExport, export_key, render_csv, render_json
+from include.statistics_export.ids import gid
+from include.statistics_export.images import (
+    backup_images,
+    existing_backups,
+    image_owners,
+)
+from include.statistics_export.metrics import ZERO, variant_metrics
+from include.statistics_export.rows import write_rows
+from include.statistics_export.shops import ShopRef
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_VARIANTS = 500
+
+
+class Catalog(Protocol):
+    """What the export needs of the Shopify hook."""
+
+    def iter_product_summaries(self) -> Iterable[dict[str, Any]]: ...
+
+    def iter_products(self, product_gids: list[str]) -> Iterable[dict[str, Any] | None]: ...
+
+
+class ObjectStore(Protocol):
+    """What the export needs of the R2 hook."""
+
+    def put_object(self, key: str, body: bytes, content_type: str) -> None: ...
+
+    def object_url(self, key: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """One batch of one shop's products: the small descriptor the DAG maps over (no token, no catalog)."""
+
+    shop_id: str
+    shop_domain: str
+    date: str
+    index: int
+    count: int
+    product_ids: list[str]
+    currency: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Return the label the UI shows for this batch."""
+        return f"{self.shop_domain} · batch {self.index}/{self.count}"
+
+
+@dataclass
+class BatchResult:
+    """What one batch did, for the run's summary."""
+
+    shop_id: str
+    batch: int
+    products: int = 0
+    variants: int = 0
+    files: int = 0
+    images_backed_up: int = 0
+    images_reused: int = 0
+    images_failed: int = 0
+    missing_products: list[str] = field(default_factory=list)
+    image_failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def plan_shop(
+    catalog: Catalog,
+    shop: ShopRef,
+    day: date,
+    *,
+    batch_variants: int = DEFAULT_BATCH_VARIANTS,
+    product_ids: Iterable[str] | None = None,
+    currency: str | None = None,
+) -> list[dict[str, Any]]:
+    """List the shop's products that existed on ``day`` and group them into batches by variant count."""
+    _, day_end = day_bounds(day)
+    wanted = {str(p) for p in product_ids} if product_ids else None
+    summaries = (
+        summary
+        for summary in map(parse_summary, catalog.iter_product_summaries())
+        if existed_on(summary.created_at, day_end) and (wanted is None or summary.product_id in wanted)
+    )
+    batches = list(plan_batches(summaries, batch_variants))
+    return [
+        asdict(BatchPlan(shop.shop_id, shop.shop_domain, day.isoformat(), n, len(batches), ids, currency))
+        for n, ids in enumerate(batches, start=1)
+    ]
+
+
+def fetch_products(catalog: Catalog, product_ids: list[str], day: date) -> tuple[list[Product], list[str]]:
+    """Return the batch's products that existed on ``day``, and the ids Shopify no longer knows."""
+    _, day_end = day_bounds(day)
+    products, missing = [], []
+    for product_id, raw in zip(product_ids, catalog.iter_products([gid("Product", p) for p in product_ids])):
+        if raw is None:
+            missing.append(product_id)
+            continue
+        product = parse_product(raw)
+        if existed_on(product.created_at, day_end):
+            products.append(product)
+    return products, missing
+
+
+def export_batch(
+    conn: Any,
+    catalog: Catalog,
+    store: ObjectStore,
+    plan: BatchPlan,
+    fetch_image,
+    *,
+    pool: ThreadPoolExecutor,
+) -> BatchResult:
+    """Export one batch: catalog, metrics, images, files in R2, then the rows in one transaction."""
+    started = time.monotonic()
+    day = date.fromisoformat(plan.date)
+    result = BatchResult(shop_id=plan.shop_id, batch=plan.index)
+    products, result.missing_products = fetch_products(catalog, plan.product_ids, day)
+    if result.missing_products:
+        log.warning("Shop %s: products no longer in Shopify, skipped: %s", plan.shop_id, result.missing_products)
+
+    variant_ids = [v.variant_id for p in products for v in p.variants]
+    metrics = variant_metrics(conn, plan.shop_id, variant_ids, day)
+
+    owners = image_owners(products)
+    already = existing_backups(conn, plan.shop_id, owners)
+    backups, new_images, result.image_failures = backup_images(
+        plan.shop_id, owners, already, fetch_image, store.put_object, store.object_url, pool
+    )
+    for failure in result.image_failures:
+        log.warning("Shop %s: image not backed up (tried again next run): %s", plan.shop_id, failure)
+
+    exports = [
+        VariantExport(
+            day=day,
+            shop_id=plan.shop_id,
+            shop_domain=plan.shop_domain,
+            product=product,
+            variant=variant,
+            metrics=metrics.get(variant.variant_id, ZERO),
+            images=tuple(backups[image.media_gid] for image in product.images_of(variant)),
+            currency=plan.currency,
+        )
+        for product in products
+        for variant in product.variants
+    ]
+    files = upload_files(store, exports, pool)
+    write_rows(conn, plan.shop_id, list(zip(exports, files)), new_images)
+
+    result.products = len(products)
+    result.variants = len(exports)
+    result.files = 2 * len(exports)
+    result.images_backed_up = len(new_images)
+    result.images_reused = len(already)
+    result.images_failed = len(result.image_failures)
+    result.seconds = round(time.monotonic() - started, 3)
+    return result
+
+
+def upload_files(store: ObjectStore, exports: list[VariantExport], pool: ThreadPoolExecutor) -> list[dict[str, str]]:
+    """Render and write each variant's CSV and JSON concurrently; return their keys and URLs in order."""
+
+    def upload(export: VariantExport) -> dict[str, str]:
+        ids = (export.shop_id, export.product.product_id, export.variant.variant_id, export.day)
+        csv_key, json_key = export_key(*ids, "csv"), export_key(*ids, "json")
+        store.put_object(csv_key, render_csv(export), "text/csv; charset=utf-8")
+        store.put_object(json_key, render_json(export), "application/json")
+        return {
+            "csvKey": csv_key,
+            "jsonKey": json_key,
+            "csvUrl": store.object_url(csv_key),
+            "jsonUrl": store.object_url(json_key),
+        }
+
+    return list(pool.map(upload, exports))

@@ -1,0 +1,94 @@
+"""Per-variant daily metrics, aggregated from the app's A/B test events in one query per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from include.statistics_export.days import day_bounds
+
+CENTS = Decimal("0.01")
+CTR_PLACES = Decimal("0.0001")
+
+
+@dataclass(frozen=True)
+class VariantMetrics:
+    """One variant's counts and revenue for one day; rates are derived, never stored separately."""
+
+    impressions: int = 0
+    add_to_carts: int = 0
+    orders: int = 0
+    revenue: Decimal = Decimal("0.00")
+
+    @property
+    def ctr(self) -> Decimal:
+        """Return addToCarts / impressions (0 without impressions), unrounded."""
+        return Decimal(self.add_to_carts) / Decimal(self.impressions) if self.impressions else Decimal(0)
+
+    @property
+    def conversion_rate(self) -> Decimal:
+        """Return orders / impressions (0 without impressions), unrounded."""
+        return Decimal(self.orders) / Decimal(self.impressions) if self.impressions else Decimal(0)
+
+    @property
+    def ctr_rounded(self) -> Decimal:
+        """Return the CTR with 4 decimals, as the export files show it."""
+        return self.ctr.quantize(CTR_PLACES, rounding=ROUND_HALF_UP)
+
+    @property
+    def revenue_rounded(self) -> Decimal:
+        """Return the revenue with 2 decimals."""
+        return self.revenue.quantize(CENTS, rounding=ROUND_HALF_UP)
+
+
+ZERO = VariantMetrics()
+
+# Events carry a variant id as a GID or as a bare number: match both spellings through the
+# ("variantId", "createdAt") index, then fold them into the numeric id. Only the shop's own tests
+# count, and the day is the half-open interval [start, end).
+_VARIANT_METRICS = """
+SELECT regexp_replace(e."variantId", '^gid://shopify/ProductVariant/', '') AS variant_id,
+       count(*) FILTER (WHERE e."eventType" = 'IMPRESSION') AS impressions,
+       count(*) FILTER (WHERE e."eventType" = 'ADD_TO_CART') AS add_to_carts,
+       count(*) FILTER (WHERE e."eventType" = 'PURCHASE') AS orders,
+       coalesce(sum(coalesce(e.revenue, 0)) FILTER (WHERE e."eventType" = 'PURCHASE'), 0) AS revenue
+FROM "ABTestEvent" e
+JOIN "ABTest" t ON t.id = e."testId"
+WHERE t.shop = %(shop_id)s
+  AND e."variantId" = ANY(%(variant_keys)s::text[])
+  AND e."createdAt" >= %(start)s
+  AND e."createdAt" < %(end)s
+GROUP BY 1
+"""
+
+
+def variant_keys(variant_ids: Iterable[str]) -> list[str]:
+    """Return both spellings under which events may name each variant."""
+    keys = []
+    for variant_id in variant_ids:
+        keys.append(variant_id)
+        keys.append(f"gid://shopify/ProductVariant/{variant_id}")
+    return keys
+
+
+def variant_metrics(conn: Any, shop_id: str, variant_ids: Iterable[str], day: date) -> dict[str, VariantMetrics]:
+    """Return the day's metrics of each variant that had events; absent variants had none."""
+    keys = variant_keys(variant_ids)
+    if not keys:
+        return {}
+    start, end = day_bounds(day)
+    with conn.cursor() as cur:
+        cur.execute(_VARIANT_METRICS, {"shop_id": shop_id, "variant_keys": keys, "start": start, "end": end})
+        rows = cur.fetchall()
+    return {
+        variant_id: VariantMetrics(
+            impressions=int(impressions),
+            add_to_carts=int(add_to_carts),
+            orders=int(orders),
+            revenue=Decimal(revenue),
+        )
+        for variant_id, impressions, add_to_carts, orders, revenue in rows
+    }

@@ -1,0 +1,105 @@
+"""Rows of the output tables, upserted in bulk: one statement per table, one transaction per batch."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from include.statistics_export.formats import VariantExport, images_document, metrics_document
+from include.statistics_export.images import ImageBackup, ImageOwner
+
+# Deterministic ids: a rerun finds the same row by its natural key and the id never changes.
+_NAMESPACE = uuid.UUID("6f1c3c52-7a43-4e0e-9a57-3f0e0c1b2a10")
+
+
+def row_id(*natural_key: object) -> str:
+    """Return a stable id for a row from its natural key."""
+    return str(uuid.uuid5(_NAMESPACE, "|".join(str(part) for part in natural_key)))
+
+
+_UPSERT_IMAGES = """
+INSERT INTO "ProductImageBackup" (id, shop, "productId", "variantId", "mediaId", "shopifyUrl", "r2Url", "r2Key", "backedUpAt")
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamp[])
+ON CONFLICT (shop, "mediaId") DO UPDATE SET
+    "productId" = EXCLUDED."productId", "variantId" = EXCLUDED."variantId", "shopifyUrl" = EXCLUDED."shopifyUrl",
+    "r2Url" = EXCLUDED."r2Url", "r2Key" = EXCLUDED."r2Key", "backedUpAt" = EXCLUDED."backedUpAt"
+"""
+
+_UPSERT_STATISTICS = """
+INSERT INTO "VariantDailyStatistics" (id, shop, "productId", "variantId", date, impressions, "addToCarts", orders, revenue, ctr, "conversionRate")
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::date[], %s::int[], %s::int[], %s::int[], %s::numeric[], %s::float8[], %s::float8[])
+ON CONFLICT (shop, "productId", "variantId", date) DO UPDATE SET
+    impressions = EXCLUDED.impressions, "addToCarts" = EXCLUDED."addToCarts", orders = EXCLUDED.orders,
+    revenue = EXCLUDED.revenue, ctr = EXCLUDED.ctr, "conversionRate" = EXCLUDED."conversionRate"
+"""
+
+_UPSERT_EXPORTS = """
+INSERT INTO "StatisticsExport" (id, shop, "productId", "variantId", date, "csvR2Key", "jsonR2Key", "csvUrl", "jsonUrl", "metricsSnapshot", "imagesSnapshot", "exportedAt")
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::date[], %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::timestamp[])
+ON CONFLICT (shop, "productId", "variantId", date) DO UPDATE SET
+    "csvR2Key" = EXCLUDED."csvR2Key", "jsonR2Key" = EXCLUDED."jsonR2Key", "csvUrl" = EXCLUDED."csvUrl",
+    "jsonUrl" = EXCLUDED."jsonUrl", "metricsSnapshot" = EXCLUDED."metricsSnapshot",
+    "imagesSnapshot" = EXCLUDED."imagesSnapshot", "exportedAt" = EXCLUDED."exportedAt"
+"""
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
+
+
+def _naive_utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+
+
+def write_rows(
+    conn: Any,
+    shop_id: str,
+    exports: Sequence[tuple[VariantExport, dict[str, str]]],
+    new_images: Sequence[tuple[ImageOwner, ImageBackup]],
+) -> None:
+    """Upsert the batch's image backups, daily statistics and export records in one transaction.
+
+    ``exports`` pairs each variant's export with its file keys and URLs (``csvKey``, ``jsonKey``,
+    ``csvUrl``, ``jsonUrl``). Call it only once the files are in R2.
+    """
+    exported_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    images = [
+        (
+            row_id(shop_id, backup.media_gid), shop_id, owner.product_id, owner.variant_id, backup.media_gid,
+            backup.shopify_url, backup.r2_url, backup.r2_key, _naive_utc(backup.backed_up_at),
+        )
+        for owner, backup in new_images
+    ]
+    statistics, records = [], []
+    for export, files in exports:
+        key = (shop_id, export.product.product_id, export.variant.variant_id, export.day)
+        m = export.metrics
+        statistics.append(
+            (
+                row_id("stats", *key), *key, m.impressions, m.add_to_carts, m.orders, m.revenue_rounded,
+                float(m.ctr), float(m.conversion_rate),
+            )
+        )
+        records.append(
+            (
+                row_id("export", *key), *key, files["csvKey"], files["jsonKey"], files["csvUrl"], files["jsonUrl"],
+                json.dumps(metrics_document(m)), json.dumps(images_document(export.images)), exported_at,
+            )
+        )
+    # Commit explicitly: earlier reads on this connection may already have opened a transaction.
+    try:
+        with conn.cursor() as cur:
+            if images:
+                cur.execute(_UPSERT_IMAGES, _columns(images, 9))
+            if statistics:
+                cur.execute(_UPSERT_STATISTICS, _columns(statistics, 11))
+                cur.execute(_UPSERT_EXPORTS, _columns(records, 12))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise

@@ -1,0 +1,76 @@
+"""Active shops and their credentials, read from the Shopify app's database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+class ShopConfigurationError(Exception):
+    """A shop cannot be exported as configured (no linked session, empty token): fix the data, not a retry."""
+
+
+@dataclass(frozen=True)
+class ShopRef:
+    """An active shop as the DAG passes it around: ids only, never a token."""
+
+    shop_id: str
+    shop_domain: str
+
+
+@dataclass(frozen=True)
+class ShopCredentials:
+    """What the export needs to call Shopify for one shop; never put it in an XCom or a log line."""
+
+    shop_id: str
+    shop_domain: str
+    api_domain: str
+    access_token: str
+
+    def __repr__(self) -> str:
+        return f"ShopCredentials(shop_id={self.shop_id!r}, api_domain={self.api_domain!r}, access_token=***)"
+
+
+_ACTIVE_SHOPS = """
+SELECT id, "shopDomain"
+FROM "ShopCredential"
+WHERE "isActive"
+  AND (%(shop_ids)s::text[] IS NULL OR id = ANY(%(shop_ids)s::text[]))
+ORDER BY id
+"""
+
+# The token comes from the session linked by "shopId", never by matching domains: a custom
+# domain never equals the session's myshopify domain. Offline sessions first (they do not expire),
+# then unexpired online sessions, newest expiry first.
+_CREDENTIALS = """
+SELECT c.id, c."shopDomain", s.shop, s."accessToken"
+FROM "ShopCredential" c
+JOIN "Session" s ON s."shopId" = c.id
+WHERE c.id = %(shop_id)s
+  AND (NOT s."isOnline" OR s.expires IS NULL OR s.expires > (now() AT TIME ZONE 'UTC'))
+ORDER BY s."isOnline" ASC, s.expires DESC NULLS FIRST, s.id
+LIMIT 1
+"""
+
+
+def active_shops(conn: Any, shop_ids: list[str] | None = None) -> list[ShopRef]:
+    """Return the active shops (optionally only those among ``shop_ids``), ordered by id."""
+    with conn.cursor() as cur:
+        cur.execute(_ACTIVE_SHOPS, {"shop_ids": list(shop_ids) if shop_ids else None})
+        return [ShopRef(shop_id=row[0], shop_domain=row[1]) for row in cur.fetchall()]
+
+
+def shop_credentials(conn: Any, shop_id: str) -> ShopCredentials:
+    """Return the shop's API domain and access token from its linked session, or raise naming the shop."""
+    with conn.cursor() as cur:
+        cur.execute(_CREDENTIALS, {"shop_id": shop_id})
+        row = cur.fetchone()
+    if row is None:
+        raise ShopConfigurationError(
+            f"Shop {shop_id}: no usable session is linked to it (\"Session\".\"shopId\"); "
+            "the merchant must open the app again to create one"
+        )
+    _, shop_domain, api_domain, token = row
+    if not token or not token.strip():
+        raise ShopConfigurationError(f"Shop {shop_id} ({shop_domain}): its linked session has an empty access token")
+    return ShopCredentials(shop_id=shop_id, shop_domain=shop_domain, api_domain=api_domain, access_token=token)

@@ -1,0 +1,1 @@
+"""Hooks of the product statistics export: Shopify Admin GraphQL and Cloudflare R2."""

@@ -1,0 +1,342 @@
+"""Shopify Admin GraphQL hook: one shop, one HTTP session, paced by Shopify's cost throttle."""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from airflow.sdk import BaseHook
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+
+from export_hooks import shopify_queries as q
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_VERSION = "2026-07"
+DEFAULT_ENDPOINT_TEMPLATE = "https://{shop}/admin/api/{api_version}/graphql.json"
+_MYSHOPIFY_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
+_API_VERSION = re.compile(r"^\d{4}-(01|04|07|10)$|^unstable$")
+
+
+class ShopifyError(Exception):
+    """Shopify answered in a way the export cannot use."""
+
+
+class ShopifyAuthError(ShopifyError):
+    """Shopify rejected the shop's access token (401/403): retrying cannot help."""
+
+
+class ShopifyQueryCostError(ShopifyError):
+    """A query requested more points than Shopify allows for a single query."""
+
+
+class ShopifyRetryableError(ShopifyError):
+    """A transient answer (throttled, 429, 5xx, broken body); ``wait_seconds`` says how long to back off."""
+
+    def __init__(self, message: str, wait_seconds: float | None = None):
+        super().__init__(message)
+        self.wait_seconds = wait_seconds
+
+
+def normalize_shop_domain(domain: str) -> str:
+    """Return a myshopify domain in canonical form (lower case, no scheme, no trailing slash)."""
+    cleaned = domain.strip().lower()
+    cleaned = re.sub(r"^https?://", "", cleaned).rstrip("/")
+    if not _MYSHOPIFY_DOMAIN.match(cleaned):
+        raise ValueError(f"{domain!r} is not a myshopify domain (the Admin API is only served there)")
+    return cleaned
+
+
+@dataclass
+class _ThrottleState:
+    """What the last response said about the shop's cost bucket."""
+
+    available: float | None = None
+    maximum: float | None = None
+    restore_rate: float | None = None
+    seen_at: float = 0.0
+
+    def seconds_until(self, cost: float) -> float:
+        """Return how long to wait until ``cost`` points should be available again."""
+        if self.available is None or not self.restore_rate:
+            return 0.0
+        elapsed = time.monotonic() - self.seen_at
+        available = min(self.maximum or float("inf"), self.available + elapsed * self.restore_rate)
+        if available >= cost:
+            return 0.0
+        return (cost - available) / self.restore_rate
+
+
+class ShopifyHook(BaseHook):
+    """
+    Query one shop's Admin GraphQL API with its access token.
+
+    Connection (conn_type ``generic``, id ``shopify_default``): extra ``api_version`` (default
+    ``2026-07``) and ``endpoint_template`` (default ``https://{shop}/admin/api/{api_version}/graphql.json``),
+    optionally ``timeout`` (seconds) and ``max_attempts``.
+
+    :param shop_domain: the shop's myshopify domain (never a custom domain).
+    :param access_token: the shop's Admin API access token; it is only ever sent as a header.
+    :param shopify_conn_id: the Airflow connection id.
+    """
+
+    conn_name_attr = "shopify_conn_id"
+    default_conn_name = "shopify_default"
+    conn_type = "generic"
+    hook_name = "Shopify Admin GraphQL"
+
+    def __init__(self, shop_domain: str, access_token: str, shopify_conn_id: str = default_conn_name):
+        super().__init__()
+        if not access_token or not access_token.strip():
+            raise ValueError(f"Shop {shop_domain}: the access token is empty")
+        self.shop_domain = normalize_shop_domain(shop_domain)
+        self.shopify_conn_id = shopify_conn_id
+        self._access_token = access_token.strip()
+        extra = self.get_connection(shopify_conn_id).extra_dejson
+        self.api_version = str(extra.get("api_version") or DEFAULT_API_VERSION)
+        if not _API_VERSION.match(self.api_version):
+            raise ValueError(f"api_version must look like 2026-07, got {self.api_version!r}")
+        template = str(extra.get("endpoint_template") or DEFAULT_ENDPOINT_TEMPLATE)
+        if "{shop}" not in template:
+            raise ValueError("endpoint_template must contain {shop}")
+        self.endpoint = template.format(shop=self.shop_domain, api_version=self.api_version)
+        self.timeout = float(extra.get("timeout", 60))
+        self.max_attempts = int(extra.get("max_attempts", 8))
+        self._session: requests.Session | None = None
+        self._throttle = _ThrottleState()
+        self._throttle_lock = threading.Lock()
+        self._requested_cost: dict[str, float] = {}
+        self.cost_charged = 0.0
+        self.throttled = 0
+
+    def __enter__(self) -> ShopifyHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ShopifyHook(shop_domain={self.shop_domain!r}, api_version={self.api_version!r})"
+
+    def get_conn(self) -> requests.Session:
+        """Return the HTTP session this hook reuses for every request."""
+        if self._session is None:
+            session = requests.Session()
+            session.headers.update(
+                {
+                    "X-Shopify-Access-Token": self._access_token,
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                }
+            )
+            self._session = session
+        return self._session
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    # -- one query -------------------------------------------------------------------------------
+
+    def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run one GraphQL document, pacing and retrying transient failures, and return its ``data``."""
+        retrying = Retrying(
+            retry=retry_if_exception_type((ShopifyRetryableError, requests.ConnectionError, requests.Timeout)),
+            stop=stop_after_attempt(self.max_attempts),
+            wait=_backoff,
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        return retrying(self._post, query, variables or {})
+
+    def _post(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        self._pace(query)
+        response = self.get_conn().post(
+            self.endpoint, json={"query": query, "variables": variables}, timeout=self.timeout
+        )
+        status = response.status_code
+        if status in (401, 403):
+            raise ShopifyAuthError(
+                f"Shop {self.shop_domain}: Shopify rejected the access token (HTTP {status}); "
+                "reinstall the app or fix the shop's session"
+            )
+        if status == 429:
+            raise ShopifyRetryableError(
+                f"Shop {self.shop_domain}: HTTP 429 Too Many Requests", _retry_after(response)
+            )
+        if status >= 500:
+            raise ShopifyRetryableError(f"Shop {self.shop_domain}: HTTP {status} from Shopify")
+        if status == 404:
+            raise ShopifyError(f"Shop {self.shop_domain}: HTTP 404 from {self.endpoint} (unknown shop?)")
+        if status != 200:
+            raise ShopifyError(f"Shop {self.shop_domain}: unexpected HTTP {status} from Shopify")
+        served = response.headers.get("X-Shopify-API-Version")
+        if served and served != self.api_version:
+            raise ShopifyError(
+                f"Shop {self.shop_domain}: Shopify no longer serves API version {self.api_version} "
+                f"(it answered with {served}); set api_version in the {self.shopify_conn_id} connection"
+            )
+        try:
+            body = response.json()
+        except ValueError:
+            raise ShopifyRetryableError(f"Shop {self.shop_domain}: the response body is not JSON") from None
+        self._record_cost(query, body.get("extensions", {}).get("cost"))
+        errors = body.get("errors")
+        if errors:
+            self._raise_for_errors(errors)
+        if body.get("data") is None:
+            raise ShopifyError(f"Shop {self.shop_domain}: response without data")
+        return body["data"]
+
+    def _raise_for_errors(self, errors: Any) -> None:
+        if not isinstance(errors, list):
+            raise ShopifyError(f"Shop {self.shop_domain}: {errors}")
+        codes = {(e.get("extensions") or {}).get("code") for e in errors if isinstance(e, dict)}
+        messages = "; ".join(str(e.get("message", e)) for e in errors if isinstance(e, dict))
+        if "THROTTLED" in codes:
+            self.throttled += 1
+            raise ShopifyRetryableError(f"Shop {self.shop_domain}: throttled", self._wait_for_throttle())
+        if "MAX_COST_EXCEEDED" in codes:
+            raise ShopifyQueryCostError(f"Shop {self.shop_domain}: {messages}")
+        if "INTERNAL_SERVER_ERROR" in codes:
+            raise ShopifyRetryableError(f"Shop {self.shop_domain}: {messages}")
+        raise ShopifyError(f"Shop {self.shop_domain}: GraphQL errors: {messages}")
+
+    def _record_cost(self, query: str, cost: dict[str, Any] | None) -> None:
+        if not cost:
+            return
+        if cost.get("requestedQueryCost") is not None:
+            self._requested_cost[query] = float(cost["requestedQueryCost"])
+        if cost.get("actualQueryCost") is not None:
+            self.cost_charged += float(cost["actualQueryCost"])
+        status = cost.get("throttleStatus") or {}
+        with self._throttle_lock:
+            self._throttle = _ThrottleState(
+                available=_float_or_none(status.get("currentlyAvailable")),
+                maximum=_float_or_none(status.get("maximumAvailable")),
+                restore_rate=_float_or_none(status.get("restoreRate")),
+                seen_at=time.monotonic(),
+            )
+
+    def _pace(self, query: str) -> None:
+        """Sleep until the bucket should hold what this document requested last time."""
+        with self._throttle_lock:
+            wait = self._throttle.seconds_until(self._requested_cost.get(query, 0.0))
+        if wait > 0:
+            log.debug("Shop %s: pacing %.2fs for the cost bucket", self.shop_domain, wait)
+            time.sleep(wait)
+
+    def _wait_for_throttle(self) -> float | None:
+        with self._throttle_lock:
+            requested = max(self._requested_cost.values(), default=0.0)
+            wait = self._throttle.seconds_until(requested)
+        return wait if wait > 0 else None
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "Shop %s: attempt %d failed (%s); retrying",
+            self.shop_domain,
+            state.attempt_number,
+            type(exc).__name__ if isinstance(exc, requests.RequestException) else exc,
+        )
+
+    # -- paging ----------------------------------------------------------------------------------
+
+    def shop_info(self) -> dict[str, Any]:
+        """Return the shop's name, myshopify domain and currency."""
+        return self.execute(q.SHOP_QUERY)["shop"]
+
+    def iter_product_summaries(self) -> Iterator[dict[str, Any]]:
+        """Yield every product's id, legacy id, creation time and variant count, in id order."""
+        yield from self._paginate(
+            q.PRODUCT_SUMMARIES_QUERY, {"first": q.PRODUCT_SUMMARIES_PAGE}, lambda data: data["products"]
+        )
+
+    def iter_products(self, product_gids: Sequence[str]) -> Iterator[dict[str, Any] | None]:
+        """Yield each requested product with all its variants and media, or None for a deleted one."""
+        for start in range(0, len(product_gids), q.PRODUCTS_PER_QUERY):
+            chunk = list(product_gids[start : start + q.PRODUCTS_PER_QUERY])
+            data = self.execute(
+                q.PRODUCTS_BY_ID_QUERY,
+                {
+                    "ids": chunk,
+                    "mediaFirst": q.PRODUCT_MEDIA_FIRST,
+                    "variantsFirst": q.VARIANTS_FIRST,
+                    "variantMediaFirst": q.VARIANT_MEDIA_FIRST,
+                },
+            )
+            for node in data["nodes"]:
+                yield self._complete_product(node) if node else None
+
+    def _complete_product(self, node: dict[str, Any]) -> dict[str, Any]:
+        """Flatten the product's connections into lists, fetching the pages beyond the first."""
+        product_id = node["id"]
+        media = self._rest_of(node["media"], q.PRODUCT_MEDIA_PAGE_QUERY, {"id": product_id, "first": q.MEDIA_PAGE},
+                              lambda data: data["product"]["media"])
+        variants = list(
+            self._rest_of(
+                node["variants"],
+                q.PRODUCT_VARIANTS_PAGE_QUERY,
+                {"id": product_id, "first": q.VARIANT_PAGE, "variantMediaFirst": q.VARIANT_MEDIA_FIRST},
+                lambda data: data["product"]["variants"],
+            )
+        )
+        for variant in variants:
+            variant["media"] = list(
+                self._rest_of(
+                    variant["media"],
+                    q.VARIANT_MEDIA_PAGE_QUERY,
+                    {"id": variant["id"], "first": q.MEDIA_PAGE},
+                    lambda data: data["node"]["media"],
+                )
+            )
+        return {**node, "media": list(media), "variants": variants}
+
+    def _rest_of(self, first_page: dict[str, Any], query: str, variables: dict[str, Any], select) -> Iterator[dict]:
+        """Yield a connection's nodes from a page already fetched, then from the following pages."""
+        yield from first_page["nodes"]
+        page_info = first_page["pageInfo"]
+        if page_info["hasNextPage"]:
+            yield from self._paginate(query, {**variables, "after": page_info["endCursor"]}, select)
+
+    def _paginate(self, query: str, variables: dict[str, Any], select) -> Iterator[dict[str, Any]]:
+        """Yield every node of a connection, one page per request."""
+        after = variables.get("after")
+        while True:
+            connection = select(self.execute(query, {**variables, "after": after}))
+            yield from connection["nodes"]
+            if not connection["pageInfo"]["hasNextPage"]:
+                return
+            after = connection["pageInfo"]["endCursor"]
+
+
+def _backoff(state: RetryCallState) -> float:
+    """Wait what Shopify asked for when it said, else exponential backoff with jitter (capped at 30 s)."""
+    exc = state.outcome.exception() if state.outcome else None
+    hinted = getattr(exc, "wait_seconds", None)
+    if hinted:
+        return min(float(hinted), 60.0) + random.uniform(0, 0.1)
+    return min(30.0, 0.5 * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1.0)
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _float_or_none(value: Any) -> float | None:
+    return float(value) if value is not None else None
+

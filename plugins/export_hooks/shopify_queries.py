@@ -1,0 +1,160 @@
+"""GraphQL documents the Shopify hook sends, with the page sizes that keep each under Shopify's cost cap.
+
+Costs follow Shopify's calculated query cost (objects 1, scalars 0, a connection 2 + first x node).
+tests/test_shopify_queries.py validates every document against the real Admin schema, checks it
+uses no deprecated field, and checks the requested cost of each at these sizes stays <= 1000.
+"""
+
+from __future__ import annotations
+
+MAX_QUERY_COST = 1000
+
+# Catalog listing for planning: 2 + 250 x (product 1 + variantsCount 1) = 502 points.
+PRODUCT_SUMMARIES_PAGE = 250
+# Full products by id: per product 1 + media 2+10x2 + variants 2+20x(1 + media 2+3x2) = 205,
+# so 4 products request 820 points.
+PRODUCTS_PER_QUERY = 4
+PRODUCT_MEDIA_FIRST = 10
+VARIANTS_FIRST = 20
+VARIANT_MEDIA_FIRST = 3
+# Extra variant pages of one large product: 1 + 2 + 100 x 9 = 903 points.
+VARIANT_PAGE = 100
+# Extra media pages (product or variant): 1 + 2 + 250 x 2 = 503 points.
+MEDIA_PAGE = 250
+
+_MEDIA_FIELDS = """
+fragment MediaFields on Media {
+  id
+  mediaContentType
+  ... on MediaImage { image { url } }
+}
+"""
+
+_VARIANT_FIELDS = """
+fragment VariantFields on ProductVariant {
+  id
+  legacyResourceId
+  title
+  sku
+  price
+  media(first: $variantMediaFirst) {
+    pageInfo { hasNextPage endCursor }
+    nodes { ...MediaFields }
+  }
+}
+"""
+
+SHOP_QUERY = """
+query ShopInfo {
+  shop { name myshopifyDomain currencyCode }
+}
+"""
+
+PRODUCT_SUMMARIES_QUERY = """
+query ProductSummaries($first: Int!, $after: String) {
+  products(first: $first, after: $after, sortKey: ID) {
+    pageInfo { hasNextPage endCursor }
+    nodes {
+      id
+      legacyResourceId
+      createdAt
+      variantsCount { count }
+    }
+  }
+}
+"""
+
+PRODUCTS_BY_ID_QUERY = (
+    """
+query ProductsForExport($ids: [ID!]!, $mediaFirst: Int!, $variantsFirst: Int!, $variantMediaFirst: Int!) {
+  nodes(ids: $ids) {
+    ... on Product {
+      id
+      legacyResourceId
+      title
+      handle
+      status
+      createdAt
+      media(first: $mediaFirst) {
+        pageInfo { hasNextPage endCursor }
+        nodes { ...MediaFields }
+      }
+      variants(first: $variantsFirst) {
+        pageInfo { hasNextPage endCursor }
+        nodes { ...VariantFields }
+      }
+    }
+  }
+}
+"""
+    + _VARIANT_FIELDS
+    + _MEDIA_FIELDS
+)
+
+PRODUCT_VARIANTS_PAGE_QUERY = (
+    """
+query ProductVariantsPage($id: ID!, $first: Int!, $after: String, $variantMediaFirst: Int!) {
+  product(id: $id) {
+    variants(first: $first, after: $after) {
+      pageInfo { hasNextPage endCursor }
+      nodes { ...VariantFields }
+    }
+  }
+}
+"""
+    + _VARIANT_FIELDS
+    + _MEDIA_FIELDS
+)
+
+PRODUCT_MEDIA_PAGE_QUERY = (
+    """
+query ProductMediaPage($id: ID!, $first: Int!, $after: String) {
+  product(id: $id) {
+    media(first: $first, after: $after) {
+      pageInfo { hasNextPage endCursor }
+      nodes { ...MediaFields }
+    }
+  }
+}
+"""
+    + _MEDIA_FIELDS
+)
+
+VARIANT_MEDIA_PAGE_QUERY = (
+    """
+query VariantMediaPage($id: ID!, $first: Int!, $after: String) {
+  node(id: $id) {
+    ... on ProductVariant {
+      media(first: $first, after: $after) {
+        pageInfo { hasNextPage endCursor }
+        nodes { ...MediaFields }
+      }
+    }
+  }
+}
+"""
+    + _MEDIA_FIELDS
+)
+
+
+def example_variables() -> dict[str, dict]:
+    """Return each document with the largest variables the hook sends it, for validation and cost tests."""
+    gid = "gid://shopify/Product/1"
+    return {
+        SHOP_QUERY: {},
+        PRODUCT_SUMMARIES_QUERY: {"first": PRODUCT_SUMMARIES_PAGE, "after": None},
+        PRODUCTS_BY_ID_QUERY: {
+            "ids": [f"gid://shopify/Product/{n}" for n in range(1, PRODUCTS_PER_QUERY + 1)],
+            "mediaFirst": PRODUCT_MEDIA_FIRST,
+            "variantsFirst": VARIANTS_FIRST,
+            "variantMediaFirst": VARIANT_MEDIA_FIRST,
+        },
+        PRODUCT_VARIANTS_PAGE_QUERY: {
+            "id": gid,
+            "first": VARIANT_PAGE,
+            "after": "cursor",
+            "variantMediaFirst": VARIANT_MEDIA_FIRST,
+        },
+        PRODUCT_MEDIA_PAGE_QUERY: {"id": gid, "first": MEDIA_PAGE, "after": "cursor"},
+        VARIANT_MEDIA_PAGE_QUERY: {"id": "gid://shopify/ProductVariant/1", "first": MEDIA_PAGE, "after": "c"},
+    }

@@ -1,0 +1,139 @@
+"""Fixtures: real PostgreSQL, a real S3 server over HTTP, the Shopify sandbox over HTTP, and Airflow's env."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+sys.path[:0] = [str(REPO), str(REPO / "plugins")]
+
+# Airflow reads its configuration at import: give the test process its own home before anything imports it.
+_AIRFLOW_HOME = Path(os.environ.get("TEST_AIRFLOW_HOME", REPO / ".airflow-local" / "test-home"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+
+from include.local_stack.services import (  # noqa: E402
+    Endpoints,
+    airflow_env,
+    connection_env,
+    create_bucket,
+    postgres_server,
+    s3_client,
+    s3_server,
+    scratch_database,
+)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    """A PostgreSQL server: TEST_DATABASE_URL when set, else an embedded one for the session."""
+    with postgres_server(os.environ.get("TEST_DATABASE_URL")) as url:
+        yield url
+
+
+@pytest.fixture
+def app_db_url(pg_server_url):
+    """A fresh database with the app schema, dropped after the test."""
+    with scratch_database(pg_server_url, prefix="test") as url:
+        yield url
+
+
+@pytest.fixture
+def db(app_db_url):
+    """A psycopg connection to the test's database."""
+    with psycopg.connect(app_db_url) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A moto S3 server on loopback for the session."""
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def bucket(s3_endpoint):
+    """A fresh bucket for the test."""
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    create_bucket(s3_endpoint, name)
+    return name
+
+
+@pytest.fixture
+def s3(s3_endpoint):
+    """A boto3 client on the local S3 server, for assertions."""
+    return s3_client(s3_endpoint)
+
+
+@pytest.fixture
+def sandbox():
+    """A running Shopify sandbox with no shops yet."""
+    from include.shopify_sandbox import ShopifySandbox
+
+    with ShopifySandbox() as sb:
+        yield sb
+
+
+@pytest.fixture
+def endpoints(app_db_url, s3_endpoint, bucket, sandbox):
+    """Where this test's three connections point."""
+    return Endpoints(
+        app_db_url=app_db_url,
+        s3_endpoint=s3_endpoint,
+        bucket=bucket,
+        shopify_endpoint_template=sandbox.endpoint_template,
+    )
+
+
+@pytest.fixture
+def connections(endpoints, monkeypatch):
+    """Set the app_db, r2_default and shopify_default connections for hooks used in this process."""
+    for name, value in connection_env(endpoints).items():
+        monkeypatch.setenv(name, value)
+    return endpoints
+
+
+@pytest.fixture(scope="session")
+def airflow_home():
+    """An AIRFLOW_HOME whose metadata database is migrated once per session."""
+    _AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "AIRFLOW_HOME": str(_AIRFLOW_HOME)}
+    subprocess.run(
+        [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+        env=env, check=True, capture_output=True, text=True,
+    )
+    return _AIRFLOW_HOME
+
+
+@pytest.fixture
+def run_airflow(airflow_home, endpoints):
+    """Run an airflow CLI command with exactly the configuration contract's environment."""
+
+    def run(*args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        env = airflow_env(airflow_home, endpoints)
+        env.update(extra_env or {})
+        return subprocess.run(
+            [str(Path(sys.executable).with_name("airflow")), *args],
+            env=env, capture_output=True, text=True, timeout=900,
+        )
+
+    return run
+
+
+def real_schema_path(version: str = "2026-07") -> Path:
+    """Return the path of Shopify's real Admin schema in ../shared, skipping when absent (a user's clone)."""
+    path = SHARED / "shopify" / f"admin-{version}.graphql"
+    if not path.exists():
+        pytest.skip(f"{path} is absent (only CI and developers have ../shared)")
+    return path
