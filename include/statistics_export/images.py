@@ -155,9 +155,7 @@ def backup_images(
         data, content_type = fetch(owner.image.url)
         key = image_key(shop_id, owner.product_id, owner.image.media_gid, owner.image.url)
         put(key, data, content_type)
-        return ImageBackup(
-            owner.image.media_gid, owner.image.url, key, object_url(key), datetime.now(timezone.utc)
-        )
+        return ImageBackup(owner.image.media_gid, owner.image.url, key, object_url(key), _now_ms())
 
     new, failures = [], []
     for owner, future in [(owner, pool.submit(copy, owner)) for owner in todo]:
@@ -170,6 +168,12 @@ def backup_images(
             new.append((owner, backup))
         backups[owner.image.media_gid] = backup
     return backups, new, failures
+
+
+def _now_ms() -> datetime:
+    # TIMESTAMP(3) keeps milliseconds: a rerun reading the row back must render the same instant.
+    now = datetime.now(timezone.utc)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def _utc(value: datetime | None) -> datetime | None:

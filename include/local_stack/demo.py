@@ -1,0 +1,116 @@
+"""`make demo`: start the local stand-ins, seed a demo world, export yesterday with `airflow dags test`, summarize.
+
+Everything started here is stopped at the end; the exported objects are copied to demo-output/ so
+they can be read afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import psycopg
+
+from include.local_stack.demo_world import build_world, seed_database
+from include.local_stack.services import (
+    REPO,
+    Endpoints,
+    airflow_env,
+    create_bucket,
+    postgres_server,
+    s3_client,
+    s3_server,
+    scratch_database,
+)
+from include.shopify_sandbox import ShopifySandbox
+
+DAG_ID = "product_statistics_export"
+BUCKET = "statistics-demo"
+OUTPUT = REPO / "demo-output"
+
+
+def run_airflow(env: dict[str, str], *args: str, log_path: Path) -> int:
+    """Run the airflow CLI with the demo's environment, its output going to a log file."""
+    airflow = Path(sys.executable).with_name("airflow")
+    with log_path.open("a") as log:
+        return subprocess.run([str(airflow), *args], env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+
+
+def copy_bucket(endpoint: str, destination: Path) -> int:
+    """Copy every object of the demo bucket to a local folder and return how many there were."""
+    client = s3_client(endpoint)
+    shutil.rmtree(destination, ignore_errors=True)
+    copied = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        for item in page.get("Contents", ()):
+            target = destination / item["Key"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())
+            copied += 1
+    return copied
+
+
+def table_counts(url: str) -> dict[str, int]:
+    """Count the rows of the three output tables."""
+    with psycopg.connect(url) as conn:
+        return {
+            table: conn.execute(f'SELECT count(*) FROM "{table}"').fetchone()[0]
+            for table in ("StatisticsExport", "VariantDailyStatistics", "ProductImageBackup")
+        }
+
+
+def main() -> int:
+    """Run the demo and return the process exit code."""
+    day = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    world = build_world(day, products=int(os.environ.get("DEMO_PRODUCTS", 100)))
+    active = [s for s in world.shops if s.active]
+    OUTPUT.mkdir(exist_ok=True)
+    log_path = OUTPUT / "airflow.log"
+    log_path.write_text("")
+    print(f"Demo: exporting {day} for {len(active)} active shops "
+          f"({sum(len(s.sandbox.products) for s in active)} products, {len(world.events)} events)")
+    with (
+        postgres_server(os.environ.get("APP_DB_URL")) as server_url,
+        scratch_database(server_url, prefix="demo") as app_db_url,
+        s3_server() as s3_endpoint,
+        ShopifySandbox([s.sandbox for s in world.shops]) as sandbox,
+        tempfile.TemporaryDirectory(prefix="airflow-demo-") as airflow_home,
+    ):
+        with psycopg.connect(app_db_url) as conn:
+            seed_database(conn, world)
+        create_bucket(s3_endpoint, BUCKET)
+        endpoints = Endpoints(app_db_url, s3_endpoint, BUCKET, sandbox.endpoint_template)
+        env = airflow_env(Path(airflow_home), endpoints)
+        if run_airflow(env, "db", "migrate", log_path=log_path) != 0:
+            print(f"airflow db migrate failed: see {log_path}")
+            return 1
+        started = time.monotonic()
+        code = run_airflow(env, "dags", "test", DAG_ID, day.isoformat(), log_path=log_path)
+        seconds = time.monotonic() - started
+        counts = table_counts(app_db_url)
+        objects = copy_bucket(s3_endpoint, OUTPUT / "bucket")
+
+    variants = sum(len(p.variants) for s in active for p in s.sandbox.products)
+    exports = sorted((OUTPUT / "bucket" / "statistic-exports").rglob("*.csv"))
+    print(f"Shops: {len(active)} active (1 on a custom domain), 1 inactive skipped")
+    print(f"Products: {sum(len(s.sandbox.products) for s in active)}, variants: {variants}")
+    print(f"Files: {counts['StatisticsExport'] * 2} export files, {counts['ProductImageBackup']} images backed up, "
+          f"{objects} objects in the bucket")
+    print(f"Rows: {counts}")
+    print(f"airflow dags test: {seconds:.1f} s, {'succeeded' if code == 0 else 'FAILED'} (log: {log_path})")
+    if exports:
+        print("Look at a few exported files:")
+        for path in exports[:2]:
+            print(f"  {path.relative_to(REPO)}")
+            print(f"  {path.with_suffix('.json').relative_to(REPO)}")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

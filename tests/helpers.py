@@ -1,0 +1,113 @@
+"""Small builders shared by the integration tests."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timezone
+
+import requests
+
+from export_hooks.r2 import R2Hook
+from export_hooks.shopify import ShopifyHook
+from include.shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
+from include.statistics_export.export import BatchPlan, BatchResult, export_batch, plan_shop
+from include.statistics_export.images import download_image
+from include.statistics_export.shops import ShopRef, shop_credentials
+
+DAY = date(2026, 11, 21)
+OLD = datetime(2025, 1, 1, tzinfo=timezone.utc)
+
+
+def product(pid: int, variants: int = 1, images: int = 1, *, own_media: dict[int, list[int]] | None = None,
+            created_at: datetime = OLD, extra_media: list[SandboxMedia] | None = None) -> SandboxProduct:
+    """Build a product with ``variants`` variants (ids pid*1000+n) and ``images`` images (ids pid*100+n)."""
+    media = [SandboxMedia(id=pid * 100 + n, filename=f"img{n}.jpeg") for n in range(1, images + 1)]
+    media += extra_media or []
+    own_media = own_media or {}
+    return SandboxProduct(
+        id=pid,
+        title=f"Product {pid}",
+        created_at=created_at,
+        media=media,
+        variants=[
+            SandboxVariant(id=pid * 1000 + n, title=f"V{n}", sku=f"SKU-{pid}-{n}", media_ids=own_media.get(n, []))
+            for n in range(1, variants + 1)
+        ],
+    )
+
+
+def register_shop(db, sandbox, shop_id: str, products: list[SandboxProduct], *, domain: str | None = None,
+                  token: str | None = None, active: bool = True, linked: bool = True) -> SandboxShop:
+    """Put a shop in the sandbox and in the app database (credential + offline session)."""
+    api_domain = f"{shop_id.replace('_', '-')}.myshopify.com"
+    shop = SandboxShop(domain=api_domain, access_token=token or f"shpat_secret_{shop_id}", products=products)
+    sandbox.add_shop(shop)
+    with db.cursor() as cur:
+        cur.execute('INSERT INTO "ShopCredential" (id, "shopDomain", "isActive") VALUES (%s, %s, %s)',
+                    (shop_id, domain or api_domain, active))
+        cur.execute(
+            'INSERT INTO "Session" (id, shop, "isOnline", "accessToken", "shopId") VALUES (%s, %s, false, %s, %s)',
+            (f"offline_{shop_id}", api_domain, shop.access_token, shop_id if linked else None),
+        )
+        cur.execute('INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
+                    (f"test_{shop_id}", shop_id, "test", "0"))
+    db.commit()
+    return shop
+
+
+def add_event(db, shop_id: str, variant_id: str, event_type: str, at: datetime, revenue=None, event_id=None) -> None:
+    """Insert one event of the shop's test."""
+    import uuid
+
+    with db.cursor() as cur:
+        cur.execute(
+            'INSERT INTO "ABTestEvent" (id, "testId", "sessionId", "eventType", "productId", "variantId", revenue, "createdAt") '
+            "VALUES (%s, %s, 's', %s, '0', %s, %s, %s)",
+            (event_id or uuid.uuid4().hex, f"test_{shop_id}", event_type, variant_id, revenue, at),
+        )
+    db.commit()
+
+
+class CountingFetch:
+    """Real image downloads through one session, counted."""
+
+    def __init__(self):
+        self.session = requests.Session()
+        self.urls: list[str] = []
+
+    def __call__(self, url: str):
+        self.urls.append(url)
+        return download_image(self.session, url)
+
+
+def plan(db, shop_id: str, day: date = DAY, batch_variants: int = 500, product_ids=None) -> list[BatchPlan]:
+    """Plan a shop's batches through the real Shopify hook."""
+    creds = shop_credentials(db, shop_id)
+    with ShopifyHook(creds.api_domain, creds.access_token) as shopify:
+        plans = plan_shop(shopify, ShopRef(shop_id, creds.shop_domain), day,
+                          batch_variants=batch_variants, product_ids=product_ids)
+    return [BatchPlan(**p) for p in plans]
+
+
+def run_batch(db, batch: BatchPlan, fetch=None) -> BatchResult:
+    """Export one batch through the real hooks, as the DAG's task does."""
+    creds = shop_credentials(db, batch.shop_id)
+    fetch = fetch or CountingFetch()
+    with ShopifyHook(creds.api_domain, creds.access_token) as shopify, ThreadPoolExecutor(4) as pool:
+        return export_batch(db, shopify, R2Hook(max_pool_connections=4), batch, fetch, pool=pool)
+
+
+def run_shop(db, shop_id: str, **kwargs) -> list[BatchResult]:
+    """Plan and export every batch of a shop."""
+    fetch = kwargs.pop("fetch", None) or CountingFetch()
+    return [run_batch(db, b, fetch) for b in plan(db, shop_id, **kwargs)]
+
+
+def bucket_objects(s3, bucket: str) -> dict[str, bytes]:
+    """Read every object of a bucket."""
+    out = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", ()):
+            out[item["Key"]] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    return out
+
