@@ -111,3 +111,5 @@ def bucket_objects(s3, bucket: str) -> dict[str, bytes]:
             out[item["Key"]] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
     return out
 
+
+NOON_ON_DAY = datetime(2026, 11, 21, 12)

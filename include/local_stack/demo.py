@@ -87,6 +87,8 @@ def main() -> int:
         create_bucket(s3_endpoint, BUCKET)
         endpoints = Endpoints(app_db_url, s3_endpoint, BUCKET, sandbox.endpoint_template)
         env = airflow_env(Path(airflow_home), endpoints)
+        # Small batches so the demo shows batches mapped across shops.
+        env.setdefault("STATISTICS_EXPORT_BATCH_VARIANTS", "60")
         if run_airflow(env, "db", "migrate", log_path=log_path) != 0:
             print(f"airflow db migrate failed: see {log_path}")
             return 1

@@ -1,0 +1,77 @@
+"""The whole DAG through `airflow dags test`: mapped shops and batches, a failing shop failing alone."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, product, register_shop
+
+pytestmark = pytest.mark.airflow
+
+REVOKED_TOKEN = "shpat_revoked_secret_7f3a9c"
+
+
+@pytest.fixture
+def world(db, sandbox):
+    register_shop(db, sandbox, "shop_alpha", [product(n, variants=3, images=2) for n in range(1, 6)])
+    register_shop(db, sandbox, "shop_boutique", [product(n, variants=2) for n in range(10, 13)],
+                  domain="www.boutique-example.com")
+    revoked = register_shop(db, sandbox, "shop_revoked", [product(20)], token=REVOKED_TOKEN)
+    register_shop(db, sandbox, "shop_nosession", [product(30)], linked=False)
+    register_shop(db, sandbox, "shop_inactive", [product(40)], active=False)
+    sandbox.revoke_token(revoked.domain)
+    add_event(db, "shop_alpha", "gid://shopify/ProductVariant/1001", "IMPRESSION", NOON_ON_DAY)
+    add_event(db, "shop_alpha", "1001", "PURCHASE", NOON_ON_DAY, "9.90")
+    add_event(db, "shop_boutique", "10001", "ADD_TO_CART", NOON_ON_DAY)
+    return revoked
+
+
+def exported_shops(objects):
+    return {key.split("/")[1] for key in objects if key.startswith("statistic-exports/")}
+
+
+def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(world, run_airflow, sandbox, s3, endpoints, db):
+    result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat(),
+                         extra_env={"STATISTICS_EXPORT_BATCH_VARIANTS": "4"})
+    output = result.stdout + result.stderr
+    objects = bucket_objects(s3, endpoints.bucket)
+
+    # The healthy shops are complete: 5 x 3 + 3 x 2 variants, two files each.
+    assert exported_shops(objects) == {"shop_alpha", "shop_boutique"}
+    assert len([k for k in objects if k.startswith("statistic-exports/")]) == 2 * (15 + 6)
+    alpha = next(csv.DictReader(io.StringIO(objects["statistic-exports/shop_alpha/1/1001/20261121.csv"].decode())))
+    assert (alpha["impressions"], alpha["orders"], alpha["revenue"]) == ("1", "1", "9.90")
+    boutique = json.loads(objects["statistic-exports/shop_boutique/10/10001/20261121.json"])
+    assert boutique["shopDomain"] == "www.boutique-example.com"
+    assert boutique["variant"]["metrics"]["addToCarts"] == 1
+
+    # Batches were mapped over both shops (alpha's 15 variants in batches of 4 variants -> 5 batches).
+    assert output.count("export_product_batch map_index=") >= 1
+    assert "shop_alpha" in output and "batch 5/5" in output
+
+    # The broken shops failed alone, without retries, named in the run's failure; the run failed.
+    assert "shop_revoked" in output and "shop_nosession" in output
+    assert "2 shop(s) failed" in output
+    assert result.returncode != 0
+    assert sandbox.stats(world.domain)["requests"] == 1
+    assert REVOKED_TOKEN not in output
+    with db.cursor() as cur:
+        cur.execute('SELECT DISTINCT shop FROM "StatisticsExport" ORDER BY 1')
+        assert [r[0] for r in cur.fetchall()] == ["shop_alpha", "shop_boutique"]
+
+
+def test_manual_run_with_params_exports_one_product_of_one_shop(world, run_airflow, s3, endpoints, sandbox):
+    sandbox.set_token(world.domain, REVOKED_TOKEN)
+    conf = json.dumps({"date": DAY.isoformat(), "shop_ids": ["shop_revoked", "shop_alpha"], "product_ids": ["20", "2"]})
+    result = run_airflow("dags", "test", "product_statistics_export", "--conf", conf)
+    objects = bucket_objects(s3, endpoints.bucket)
+    keys = sorted(k for k in objects if k.endswith(".csv"))
+    assert keys == [
+        "statistic-exports/shop_alpha/2/2001/20261121.csv",
+        "statistic-exports/shop_alpha/2/2002/20261121.csv",
+        "statistic-exports/shop_alpha/2/2003/20261121.csv",
+        "statistic-exports/shop_revoked/20/20001/20261121.csv",
+    ], result.stdout[-3000:]
+    assert result.returncode == 0, result.stdout[-3000:]
