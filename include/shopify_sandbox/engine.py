@@ -1,0 +1,187 @@
+"""One shop's GraphQL request pipeline: parse, validate, cost, throttle, execute, refund."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import GraphQLError, parse, validate
+
+from .catalog import CatalogIndex
+from .cost import MAX_QUERY_COST, actual_cost, requested_cost
+from .resolvers import QueryRootView, RequestContext, sandbox_schema
+from .throttle import CostBucket
+from .world import SandboxShop
+
+BAD_BODY = {"errors": {"query": "Required parameter missing or invalid"}}
+
+# graphql-core validation messages mapped to the codes Shopify's graphql-ruby answers with.
+_VALIDATION_CODES = [
+    (re.compile(r"^Cannot query field"), "undefinedField"),
+    (re.compile(r"^Unknown argument"), "argumentNotAccepted"),
+    (re.compile(r"argument .* is required, but it was not provided"), "missingRequiredArguments"),
+    (re.compile(r"^Unknown type"), "undefinedType"),
+    (re.compile(r"^Variable .* is never used"), "variableNotUsed"),
+    (re.compile(r"^Variable .* is not defined"), "undefinedVariable"),
+    (re.compile(r"must have a selection of subfields|must not have a selection"), "selectionMismatch"),
+    (re.compile(r"cannot be spread here"), "cannotSpreadFragment"),
+    (re.compile(r"^Unknown fragment"), "undefinedFragment"),
+    (re.compile(r"cannot represent|^Expected value of type|^Enum .* has no value"), "argumentLiteralsIncompatible"),
+    (re.compile(r"^Schema is not configured"), "missingOperationType"),
+]
+
+
+def error_body(error: GraphQLError, code: str) -> dict[str, Any]:
+    """Format a GraphQLError as Shopify does, with `extensions.code`."""
+    formatted = error.formatted
+    out: dict[str, Any] = {"message": formatted["message"]}
+    if formatted.get("locations"):
+        out["locations"] = formatted["locations"]
+    if formatted.get("path"):
+        out["path"] = formatted["path"]
+    out["extensions"] = {**(formatted.get("extensions") or {}), "code": code}
+    return out
+
+
+def validation_code(error: GraphQLError) -> str:
+    """Return Shopify's code for a validation error message."""
+    for pattern, code in _VALIDATION_CODES:
+        if pattern.search(error.message):
+            return code
+    return "GRAPHQL_VALIDATION_FAILED"
+
+
+@dataclass
+class ShopStats:
+    """Counters a test or benchmark reads back through `ShopifySandbox.stats`."""
+
+    requests: int = 0
+    throttled: int = 0
+    cost_charged: int = 0
+    max_requested_cost: int = 0
+    queries: list[str] = field(default_factory=list)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return a copy as a plain dict."""
+        return {
+            "requests": self.requests,
+            "throttled": self.throttled,
+            "cost_charged": self.cost_charged,
+            "max_requested_cost": self.max_requested_cost,
+            "queries": list(self.queries),
+        }
+
+
+class ShopState:
+    """A shop with its bucket, stats and the faults tests have queued for it."""
+
+    def __init__(self, shop: SandboxShop):
+        self.shop = shop
+        self.bucket = CostBucket(shop.bucket_size, shop.restore_rate)
+        self.stats = ShopStats()
+        self.revoked = False
+        self.failures: list[tuple[int, float | None]] = []  # (status, retry_after) per request
+        self.forced_throttles = 0
+        self.image_faults: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def take_failure(self) -> tuple[int, float | None] | None:
+        """Pop the next queued HTTP failure, if any."""
+        with self.lock:
+            return self.failures.pop(0) if self.failures else None
+
+    def take_forced_throttle(self) -> bool:
+        """Consume one queued THROTTLED answer, if any."""
+        with self.lock:
+            if self.forced_throttles > 0:
+                self.forced_throttles -= 1
+                return True
+            return False
+
+    def sync_plan(self) -> None:
+        """Follow edits of the shop's bucket_size/restore_rate made after it was added."""
+        if (self.bucket.bucket_size, self.bucket.restore_rate) != (self.shop.bucket_size, self.shop.restore_rate):
+            self.bucket.reconfigure(self.shop.bucket_size, self.shop.restore_rate)
+
+
+def _cost_extension(requested: int, actual: int | None, bucket: CostBucket) -> dict[str, Any]:
+    return {
+        "cost": {
+            "requestedQueryCost": requested,
+            "actualQueryCost": actual,
+            "throttleStatus": bucket.status(),
+        }
+    }
+
+
+def run_graphql(state: ShopState, catalog: CatalogIndex, raw_body: bytes, base_url: str) -> tuple[int, dict]:
+    """Answer one authenticated GraphQL POST for a shop: returns (HTTP status, JSON body)."""
+    try:
+        body = json.loads(raw_body or b"null")
+    except ValueError:
+        return 400, BAD_BODY
+    if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+        return 400, BAD_BODY
+    query = body["query"]
+    variables = body.get("variables") or {}
+    if isinstance(variables, str):  # some clients send variables as a JSON string
+        try:
+            variables = json.loads(variables) or {}
+        except ValueError:
+            return 400, BAD_BODY
+    if not isinstance(variables, dict):
+        return 400, BAD_BODY
+    operation_name = body.get("operationName") or None
+    with state.lock:
+        state.stats.queries.append(query)
+
+    schema = sandbox_schema()
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        return 200, {"errors": [error_body(exc, "PARSE_ERROR")]}
+    errors = validate(schema, document)
+    if errors:
+        return 200, {"errors": [error_body(e, validation_code(e)) for e in errors]}
+    try:
+        requested = requested_cost(document, variables, schema, operation_name)
+    except GraphQLError as exc:
+        return 200, {"errors": [error_body(exc, "BAD_REQUEST")]}
+
+    with state.lock:
+        state.stats.max_requested_cost = max(state.stats.max_requested_cost, requested)
+    if requested > MAX_QUERY_COST:
+        message = (f"Query cost is {requested}, which exceeds the single query max cost limit "
+                   f"({MAX_QUERY_COST}).")
+        return 200, {"errors": [{"message": message, "extensions": {
+            "code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": MAX_QUERY_COST}}]}
+
+    state.sync_plan()
+    if state.take_forced_throttle() or not state.bucket.try_charge(requested):
+        with state.lock:
+            state.stats.throttled += 1
+        return 200, {
+            "errors": [{"message": "Throttled", "extensions": {"code": "THROTTLED"}}],
+            "extensions": _cost_extension(requested, None, state.bucket),
+        }
+
+    ctx = RequestContext(shop=state.shop, lookup=catalog.lookup(state.shop), base_url=base_url)
+    try:
+        actual, result = actual_cost(document, variables, schema, operation_name,
+                                     root_value=QueryRootView(ctx), context_value=ctx)
+    except Exception:
+        state.bucket.refund(requested)  # an internal failure must not eat the client's points
+        raise
+    actual = min(actual, requested)
+    state.bucket.refund(requested - actual)
+    with state.lock:
+        state.stats.cost_charged += actual
+    payload: dict[str, Any] = {}
+    if result.errors:
+        payload["errors"] = [e.formatted for e in result.errors]
+    payload["data"] = result.data
+    payload["extensions"] = _cost_extension(requested, actual, state.bucket)
+    return 200, payload
