@@ -7,6 +7,7 @@ list active shops -> plan each shop's batches (mapped per shop) -> collect the b
 
 from __future__ import annotations
 
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -27,6 +28,8 @@ from include.statistics_export.export import DEFAULT_BATCH_VARIANTS, BatchPlan, 
 from include.statistics_export.images import download_image
 from include.statistics_export.report import summarize_run
 from include.statistics_export.shops import ShopConfigurationError, ShopCredentials, ShopRef, active_shops, shop_credentials
+
+log = logging.getLogger(__name__)
 
 APP_DB_CONN_ID = "app_db"
 START_DATE = os.environ.get("STATISTICS_EXPORT_START_DATE", "2026-11-01")
@@ -92,7 +95,7 @@ def product_statistics_export():
                 )
         except ShopifyAuthError as exc:
             raise AirflowFailException(str(exc)) from None
-        print(f"Shop {shop['shop_domain']}: {len(batches)} batch(es) for {shop['date']}")
+        log.info("Shop %s: %d batch(es) for %s", shop["shop_domain"], len(batches), shop["date"])
         return {"shop_id": shop["shop_id"], "batches": batches}
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
@@ -118,9 +121,9 @@ def product_statistics_export():
                 result = export_batch(conn, shopify, store, plan, partial(download_image, images), pool=pool)
         except ShopifyAuthError as exc:
             raise AirflowFailException(str(exc)) from None
-        print(
-            f"{plan.label}: {result.variants} variants, {result.files} files, "
-            f"{result.images_backed_up} images backed up, {result.images_failed} failed, {result.seconds}s"
+        log.info(
+            "%s: %d variants, %d files, %d images backed up, %d failed, %.2fs",
+            plan.label, result.variants, result.files, result.images_backed_up, result.images_failed, result.seconds,
         )
         return result.__dict__
 
@@ -128,7 +131,7 @@ def product_statistics_export():
     def summarize(shops: list[dict], plans, batches: list[dict], results) -> dict:
         """Report the day; fail the run when any shop or batch failed, so it is seen."""
         report = summarize_run(shops, list(plans), batches, list(results))
-        print(report.text())
+        log.info(report.text())
         if report.failed:
             raise AirflowFailException(report.failure_message())
         return report.document()
