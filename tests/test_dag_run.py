@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import sqlite3
+from contextlib import closing
 
 import pytest
 
@@ -32,7 +34,13 @@ def exported_shops(objects):
     return {key.split("/")[1] for key in objects if key.startswith("statistic-exports/")}
 
 
-def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(world, run_airflow, sandbox, s3, endpoints, db):
+def xcom_dump(airflow_home) -> str:
+    """Every XCom value the runs in this Airflow home stored, as text."""
+    with closing(sqlite3.connect(airflow_home / "airflow.db")) as conn:
+        return "\n".join(str(row) for row in conn.execute("SELECT task_id, map_index, value FROM xcom"))
+
+
+def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(world, run_airflow, sandbox, s3, endpoints, db, airflow_home):
     result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat(),
                          extra_env={"STATISTICS_EXPORT_BATCH_VARIANTS": "4"})
     output = result.stdout + result.stderr
@@ -56,7 +64,11 @@ def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(worl
     assert "2 shop(s) failed" in output
     assert result.returncode != 0
     assert sandbox.stats(world.domain)["requests"] == 1
-    assert REVOKED_TOKEN not in output
+    # No token reaches a log line or an XCom; XComs carry ids and descriptors only.
+    xcoms = xcom_dump(airflow_home)
+    assert "shop_alpha" in xcoms and '"product_ids"' in xcoms
+    for token in (REVOKED_TOKEN, sandbox.shop("shop-alpha.myshopify.com").access_token):
+        assert token not in output and token not in xcoms
     with db.cursor() as cur:
         cur.execute('SELECT DISTINCT shop FROM "StatisticsExport" ORDER BY 1')
         assert [r[0] for r in cur.fetchall()] == ["shop_alpha", "shop_boutique"]

@@ -7,6 +7,7 @@ import logging
 import os
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,10 +31,13 @@ def postgres_server(url: str | None = None) -> Iterator[str]:
     if url:
         yield url
         return
-    import pgserver  # the laptop fallback: a PostgreSQL binary shipped in a pip package
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); the fallback is fine.
+        warnings.simplefilter("ignore")
+        import pgserver  # the laptop fallback: a PostgreSQL binary shipped in a pip package
 
-    datadir = tempfile.mkdtemp(prefix="statistics-export-pg-")
-    server = pgserver.get_server(datadir, cleanup_mode="delete")
+        datadir = tempfile.mkdtemp(prefix="statistics-export-pg-")
+        server = pgserver.get_server(datadir, cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
