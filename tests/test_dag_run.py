@@ -87,3 +87,10 @@ def test_manual_run_with_params_exports_one_product_of_one_shop(world, run_airfl
         "statistic-exports/shop_revoked/20/20001/20261121.csv",
     ], result.stdout[-3000:]
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_a_day_without_active_shops_is_an_empty_successful_run(db, run_airflow):
+    result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Export of 2026-11-21: 0 shop(s)" in output
