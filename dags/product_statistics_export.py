@@ -1,7 +1,7 @@
 """
 Daily export of Shopify product statistics: every variant of every product of every active shop.
 
-list active shops -> plan each shop's batches (mapped per shop) -> collect the batches of all shops
+resolve the export day, list active shops -> plan each shop's batches (mapped per shop) -> collect the batches of all shops
 -> export each batch (mapped): catalog, metrics, images, files in R2, rows -> summarize the day.
 """
 
@@ -11,7 +11,7 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import partial
 
 import requests
@@ -70,15 +70,19 @@ def credentials_of(shop_id: str) -> ShopCredentials:
 )
 def product_statistics_export():
     @task
-    def list_active_shops(params=None, logical_date=None, dag_run=None) -> list[dict]:
-        """List the active shops to export and fix the day every task of this run exports."""
-        day = export_day(params.get("date"), logical_date, getattr(dag_run, "run_after", None))
+    def resolve_export_day(params=None, logical_date=None, dag_run=None) -> str:
+        """Fix, once per run, the UTC day every task of this run exports."""
+        return export_day(params.get("date"), logical_date, getattr(dag_run, "run_after", None)).isoformat()
+
+    @task
+    def list_active_shops(params=None) -> list[dict]:
+        """List the active shops to export (ids and domains only)."""
         with app_db() as conn:
             shops = active_shops(conn, params.get("shop_ids") or None)
-        return [{"shop_id": s.shop_id, "shop_domain": s.shop_domain, "date": day.isoformat()} for s in shops]
+        return [{"shop_id": s.shop_id, "shop_domain": s.shop_domain} for s in shops]
 
     @task(map_index_template="{{ shop_label }}")
-    def plan_shop_batches(shop: dict, params=None) -> dict:
+    def plan_shop_batches(shop: dict, day: str, params=None) -> dict:
         """List one shop's products and cut them into batches of about BATCH_VARIANTS variants."""
         get_current_context()["shop_label"] = shop["shop_domain"]
         creds = credentials_of(shop["shop_id"])
@@ -88,14 +92,14 @@ def product_statistics_export():
                 batches = plan_shop(
                     shopify,
                     ShopRef(shop["shop_id"], shop["shop_domain"]),
-                    datetime.fromisoformat(shop["date"]).date(),
+                    date.fromisoformat(day),
                     batch_variants=BATCH_VARIANTS,
                     product_ids=params.get("product_ids") or None,
                     currency=currency,
                 )
         except ShopifyAuthError as exc:
             raise AirflowFailException(str(exc)) from None
-        log.info("Shop %s: %d batch(es) for %s", shop["shop_domain"], len(batches), shop["date"])
+        log.info("Shop %s: %d batch(es) for %s", shop["shop_domain"], len(batches), day)
         return {"shop_id": shop["shop_id"], "batches": batches}
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
@@ -128,19 +132,20 @@ def product_statistics_export():
         return result.__dict__
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def summarize(shops: list[dict], plans, batches: list[dict], results) -> dict:
+    def summarize(day: str, shops: list[dict], plans, batches: list[dict], results) -> dict:
         """Report the day; fail the run when any shop or batch failed, so it is seen."""
-        report = summarize_run(shops, list(plans), batches, list(results))
+        report = summarize_run(day, shops, list(plans), batches, list(results))
         log.info(report.text())
         if report.failed:
             raise AirflowFailException(report.failure_message())
         return report.document()
 
+    day = resolve_export_day()
     shops = list_active_shops()
-    plans = plan_shop_batches.expand(shop=shops)
+    plans = plan_shop_batches.partial(day=day).expand(shop=shops)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
-    summarize(shops, plans, batches, results)
+    summarize(day, shops, plans, batches, results)
 
 
 product_statistics_export()

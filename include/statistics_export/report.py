@@ -11,7 +11,7 @@ from typing import Any
 class RunReport:
     """Totals of one run and the shops that did not finish."""
 
-    date: str | None
+    date: str
     shops: int
     products: int = 0
     variants: int = 0
@@ -56,10 +56,10 @@ class RunReport:
         )
 
 
-def summarize_run(shops: list[dict], plans: list[dict], batches: list[dict], results: list[dict]) -> RunReport:
+def summarize_run(day: str, shops: list[dict], plans: list[dict], batches: list[dict], results: list[dict]) -> RunReport:
     """Compare what was listed, planned and exported; whatever is missing failed."""
     domains = {s["shop_id"]: s["shop_domain"] for s in shops}
-    report = RunReport(date=shops[0]["date"] if shops else None, shops=len(shops))
+    report = RunReport(date=day, shops=len(shops))
     planned = {plan["shop_id"] for plan in plans}
     for shop_id in domains:
         if shop_id not in planned:
