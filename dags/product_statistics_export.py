@@ -1,8 +1,9 @@
 """
 Daily export of Shopify product statistics: every variant of every product of every active shop.
 
-resolve the export day, list active shops -> plan each shop's batches (mapped per shop) -> collect the batches of all shops
--> export each batch (mapped): catalog, metrics, images, files in R2, rows -> summarize the day.
+resolve the export day, list the active shops -> plan each shop's batches (mapped per shop)
+-> collect the batches of all shops -> export each batch (mapped): catalog, metrics, images,
+files in R2, rows -> summarize the day.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from include.statistics_export.days import export_day
 from include.statistics_export.export import DEFAULT_BATCH_VARIANTS, BatchPlan, export_batch, plan_shop
 from include.statistics_export.images import download_image
 from include.statistics_export.report import summarize_run
-from include.statistics_export.shops import ShopConfigurationError, ShopCredentials, ShopRef, active_shops, shop_credentials
+from include.statistics_export.shops import (
+    ShopConfigurationError,
+    ShopCredentials,
+    ShopRef,
+    active_shops,
+    shop_credentials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +134,12 @@ def product_statistics_export():
             raise AirflowFailException(str(exc)) from None
         log.info(
             "%s: %d variants, %d files, %d images backed up, %d failed, %.2fs",
-            plan.label, result.variants, result.files, result.images_backed_up, result.images_failed, result.seconds,
+            plan.label,
+            result.variants,
+            result.files,
+            result.images_backed_up,
+            result.images_failed,
+            result.seconds,
         )
         return result.__dict__
 

@@ -111,7 +111,10 @@ def airflow_home():
     env = {**os.environ, "AIRFLOW_HOME": str(_AIRFLOW_HOME)}
     subprocess.run(
         [str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-        env=env, check=True, capture_output=True, text=True,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return _AIRFLOW_HOME
 
@@ -125,7 +128,10 @@ def run_airflow(airflow_home, endpoints):
         env.update(extra_env or {})
         return subprocess.run(
             [str(Path(sys.executable).with_name("airflow")), *args],
-            env=env, capture_output=True, text=True, timeout=900,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
 
     return run

@@ -18,8 +18,15 @@ DAY = date(2026, 11, 21)
 OLD = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
-def product(pid: int, variants: int = 1, images: int = 1, *, own_media: dict[int, list[int]] | None = None,
-            created_at: datetime = OLD, extra_media: list[SandboxMedia] | None = None) -> SandboxProduct:
+def product(
+    pid: int,
+    variants: int = 1,
+    images: int = 1,
+    *,
+    own_media: dict[int, list[int]] | None = None,
+    created_at: datetime = OLD,
+    extra_media: list[SandboxMedia] | None = None,
+) -> SandboxProduct:
     """Build a product with ``variants`` variants (ids pid*1000+n) and ``images`` images (ids pid*100+n)."""
     media = [SandboxMedia(id=pid * 100 + n, filename=f"img{n}.jpeg") for n in range(1, images + 1)]
     media += extra_media or []
@@ -36,21 +43,34 @@ def product(pid: int, variants: int = 1, images: int = 1, *, own_media: dict[int
     )
 
 
-def register_shop(db, sandbox, shop_id: str, products: list[SandboxProduct], *, domain: str | None = None,
-                  token: str | None = None, active: bool = True, linked: bool = True) -> SandboxShop:
+def register_shop(
+    db,
+    sandbox,
+    shop_id: str,
+    products: list[SandboxProduct],
+    *,
+    domain: str | None = None,
+    token: str | None = None,
+    active: bool = True,
+    linked: bool = True,
+) -> SandboxShop:
     """Put a shop in the sandbox and in the app database (credential + offline session)."""
     api_domain = f"{shop_id.replace('_', '-')}.myshopify.com"
     shop = SandboxShop(domain=api_domain, access_token=token or f"shpat_secret_{shop_id}", products=products)
     sandbox.add_shop(shop)
     with db.cursor() as cur:
-        cur.execute('INSERT INTO "ShopCredential" (id, "shopDomain", "isActive") VALUES (%s, %s, %s)',
-                    (shop_id, domain or api_domain, active))
+        cur.execute(
+            'INSERT INTO "ShopCredential" (id, "shopDomain", "isActive") VALUES (%s, %s, %s)',
+            (shop_id, domain or api_domain, active),
+        )
         cur.execute(
             'INSERT INTO "Session" (id, shop, "isOnline", "accessToken", "shopId") VALUES (%s, %s, false, %s, %s)',
             (f"offline_{shop_id}", api_domain, shop.access_token, shop_id if linked else None),
         )
-        cur.execute('INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
-                    (f"test_{shop_id}", shop_id, "test", "0"))
+        cur.execute(
+            'INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
+            (f"test_{shop_id}", shop_id, "test", "0"),
+        )
     db.commit()
     return shop
 
@@ -84,8 +104,9 @@ def plan(db, shop_id: str, day: date = DAY, batch_variants: int = 500, product_i
     """Plan a shop's batches through the real Shopify hook."""
     creds = shop_credentials(db, shop_id)
     with ShopifyHook(creds.api_domain, creds.access_token) as shopify:
-        plans = plan_shop(shopify, ShopRef(shop_id, creds.shop_domain), day,
-                          batch_variants=batch_variants, product_ids=product_ids)
+        plans = plan_shop(
+            shopify, ShopRef(shop_id, creds.shop_domain), day, batch_variants=batch_variants, product_ids=product_ids
+        )
     return [BatchPlan(**p) for p in plans]
 
 

@@ -35,13 +35,19 @@ RAW = {
 
 
 def test_images_skip_videos_and_processing_images_and_keep_order():
-    assert [r.media_gid for r in image_refs(RAW["media"])] == ["gid://shopify/MediaImage/1", "gid://shopify/MediaImage/4"]
+    assert [r.media_gid for r in image_refs(RAW["media"])] == [
+        "gid://shopify/MediaImage/1",
+        "gid://shopify/MediaImage/4",
+    ]
 
 
 def test_variant_uses_own_media_else_the_products():
     product = parse_product(RAW)
     plain, own = product.variants
-    assert [i.media_gid for i in product.images_of(plain)] == ["gid://shopify/MediaImage/1", "gid://shopify/MediaImage/4"]
+    assert [i.media_gid for i in product.images_of(plain)] == [
+        "gid://shopify/MediaImage/1",
+        "gid://shopify/MediaImage/4",
+    ]
     assert [i.media_gid for i in product.images_of(own)] == ["gid://shopify/MediaImage/4"]
 
 
@@ -53,7 +59,12 @@ def test_image_owner_is_the_variant_whose_own_media_it_is():
 
 @pytest.mark.parametrize(
     ("url", "ext"),
-    [("https://x/a/photo.jpeg?v=2", "jpg"), ("https://x/a/b.PNG", "png"), ("https://x/a/b.webp", "webp"), ("https://x/a/b", "bin")],
+    [
+        ("https://x/a/photo.jpeg?v=2", "jpg"),
+        ("https://x/a/b.PNG", "png"),
+        ("https://x/a/b.webp", "webp"),
+        ("https://x/a/b", "bin"),
+    ],
 )
 def test_image_extension_from_url_path(url, ext):
     assert image_extension(url) == ext

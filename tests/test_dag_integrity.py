@@ -38,7 +38,14 @@ def test_params_of_a_manual_run(dag):
 
 def test_flow_and_trigger_rules(dag):
     tasks = {t.task_id: t for t in dag.tasks}
-    assert set(tasks) == {"resolve_export_day", "list_active_shops", "plan_shop_batches", "collect_batches", "export_product_batch", "summarize"}
+    assert set(tasks) == {
+        "resolve_export_day",
+        "list_active_shops",
+        "plan_shop_batches",
+        "collect_batches",
+        "export_product_batch",
+        "summarize",
+    }
     # One shop's failed planning must not stop the other shops' batches, and the summary must run to fail the run.
     assert tasks["collect_batches"].trigger_rule == "all_done"
     assert tasks["summarize"].trigger_rule == "all_done"

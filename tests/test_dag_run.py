@@ -18,8 +18,9 @@ REVOKED_TOKEN = "shpat_revoked_secret_7f3a9c"
 @pytest.fixture
 def world(db, sandbox):
     register_shop(db, sandbox, "shop_alpha", [product(n, variants=3, images=2) for n in range(1, 6)])
-    register_shop(db, sandbox, "shop_boutique", [product(n, variants=2) for n in range(10, 13)],
-                  domain="www.boutique-example.com")
+    register_shop(
+        db, sandbox, "shop_boutique", [product(n, variants=2) for n in range(10, 13)], domain="www.boutique-example.com"
+    )
     revoked = register_shop(db, sandbox, "shop_revoked", [product(20)], token=REVOKED_TOKEN)
     register_shop(db, sandbox, "shop_nosession", [product(30)], linked=False)
     register_shop(db, sandbox, "shop_inactive", [product(40)], active=False)
@@ -40,9 +41,16 @@ def xcom_dump(airflow_home) -> str:
         return "\n".join(str(row) for row in conn.execute("SELECT task_id, map_index, value FROM xcom"))
 
 
-def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(world, run_airflow, sandbox, s3, endpoints, db, airflow_home):
-    result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat(),
-                         extra_env={"STATISTICS_EXPORT_BATCH_VARIANTS": "4"})
+def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(
+    world, run_airflow, sandbox, s3, endpoints, db, airflow_home
+):
+    result = run_airflow(
+        "dags",
+        "test",
+        "product_statistics_export",
+        DAY.isoformat(),
+        extra_env={"STATISTICS_EXPORT_BATCH_VARIANTS": "4"},
+    )
     output = result.stdout + result.stderr
     objects = bucket_objects(s3, endpoints.bucket)
 

@@ -17,8 +17,15 @@ def catalog():
         # Variant 2 has its own media (102); variant 1 falls back to the product's media.
         product(1, variants=2, images=2, own_media={2: [102]}),
         # A video and an image still processing are skipped.
-        product(2, variants=1, images=1, extra_media=[SandboxMedia(id=290, content_type="VIDEO", filename=None),
-                                                      SandboxMedia(id=291, filename=None)]),
+        product(
+            2,
+            variants=1,
+            images=1,
+            extra_media=[
+                SandboxMedia(id=290, content_type="VIDEO", filename=None),
+                SandboxMedia(id=291, filename=None),
+            ],
+        ),
         product(3, variants=3, images=0),
         # Created after the exported day: it did not exist yet.
         product(4, variants=1, images=1, created_at=datetime(2026, 11, 22, 0, 0, tzinfo=timezone.utc)),
@@ -48,7 +55,13 @@ def test_every_variant_is_exported_with_its_metrics_images_and_rows(db, connecti
     assert not any("/4/" in k for k in exports)
 
     row = next(csv.DictReader(io.StringIO(objects["statistic-exports/shop_a/1/1001/20261121.csv"].decode())))
-    assert (row["impressions"], row["addToCarts"], row["ctr"], row["orders"], row["revenue"]) == ("2", "1", "0.5000", "2", "12.50")
+    assert (row["impressions"], row["addToCarts"], row["ctr"], row["orders"], row["revenue"]) == (
+        "2",
+        "1",
+        "0.5000",
+        "2",
+        "12.50",
+    )
     assert row["imageMediaIds"] == "gid://shopify/MediaImage/101|gid://shopify/MediaImage/102"
     assert row["r2ImageKeys"] == "shop_a/products/1/media/101.jpg|shop_a/products/1/media/102.jpg"
 
@@ -61,7 +74,11 @@ def test_every_variant_is_exported_with_its_metrics_images_and_rows(db, connecti
     assert [i["mediaId"] for i in skipped["variant"]["images"]] == ["gid://shopify/MediaImage/201"]
 
     images = sorted(k for k in objects if "/media/" in k)
-    assert images == ["shop_a/products/1/media/101.jpg", "shop_a/products/1/media/102.jpg", "shop_a/products/2/media/201.jpg"]
+    assert images == [
+        "shop_a/products/1/media/101.jpg",
+        "shop_a/products/1/media/102.jpg",
+        "shop_a/products/2/media/201.jpg",
+    ]
     backups = {r[4]: r for r in rows(db, "ProductImageBackup")}
     assert backups["gid://shopify/MediaImage/102"][3] == "1002"  # the variant's own image
     assert backups["gid://shopify/MediaImage/101"][3] is None  # the product's image
@@ -131,4 +148,7 @@ def test_a_later_day_is_a_separate_file_set(db, connections, sandbox, s3):
     run_shop(db, "shop_a")
     run_shop(db, "shop_a", day=DAY + timedelta(days=1))
     keys = [k for k in bucket_objects(s3, connections.bucket) if k.endswith(".csv")]
-    assert sorted(keys) == ["statistic-exports/shop_a/1/1001/20261121.csv", "statistic-exports/shop_a/1/1001/20261122.csv"]
+    assert sorted(keys) == [
+        "statistic-exports/shop_a/1/1001/20261121.csv",
+        "statistic-exports/shop_a/1/1001/20261122.csv",
+    ]

@@ -20,12 +20,19 @@ HEADER = (
 def record(metrics=VariantMetrics(), images=()):
     product = Product(gid="gid://shopify/Product/10", product_id="10", title='Shirt, "classic"\nline two ✨ שלום')
     variant = Variant(gid="gid://shopify/ProductVariant/100", variant_id="100", title="S", sku="SKU,1")
-    return VariantExport(date(2026, 11, 21), "shop_1", "www.example.com", product, variant, metrics, tuple(images), "EUR")
+    return VariantExport(
+        date(2026, 11, 21), "shop_1", "www.example.com", product, variant, metrics, tuple(images), "EUR"
+    )
 
 
 IMAGES = (
-    ImageBackup("gid://shopify/MediaImage/1", "https://cdn/1.jpg", "shop_1/products/10/media/1.jpg",
-                "https://files.example.com/shop_1/products/10/media/1.jpg", datetime(2026, 11, 22, 0, 5, tzinfo=timezone.utc)),
+    ImageBackup(
+        "gid://shopify/MediaImage/1",
+        "https://cdn/1.jpg",
+        "shop_1/products/10/media/1.jpg",
+        "https://files.example.com/shop_1/products/10/media/1.jpg",
+        datetime(2026, 11, 22, 0, 5, tzinfo=timezone.utc),
+    ),
     ImageBackup("gid://shopify/MediaImage/2", "https://cdn/2.png"),
 )
 

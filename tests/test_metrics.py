@@ -18,7 +18,10 @@ def events(db):
     with db.cursor() as cur:
         for shop in ("shop_a", "shop_b"):
             cur.execute('INSERT INTO "ShopCredential" (id, "shopDomain") VALUES (%s, %s)', (shop, f"{shop}.example"))
-            cur.execute('INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)', (f"t_{shop}", shop, "t", "1"))
+            cur.execute(
+                'INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
+                (f"t_{shop}", shop, "t", "1"),
+            )
     db.commit()
 
     def add(shop, variant_id, event_type, at, revenue=None):

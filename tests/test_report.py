@@ -2,13 +2,25 @@
 
 from include.statistics_export.report import summarize_run
 
-SHOPS = [{"shop_id": "a", "shop_domain": "a.example"}, {"shop_id": "b", "shop_domain": "b.example"},
-         {"shop_id": "c", "shop_domain": "c.example"}]
+SHOPS = [
+    {"shop_id": "a", "shop_domain": "a.example"},
+    {"shop_id": "b", "shop_domain": "b.example"},
+    {"shop_id": "c", "shop_domain": "c.example"},
+]
 
 
 def result(shop_id, batch, variants):
-    return {"shop_id": shop_id, "batch": batch, "products": 1, "variants": variants, "files": 2 * variants,
-            "images_backed_up": 1, "images_failed": 0, "missing_products": [], "seconds": 1.5}
+    return {
+        "shop_id": shop_id,
+        "batch": batch,
+        "products": 1,
+        "variants": variants,
+        "files": 2 * variants,
+        "images_backed_up": 1,
+        "images_failed": 0,
+        "missing_products": [],
+        "seconds": 1.5,
+    }
 
 
 def test_a_shop_that_did_not_plan_and_a_batch_that_did_not_finish_fail_the_run():

@@ -15,8 +15,12 @@ def shop(sandbox, connections):
     big.media += [SandboxMedia(id=100 + n, filename=f"extra{n}.png") for n in range(2, 300)]
     big.variants[0].media_ids = [m.id for m in big.media[:7]]  # beyond the 3 the first page carries
     # A fast-refilling bucket: pacing is tested on its own below.
-    shop = SandboxShop(domain="hooked.myshopify.com", access_token=TOKEN, restore_rate=20000,
-                       products=[big, *[product(n, variants=2) for n in range(2, 12)]])
+    shop = SandboxShop(
+        domain="hooked.myshopify.com",
+        access_token=TOKEN,
+        restore_rate=20000,
+        products=[big, *[product(n, variants=2) for n in range(2, 12)]],
+    )
     sandbox.add_shop(shop)
     return shop
 
@@ -31,7 +35,9 @@ def test_nested_variant_and_media_pages_are_followed(shop, sandbox):
     assert len(big["variants"]) == 600
     assert len({v["id"] for v in big["variants"]}) == 600
     assert len(big["media"]) == 299
-    assert [m["id"] for m in big["variants"][0]["media"]] == [f"gid://shopify/MediaImage/{m}" for m in (101, *range(102, 108))]
+    assert [m["id"] for m in big["variants"][0]["media"]] == [
+        f"gid://shopify/MediaImage/{m}" for m in (101, *range(102, 108))
+    ]
     assert len(small["variants"]) == 2
     assert sandbox.stats(shop.domain)["max_requested_cost"] <= 1000
 
@@ -84,8 +90,13 @@ def test_revoked_token_is_fatal_at_once_and_never_echoed(shop, sandbox):
 
 def test_the_hook_paces_itself_by_the_throttle_status(sandbox, connections):
     # A tiny bucket: each listing page requests 502 points, the bucket holds 600 and refills 2000/s.
-    shop = SandboxShop(domain="paced.myshopify.com", access_token=TOKEN, bucket_size=600, restore_rate=2000,
-                       products=[product(n) for n in range(1, 700)])
+    shop = SandboxShop(
+        domain="paced.myshopify.com",
+        access_token=TOKEN,
+        bucket_size=600,
+        restore_rate=2000,
+        products=[product(n) for n in range(1, 700)],
+    )
     sandbox.add_shop(shop)
     with ShopifyHook(shop.domain, TOKEN) as shopify:
         assert len(list(shopify.iter_product_summaries())) == 699
@@ -95,14 +106,24 @@ def test_the_hook_paces_itself_by_the_throttle_status(sandbox, connections):
 def test_unserved_api_version_is_a_clear_error(shop, monkeypatch, connections):
     import json
 
-    monkeypatch.setenv("AIRFLOW_CONN_SHOPIFY_DEFAULT", json.dumps(
-        {"conn_type": "generic", "extra": {"api_version": "2024-01", "endpoint_template": connections.shopify_endpoint_template}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SHOPIFY_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "generic",
+                "extra": {"api_version": "2024-01", "endpoint_template": connections.shopify_endpoint_template},
+            }
+        ),
+    )
     with ShopifyHook(shop.domain, TOKEN) as shopify:
         with pytest.raises(ShopifyError, match="no longer serves API version 2024-01"):
             shopify.shop_info()
 
 
-@pytest.mark.parametrize(("raw", "clean"), [("Alpha.MyShopify.com/", "alpha.myshopify.com"), ("https://a-b.myshopify.com", "a-b.myshopify.com")])
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [("Alpha.MyShopify.com/", "alpha.myshopify.com"), ("https://a-b.myshopify.com", "a-b.myshopify.com")],
+)
 def test_domains_are_normalized(raw, clean):
     assert normalize_shop_domain(raw) == clean
 

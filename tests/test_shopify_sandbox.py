@@ -44,10 +44,14 @@ def make_alpha() -> SandboxShop:
     products = []
     for pid in range(1, 8):
         media = [SandboxMedia(id=pid * 100 + 1, filename=f"p{pid}.jpg", alt=f"alt {pid}")]
-        variants = [SandboxVariant(id=pid * 10_000 + 1, title="Default", sku=f"SKU-{pid}", price="12.50",
-                                   media_ids=[pid * 100 + 1])]
-        products.append(SandboxProduct(id=pid, title=f"Product {pid}", created_at=created,
-                                       variants=variants, media=media))
+        variants = [
+            SandboxVariant(
+                id=pid * 10_000 + 1, title="Default", sku=f"SKU-{pid}", price="12.50", media_ids=[pid * 100 + 1]
+            )
+        ]
+        products.append(
+            SandboxProduct(id=pid, title=f"Product {pid}", created_at=created, variants=variants, media=media)
+        )
     products[0].variants = [SandboxVariant(id=10_000 + i, title=f"V{i}", sku=f"BIG-{i}") for i in range(1, 601)]
     products[1].media = [
         SandboxMedia(id=201, filename="front.jpg", alt="front"),
@@ -180,8 +184,10 @@ def test_versions_served_and_unsupported_version_falls_back_to_oldest(sandbox):
     old = Client(sandbox, version="2024-04").post("{ shop { myshopifyDomain currencyCode id } }")
     assert old.status_code == 200 and old.headers["X-Shopify-API-Version"] == "2026-01"
     assert old.json()["data"]["shop"] == {"myshopifyDomain": ALPHA, "currencyCode": "EUR", "id": "gid://shopify/Shop/1"}
-    assert Client(sandbox, token="x", version="1999-01").post("{ shop { id } }").headers[
-        "X-Shopify-API-Version"] == "2026-01"
+    assert (
+        Client(sandbox, token="x", version="1999-01").post("{ shop { id } }").headers["X-Shopify-API-Version"]
+        == "2026-01"
+    )
 
 
 def test_syntax_validation_and_pagination_argument_errors(sandbox):
@@ -222,9 +228,16 @@ def test_products_pagination_forward_backward_and_reverse(sandbox):
     assert [p["pageInfo"]["hasPreviousPage"] for p in pages] == [False, True, True]
     assert pages[0]["pageInfo"]["startCursor"] == pages[0]["edges"][0]["cursor"]
     first = pages[0]["edges"][0]["node"]
-    assert first == {"id": "gid://shopify/Product/1", "legacyResourceId": "1", "title": "Product 1",
-                     "handle": "product-1", "status": "ACTIVE", "vendor": "Sandbox",
-                     "createdAt": "2025-03-01T00:00:00Z", "updatedAt": "2025-03-01T00:00:00Z"}
+    assert first == {
+        "id": "gid://shopify/Product/1",
+        "legacyResourceId": "1",
+        "title": "Product 1",
+        "handle": "product-1",
+        "status": "ACTIVE",
+        "vendor": "Sandbox",
+        "createdAt": "2025-03-01T00:00:00Z",
+        "updatedAt": "2025-03-01T00:00:00Z",
+    }
     back = client.data(query, {"last": 2, "before": pages[2]["pageInfo"]["startCursor"]})["products"]
     assert [e["node"]["title"] for e in back["edges"]] == ["Product 5", "Product 6"]
     assert back["pageInfo"]["hasNextPage"] and back["pageInfo"]["hasPreviousPage"]
@@ -256,8 +269,11 @@ def test_nested_variants_paginate_beyond_one_page(sandbox):
     assert len({v["id"] for v in seen}) == 600 and seen[599]["sku"] == "BIG-600"
     assert {v["product"]["id"] for v in seen} == {"gid://shopify/Product/1"} and seen[0]["price"] == "10.00"
     # Cursors of nested connections inside a products page work the same way.
-    inner = client.data("""{ products(first: 1) { nodes { variants(first: 2, after: "%s") {
-        nodes { legacyResourceId } } } } }""" % after)
+    inner = client.data(
+        """{ products(first: 1) { nodes { variants(first: 2, after: "%s") {
+        nodes { legacyResourceId } } } } }"""
+        % after
+    )
     assert [v["legacyResourceId"] for v in inner["products"]["nodes"][0]["variants"]["nodes"]] == ["10501", "10502"]
 
 
@@ -289,8 +305,12 @@ def test_nodes_and_product_return_null_for_deleted_products(sandbox):
     body = client.post("""{ nodes(ids: ["gid://shopify/Product/2", "gid://shopify/Product/3",
         "gid://shopify/ProductVariant/20001", "gid://shopify/Nope/1"]) { id ... on Product { title } }
         product(id: "gid://shopify/Product/3") { id } }""").json()
-    assert body["data"]["nodes"] == [{"id": "gid://shopify/Product/2", "title": "Product 2"}, None,
-                                     {"id": "gid://shopify/ProductVariant/20001"}, None]
+    assert body["data"]["nodes"] == [
+        {"id": "gid://shopify/Product/2", "title": "Product 2"},
+        None,
+        {"id": "gid://shopify/ProductVariant/20001"},
+        None,
+    ]
     assert body["data"]["product"] is None
     # Requested: 4 ids x 1 + product 1 = 5; actual: 2 nodes returned, product null.
     assert body["extensions"]["cost"]["requestedQueryCost"] == 5
@@ -338,8 +358,14 @@ def test_max_cost_exceeded_is_refused_without_charge(sandbox):
     client = Client(sandbox)
     body = client.post("{ products(first: 250) { nodes { variants(first: 250) { nodes { id } } } } }").json()
     # 2 + 250 x (1 + 2 + 250 x 1) = 63252
-    assert body == {"errors": [{"message": "Query cost is 63252, which exceeds the single query max cost limit (1000).",
-                                "extensions": {"code": "MAX_COST_EXCEEDED", "cost": 63252, "maxCost": 1000}}]}
+    assert body == {
+        "errors": [
+            {
+                "message": "Query cost is 63252, which exceeds the single query max cost limit (1000).",
+                "extensions": {"code": "MAX_COST_EXCEEDED", "cost": 63252, "maxCost": 1000},
+            }
+        ]
+    }
     assert sandbox.stats(ALPHA)["cost_charged"] == 0
     assert client.post(DOC_A).json()["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] >= 1984
 
@@ -441,8 +467,10 @@ def test_cdn_serves_deterministic_images_and_honours_faults(sandbox):
     assert requests.get(f"{base}/201/front.jpg", timeout=10).status_code == 503
     sandbox.image_fault(ALPHA, 201, None)
     assert requests.get(f"{base}/201/front.jpg", timeout=10).content == jpg.content
-    url = Client(sandbox).data('{ node(id: "gid://shopify/MediaImage/201") { ... on MediaImage {'
-                               ' image { url(transform: {maxWidth: 40, maxHeight: 30}) } } } }')
+    url = Client(sandbox).data(
+        '{ node(id: "gid://shopify/MediaImage/201") { ... on MediaImage {'
+        " image { url(transform: {maxWidth: 40, maxHeight: 30}) } } } }"
+    )
     small = requests.get(url["node"]["image"]["url"], timeout=10)
     assert small.status_code == 200 and small.content != jpg.content
 
@@ -464,14 +492,22 @@ def test_main_serves_a_saved_world_until_sigterm(tmp_path):
     path = tmp_path / "world.json"
     save_world(path, [make_tiny()])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "include.shopify_sandbox", "--port", "0", "--world", str(path)],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "include.shopify_sandbox", "--port", "0", "--world", str(path)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         base_url = proc.stdout.readline().strip()
         assert base_url.startswith("http://127.0.0.1:")
-        response = requests.post(f"{base_url}/{TINY}/admin/api/2026-07/graphql.json",
-                                 json={"query": "{ shop { myshopifyDomain } }"},
-                                 headers={"X-Shopify-Access-Token": "tiny"}, timeout=10)
+        response = requests.post(
+            f"{base_url}/{TINY}/admin/api/2026-07/graphql.json",
+            json={"query": "{ shop { myshopifyDomain } }"},
+            headers={"X-Shopify-Access-Token": "tiny"},
+            timeout=10,
+        )
         assert response.json()["data"] == {"shop": {"myshopifyDomain": TINY}}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

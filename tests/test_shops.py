@@ -9,7 +9,9 @@ from include.statistics_export.shops import ShopConfigurationError, active_shops
 
 def add_shop(db, shop_id, domain, active=True):
     with db.cursor() as cur:
-        cur.execute('INSERT INTO "ShopCredential" (id, "shopDomain", "isActive") VALUES (%s, %s, %s)', (shop_id, domain, active))
+        cur.execute(
+            'INSERT INTO "ShopCredential" (id, "shopDomain", "isActive") VALUES (%s, %s, %s)', (shop_id, domain, active)
+        )
     db.commit()
 
 

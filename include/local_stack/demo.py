@@ -73,8 +73,10 @@ def main() -> int:
     OUTPUT.mkdir(exist_ok=True)
     log_path = OUTPUT / "airflow.log"
     log_path.write_text("")
-    print(f"Demo: exporting {day} for {len(active)} active shops "
-          f"({sum(len(s.sandbox.products) for s in active)} products, {len(world.events)} events)")
+    print(
+        f"Demo: exporting {day} for {len(active)} active shops "
+        f"({sum(len(s.sandbox.products) for s in active)} products, {len(world.events)} events)"
+    )
     with (
         postgres_server(os.environ.get("APP_DB_URL")) as server_url,
         scratch_database(server_url, prefix="demo") as app_db_url,
@@ -102,8 +104,10 @@ def main() -> int:
     exports = sorted((OUTPUT / "bucket" / "statistic-exports").rglob("*.csv"))
     print(f"Shops: {len(active)} active (1 on a custom domain), 1 inactive skipped")
     print(f"Products: {sum(len(s.sandbox.products) for s in active)}, variants: {variants}")
-    print(f"Files: {counts['StatisticsExport'] * 2} export files, {counts['ProductImageBackup']} images backed up, "
-          f"{objects} objects in the bucket")
+    print(
+        f"Files: {counts['StatisticsExport'] * 2} export files, {counts['ProductImageBackup']} images backed up, "
+        f"{objects} objects in the bucket"
+    )
     print(f"Rows: {counts}")
     print(f"airflow dags test: {seconds:.1f} s, {'succeeded' if code == 0 else 'FAILED'} (log: {log_path})")
     if exports:

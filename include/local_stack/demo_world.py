@@ -84,14 +84,27 @@ def make_shop(
             variant_id += 1
             own = [media[v].id] if v < len(media) and n % 3 == 0 else []
             variants.append(
-                SandboxVariant(id=variant_id, title=f"Size {v + 1}", sku=f"{name.upper()}-{pid}-{v + 1}",
-                               price=f"{rng.randint(5, 120)}.{rng.choice(['00', '50', '99'])}", media_ids=own)
+                SandboxVariant(
+                    id=variant_id,
+                    title=f"Size {v + 1}",
+                    sku=f"{name.upper()}-{pid}-{v + 1}",
+                    price=f"{rng.randint(5, 120)}.{rng.choice(['00', '50', '99'])}",
+                    media_ids=own,
+                )
             )
         catalog.append(
-            SandboxProduct(id=pid, title=f"{name.title()} product {n + 1}", status=rng.choice(["ACTIVE", "ACTIVE", "DRAFT"]),
-                           created_at=created_before - timedelta(days=rng.randint(2, 400)), variants=variants, media=media)
+            SandboxProduct(
+                id=pid,
+                title=f"{name.title()} product {n + 1}",
+                status=rng.choice(["ACTIVE", "ACTIVE", "DRAFT"]),
+                created_at=created_before - timedelta(days=rng.randint(2, 400)),
+                variants=variants,
+                media=media,
+            )
         )
-    sandbox = SandboxShop(domain=api_domain, access_token=f"shpat_{uuid.uuid4().hex}", name=name.title(), products=catalog)
+    sandbox = SandboxShop(
+        domain=api_domain, access_token=f"shpat_{uuid.uuid4().hex}", name=name.title(), products=catalog
+    )
     return DemoShop(shop_id=shop_id, shop_domain=custom_domain or api_domain, sandbox=sandbox)
 
 
@@ -102,8 +115,15 @@ def build_world(day: date, *, products: int = 100, seed: int = 7) -> DemoWorld:
     sizes = [products // 2, products - products // 2 - products // 5, products // 5]
     shops = [
         make_shop("shop_alpha", "alpha", sizes[0], rng=rng, first_product_id=1000, created_before=start),
-        make_shop("shop_boutique", "boutique", sizes[1], rng=rng, first_product_id=2000,
-                  custom_domain="www.boutique-example.com", created_before=start),
+        make_shop(
+            "shop_boutique",
+            "boutique",
+            sizes[1],
+            rng=rng,
+            first_product_id=2000,
+            custom_domain="www.boutique-example.com",
+            created_before=start,
+        ),
         make_shop("shop_gamma", "gamma", sizes[2], rng=rng, first_product_id=3000, created_before=start),
         make_shop("shop_dormant", "dormant", 3, rng=rng, first_product_id=4000, created_before=start),
     ]
@@ -142,7 +162,15 @@ def seed_database(conn: Any, world: DemoWorld) -> None:
             cur.execute(
                 'INSERT INTO "ShopCredential" (id, "shopDomain", "apiKey", "apiSecret", mode, "isActive", "createdAt", "updatedAt") '
                 "VALUES (%s, %s, %s, %s, 'PUBLIC', %s, %s, %s)",
-                (shop.shop_id, shop.shop_domain, f"key_{shop.shop_id}", f"secret_{shop.shop_id}", shop.active, now, now),
+                (
+                    shop.shop_id,
+                    shop.shop_domain,
+                    f"key_{shop.shop_id}",
+                    f"secret_{shop.shop_id}",
+                    shop.active,
+                    now,
+                    now,
+                ),
             )
             if shop.linked_session:
                 cur.execute(
@@ -159,6 +187,16 @@ def seed_database(conn: Any, world: DemoWorld) -> None:
             'COPY "ABTestEvent" (id, "testId", "sessionId", "eventType", "productId", "variantId", revenue, "createdAt") FROM STDIN'
         ) as copy:
             for e in world.events:
-                copy.write_row((e.id, e.test_id, "session", e.event_type, e.product_id, e.variant_id, e.revenue,
-                                e.created_at.replace(tzinfo=None)))
+                copy.write_row(
+                    (
+                        e.id,
+                        e.test_id,
+                        "session",
+                        e.event_type,
+                        e.product_id,
+                        e.variant_id,
+                        e.revenue,
+                        e.created_at.replace(tzinfo=None),
+                    )
+                )
     conn.commit()

@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    sandbox = ShopifySandbox(load_world(args.world), host=args.host, port=args.port,
-                             latency_seconds=args.latency).start()
+    sandbox = ShopifySandbox(
+        load_world(args.world), host=args.host, port=args.port, latency_seconds=args.latency
+    ).start()
     # One line, flushed, so a parent process can wait for readiness and read the URL.
     print(sandbox.base_url, flush=True)
     try:

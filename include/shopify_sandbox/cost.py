@@ -71,9 +71,7 @@ class _CostWalker:
     def __init__(self, schema: GraphQLSchema, document: DocumentNode, variables: VariableValues):
         self.schema = schema
         self.variables = variables
-        self.fragments = {
-            d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-        }
+        self.fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
 
     # -- selection collection ------------------------------------------------------
 
@@ -221,7 +219,9 @@ class _CostWalker:
 def _operation(document: DocumentNode, operation_name: str | None) -> OperationDefinitionNode:
     operation = get_operation_ast(document, operation_name)
     if operation is None:
-        raise GraphQLError("An operation name is required" if operation_name is None else f"No operation named '{operation_name}'")
+        raise GraphQLError(
+            "An operation name is required" if operation_name is None else f"No operation named '{operation_name}'"
+        )
     return operation
 
 

@@ -154,10 +154,15 @@ def run_graphql(state: ShopState, catalog: CatalogIndex, raw_body: bytes, base_u
     with state.lock:
         state.stats.max_requested_cost = max(state.stats.max_requested_cost, requested)
     if requested > MAX_QUERY_COST:
-        message = (f"Query cost is {requested}, which exceeds the single query max cost limit "
-                   f"({MAX_QUERY_COST}).")
-        return 200, {"errors": [{"message": message, "extensions": {
-            "code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": MAX_QUERY_COST}}]}
+        message = f"Query cost is {requested}, which exceeds the single query max cost limit ({MAX_QUERY_COST})."
+        return 200, {
+            "errors": [
+                {
+                    "message": message,
+                    "extensions": {"code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": MAX_QUERY_COST},
+                }
+            ]
+        }
 
     state.sync_plan()
     if state.take_forced_throttle() or not state.bucket.try_charge(requested):
@@ -170,8 +175,9 @@ def run_graphql(state: ShopState, catalog: CatalogIndex, raw_body: bytes, base_u
 
     ctx = RequestContext(shop=state.shop, lookup=catalog.lookup(state.shop), base_url=base_url)
     try:
-        actual, result = actual_cost(document, variables, schema, operation_name,
-                                     root_value=QueryRootView(ctx), context_value=ctx)
+        actual, result = actual_cost(
+            document, variables, schema, operation_name, root_value=QueryRootView(ctx), context_value=ctx
+        )
     except Exception:
         state.bucket.refund(requested)  # an internal failure must not eat the client's points
         raise

@@ -23,8 +23,9 @@ def content_type_for(filename: str, fmt: str | None = None) -> str:
     return guessed or "application/octet-stream"
 
 
-def image_bytes(media_id: int, filename: str, width: int | None = None, height: int | None = None,
-                fmt: str | None = None) -> bytes:
+def image_bytes(
+    media_id: int, filename: str, width: int | None = None, height: int | None = None, fmt: str | None = None
+) -> bytes:
     """Return the file served for a media: PNG for .png (or format=png), a JPEG otherwise."""
     full_w, full_h = image_dimensions(media_id)
     w = max(1, min(width or full_w, MAX_SIDE))
@@ -49,8 +50,9 @@ def _png(media_id: int, width: int, height: int) -> bytes:
     raw = zlib.compress(row * height, 9)
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
     text = f"Comment\x00shopify-sandbox media {media_id}".encode()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"tEXt", text)
-            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"tEXt", text) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    )
 
 
 def _segment(marker: int, payload: bytes) -> bytes:
@@ -118,6 +120,15 @@ def _jpeg(media_id: int, width: int, height: int) -> bytes:
     # Every later block repeats the same DC (difference 0, code 00) then EOB (00).
     bits.write_zeros(4 * (blocks - 1))
     entropy = bits.finish()
-    return (b"\xff\xd8" + _segment(0xE0, jfif) + _segment(0xFE, comment) + _segment(0xDB, dqt)
-            + _segment(0xC0, sof) + _segment(0xC4, dht_dc) + _segment(0xC4, dht_ac)
-            + _segment(0xDA, sos) + entropy + b"\xff\xd9")
+    return (
+        b"\xff\xd8"
+        + _segment(0xE0, jfif)
+        + _segment(0xFE, comment)
+        + _segment(0xDB, dqt)
+        + _segment(0xC0, sof)
+        + _segment(0xC4, dht_dc)
+        + _segment(0xC4, dht_ac)
+        + _segment(0xDA, sos)
+        + entropy
+        + b"\xff\xd9"
+    )

@@ -162,8 +162,9 @@ class ProductView:
             "SKU": lambda v: v.sku or "",
         }.get(args.get("sortKey") or "POSITION", lambda v: position[id(v)])
         product = self.p
-        return _page(variants, sort_key, args, "variants",
-                     lambda v: VariantView(v, product, self.ctx, position[id(v)] + 1))
+        return _page(
+            variants, sort_key, args, "variants", lambda v: VariantView(v, product, self.ctx, position[id(v)] + 1)
+        )
 
     def media(self, _info, **args) -> Page:
         """Resolve `media(...)`, ordered by POSITION unless sortKey says ID."""
@@ -178,8 +179,9 @@ class VariantView:
 
     typename = "ProductVariant"
 
-    def __init__(self, variant: SandboxVariant, product: SandboxProduct, ctx: RequestContext,
-                 position: int | None = None):
+    def __init__(
+        self, variant: SandboxVariant, product: SandboxProduct, ctx: RequestContext, position: int | None = None
+    ):
         self.v = variant
         self.parent = product
         self.ctx = ctx

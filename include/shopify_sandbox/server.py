@@ -76,8 +76,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- plumbing -------------------------------------------------------------------
 
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None,
-              head_only: bool = False) -> None:
+    def _send(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+        head_only: bool = False,
+    ) -> None:
         latency = self.sandbox.latency_seconds
         if latency > 0:
             time.sleep(latency)
@@ -164,8 +170,9 @@ class _Handler(BaseHTTPRequestHandler):
 class ShopifySandbox:
     """A faithful little Shopify Admin GraphQL server (plus CDN) on loopback, run in a daemon thread."""
 
-    def __init__(self, shops: Iterable[SandboxShop] = (), host: str = "127.0.0.1", port: int = 0,
-                 latency_seconds: float = 0.0) -> None:
+    def __init__(
+        self, shops: Iterable[SandboxShop] = (), host: str = "127.0.0.1", port: int = 0, latency_seconds: float = 0.0
+    ) -> None:
         self.host = host
         self.port = port
         self.latency_seconds = float(latency_seconds)
@@ -188,8 +195,9 @@ class ShopifySandbox:
         self._server = _Server((self.host, self.port), handler)
         self.port = self._server.server_address[1]
         # A short poll interval keeps stop() fast (shutdown waits for one poll).
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        name="shopify-sandbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="shopify-sandbox", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -148,7 +148,9 @@ def backup_images(
     image that could not be copied (those keep null R2 fields and are tried again next run).
     """
     # The Shopify URL shown is today's; the R2 copy is the one made when the image was first seen.
-    backups = {gid: replace(already[gid], shopify_url=owner.image.url) for gid, owner in owners.items() if gid in already}
+    backups = {
+        gid: replace(already[gid], shopify_url=owner.image.url) for gid, owner in owners.items() if gid in already
+    }
     todo = [owner for gid, owner in owners.items() if gid not in already]
 
     def copy(owner: ImageOwner) -> ImageBackup:

@@ -56,7 +56,9 @@ class RunReport:
         )
 
 
-def summarize_run(day: str, shops: list[dict], plans: list[dict], batches: list[dict], results: list[dict]) -> RunReport:
+def summarize_run(
+    day: str, shops: list[dict], plans: list[dict], batches: list[dict], results: list[dict]
+) -> RunReport:
     """Compare what was listed, planned and exported; whatever is missing failed."""
     domains = {s["shop_id"]: s["shop_domain"] for s in shops}
     report = RunReport(date=day, shops=len(shops))

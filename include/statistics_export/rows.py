@@ -70,8 +70,15 @@ def write_rows(
     exported_at = datetime.now(timezone.utc).replace(tzinfo=None)
     images = [
         (
-            row_id(shop_id, backup.media_gid), shop_id, owner.product_id, owner.variant_id, backup.media_gid,
-            backup.shopify_url, backup.r2_url, backup.r2_key, _naive_utc(backup.backed_up_at),
+            row_id(shop_id, backup.media_gid),
+            shop_id,
+            owner.product_id,
+            owner.variant_id,
+            backup.media_gid,
+            backup.shopify_url,
+            backup.r2_url,
+            backup.r2_key,
+            _naive_utc(backup.backed_up_at),
         )
         for owner, backup in new_images
     ]
@@ -81,14 +88,27 @@ def write_rows(
         m = export.metrics
         statistics.append(
             (
-                row_id("stats", *key), *key, m.impressions, m.add_to_carts, m.orders, m.revenue_rounded,
-                float(m.ctr), float(m.conversion_rate),
+                row_id("stats", *key),
+                *key,
+                m.impressions,
+                m.add_to_carts,
+                m.orders,
+                m.revenue_rounded,
+                float(m.ctr),
+                float(m.conversion_rate),
             )
         )
         records.append(
             (
-                row_id("export", *key), *key, files["csvKey"], files["jsonKey"], files["csvUrl"], files["jsonUrl"],
-                json.dumps(metrics_document(m)), json.dumps(images_document(export.images)), exported_at,
+                row_id("export", *key),
+                *key,
+                files["csvKey"],
+                files["jsonKey"],
+                files["csvUrl"],
+                files["jsonUrl"],
+                json.dumps(metrics_document(m)),
+                json.dumps(images_document(export.images)),
+                exported_at,
             )
         )
     # Commit explicitly: earlier reads on this connection may already have opened a transaction.

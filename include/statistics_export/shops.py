@@ -67,7 +67,7 @@ def shop_credentials(conn: Any, shop_id: str) -> ShopCredentials:
         row = cur.fetchone()
     if row is None:
         raise ShopConfigurationError(
-            f"Shop {shop_id}: no usable session is linked to it (\"Session\".\"shopId\"); "
+            f'Shop {shop_id}: no usable session is linked to it ("Session"."shopId"); '
             "the merchant must open the app again to create one"
         )
     _, shop_domain, api_domain, token = row

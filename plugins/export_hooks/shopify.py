@@ -170,9 +170,7 @@ class ShopifyHook(BaseHook):
                 "reinstall the app or fix the shop's session"
             )
         if status == 429:
-            raise ShopifyRetryableError(
-                f"Shop {self.shop_domain}: HTTP 429 Too Many Requests", _retry_after(response)
-            )
+            raise ShopifyRetryableError(f"Shop {self.shop_domain}: HTTP 429 Too Many Requests", _retry_after(response))
         if status >= 500:
             raise ShopifyRetryableError(f"Shop {self.shop_domain}: HTTP {status} from Shopify")
         if status == 404:
@@ -281,8 +279,12 @@ class ShopifyHook(BaseHook):
     def _complete_product(self, node: dict[str, Any]) -> dict[str, Any]:
         """Flatten the product's connections into lists, fetching the pages beyond the first."""
         product_id = node["id"]
-        media = self._rest_of(node["media"], q.PRODUCT_MEDIA_PAGE_QUERY, {"id": product_id, "first": q.MEDIA_PAGE},
-                              lambda data: data["product"]["media"])
+        media = self._rest_of(
+            node["media"],
+            q.PRODUCT_MEDIA_PAGE_QUERY,
+            {"id": product_id, "first": q.MEDIA_PAGE},
+            lambda data: data["product"]["media"],
+        )
         variants = list(
             self._rest_of(
                 node["variants"],
@@ -339,4 +341,3 @@ def _retry_after(response: requests.Response) -> float | None:
 
 def _float_or_none(value: Any) -> float | None:
     return float(value) if value is not None else None
-
