@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timezone
 
@@ -9,6 +10,8 @@ import requests
 
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyHook
+from include.local_stack.demo_world import insert_shop
+from include.local_stack.services import read_bucket
 from include.shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
 from include.statistics_export.export import BatchPlan, BatchResult, export_batch, plan_shop
 from include.statistics_export.images import download_image
@@ -59,14 +62,7 @@ def register_shop(
     shop = SandboxShop(domain=api_domain, access_token=token or f"shpat_secret_{shop_id}", products=products)
     sandbox.add_shop(shop)
     with db.cursor() as cur:
-        cur.execute(
-            'INSERT INTO "ShopCredential" (id, "shopDomain", "isActive") VALUES (%s, %s, %s)',
-            (shop_id, domain or api_domain, active),
-        )
-        cur.execute(
-            'INSERT INTO "Session" (id, shop, "isOnline", "accessToken", "shopId") VALUES (%s, %s, false, %s, %s)',
-            (f"offline_{shop_id}", api_domain, shop.access_token, shop_id if linked else None),
-        )
+        insert_shop(cur, shop_id, domain or api_domain, api_domain, shop.access_token, active=active, linked=linked)
         cur.execute(
             'INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
             (f"test_{shop_id}", shop_id, "test", "0"),
@@ -77,8 +73,6 @@ def register_shop(
 
 def add_event(db, shop_id: str, variant_id: str, event_type: str, at: datetime, revenue=None, event_id=None) -> None:
     """Insert one event of the shop's test."""
-    import uuid
-
     with db.cursor() as cur:
         cur.execute(
             'INSERT INTO "ABTestEvent" (id, "testId", "sessionId", "eventType", "productId", "variantId", revenue, "createdAt") '
@@ -126,11 +120,7 @@ def run_shop(db, shop_id: str, **kwargs) -> list[BatchResult]:
 
 def bucket_objects(s3, bucket: str) -> dict[str, bytes]:
     """Read every object of a bucket."""
-    out = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-        for item in page.get("Contents", ()):
-            out[item["Key"]] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-    return out
+    return dict(read_bucket(s3, bucket))
 
 
 NOON_ON_DAY = datetime(2026, 11, 21, 12)

@@ -2,38 +2,28 @@
 
 from datetime import date, datetime
 from decimal import Decimal
-from itertools import count
+from functools import partial
 
 import pytest
 
+from helpers import add_event
 from include.statistics_export.metrics import VariantMetrics, variant_metrics
 
 DAY = date(2026, 11, 21)
-_ids = count()
 
 
 @pytest.fixture
 def events(db):
-    """Insert events: add(shop, variant_id, type, at, revenue=None)."""
+    """Two shops with one test each; returns add(shop, variant_id, type, at, revenue=None)."""
     with db.cursor() as cur:
         for shop in ("shop_a", "shop_b"):
             cur.execute('INSERT INTO "ShopCredential" (id, "shopDomain") VALUES (%s, %s)', (shop, f"{shop}.example"))
             cur.execute(
                 'INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
-                (f"t_{shop}", shop, "t", "1"),
+                (f"test_{shop}", shop, "t", "1"),
             )
     db.commit()
-
-    def add(shop, variant_id, event_type, at, revenue=None):
-        with db.cursor() as cur:
-            cur.execute(
-                'INSERT INTO "ABTestEvent" (id, "testId", "sessionId", "eventType", "productId", "variantId", revenue, "createdAt") '
-                "VALUES (%s, %s, 's', %s, '1', %s, %s, %s)",
-                (f"e{next(_ids)}", f"t_{shop}", event_type, variant_id, revenue, at),
-            )
-        db.commit()
-
-    return add
+    return partial(add_event, db)
 
 
 def test_day_is_half_open_utc(db, events):

@@ -24,6 +24,7 @@ from include.local_stack.services import (
     airflow_env,
     create_bucket,
     postgres_server,
+    read_bucket,
     s3_client,
     s3_server,
     scratch_database,
@@ -44,15 +45,13 @@ def run_airflow(env: dict[str, str], *args: str, log_path: Path) -> int:
 
 def copy_bucket(endpoint: str, destination: Path) -> int:
     """Copy every object of the demo bucket to a local folder and return how many there were."""
-    client = s3_client(endpoint)
     shutil.rmtree(destination, ignore_errors=True)
     copied = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-        for item in page.get("Contents", ()):
-            target = destination / item["Key"]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read())
-            copied += 1
+    for key, body in read_bucket(s3_client(endpoint), BUCKET):
+        target = destination / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+        copied += 1
     return copied
 
 

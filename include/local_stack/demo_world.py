@@ -20,7 +20,6 @@ class DemoShop:
     shop_domain: str
     sandbox: SandboxShop
     active: bool = True
-    linked_session: bool = True
 
     @property
     def api_domain(self) -> str:
@@ -154,30 +153,29 @@ def _variant_events(rng: random.Random, test_id: str, product_id: int, variant_i
                 yield DemoEvent(test_id, "PURCHASE", str(product_id), vid, revenue, at + timedelta(seconds=90))
 
 
+def insert_shop(
+    cur: Any, shop_id: str, shop_domain: str, api_domain: str, token: str, *, active: bool = True, linked: bool = True
+) -> None:
+    """Insert a shop's credential row and its offline session (linked to it by "shopId" unless ``linked`` is False)."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    cur.execute(
+        'INSERT INTO "ShopCredential" (id, "shopDomain", "apiKey", "apiSecret", mode, "isActive", "createdAt", "updatedAt") '
+        "VALUES (%s, %s, %s, %s, 'PUBLIC', %s, %s, %s)",
+        (shop_id, shop_domain, f"key_{shop_id}", f"secret_{shop_id}", active, now, now),
+    )
+    cur.execute(
+        'INSERT INTO "Session" (id, shop, state, "isOnline", scope, expires, "accessToken", "shopId") '
+        "VALUES (%s, %s, '', false, 'read_products', NULL, %s, %s)",
+        (f"offline_{api_domain}", api_domain, token, shop_id if linked else None),
+    )
+
+
 def seed_database(conn: Any, world: DemoWorld) -> None:
     """Insert the world's shops, sessions, tests and events into the app database (one COPY for events)."""
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with conn.cursor() as cur:
         for shop in world.shops:
-            cur.execute(
-                'INSERT INTO "ShopCredential" (id, "shopDomain", "apiKey", "apiSecret", mode, "isActive", "createdAt", "updatedAt") '
-                "VALUES (%s, %s, %s, %s, 'PUBLIC', %s, %s, %s)",
-                (
-                    shop.shop_id,
-                    shop.shop_domain,
-                    f"key_{shop.shop_id}",
-                    f"secret_{shop.shop_id}",
-                    shop.active,
-                    now,
-                    now,
-                ),
-            )
-            if shop.linked_session:
-                cur.execute(
-                    'INSERT INTO "Session" (id, shop, state, "isOnline", scope, expires, "accessToken", "shopId") '
-                    "VALUES (%s, %s, '', false, 'read_products', NULL, %s, %s)",
-                    (f"offline_{shop.api_domain}", shop.api_domain, shop.token, shop.shop_id),
-                )
+            insert_shop(cur, shop.shop_id, shop.shop_domain, shop.api_domain, shop.token, active=shop.active)
         cur.executemany(
             'INSERT INTO "ABTest" (id, shop, name, "productId", status, "createdAt", "updatedAt") '
             "VALUES (%s, %s, %s, %s, 'ACTIVE', %s, %s)",

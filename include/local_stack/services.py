@@ -98,6 +98,13 @@ def s3_client(endpoint_url: str):
     )
 
 
+def read_bucket(client, bucket: str):
+    """Yield (key, bytes) for every object of a bucket, page by page."""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", ()):
+            yield item["Key"], client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+
+
 def create_bucket(endpoint_url: str, bucket: str) -> None:
     """Create a bucket on the local S3 server (a no-op when it exists)."""
     client = s3_client(endpoint_url)

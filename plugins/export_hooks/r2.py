@@ -76,14 +76,3 @@ class R2Hook(S3Hook):
     def put_object(self, key: str, body: bytes, content_type: str) -> None:
         """Write one object (no ACL, no tagging, no KMS: R2 implements none of them)."""
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
-
-    def get_object_bytes(self, key: str) -> bytes:
-        """Read one object whole (for small objects such as export files)."""
-        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-
-    def iter_keys(self, prefix: str = ""):
-        """Yield every key under a prefix, page by page."""
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-            for item in page.get("Contents", ()):
-                yield item["Key"]

@@ -190,19 +190,19 @@ class ShopifyHook(BaseHook):
         self._record_cost(query, body.get("extensions", {}).get("cost"))
         errors = body.get("errors")
         if errors:
-            self._raise_for_errors(errors)
+            self._raise_for_errors(query, errors)
         if body.get("data") is None:
             raise ShopifyError(f"Shop {self.shop_domain}: response without data")
         return body["data"]
 
-    def _raise_for_errors(self, errors: Any) -> None:
+    def _raise_for_errors(self, query: str, errors: Any) -> None:
         if not isinstance(errors, list):
             raise ShopifyError(f"Shop {self.shop_domain}: {errors}")
         codes = {(e.get("extensions") or {}).get("code") for e in errors if isinstance(e, dict)}
         messages = "; ".join(str(e.get("message", e)) for e in errors if isinstance(e, dict))
         if "THROTTLED" in codes:
             self.throttled += 1
-            raise ShopifyRetryableError(f"Shop {self.shop_domain}: throttled", self._wait_for_throttle())
+            raise ShopifyRetryableError(f"Shop {self.shop_domain}: throttled", self._seconds_until_affordable(query))
         if "MAX_COST_EXCEEDED" in codes:
             raise ShopifyQueryCostError(f"Shop {self.shop_domain}: {messages}")
         if "INTERNAL_SERVER_ERROR" in codes:
@@ -225,19 +225,17 @@ class ShopifyHook(BaseHook):
                 seen_at=time.monotonic(),
             )
 
+    def _seconds_until_affordable(self, query: str) -> float:
+        """Return how long until the bucket should hold what this document requested last time."""
+        with self._throttle_lock:
+            return self._throttle.seconds_until(self._requested_cost.get(query, 0.0))
+
     def _pace(self, query: str) -> None:
         """Sleep until the bucket should hold what this document requested last time."""
-        with self._throttle_lock:
-            wait = self._throttle.seconds_until(self._requested_cost.get(query, 0.0))
+        wait = self._seconds_until_affordable(query)
         if wait > 0:
             log.debug("Shop %s: pacing %.2fs for the cost bucket", self.shop_domain, wait)
             time.sleep(wait)
-
-    def _wait_for_throttle(self) -> float | None:
-        with self._throttle_lock:
-            requested = max(self._requested_cost.values(), default=0.0)
-            wait = self._throttle.seconds_until(requested)
-        return wait if wait > 0 else None
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
