@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS "StatisticsExport" (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS "StatisticsExport_shop_productId_variantId_date_key"
     ON "StatisticsExport" (shop, "productId", "variantId", date);
+-- The exporter's one addition to the app's schema (add it to the Prisma model as `contentHash String?`):
+-- sha256 of the CSV and JSON bytes last written, so a rerun whose files would be identical writes nothing.
+ALTER TABLE "StatisticsExport" ADD COLUMN IF NOT EXISTS "contentHash" TEXT;
 
 CREATE TABLE IF NOT EXISTS "VariantDailyStatistics" (
     id                TEXT PRIMARY KEY,
