@@ -97,15 +97,41 @@ def test_rerun_converges_to_the_same_files_and_rows_without_downloading_again(db
     first_fetch = CountingFetch()
     run_shop(db, "shop_a", fetch=first_fetch)
     before_objects = bucket_objects(s3, connections.bucket)
-    before_rows = {t: rows(db, t) for t in ("VariantDailyStatistics", "ProductImageBackup")}
-    before_exports = [r[:10] for r in rows(db, "StatisticsExport")]
+    before_rows = {t: rows(db, t) for t in ("VariantDailyStatistics", "ProductImageBackup", "StatisticsExport")}
+    before_modified = last_modified(s3, connections.bucket)
 
     again = CountingFetch()
-    run_shop(db, "shop_a", fetch=again)
+    results = run_shop(db, "shop_a", fetch=again)
     assert again.urls == [] and len(first_fetch.urls) == 3
     assert bucket_objects(s3, connections.bucket) == before_objects
+    # Identical files are not written again: same LastModified, and the rows (exportedAt too) untouched.
+    assert sum(r.files_unchanged for r in results) == sum(r.files for r in results) == 12
+    assert last_modified(s3, connections.bucket) == before_modified
     assert {t: rows(db, t) for t in before_rows} == before_rows
-    assert [r[:10] for r in rows(db, "StatisticsExport")] == before_exports
+
+
+def test_a_changed_metric_rewrites_only_that_variants_files(db, connections, sandbox, s3):
+    register_shop(db, sandbox, "shop_a", catalog())
+    run_shop(db, "shop_a")
+    hashes = dict((r[3], r[12]) for r in rows(db, "StatisticsExport"))
+    add_event(db, "shop_a", "3002", "ADD_TO_CART", NOON)
+
+    result = run_shop(db, "shop_a")[0]
+    assert (result.files, result.files_unchanged) == (12, 10)
+    assert result.file_totals == {"variants": 6, "impressions": 0, "addToCarts": 1, "orders": 0, "revenue": "0.00"}
+    changed = {r[3] for r in rows(db, "StatisticsExport") if hashes[r[3]] != r[12]}
+    assert changed == {"3002"}
+    row = next(
+        csv.DictReader(
+            io.StringIO(bucket_objects(s3, connections.bucket)["statistic-exports/shop_a/3/3002/20261121.csv"].decode())
+        )
+    )
+    assert row["addToCarts"] == "1"
+
+
+def last_modified(s3, bucket):
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {o["Key"]: (o["LastModified"], o["ETag"]) for page in pages for o in page.get("Contents", [])}
 
 
 def test_failed_image_download_does_not_fail_the_export_and_is_retried_next_run(db, connections, sandbox, s3):

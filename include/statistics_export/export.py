@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 import logging
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from decimal import Decimal
 from typing import Any, Protocol
 
 from include.statistics_export.catalog import Product, existed_on, parse_product, parse_summary, plan_batches
@@ -20,7 +24,7 @@ from include.statistics_export.images import (
     image_owners,
 )
 from include.statistics_export.metrics import ZERO, variant_metrics
-from include.statistics_export.rows import write_rows
+from include.statistics_export.rows import recorded_hashes, write_rows
 from include.statistics_export.shops import ShopRef
 
 log = logging.getLogger(__name__)
@@ -71,11 +75,13 @@ class BatchResult:
     products: int = 0
     variants: int = 0
     files: int = 0
+    files_unchanged: int = 0
     images_backed_up: int = 0
     images_reused: int = 0
     images_failed: int = 0
     missing_products: list[str] = field(default_factory=list)
     image_failures: list[str] = field(default_factory=list)
+    file_totals: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -159,32 +165,76 @@ def export_batch(
         for product in products
         for variant in product.variants
     ]
-    files = upload_files(store, exports, pool)
-    write_rows(conn, plan.shop_id, list(zip(exports, files)), new_images)
+    rendered = list(pool.map(render_files, exports))
+    known = recorded_hashes(conn, plan.shop_id, day, [(e.product.product_id, e.variant.variant_id) for e in exports])
+    # Identical bytes are not written again: their objects keep LastModified and their rows stay as they are.
+    changed = [
+        (export, files)
+        for export, files in zip(exports, rendered)
+        if known.get((export.product.product_id, export.variant.variant_id)) != files.content_hash
+    ]
+    written = upload_files(store, changed, pool)
+    write_rows(conn, plan.shop_id, written, new_images)
 
     result.products = len(products)
     result.variants = len(exports)
     result.files = 2 * len(exports)
+    result.files_unchanged = 2 * (len(exports) - len(changed))
     result.images_backed_up = len(new_images)
     result.images_reused = len(already)
     result.images_failed = len(result.image_failures)
+    result.file_totals = file_totals(rendered)
     result.seconds = round(time.monotonic() - started, 3)
     return result
 
 
-def upload_files(store: ObjectStore, exports: list[VariantExport], pool: ThreadPoolExecutor) -> list[dict[str, str]]:
-    """Render and write each variant's CSV and JSON concurrently; return their keys and URLs in order."""
+@dataclass(frozen=True)
+class RenderedFiles:
+    """One variant's two files, rendered once, with the hash that tells whether they changed."""
 
-    def upload(export: VariantExport) -> dict[str, str]:
+    csv: bytes
+    json: bytes
+
+    @property
+    def content_hash(self) -> str:
+        """Return the sha256 of both files, recorded with the export to skip identical rewrites."""
+        return hashlib.sha256(self.csv + b"\0" + self.json).hexdigest()
+
+
+def render_files(export: VariantExport) -> RenderedFiles:
+    """Render a variant's CSV and JSON files."""
+    return RenderedFiles(render_csv(export), render_json(export))
+
+
+def file_totals(rendered: Iterable[RenderedFiles]) -> dict[str, Any]:
+    """Sum the metrics the CSV files say, read back with the csv module, for the day's reconciliation."""
+    totals: dict[str, Any] = {"variants": 0, "impressions": 0, "addToCarts": 0, "orders": 0, "revenue": Decimal(0)}
+    for files in rendered:
+        for row in csv.DictReader(io.StringIO(files.csv.decode("utf-8"))):
+            totals["variants"] += 1
+            for name in ("impressions", "addToCarts", "orders"):
+                totals[name] += int(row[name])
+            totals["revenue"] += Decimal(row["revenue"])
+    return {**totals, "revenue": str(totals["revenue"])}
+
+
+def upload_files(
+    store: ObjectStore, changed: list[tuple[VariantExport, RenderedFiles]], pool: ThreadPoolExecutor
+) -> list[tuple[VariantExport, dict[str, str]]]:
+    """Write each variant's CSV and JSON concurrently; return each export with its keys, URLs and hash."""
+
+    def upload(item: tuple[VariantExport, RenderedFiles]) -> tuple[VariantExport, dict[str, str]]:
+        export, files = item
         ids = (export.shop_id, export.product.product_id, export.variant.variant_id, export.day)
         csv_key, json_key = export_key(*ids, "csv"), export_key(*ids, "json")
-        store.put_object(csv_key, render_csv(export), "text/csv; charset=utf-8")
-        store.put_object(json_key, render_json(export), "application/json")
-        return {
+        store.put_object(csv_key, files.csv, "text/csv; charset=utf-8")
+        store.put_object(json_key, files.json, "application/json")
+        return export, {
             "csvKey": csv_key,
             "jsonKey": json_key,
             "csvUrl": store.object_url(csv_key),
             "jsonUrl": store.object_url(json_key),
+            "contentHash": files.content_hash,
         }
 
-    return list(pool.map(upload, exports))
+    return list(pool.map(upload, changed))

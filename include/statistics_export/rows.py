@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from include.statistics_export.formats import VariantExport, images_document, metrics_document
@@ -37,13 +37,35 @@ ON CONFLICT (shop, "productId", "variantId", date) DO UPDATE SET
 """
 
 _UPSERT_EXPORTS = """
-INSERT INTO "StatisticsExport" (id, shop, "productId", "variantId", date, "csvR2Key", "jsonR2Key", "csvUrl", "jsonUrl", "metricsSnapshot", "imagesSnapshot", "exportedAt")
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::date[], %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::timestamp[])
+INSERT INTO "StatisticsExport" (id, shop, "productId", "variantId", date, "csvR2Key", "jsonR2Key", "csvUrl", "jsonUrl", "metricsSnapshot", "imagesSnapshot", "exportedAt", "contentHash")
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::date[], %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::timestamp[], %s::text[])
 ON CONFLICT (shop, "productId", "variantId", date) DO UPDATE SET
     "csvR2Key" = EXCLUDED."csvR2Key", "jsonR2Key" = EXCLUDED."jsonR2Key", "csvUrl" = EXCLUDED."csvUrl",
     "jsonUrl" = EXCLUDED."jsonUrl", "metricsSnapshot" = EXCLUDED."metricsSnapshot",
-    "imagesSnapshot" = EXCLUDED."imagesSnapshot", "exportedAt" = EXCLUDED."exportedAt"
+    "imagesSnapshot" = EXCLUDED."imagesSnapshot", "exportedAt" = EXCLUDED."exportedAt",
+    "contentHash" = EXCLUDED."contentHash"
 """
+
+# Joined on the full natural key so each lookup is one probe of the unique index, however many days
+# of history the shop has.
+_RECORDED_HASHES = """
+SELECT e."productId", e."variantId", e."contentHash"
+FROM unnest(%s::text[], %s::text[]) AS k("productId", "variantId")
+JOIN "StatisticsExport" e
+  ON e.shop = %s AND e."productId" = k."productId" AND e."variantId" = k."variantId" AND e.date = %s
+"""
+
+
+def recorded_hashes(
+    conn: Any, shop_id: str, day: date, variants: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], str]:
+    """Return the content hash last recorded for each (product id, variant id) of the day, in one query."""
+    if not variants:
+        return {}
+    with conn.cursor() as cur:
+        products, variant_ids = _columns(variants, 2)
+        cur.execute(_RECORDED_HASHES, (products, variant_ids, shop_id, day))
+        return {(product_id, variant_id): content_hash for product_id, variant_id, content_hash in cur.fetchall()}
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -64,8 +86,8 @@ def write_rows(
 ) -> None:
     """Upsert the batch's image backups, daily statistics and export records in one transaction.
 
-    ``exports`` pairs each variant's export with its file keys and URLs (``csvKey``, ``jsonKey``,
-    ``csvUrl``, ``jsonUrl``). Call it only once the files are in R2.
+    ``exports`` pairs each variant's export with its file keys, URLs and hash (``csvKey``, ``jsonKey``,
+    ``csvUrl``, ``jsonUrl``, ``contentHash``). Call it only once the files are in R2.
     """
     exported_at = datetime.now(timezone.utc).replace(tzinfo=None)
     images = [
@@ -109,6 +131,7 @@ def write_rows(
                 json.dumps(metrics_document(m)),
                 json.dumps(images_document(export.images)),
                 exported_at,
+                files["contentHash"],
             )
         )
     # Commit explicitly: earlier reads on this connection may already have opened a transaction.
@@ -118,7 +141,7 @@ def write_rows(
                 cur.execute(_UPSERT_IMAGES, _columns(images, 9))
             if statistics:
                 cur.execute(_UPSERT_STATISTICS, _columns(statistics, 11))
-                cur.execute(_UPSERT_EXPORTS, _columns(records, 12))
+                cur.execute(_UPSERT_EXPORTS, _columns(records, 13))
         conn.commit()
     except BaseException:
         conn.rollback()
