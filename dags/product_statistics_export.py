@@ -10,54 +10,44 @@ from __future__ import annotations
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing
 from datetime import date, datetime, timedelta, timezone
-from functools import partial
 
-import requests
-from airflow.providers.postgres.hooks.postgres import PostgresHook
-from airflow.sdk import Param, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Param, PokeReturnValue, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.log import mask_secret
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from export_hooks.r2 import R2Hook
-from export_hooks.shopify import ShopifyAuthError, ShopifyHook
+from export_hooks.shopify import ShopifyAuthError
+from export_hooks.shopify_bulk import BulkOperationFailed
+from include.statistics_export import tasks
 from include.statistics_export.days import export_day
-from include.statistics_export.export import DEFAULT_BATCH_VARIANTS, BatchPlan, export_batch, plan_shop
-from include.statistics_export.images import download_image
 from include.statistics_export.report import summarize_run
-from include.statistics_export.shops import (
-    ShopConfigurationError,
-    ShopCredentials,
-    ShopRef,
-    active_shops,
-    shop_credentials,
-)
+from include.statistics_export.shops import ShopConfigurationError, active_shops
 
 log = logging.getLogger(__name__)
 
-APP_DB_CONN_ID = "app_db"
 START_DATE = os.environ.get("STATISTICS_EXPORT_START_DATE", "2026-11-01")
-BATCH_VARIANTS = int(os.environ.get("STATISTICS_EXPORT_BATCH_VARIANTS", DEFAULT_BATCH_VARIANTS))
-CONCURRENCY = int(os.environ.get("STATISTICS_EXPORT_CONCURRENCY", 8))
+SETTINGS = tasks.Settings(
+    batch_variants=int(os.environ.get("STATISTICS_EXPORT_BATCH_VARIANTS", 500)),
+    concurrency=int(os.environ.get("STATISTICS_EXPORT_CONCURRENCY", 8)),
+    bulk_threshold=int(os.environ.get("STATISTICS_EXPORT_BULK_THRESHOLD", 1000)),
+)
+BULK_POLL_SECONDS = float(os.environ.get("STATISTICS_EXPORT_BULK_POLL_SECONDS", 30))
+# What retrying cannot fix: the shop's data or token. Such a shop fails at once, alone.
+FATAL = (ShopConfigurationError, ShopifyAuthError, BulkOperationFailed)
 
 
-def app_db():
-    """Open a connection to the Shopify app's database, closed when the block ends."""
-    return closing(PostgresHook(postgres_conn_id=APP_DB_CONN_ID).get_conn())
-
-
-def credentials_of(shop_id: str) -> ShopCredentials:
-    """Read a shop's token from its linked session; a shop without one fails at once, alone."""
+def fail_fast(call, *args, **kwargs):
+    """Run a task body; a shop's configuration or token problem fails the task without retries."""
     try:
-        with app_db() as conn:
-            creds = shop_credentials(conn, shop_id)
-    except ShopConfigurationError as exc:
+        return call(*args, **kwargs, on_token=mask_secret)
+    except FATAL as exc:
         raise AirflowFailException(str(exc)) from None
-    mask_secret(creds.access_token)
-    return creds
+
+
+def label(name: str, value: str) -> None:
+    """Name this mapped task instance in the UI (its map_index_template reads the context)."""
+    get_current_context()[name] = value
 
 
 @dag(
@@ -84,30 +74,43 @@ def product_statistics_export():
     @task
     def list_active_shops(params=None) -> list[dict]:
         """List the active shops to export (ids and domains only)."""
-        with app_db() as conn:
+        with tasks.app_db() as conn:
             shops = active_shops(conn, params.get("shop_ids") or None)
         return [{"shop_id": s.shop_id, "shop_domain": s.shop_domain} for s in shops]
 
     @task(map_index_template="{{ shop_label }}")
-    def plan_shop_batches(shop: dict, day: str, params=None) -> dict:
-        """List one shop's products and cut them into batches of about BATCH_VARIANTS variants."""
-        get_current_context()["shop_label"] = shop["shop_domain"]
-        creds = credentials_of(shop["shop_id"])
-        try:
-            with ShopifyHook(creds.api_domain, creds.access_token) as shopify:
-                currency = shopify.shop_info().get("currencyCode")
-                batches = plan_shop(
-                    shopify,
-                    ShopRef(shop["shop_id"], shop["shop_domain"]),
-                    date.fromisoformat(day),
-                    batch_variants=BATCH_VARIANTS,
-                    product_ids=params.get("product_ids") or None,
-                    currency=currency,
-                )
-        except ShopifyAuthError as exc:
-            raise AirflowFailException(str(exc)) from None
-        log.info("Shop %s: %d batch(es) for %s", shop["shop_domain"], len(batches), day)
-        return {"shop_id": shop["shop_id"], "batches": batches}
+    def start_catalog_read(shop: dict, params=None) -> dict:
+        """Count the shop's products and, for a large shop, start a Shopify bulk query of its catalog."""
+        label("shop_label", shop["shop_domain"])
+        return fail_fast(tasks.start_catalog_read, shop, SETTINGS, params.get("product_ids") or None)
+
+    @task.sensor(
+        map_index_template="{{ shop_label }}",
+        mode="reschedule",
+        poke_interval=BULK_POLL_SECONDS,
+        timeout=timedelta(hours=6).total_seconds(),
+    )
+    def wait_for_catalog(read: dict) -> PokeReturnValue:
+        """Wait, without holding a worker slot, until Shopify has finished the shop's bulk query."""
+        label("shop_label", read["shop_domain"])
+        ready = fail_fast(tasks.poll_catalog_read, read)
+        return PokeReturnValue(is_done=ready is not None, xcom_value=ready)
+
+    @task(map_index_template="{{ shop_label }}")
+    def plan_shop_batches(read: dict, day: str, params=None) -> dict:
+        """Cut the shop's catalog into batches of about STATISTICS_EXPORT_BATCH_VARIANTS variants."""
+        label("shop_label", read["shop_domain"])
+        plan = fail_fast(
+            tasks.plan_shop_batches, read, date.fromisoformat(day), SETTINGS, params.get("product_ids") or None
+        )
+        log.info(
+            "Shop %s: %d batch(es), %d variants, read by %s",
+            read["shop_domain"],
+            len(plan["batches"]),
+            plan["variants"],
+            plan["mode"],
+        )
+        return plan
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def collect_batches(plans) -> list[dict]:
@@ -117,31 +120,22 @@ def product_statistics_export():
     @task(map_index_template="{{ batch_label }}")
     def export_product_batch(batch: dict) -> dict:
         """Export one batch of one shop's products end to end."""
-        plan = BatchPlan(**batch)
-        get_current_context()["batch_label"] = plan.label
-        creds = credentials_of(plan.shop_id)
-        images = requests.Session()
-        try:
-            with (
-                ShopifyHook(creds.api_domain, creds.access_token) as shopify,
-                app_db() as conn,
-                ThreadPoolExecutor(CONCURRENCY) as pool,
-                closing(images),
-            ):
-                store = R2Hook(max_pool_connections=CONCURRENCY)
-                result = export_batch(conn, shopify, store, plan, partial(download_image, images), pool=pool)
-        except ShopifyAuthError as exc:
-            raise AirflowFailException(str(exc)) from None
+        label("batch_label", f"{batch['shop_domain']} · batch {batch['index']}/{batch['count']}")
+        result = fail_fast(tasks.export_product_batch, batch, SETTINGS)
         log.info(
-            "%s: %d variants, %d files, %d images backed up, %d failed, %.2fs",
-            plan.label,
-            result.variants,
-            result.files,
-            result.images_backed_up,
-            result.images_failed,
-            result.seconds,
+            "%s · batch %d/%d: %d/%d variants, %d files (%d unchanged), %d images backed up, %d failed, %.2fs",
+            result["shop_domain"],
+            result["batch"],
+            batch["count"],
+            result["variants"],
+            batch["variants"],
+            result["files"],
+            result["files_unchanged"],
+            result["images_backed_up"],
+            result["images_failed"],
+            result["seconds"],
         )
-        return result.__dict__
+        return result
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def summarize(day: str, shops: list[dict], plans, batches: list[dict], results) -> dict:
@@ -152,9 +146,15 @@ def product_statistics_export():
             raise AirflowFailException(report.failure_message())
         return report.document()
 
+    # A task group mapped per shop: each shop's three steps depend on that shop's own previous step, so
+    # one shop failing leaves the others going (a task mapped over a mapped task's whole output would not).
+    @task_group(group_id="shop")
+    def read_shop_catalog(shop: dict, day: str):
+        return plan_shop_batches(wait_for_catalog(start_catalog_read(shop)), day)
+
     day = resolve_export_day()
     shops = list_active_shops()
-    plans = plan_shop_batches.partial(day=day).expand(shop=shops)
+    plans = read_shop_catalog.partial(day=day).expand(shop=shops)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
     summarize(day, shops, plans, batches, results)

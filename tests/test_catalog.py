@@ -9,7 +9,7 @@ from include.statistics_export.catalog import (
     existed_on,
     image_refs,
     parse_product,
-    plan_batches,
+    batched_by_variants,
 )
 from include.statistics_export.images import image_extension, image_key, image_owners
 
@@ -84,9 +84,10 @@ def test_products_created_after_the_day_did_not_exist_yet():
 def test_batches_follow_variant_counts_and_never_split_a_product():
     created = datetime(2026, 1, 1, tzinfo=timezone.utc)
     summaries = [ProductSummary(str(n), created, v) for n, v in enumerate([200, 200, 200, 2048, 5, 5])]
-    assert list(plan_batches(summaries, 500)) == [["0", "1"], ["2"], ["3"], ["4", "5"]]
+    batches = batched_by_variants(summaries, lambda s: s.variants, 500)
+    assert [[s.product_id for s in batch] for batch in batches] == [["0", "1"], ["2"], ["3"], ["4", "5"]]
 
 
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError, match="batch_variants"):
-        list(plan_batches([], 0))
+        list(batched_by_variants([], len, 0))

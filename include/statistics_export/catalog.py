@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
-from include.statistics_export.ids import numeric_id
+from include.statistics_export.ids import media_numeric_id, numeric_id
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -63,14 +65,16 @@ def parse_datetime(value: str) -> datetime:
 
 
 def image_refs(media_nodes: Iterable[dict[str, Any]]) -> list[ImageRef]:
-    """Keep the MediaImages that have an image URL, in Shopify's order (videos, 3D models and
+    """Keep the MediaImages that have an image URL, in ascending media id (videos, 3D models and
     images still processing are skipped)."""
     refs = []
     for node in media_nodes:
         image = node.get("image") if node.get("mediaContentType") == "IMAGE" else None
         if image and image.get("url"):
             refs.append(ImageRef(media_gid=node["id"], url=image["url"]))
-    return refs
+    # A bulk result does not keep Shopify's media order; one order for both reading paths keeps the
+    # files of a shop identical whichever path read its catalog.
+    return sorted(refs, key=lambda ref: int(media_numeric_id(ref.media_gid)))
 
 
 def parse_product(raw: dict[str, Any]) -> Product:
@@ -114,20 +118,21 @@ def existed_on(created_at: datetime | None, day_end: datetime) -> bool:
     return naive_utc < day_end
 
 
-def plan_batches(summaries: Iterable[ProductSummary], batch_variants: int) -> Iterator[list[str]]:
-    """Group product ids, in order, into batches of about ``batch_variants`` variants each.
+def batched_by_variants(items: Iterable[T], variants_of: Callable[[T], int], batch_variants: int) -> Iterator[list[T]]:
+    """Group items (products), in order, into batches of about ``batch_variants`` variants each.
 
     A product is never split: one with more variants than the target is a batch of its own.
     """
     if batch_variants < 1:
         raise ValueError(f"batch_variants must be at least 1, got {batch_variants}")
-    batch: list[str] = []
+    batch: list[T] = []
     size = 0
-    for summary in summaries:
-        if batch and size + summary.variants > batch_variants:
+    for item in items:
+        variants = max(1, variants_of(item))
+        if batch and size + variants > batch_variants:
             yield batch
             batch, size = [], 0
-        batch.append(summary.product_id)
-        size += summary.variants
+        batch.append(item)
+        size += variants
     if batch:
         yield batch

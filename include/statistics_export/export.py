@@ -14,7 +14,14 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Protocol
 
-from include.statistics_export.catalog import Product, existed_on, parse_product, parse_summary, plan_batches
+from include.statistics_export.catalog import (
+    Product,
+    batched_by_variants,
+    existed_on,
+    parse_datetime,
+    parse_product,
+    parse_summary,
+)
 from include.statistics_export.days import day_bounds
 from include.statistics_export.formats import VariantExport, export_key, render_csv, render_json
 from include.statistics_export.ids import gid
@@ -26,6 +33,7 @@ from include.statistics_export.images import (
 from include.statistics_export.metrics import ZERO, variant_metrics
 from include.statistics_export.rows import recorded_hashes, write_rows
 from include.statistics_export.shops import ShopRef
+from include.statistics_export.staging import read_staged_batch, stage_batch, staged_batch_key
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +67,9 @@ class BatchPlan:
     count: int
     product_ids: list[str]
     currency: str | None = None
+    variants: int = 0
+    # Set when the shop's catalog was read in bulk: the batch reads its products from the bucket.
+    staged_key: str | None = None
 
     @property
     def label(self) -> str:
@@ -102,11 +113,53 @@ def plan_shop(
         for summary in map(parse_summary, catalog.iter_product_summaries())
         if existed_on(summary.created_at, day_end) and (wanted is None or summary.product_id in wanted)
     )
-    batches = list(plan_batches(summaries, batch_variants))
+    batches = list(batched_by_variants(summaries, lambda summary: summary.variants, batch_variants))
     return [
-        asdict(BatchPlan(shop.shop_id, shop.shop_domain, day.isoformat(), n, len(batches), ids, currency))
-        for n, ids in enumerate(batches, start=1)
+        asdict(
+            BatchPlan(
+                shop.shop_id,
+                shop.shop_domain,
+                day.isoformat(),
+                n,
+                len(batches),
+                [summary.product_id for summary in batch],
+                currency,
+                variants=sum(summary.variants for summary in batch),
+            )
+        )
+        for n, batch in enumerate(batches, start=1)
     ]
+
+
+def stage_shop(
+    store: ObjectStore,
+    shop: ShopRef,
+    day: date,
+    products: Iterable[dict[str, Any]],
+    *,
+    batch_variants: int = DEFAULT_BATCH_VARIANTS,
+    currency: str | None = None,
+) -> list[dict[str, Any]]:
+    """Cut a bulk-read catalog into batches by variant count and stage each in the bucket."""
+    _, day_end = day_bounds(day)
+    existing = (raw for raw in products if existed_on(_created_at(raw), day_end))
+    staged = []
+    for n, batch in enumerate(batched_by_variants(existing, lambda raw: len(raw["variants"]), batch_variants), 1):
+        key = staged_batch_key(shop.shop_id, day, n)
+        stage_batch(store, key, batch)
+        staged.append((key, sum(len(raw["variants"]) for raw in batch)))
+    return [
+        asdict(
+            BatchPlan(
+                shop.shop_id, shop.shop_domain, day.isoformat(), n, len(staged), [], currency, variants, staged_key=key
+            )
+        )
+        for n, (key, variants) in enumerate(staged, start=1)
+    ]
+
+
+def _created_at(raw: dict[str, Any]):
+    return parse_datetime(raw["createdAt"]) if raw.get("createdAt") else None
 
 
 def fetch_products(catalog: Catalog, product_ids: list[str], day: date) -> tuple[list[Product], list[str]]:
@@ -123,6 +176,13 @@ def fetch_products(catalog: Catalog, product_ids: list[str], day: date) -> tuple
     return products, missing
 
 
+def batch_products(catalog: Catalog, store: ObjectStore, plan: BatchPlan) -> tuple[list[Product], list[str]]:
+    """Return the batch's products, from its staged catalog or else from Shopify, and the ids gone missing."""
+    if plan.staged_key:
+        return [parse_product(raw) for raw in read_staged_batch(store, plan.staged_key)], []
+    return fetch_products(catalog, plan.product_ids, date.fromisoformat(plan.date))
+
+
 def export_batch(
     conn: Any,
     catalog: Catalog,
@@ -136,7 +196,7 @@ def export_batch(
     started = time.monotonic()
     day = date.fromisoformat(plan.date)
     result = BatchResult(shop_id=plan.shop_id, batch=plan.index)
-    products, result.missing_products = fetch_products(catalog, plan.product_ids, day)
+    products, result.missing_products = batch_products(catalog, store, plan)
     if result.missing_products:
         log.warning("Shop %s: products no longer in Shopify, skipped: %s", plan.shop_id, result.missing_products)
 

@@ -137,6 +137,61 @@ query VariantMediaPage($id: ID!, $first: Int!, $after: String) {
 )
 
 
+PRODUCTS_COUNT_QUERY = """
+query ProductsCount {
+  productsCount(limit: null) { count precision }
+}
+"""
+
+# The catalog of a large shop in one bulk operation. Bulk queries have no page sizes (connections return
+# every item) and no cost cap on the inner query; the lines come back unordered, each connection item
+# naming its parent in ``__parentId``. Same fields as the paginated documents, so one parser reads both.
+CATALOG_BULK_QUERY = """
+{
+  products {
+    edges {
+      node {
+        id
+        legacyResourceId
+        title
+        handle
+        status
+        createdAt
+        media { edges { node { id mediaContentType ... on MediaImage { image { url } } } } }
+        variants {
+          edges {
+            node {
+              id
+              legacyResourceId
+              title
+              sku
+              price
+              media { edges { node { id mediaContentType ... on MediaImage { image { url } } } } }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+
+BULK_RUN_MUTATION = """
+mutation RunBulkQuery($query: String!) {
+  bulkOperationRunQuery(query: $query) {
+    bulkOperation { id status }
+    userErrors { field message code }
+  }
+}
+"""
+
+BULK_OPERATION_QUERY = """
+query BulkOperationStatus($id: ID!) {
+  bulkOperation(id: $id) { id status errorCode objectCount rootObjectCount url partialDataUrl }
+}
+"""
+
+
 def example_variables() -> dict[str, dict]:
     """Return each document with the largest variables the hook sends it, for validation and cost tests."""
     gid = "gid://shopify/Product/1"
@@ -157,4 +212,7 @@ def example_variables() -> dict[str, dict]:
         },
         PRODUCT_MEDIA_PAGE_QUERY: {"id": gid, "first": MEDIA_PAGE, "after": "cursor"},
         VARIANT_MEDIA_PAGE_QUERY: {"id": "gid://shopify/ProductVariant/1", "first": MEDIA_PAGE, "after": "c"},
+        PRODUCTS_COUNT_QUERY: {},
+        BULK_RUN_MUTATION: {"query": CATALOG_BULK_QUERY},
+        BULK_OPERATION_QUERY: {"id": "gid://shopify/BulkOperation/1"},
     }
