@@ -514,3 +514,62 @@ def test_main_serves_a_saved_world_until_sigterm(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# --- CDN fault modes --------------------------------------------------------------------------------------
+
+
+def test_cdn_html_fault_answers_a_page_instead_of_the_image(sandbox):
+    url = f"{sandbox.base_url}/cdn/{ALPHA}/201/front.jpg"
+    sandbox.image_fault(ALPHA, 201, html=True)
+    page = requests.get(url, timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert page.text.startswith("<!DOCTYPE html>")
+    sandbox.image_fault(ALPHA, 201, 502, html=True)
+    assert requests.get(url, timeout=10).status_code == 502
+    sandbox.image_fault(ALPHA, 201)
+    assert requests.get(url, timeout=10).headers["Content-Type"] == "image/jpeg"
+
+
+def test_cdn_stall_times_out_a_short_client_and_stop_releases_it():
+    with ShopifySandbox([make_alpha()]) as sb:
+        url = f"{sb.base_url}/cdn/{ALPHA}/201/front.jpg"
+        sb.image_fault(ALPHA, 201, stall_seconds=30)
+        start = time.monotonic()
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            requests.get(url, timeout=0.3)
+        assert 0.3 <= time.monotonic() - start < 2
+        before = threading.active_count()
+    # stop() released the stalled answer: its handler thread is gone at once, not in 30 s.
+    deadline = time.monotonic() + 2
+    while threading.active_count() >= before and time.monotonic() < deadline:
+        threading.Event().wait(0.02)
+    assert threading.active_count() < before
+    assert time.monotonic() - start < 3
+
+
+def test_cdn_stall_shorter_than_the_client_timeout_still_serves_the_image(sandbox):
+    sandbox.image_fault(ALPHA, 201, stall_seconds=0.2)
+    start = time.monotonic()
+    response = requests.get(f"{sandbox.base_url}/cdn/{ALPHA}/201/front.jpg", timeout=5)
+    assert response.status_code == 200 and response.content[:2] == b"\xff\xd8"
+    assert time.monotonic() - start >= 0.2
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_cdn_oversized_body_is_streamed(sandbox, chunked):
+    size = 21 * 1024 * 1024
+    sandbox.image_fault(ALPHA, 201, size_bytes=size, chunked=chunked)
+    url = f"{sandbox.base_url}/cdn/{ALPHA}/201/front.jpg"
+    head = requests.head(url, timeout=10)
+    assert head.headers.get("Content-Length") == (None if chunked else str(size))
+    with requests.get(url, stream=True, timeout=10) as response:
+        assert response.status_code == 200 and response.headers["Content-Type"] == "image/jpeg"
+        assert response.headers.get("Content-Length") == (None if chunked else str(size))
+        total = sum(len(piece) for piece in response.iter_content(1024 * 1024))
+    assert total == size
+    # A client that gives up early (as a size cap does) leaves the server healthy.
+    with requests.get(url, stream=True, timeout=10) as response:
+        next(response.iter_content(1024))
+    sandbox.image_fault(ALPHA, 201)
+    assert requests.get(url, timeout=10).status_code == 200

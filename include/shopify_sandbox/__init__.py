@@ -1,6 +1,8 @@
 """A faithful little Shopify Admin GraphQL server on loopback, for the demo, tests and benchmarks."""
 
+from .bulk import BulkBehaviour
 from .cost import MAX_QUERY_COST, actual_cost, requested_cost
+from .faults import ImageFault
 from .server import SUPPORTED_VERSIONS, ShopifySandbox
 from .throttle import CostBucket
 from .world import (
@@ -14,6 +16,8 @@ from .world import (
 
 __all__ = [
     "MAX_QUERY_COST",
+    "BulkBehaviour",
+    "ImageFault",
     "SUPPORTED_VERSIONS",
     "CostBucket",
     "SandboxMedia",

@@ -24,6 +24,7 @@ from graphql import (
     GraphQLSkipDirective,
     InlineFragmentNode,
     OperationDefinitionNode,
+    OperationType,
     SelectionSetNode,
     get_named_type,
     get_nullable_type,
@@ -43,6 +44,7 @@ from .paging import MAX_PAGE_SIZE, Page, check_page_args
 
 MAX_QUERY_COST = 1000
 CONNECTION_BASE_COST = 2
+MUTATION_COST = 10
 
 
 def is_connection_type(type_: Any) -> bool:
@@ -225,6 +227,12 @@ def _operation(document: DocumentNode, operation_name: str | None) -> OperationD
     return operation
 
 
+def is_mutation(document_ast: DocumentNode, operation_name: str | None = None) -> bool:
+    """Return True when the operation to run is a mutation."""
+    operation = get_operation_ast(document_ast, operation_name)
+    return operation is not None and operation.operation == OperationType.MUTATION
+
+
 def requested_cost(
     document_ast: DocumentNode,
     variables: dict[str, Any] | None,
@@ -239,6 +247,8 @@ def requested_cost(
     coerced = get_variable_values(schema, operation.variable_definitions or (), variables or {})
     if isinstance(coerced, list):
         raise coerced[0]
+    if operation.operation == OperationType.MUTATION:
+        return MUTATION_COST * len(operation.selection_set.selections)
     walker = _CostWalker(schema, document_ast, coerced)
     return walker.selection_cost([operation.selection_set], root)
 

@@ -11,7 +11,8 @@ from typing import Any
 from graphql import GraphQLError, parse, validate
 
 from .catalog import CatalogIndex
-from .cost import MAX_QUERY_COST, actual_cost, requested_cost
+from .cost import MAX_QUERY_COST, actual_cost, is_mutation, requested_cost
+from .faults import ImageFault, RequestFault, null_first_product
 from .resolvers import QueryRootView, RequestContext, sandbox_schema
 from .throttle import CostBucket
 from .world import SandboxShop
@@ -62,6 +63,7 @@ class ShopStats:
     throttled: int = 0
     cost_charged: int = 0
     max_requested_cost: int = 0
+    bulk_operations: int = 0
     queries: list[str] = field(default_factory=list)
 
     def snapshot(self) -> dict[str, Any]:
@@ -71,6 +73,7 @@ class ShopStats:
             "throttled": self.throttled,
             "cost_charged": self.cost_charged,
             "max_requested_cost": self.max_requested_cost,
+            "bulk_operations": self.bulk_operations,
             "queries": list(self.queries),
         }
 
@@ -83,23 +86,26 @@ class ShopState:
         self.bucket = CostBucket(shop.bucket_size, shop.restore_rate)
         self.stats = ShopStats()
         self.revoked = False
-        self.failures: list[tuple[int, float | None]] = []  # (status, retry_after) per request
-        self.forced_throttles = 0
-        self.image_faults: dict[int, int] = {}
+        self.failures: list[RequestFault | None] = []  # one per request, in order (None: no fault)
+        self.forced_throttles: list[bool] = []  # one per valid query: drain the bucket first?
+        self.image_faults: dict[int, ImageFault] = {}
+        self.max_query_cost = MAX_QUERY_COST
         self.lock = threading.Lock()
 
-    def take_failure(self) -> tuple[int, float | None] | None:
-        """Pop the next queued HTTP failure, if any."""
+    def take_failure(self) -> RequestFault | None:
+        """Pop the next queued request fault, if any."""
         with self.lock:
             return self.failures.pop(0) if self.failures else None
 
     def take_forced_throttle(self) -> bool:
-        """Consume one queued THROTTLED answer, if any."""
+        """Consume one queued THROTTLED answer, if any, emptying the bucket when it was queued so."""
         with self.lock:
-            if self.forced_throttles > 0:
-                self.forced_throttles -= 1
-                return True
-            return False
+            if not self.forced_throttles:
+                return False
+            drain = self.forced_throttles.pop(0)
+        if drain:
+            self.bucket.drain()
+        return True
 
     def sync_plan(self) -> None:
         """Follow edits of the shop's bucket_size/restore_rate made after it was added."""
@@ -117,7 +123,16 @@ def _cost_extension(requested: int, actual: int | None, bucket: CostBucket) -> d
     }
 
 
-def run_graphql(state: ShopState, catalog: CatalogIndex, raw_body: bytes, base_url: str) -> tuple[int, dict]:
+def run_graphql(
+    state: ShopState,
+    catalog: CatalogIndex,
+    raw_body: bytes,
+    base_url: str,
+    *,
+    api_version: str = "2026-07",
+    bulk: Any = None,
+    partial_code: str | None = None,
+) -> tuple[int, dict]:
     """Answer one authenticated GraphQL POST for a shop: returns (HTTP status, JSON body)."""
     try:
         body = json.loads(raw_body or b"null")
@@ -153,13 +168,14 @@ def run_graphql(state: ShopState, catalog: CatalogIndex, raw_body: bytes, base_u
 
     with state.lock:
         state.stats.max_requested_cost = max(state.stats.max_requested_cost, requested)
-    if requested > MAX_QUERY_COST:
-        message = f"Query cost is {requested}, which exceeds the single query max cost limit ({MAX_QUERY_COST})."
+    max_cost = state.max_query_cost
+    if requested > max_cost:
+        message = f"Query cost is {requested}, which exceeds the single query max cost limit ({max_cost})."
         return 200, {
             "errors": [
                 {
                     "message": message,
-                    "extensions": {"code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": MAX_QUERY_COST},
+                    "extensions": {"code": "MAX_COST_EXCEEDED", "cost": requested, "maxCost": max_cost},
                 }
             ]
         }
@@ -173,7 +189,9 @@ def run_graphql(state: ShopState, catalog: CatalogIndex, raw_body: bytes, base_u
             "extensions": _cost_extension(requested, None, state.bucket),
         }
 
-    ctx = RequestContext(shop=state.shop, lookup=catalog.lookup(state.shop), base_url=base_url)
+    ctx = RequestContext(
+        shop=state.shop, lookup=catalog.lookup(state.shop), base_url=base_url, api_version=api_version, bulk=bulk
+    )
     try:
         actual, result = actual_cost(
             document, variables, schema, operation_name, root_value=QueryRootView(ctx), context_value=ctx
@@ -181,13 +199,19 @@ def run_graphql(state: ShopState, catalog: CatalogIndex, raw_body: bytes, base_u
     except Exception:
         state.bucket.refund(requested)  # an internal failure must not eat the client's points
         raise
-    actual = min(actual, requested)
+    # Mutations cost a flat 10 points each, whatever their payload returns.
+    actual = requested if is_mutation(document, operation_name) else min(actual, requested)
     state.bucket.refund(requested - actual)
     with state.lock:
         state.stats.cost_charged += actual
     payload: dict[str, Any] = {}
-    if result.errors:
-        payload["errors"] = [e.formatted for e in result.errors]
-    payload["data"] = result.data
+    errors = [e.formatted for e in result.errors or ()]
+    data = result.data
+    if partial_code is not None:
+        data, error = null_first_product(data, partial_code)
+        errors += [error] if error else []
+    if errors:
+        payload["errors"] = errors
+    payload["data"] = data
     payload["extensions"] = _cost_extension(requested, actual, state.bucket)
     return 200, payload

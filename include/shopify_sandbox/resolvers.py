@@ -36,10 +36,17 @@ class RequestContext:
     shop: SandboxShop
     lookup: ShopLookup
     base_url: str
+    api_version: str = "2026-07"
+    bulk: Any = None  # the sandbox's BulkOperations, for the bulk fields
+    unpaged: bool = False  # True while a bulk operation runs its query
 
 
-def _page(items, sort_key, args: dict[str, Any], field_name: str, wrap, presorted=None) -> Page:
-    check_page_args(field_name, args)
+def _page(ctx: "RequestContext", items, sort_key, args: dict[str, Any], field_name: str, wrap, presorted=None) -> Page:
+    if ctx.unpaged:
+        # A bulk operation reads whole connections: paging arguments are ignored.
+        args = {"reverse": args.get("reverse")}
+    else:
+        check_page_args(field_name, args)
     page = paginate(
         items,
         sort_key,
@@ -83,10 +90,18 @@ class QueryRootView:
                 keep = product_filter(args["query"])
                 chosen = [i for i, p in enumerate(ordered) if keep(p)]
                 ordered, keys = [ordered[i] for i in chosen], [keys[i] for i in chosen]
-            return _page(None, None, args, "products", wrap, presorted=(ordered, keys))
+            return _page(self.ctx, None, None, args, "products", wrap, presorted=(ordered, keys))
         keep = product_filter(args.get("query"))
         items = [p for p in list(self.ctx.shop.products) if keep(p)]
-        return _page(items, self._PRODUCT_SORTS[sort_name], args, "products", wrap)
+        return _page(self.ctx, items, self._PRODUCT_SORTS[sort_name], args, "products", wrap)
+
+    def productsCount(self, _info, query: str | None = None, limit: int | None = 10000):  # noqa: N802
+        """Resolve `productsCount(query:, limit:)`: exact up to `limit` (null: no limit), else AT_LEAST."""
+        keep = product_filter(query)
+        count = sum(1 for p in list(self.ctx.shop.products) if keep(p))
+        if limit is not None and count > limit:
+            return {"count": limit, "precision": "AT_LEAST"}
+        return _count(count)
 
     def product(self, _info, id: str):  # noqa: A002 - the GraphQL argument is named id
         """Resolve `product(id:)`: null for unknown or deleted products."""
@@ -105,6 +120,20 @@ class QueryRootView:
     def shop(self) -> "ShopView":
         """Resolve `shop`."""
         return ShopView(self.ctx.shop)
+
+    # Bulk operations: the same root value serves QueryRoot and Mutation, as graphql-core passes one.
+
+    def bulkOperation(self, _info, id: str):  # noqa: A002, N802
+        """Resolve `bulkOperation(id:)`: counts as one poll of the operation."""
+        return self.ctx.bulk.poll(self.ctx, id)
+
+    def bulkOperationRunQuery(self, _info, query: str, groupObjects: bool = False):  # noqa: N802, N803
+        """Resolve the `bulkOperationRunQuery` mutation."""
+        return self.ctx.bulk.run_query(self.ctx, query, groupObjects)
+
+    def bulkOperationCancel(self, _info, id: str):  # noqa: A002, N802
+        """Resolve the `bulkOperationCancel` mutation."""
+        return self.ctx.bulk.cancel(self.ctx, id)
 
 
 def _view(ctx: RequestContext, hit: tuple[str, Any] | None):
@@ -163,7 +192,12 @@ class ProductView:
         }.get(args.get("sortKey") or "POSITION", lambda v: position[id(v)])
         product = self.p
         return _page(
-            variants, sort_key, args, "variants", lambda v: VariantView(v, product, self.ctx, position[id(v)] + 1)
+            self.ctx,
+            variants,
+            sort_key,
+            args,
+            "variants",
+            lambda v: VariantView(v, product, self.ctx, position[id(v)] + 1),
         )
 
     def media(self, _info, **args) -> Page:
@@ -171,7 +205,7 @@ class ProductView:
         media = list(self.p.media)
         position = {id(m): i for i, m in enumerate(media)}
         sort_key = (lambda m: m.id) if args.get("sortKey") == "ID" else (lambda m: position[id(m)])
-        return _page(media, sort_key, args, "media", lambda m: media_view(m, self.ctx))
+        return _page(self.ctx, media, sort_key, args, "media", lambda m: media_view(m, self.ctx))
 
 
 class VariantView:
@@ -212,7 +246,7 @@ class VariantView:
         by_id = {m.id: m for m in self.parent.media}
         chosen = [by_id[i] for i in dict.fromkeys(self.v.media_ids) if i in by_id]
         position = {m.id: i for i, m in enumerate(chosen)}
-        return _page(chosen, lambda m: position[m.id], args, "media", lambda m: media_view(m, self.ctx))
+        return _page(self.ctx, chosen, lambda m: position[m.id], args, "media", lambda m: media_view(m, self.ctx))
 
 
 class MediaView:

@@ -5,18 +5,20 @@ from __future__ import annotations
 import hmac
 import json
 import re
-import socket
 import threading
 import time
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Iterable
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .bulk import BulkOperations
 from .catalog import CatalogIndex
 from .engine import ShopState, run_graphql
+from .faults import HTML_ERROR_PAGE, FaultControls, ImageFault, oversized_body
 from .images import content_type_for, image_bytes
 from .resolvers import sandbox_schema
+from .transport import SandboxHTTPServer
 from .world import SandboxShop
 
 SUPPORTED_VERSIONS = ("2026-01", "2026-04", "2026-07", "2026-10")
@@ -25,43 +27,12 @@ RATE_LIMITED = "Exceeded 2 calls per second for api client. Reduce request rates
 
 _GRAPHQL_PATH = re.compile(r"^/(?P<shop>[^/]+)/admin/api/(?P<version>[^/]+)/graphql\.json$")
 _CDN_PATH = re.compile(r"^/cdn/(?P<shop>[^/]+)/(?P<media>\d+)/(?P<filename>[^/]+)$")
+_BULK_PATH = re.compile(r"^/bulk/(?P<shop>[^/]+)/(?P<file>[A-Za-z0-9.-]+\.jsonl)$")
 
 
 def served_version(requested: str) -> str:
     """Return the API version Shopify serves for a requested one (the oldest supported if unknown)."""
     return requested if requested in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[0]
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # exporters open many connections at once from thread pools
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
-        # Track open (keep-alive) connections so stop() can close them: a stopped sandbox
-        # must look down to clients, not keep answering on pooled sockets.
-        with self._connections_lock:
-            self._connections.add(request)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self._connections_lock:
-                self._connections.discard(request)
-
-    def close_connections(self) -> None:
-        """Shut down every open client connection."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -96,6 +67,34 @@ class _Handler(BaseHTTPRequestHandler):
         if not head_only:
             self.wfile.write(body)
 
+    def _send_stream(
+        self,
+        status: int,
+        chunks: Iterable[bytes],
+        content_type: str,
+        length: int | None = None,
+        head_only: bool = False,
+    ) -> None:
+        """Send a body piece by piece: with Content-Length when known, else chunked transfer encoding."""
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if length is None:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if head_only:
+            return
+        for chunk in chunks:
+            if not chunk:
+                continue
+            if length is None:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            else:
+                self.wfile.write(chunk)
+        if length is None:
+            self.wfile.write(b"0\r\n\r\n")
+
     def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(payload, separators=(",", ":")).encode()
         self._send(status, body, "application/json; charset=utf-8", headers)
@@ -120,32 +119,67 @@ class _Handler(BaseHTTPRequestHandler):
             return
         with state.lock:
             state.stats.requests += 1
-        failure = state.take_failure()
-        if failure is not None:
-            status, retry_after = failure
-            headers = dict(version)
-            if retry_after is not None:
-                headers["Retry-After"] = f"{retry_after:g}"
-            message = RATE_LIMITED if status == 429 else HTTPStatus(status).phrase
-            self._send_json(status, {"errors": message}, headers)
-            return
+        fault = state.take_failure()
+        partial_code = None
+        if fault is not None:
+            if fault.kind == "reset":
+                self.server.reset_on_close(self.connection)
+                self.close_connection = True
+                return
+            if fault.kind == "stall" and self.sandbox._stopping.wait(fault.seconds):
+                return  # the sandbox is stopping: leave without answering
+            if fault.kind == "html":
+                self._send(fault.status, HTML_ERROR_PAGE.encode(), "text/html; charset=utf-8")
+                return
+            if fault.kind == "status":
+                headers = dict(version)
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = f"{fault.retry_after:g}"
+                message = RATE_LIMITED if fault.status == 429 else HTTPStatus(fault.status).phrase
+                self._send_json(fault.status, {"errors": message}, headers)
+                return
+            if fault.kind == "partial":
+                partial_code = fault.code
         token = self.headers.get("X-Shopify-Access-Token") or ""
         if state.revoked or not hmac.compare_digest(token.encode(), state.shop.access_token.encode()):
             self._send_json(401, {"errors": INVALID_TOKEN}, version)
             return
         try:
-            status, payload = run_graphql(state, self.sandbox._catalog, raw, self.sandbox.base_url)
+            status, payload = run_graphql(
+                state,
+                self.sandbox._catalog,
+                raw,
+                self.sandbox.base_url,
+                api_version=version["X-Shopify-API-Version"],
+                bulk=self.sandbox.bulk,
+                partial_code=partial_code,
+            )
         except Exception as exc:  # noqa: BLE001 - a sandbox bug must still answer like a 500
             status, payload = 500, {"errors": f"Internal Server Error: {type(exc).__name__}: {exc}"}
         self._send_json(status, payload, version)
 
     def do_GET(self) -> None:  # noqa: N802
-        """Serve `GET /cdn/{shop}/{media_id}/{filename}` (no token, as on a CDN)."""
-        self._serve_cdn(head_only=False)
+        """Serve CDN files and bulk results (no token: a CDN and signed storage URLs)."""
+        if urlsplit(self.path).path.startswith("/bulk/"):
+            self._serve_bulk(head_only=False)
+        else:
+            self._serve_cdn(head_only=False)
 
     def do_HEAD(self) -> None:  # noqa: N802
-        """Serve HEAD for CDN files."""
-        self._serve_cdn(head_only=True)
+        """Serve HEAD for CDN files and bulk results."""
+        if urlsplit(self.path).path.startswith("/bulk/"):
+            self._serve_bulk(head_only=True)
+        else:
+            self._serve_cdn(head_only=True)
+
+    def _serve_bulk(self, head_only: bool) -> None:
+        match = _BULK_PATH.match(urlsplit(self.path).path)
+        found = self.sandbox.bulk.result_file(unquote(match["shop"]), match["file"]) if match else None
+        if found is None:
+            self._send(404, b"Not Found", "text/plain", head_only=head_only)
+            return
+        size, chunks = found
+        self._send_stream(200, chunks, "application/jsonl", length=size, head_only=head_only)
 
     def _serve_cdn(self, head_only: bool) -> None:
         url = urlsplit(self.path)
@@ -155,8 +189,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"Not Found", "text/plain", head_only=head_only)
             return
         media_id, filename, fault = found
-        if fault is not None:
-            self._send(fault, HTTPStatus(fault).phrase.encode(), "text/plain", head_only=head_only)
+        if fault is not None and fault.stall_seconds and self.sandbox._stopping.wait(fault.stall_seconds):
+            return  # the sandbox is stopping: leave without answering
+        if fault is not None and fault.html:
+            page = HTML_ERROR_PAGE.encode()
+            self._send(fault.status or 200, page, "text/html; charset=utf-8", head_only=head_only)
+            return
+        if fault is not None and fault.status is not None and not 200 <= fault.status < 300:
+            self._send(fault.status, HTTPStatus(fault.status).phrase.encode(), "text/plain", head_only=head_only)
+            return
+        content_type = content_type_for(filename)
+        if fault is not None and fault.size_bytes is not None:
+            length = None if fault.chunked else fault.size_bytes
+            chunks = oversized_body(fault.size_bytes)
+            self._send_stream(fault.status or 200, chunks, content_type, length=length, head_only=head_only)
             return
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
         width = int(params["width"]) if params.get("width", "").isdigit() else None
@@ -167,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, body, content_type_for(filename, fmt), headers, head_only=head_only)
 
 
-class ShopifySandbox:
+class ShopifySandbox(FaultControls):
     """A faithful little Shopify Admin GraphQL server (plus CDN) on loopback, run in a daemon thread."""
 
     def __init__(
@@ -179,8 +225,10 @@ class ShopifySandbox:
         self._states: dict[str, ShopState] = {}
         self._lock = threading.Lock()
         self._catalog = CatalogIndex()
-        self._server: _Server | None = None
+        self._server: SandboxHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()  # releases stalled answers so stop() leaves no thread behind
+        self.bulk = BulkOperations(self)
         sandbox_schema()  # build once up front, not inside the first request
         for shop in shops:
             self.add_shop(shop)
@@ -191,8 +239,9 @@ class ShopifySandbox:
         """Bind the port and serve in a daemon thread; returns self."""
         if self._server is not None:
             return self
+        self._stopping.clear()
         handler = type("SandboxHandler", (_Handler,), {"sandbox": self})
-        self._server = _Server((self.host, self.port), handler)
+        self._server = SandboxHTTPServer((self.host, self.port), handler)
         self.port = self._server.server_address[1]
         # A short poll interval keeps stop() fast (shutdown waits for one poll).
         self._thread = threading.Thread(
@@ -203,6 +252,7 @@ class ShopifySandbox:
 
     def stop(self) -> None:
         """Stop serving and close the listening socket."""
+        self._stopping.set()
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
@@ -276,35 +326,6 @@ class ShopifySandbox:
         state.shop.access_token = token
         state.revoked = False
 
-    # -- faults -----------------------------------------------------------------------
-
-    def fail_next(self, domain: str, status: int = 503, count: int = 1, retry_after: float | None = None) -> None:
-        """Make the next `count` GraphQL requests answer HTTP `status` (5xx or 429), optionally with Retry-After."""
-        if not (status == 429 or 500 <= status <= 599):
-            raise ValueError("fail_next status must be 429 or 5xx")
-        state = self._require(domain)
-        with state.lock:
-            state.failures.extend([(status, retry_after)] * count)
-
-    def throttle_next(self, domain: str, count: int = 1) -> None:
-        """Make the next `count` valid queries answer THROTTLED (nothing charged)."""
-        state = self._require(domain)
-        with state.lock:
-            state.forced_throttles += count
-
-    def set_latency(self, seconds: float) -> None:
-        """Delay every answer by `seconds`."""
-        self.latency_seconds = float(seconds)
-
-    def image_fault(self, domain: str, media_id: int, status: int | None) -> None:
-        """Make the CDN answer `status` for a media's image; None clears the fault."""
-        state = self._require(domain)
-        with state.lock:
-            if status is None:
-                state.image_faults.pop(media_id, None)
-            else:
-                state.image_faults[media_id] = int(status)
-
     def refill(self, domain: str) -> None:
         """Fill the shop's cost bucket to its maximum (a test convenience)."""
         state = self._require(domain)
@@ -313,7 +334,7 @@ class ShopifySandbox:
     # -- stats --------------------------------------------------------------------------
 
     def stats(self, domain: str) -> dict[str, Any]:
-        """Return requests, throttled, cost_charged, max_requested_cost and the queries received."""
+        """Return requests, throttled, cost_charged, max_requested_cost, bulk_operations and the queries received."""
         state = self._require(domain)
         with state.lock:
             return state.stats.snapshot()
@@ -328,8 +349,8 @@ class ShopifySandbox:
 
     # -- CDN ------------------------------------------------------------------------------
 
-    def _cdn_file(self, match: re.Match) -> tuple[int, str, int | None] | None:
-        """Return (media id, filename, fault status) for a CDN path, or None when it is not served."""
+    def _cdn_file(self, match: re.Match) -> tuple[int, str, ImageFault | None] | None:
+        """Return (media id, filename, fault) for a CDN path, or None when it is not served."""
         state = self._state(unquote(match["shop"]))
         if state is None:
             return None

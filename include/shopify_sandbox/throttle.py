@@ -46,6 +46,12 @@ class CostBucket:
             self._refill()
             self._available = min(self.bucket_size, self._available + points)
 
+    def drain(self) -> None:
+        """Empty the bucket, as concurrent clients of the same app spending every point would."""
+        with self._lock:
+            self._refill()
+            self._available = 0.0
+
     def reconfigure(self, bucket_size: float, restore_rate: float) -> None:
         """Change the plan (bucket size, restore rate), keeping the points currently available."""
         with self._lock:

@@ -38,11 +38,15 @@ class ShopifyQueryCostError(ShopifyError):
 
 
 class ShopifyRetryableError(ShopifyError):
-    """A transient answer (throttled, 429, 5xx, broken body); ``wait_seconds`` says how long to back off."""
+    """A transient answer (429, 5xx, broken body, internal error); ``wait_seconds`` says how long to back off."""
 
     def __init__(self, message: str, wait_seconds: float | None = None):
         super().__init__(message)
         self.wait_seconds = wait_seconds
+
+
+class ShopifyThrottledError(ShopifyRetryableError):
+    """Shopify answered THROTTLED: the cost bucket lacks the points this query requested."""
 
 
 def normalize_shop_domain(domain: str) -> str:
@@ -80,7 +84,16 @@ class ShopifyHook(BaseHook):
 
     Connection (conn_type ``generic``, id ``shopify_default``): extra ``api_version`` (default
     ``2026-07``) and ``endpoint_template`` (default ``https://{shop}/admin/api/{api_version}/graphql.json``),
-    optionally ``timeout`` (seconds) and ``max_attempts``.
+    optionally ``timeout`` (seconds per request, 60), ``max_attempts`` (tries per query on transport
+    errors, 429 and 5xx, 8), ``max_throttle_waits`` (THROTTLED answers waited out per query, 60),
+    ``retry_wait_base`` and ``retry_wait_max`` (exponential backoff, 0.5 s doubling up to 30 s).
+
+    Faults: THROTTLED is waited out as throttleStatus says (not counted as a failed attempt); 429 waits
+    Retry-After when given; 5xx, a body that is not JSON, connection errors and timeouts are retried
+    with backoff; GraphQL errors coded INTERNAL_SERVER_ERROR are retried, any other GraphQL error (even
+    beside partial data) raises ShopifyError naming the shop and the error's path, so no product is
+    ever dropped silently; MAX_COST_EXCEEDED halves this hook's page sizes and tries again; 401/403 and
+    an API version Shopify no longer serves raise at once.
 
     :param shop_domain: the shop's myshopify domain (never a custom domain).
     :param access_token: the shop's Admin API access token; it is only ever sent as a header.
@@ -109,6 +122,13 @@ class ShopifyHook(BaseHook):
         self.endpoint = template.format(shop=self.shop_domain, api_version=self.api_version)
         self.timeout = float(extra.get("timeout", 60))
         self.max_attempts = int(extra.get("max_attempts", 8))
+        self.max_throttle_waits = int(extra.get("max_throttle_waits", 60))
+        self.retry_wait_base = float(extra.get("retry_wait_base", 0.5))
+        self.retry_wait_max = float(extra.get("retry_wait_max", 30))
+        # Page sizes start at the documents' defaults and shrink if Shopify refuses a query as too costly.
+        self.products_per_query = q.PRODUCTS_PER_QUERY
+        self.variants_first = q.VARIANTS_FIRST
+        self._page_first: dict[str, int] = {}
         self._session: requests.Session | None = None
         self._throttle = _ThrottleState()
         self._throttle_lock = threading.Lock()
@@ -152,11 +172,26 @@ class ShopifyHook(BaseHook):
         retrying = Retrying(
             retry=retry_if_exception_type((ShopifyRetryableError, requests.ConnectionError, requests.Timeout)),
             stop=stop_after_attempt(self.max_attempts),
-            wait=_backoff,
+            wait=self._backoff,
             before_sleep=self._log_retry,
             reraise=True,
         )
-        return retrying(self._post, query, variables or {})
+        return retrying(self._post_until_served, query, variables or {})
+
+    def _post_until_served(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """Post, waiting out THROTTLED answers: they are pacing, not failures, so they spend no attempt."""
+        waits = 0
+        while True:
+            try:
+                return self._post(query, variables)
+            except ShopifyThrottledError as exc:
+                if waits >= self.max_throttle_waits:
+                    raise ShopifyError(
+                        f"Shop {self.shop_domain}: still throttled after {waits} waits; the cost bucket never refilled"
+                    ) from None
+                waits += 1
+                log.info("Shop %s: throttled, waiting %.2fs as throttleStatus says", self.shop_domain, exc.wait_seconds)
+                time.sleep(exc.wait_seconds or 0.0)
 
     def _post(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         self._pace(query)
@@ -186,7 +221,10 @@ class ShopifyHook(BaseHook):
         try:
             body = response.json()
         except ValueError:
-            raise ShopifyRetryableError(f"Shop {self.shop_domain}: the response body is not JSON") from None
+            kind = response.headers.get("Content-Type", "unknown content type")
+            raise ShopifyRetryableError(f"Shop {self.shop_domain}: the response body is not JSON ({kind})") from None
+        if not isinstance(body, dict):
+            raise ShopifyRetryableError(f"Shop {self.shop_domain}: the response body is not a JSON object")
         self._record_cost(query, body.get("extensions", {}).get("cost"))
         errors = body.get("errors")
         if errors:
@@ -199,13 +237,14 @@ class ShopifyHook(BaseHook):
         if not isinstance(errors, list):
             raise ShopifyError(f"Shop {self.shop_domain}: {errors}")
         codes = {(e.get("extensions") or {}).get("code") for e in errors if isinstance(e, dict)}
-        messages = "; ".join(str(e.get("message", e)) for e in errors if isinstance(e, dict))
+        messages = "; ".join(_describe(e) for e in errors)
         if "THROTTLED" in codes:
             self.throttled += 1
-            raise ShopifyRetryableError(f"Shop {self.shop_domain}: throttled", self._seconds_until_affordable(query))
+            raise ShopifyThrottledError(f"Shop {self.shop_domain}: throttled", self._throttled_wait(query))
         if "MAX_COST_EXCEEDED" in codes:
             raise ShopifyQueryCostError(f"Shop {self.shop_domain}: {messages}")
-        if "INTERNAL_SERVER_ERROR" in codes:
+        if codes == {"INTERNAL_SERVER_ERROR"}:
+            # Shopify's own failure, even beside partial data: the whole query is asked again.
             raise ShopifyRetryableError(f"Shop {self.shop_domain}: {messages}")
         raise ShopifyError(f"Shop {self.shop_domain}: GraphQL errors: {messages}")
 
@@ -229,6 +268,28 @@ class ShopifyHook(BaseHook):
         """Return how long until the bucket should hold what this document requested last time."""
         with self._throttle_lock:
             return self._throttle.seconds_until(self._requested_cost.get(query, 0.0))
+
+    def _throttled_wait(self, query: str) -> float:
+        """Return how long to wait after THROTTLED: until the requested points are back, per throttleStatus.
+
+        When the status already shows enough points (other workers of the app spend them too), wait
+        the time the bucket takes to restore this query's cost, so retries do not spin.
+        """
+        wait = self._seconds_until_affordable(query)
+        if wait > 0:
+            return wait
+        with self._throttle_lock:
+            rate = self._throttle.restore_rate
+        cost = self._requested_cost.get(query, 0.0)
+        return cost / rate if rate and cost else self.retry_wait_base
+
+    def _backoff(self, state: RetryCallState) -> float:
+        """Wait what Shopify asked for when it said, else exponential backoff with jitter."""
+        exc = state.outcome.exception() if state.outcome else None
+        hinted = getattr(exc, "wait_seconds", None)
+        if hinted:
+            return min(float(hinted), 60.0) + random.uniform(0, 0.1)
+        return min(self.retry_wait_max, self.retry_wait_base * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1)
 
     def _pace(self, query: str) -> None:
         """Sleep until the bucket should hold what this document requested last time."""
@@ -260,19 +321,40 @@ class ShopifyHook(BaseHook):
 
     def iter_products(self, product_gids: Sequence[str]) -> Iterator[dict[str, Any] | None]:
         """Yield each requested product with all its variants and media, or None for a deleted one."""
-        for start in range(0, len(product_gids), q.PRODUCTS_PER_QUERY):
-            chunk = list(product_gids[start : start + q.PRODUCTS_PER_QUERY])
-            data = self.execute(
-                q.PRODUCTS_BY_ID_QUERY,
-                {
-                    "ids": chunk,
-                    "mediaFirst": q.PRODUCT_MEDIA_FIRST,
-                    "variantsFirst": q.VARIANTS_FIRST,
-                    "variantMediaFirst": q.VARIANT_MEDIA_FIRST,
-                },
-            )
+        start = 0
+        while start < len(product_gids):
+            chunk = list(product_gids[start : start + self.products_per_query])
+            try:
+                data = self.execute(
+                    q.PRODUCTS_BY_ID_QUERY,
+                    {
+                        "ids": chunk,
+                        "mediaFirst": q.PRODUCT_MEDIA_FIRST,
+                        "variantsFirst": self.variants_first,
+                        "variantMediaFirst": q.VARIANT_MEDIA_FIRST,
+                    },
+                )
+            except ShopifyQueryCostError:
+                self._shrink_product_pages()
+                continue
+            start += len(chunk)
             for node in data["nodes"]:
                 yield self._complete_product(node) if node else None
+
+    def _shrink_product_pages(self) -> None:
+        """Halve the products per query and the variants on their first page, or give up at one of each."""
+        if self.products_per_query == 1 and self.variants_first == 1:
+            raise ShopifyQueryCostError(
+                f"Shop {self.shop_domain}: even one product with one variant exceeds the query cost limit"
+            )
+        self.products_per_query = max(1, self.products_per_query // 2)
+        self.variants_first = max(1, self.variants_first // 2)
+        log.warning(
+            "Shop %s: query cost limit exceeded; now %d products per query, %d variants on their first page",
+            self.shop_domain,
+            self.products_per_query,
+            self.variants_first,
+        )
 
     def _complete_product(self, node: dict[str, Any]) -> dict[str, Any]:
         """Flatten the product's connections into lists, fetching the pages beyond the first."""
@@ -310,23 +392,22 @@ class ShopifyHook(BaseHook):
             yield from self._paginate(query, {**variables, "after": page_info["endCursor"]}, select)
 
     def _paginate(self, query: str, variables: dict[str, Any], select) -> Iterator[dict[str, Any]]:
-        """Yield every node of a connection, one page per request."""
+        """Yield every node of a connection, one page per request, halving the page if Shopify finds it too costly."""
         after = variables.get("after")
         while True:
-            connection = select(self.execute(query, {**variables, "after": after}))
+            first = min(variables["first"], self._page_first.get(query, variables["first"]))
+            try:
+                connection = select(self.execute(query, {**variables, "first": first, "after": after}))
+            except ShopifyQueryCostError:
+                if first == 1:
+                    raise
+                self._page_first[query] = max(1, first // 2)
+                log.warning("Shop %s: query cost limit exceeded; pages of %d now", self.shop_domain, first // 2)
+                continue
             yield from connection["nodes"]
             if not connection["pageInfo"]["hasNextPage"]:
                 return
             after = connection["pageInfo"]["endCursor"]
-
-
-def _backoff(state: RetryCallState) -> float:
-    """Wait what Shopify asked for when it said, else exponential backoff with jitter (capped at 30 s)."""
-    exc = state.outcome.exception() if state.outcome else None
-    hinted = getattr(exc, "wait_seconds", None)
-    if hinted:
-        return min(float(hinted), 60.0) + random.uniform(0, 0.1)
-    return min(30.0, 0.5 * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1.0)
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -335,6 +416,19 @@ def _retry_after(response: requests.Response) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _describe(error: Any) -> str:
+    """Return a GraphQL error's message with its code and path, which name the product it concerns."""
+    if not isinstance(error, dict):
+        return str(error)
+    text = str(error.get("message", error))
+    code = (error.get("extensions") or {}).get("code")
+    if code:
+        text += f" [{code}]"
+    if error.get("path"):
+        text += " at " + ".".join(str(part) for part in error["path"])
+    return text
 
 
 def _float_or_none(value: Any) -> float | None:

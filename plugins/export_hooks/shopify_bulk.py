@@ -65,7 +65,7 @@ def start_bulk_query(hook: ShopifyHook, query: str) -> BulkOperation:
     errors = payload.get("userErrors") or []
     if errors:
         messages = "; ".join(str(e.get("message")) for e in errors)
-        if any(e.get("code") == "OPERATION_IN_PROGRESS" for e in errors):
+        if any(e.get("code") in ("OPERATION_IN_PROGRESS", "LIMIT_REACHED") for e in errors):
             raise BulkOperationInProgress(f"Shop {hook.shop_domain}: a bulk query is already running ({messages})")
         raise ShopifyError(f"Shop {hook.shop_domain}: Shopify refused the bulk query: {messages}")
     operation = payload["bulkOperation"]
