@@ -56,6 +56,10 @@ class ObjectStore(Protocol):
     def object_url(self, key: str) -> str: ...
 
 
+class BatchRowsError(Exception):
+    """A batch's files are written but its rows are not (the database went away or timed out)."""
+
+
 @dataclass(frozen=True)
 class BatchPlan:
     """One batch of one shop's products: the small descriptor the DAG maps over (no token, no catalog)."""
@@ -234,7 +238,13 @@ def export_batch(
         if known.get((export.product.product_id, export.variant.variant_id)) != files.content_hash
     ]
     written = upload_files(store, changed, pool)
-    write_rows(conn, plan.shop_id, written, new_images)
+    try:
+        write_rows(conn, plan.shop_id, written, new_images)
+    except Exception as exc:
+        raise BatchRowsError(
+            f"Shop {plan.shop_id} batch {plan.index}/{plan.count}: the files are in R2 but the rows were not "
+            f"written ({type(exc).__name__}: {exc}); a retry of the batch writes them"
+        ) from exc
 
     result.products = len(products)
     result.variants = len(exports)

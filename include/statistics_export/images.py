@@ -1,10 +1,22 @@
-"""Product image backups: each image copied to R2 once per shop, and the rules for its key."""
+"""Product image backups: each image copied to R2 once per shop, and the rules for its key.
+
+A download that fails (HTTP 4xx, 5xx or 429 after retries, a timeout, an HTML page or any body that is
+not an image, a file over the size cap) never fails the export: the image is listed with its Shopify URL
+and empty R2 fields, reported in the batch's ``image_failures``, and tried again on the next run, since
+no backup row is recorded for it. 5xx, 429, connection errors and timeouts are also retried within the
+run; a 4xx, a page that is not an image or an oversized file is the same answer seconds later, so it
+is not. A page instead of an image (a CDN's error page) and an oversized file (the merchant may replace
+it, the operator may raise the cap) are retried next run too: the cost is bounded, as an oversized
+file is refused from its Content-Length, or at the cap when it has none, never read whole.
+"""
 
 from __future__ import annotations
 
 import logging
 import mimetypes
+import os
 import posixpath
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -21,6 +33,24 @@ from include.statistics_export.ids import media_numeric_id, safe_key_part
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+DEFAULT_IMAGE_TIMEOUT_SECONDS = 30.0
+MAX_BYTES_ENV = "STATISTICS_EXPORT_IMAGE_MAX_BYTES"
+TIMEOUT_ENV = "STATISTICS_EXPORT_IMAGE_TIMEOUT"
+DOWNLOAD_ATTEMPTS = 3
+
+# The leading bytes of the formats a product image can be in (ISO BMFF "ftyp" at offset 4: AVIF, HEIC).
+_IMAGE_SIGNATURES = (
+    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG\r\n\x1a\n",
+    b"GIF87a",
+    b"GIF89a",
+    b"II*\x00",  # TIFF, little-endian
+    b"MM\x00*",  # TIFF, big-endian
+    b"BM",
+    b"\x00\x00\x01\x00",  # ICO
+    b"\xff\x0a",  # JPEG XL codestream
+    b"\x00\x00\x00\x0cJXL ",
+)
 
 
 class ImageDownloadError(Exception):
@@ -29,6 +59,30 @@ class ImageDownloadError(Exception):
 
 class _TransientDownloadError(ImageDownloadError):
     pass
+
+
+def image_limits(max_bytes: int | None = None, timeout: float | None = None) -> tuple[int, float]:
+    """Return the size cap and the per-attempt timeout: the arguments, else the environment, else the defaults."""
+    try:
+        max_bytes = int(max_bytes or os.environ.get(MAX_BYTES_ENV) or DEFAULT_MAX_IMAGE_BYTES)
+        timeout = float(timeout or os.environ.get(TIMEOUT_ENV) or DEFAULT_IMAGE_TIMEOUT_SECONDS)
+    except ValueError:
+        raise ValueError(f"{MAX_BYTES_ENV} must be an integer and {TIMEOUT_ENV} a number of seconds") from None
+    if max_bytes < 1 or timeout <= 0:
+        raise ValueError(f"{MAX_BYTES_ENV} and {TIMEOUT_ENV} must be positive, got {max_bytes} and {timeout}")
+    return max_bytes, timeout
+
+
+def is_image(body: bytes, content_type: str) -> bool:
+    """Return whether a body is an image file by its leading bytes, whatever its Content-Type says."""
+    if body.startswith(_IMAGE_SIGNATURES):
+        return True
+    if body[:4] == b"RIFF" and body[8:12] == b"WEBP":
+        return True
+    if body[4:8] == b"ftyp":
+        return True
+    # SVG is text: only believe it when the server says so and the document is an <svg>.
+    return content_type.split(";")[0].strip().lower() == "image/svg+xml" and b"<svg" in body[:4096].lower()
 
 
 @dataclass(frozen=True)
@@ -101,36 +155,57 @@ def existing_backups(conn: Any, shop_id: str, media_gids: Iterable[str]) -> dict
         }
 
 
-def download_image(session: requests.Session, url: str, max_bytes: int = DEFAULT_MAX_IMAGE_BYTES) -> tuple[bytes, str]:
-    """Fetch an image (retrying 5xx and connection errors) and return its bytes and content type."""
+def download_image(
+    session: requests.Session, url: str, max_bytes: int | None = None, timeout: float | None = None
+) -> tuple[bytes, str]:
+    """Fetch an image (retrying 5xx, 429, connection errors and timeouts) and return its bytes and content type.
+
+    ``max_bytes`` (default: env STATISTICS_EXPORT_IMAGE_MAX_BYTES, else 20 MB) caps the body;
+    ``timeout`` (default: env STATISTICS_EXPORT_IMAGE_TIMEOUT, else 30 s) bounds each attempt as a whole.
+    """
+    max_bytes, timeout = image_limits(max_bytes, timeout)
     retrying = Retrying(
         retry=retry_if_exception_type((_TransientDownloadError, requests.ConnectionError, requests.Timeout)),
-        stop=stop_after_attempt(3),
+        stop=stop_after_attempt(DOWNLOAD_ATTEMPTS),
         wait=wait_exponential(multiplier=0.5, max=5),
         reraise=True,
     )
     try:
-        return retrying(_download_once, session, url, max_bytes)
+        return retrying(_download_once, session, url, max_bytes, timeout)
+    except requests.Timeout:
+        raise ImageDownloadError(
+            f"timed out after {timeout:g} s ({DOWNLOAD_ATTEMPTS} attempts) fetching {url}"
+        ) from None
     except requests.RequestException as exc:
-        raise ImageDownloadError(f"{type(exc).__name__} fetching {url}") from None
+        raise ImageDownloadError(f"{type(exc).__name__} ({DOWNLOAD_ATTEMPTS} attempts) fetching {url}") from None
 
 
-def _download_once(session: requests.Session, url: str, max_bytes: int) -> tuple[bytes, str]:
-    with session.get(url, timeout=(5, 30), stream=True) as response:
+def _download_once(session: requests.Session, url: str, max_bytes: int, timeout: float) -> tuple[bytes, str]:
+    deadline = time.monotonic() + timeout
+    # requests' read timeout bounds each wait for bytes; the deadline bounds a body that trickles in.
+    with session.get(url, timeout=(timeout, timeout), stream=True) as response:
         if response.status_code >= 500 or response.status_code == 429:
             raise _TransientDownloadError(f"HTTP {response.status_code} fetching {url}")
         if response.status_code != 200:
             raise ImageDownloadError(f"HTTP {response.status_code} fetching {url}")
         content_type = response.headers.get("Content-Type", "application/octet-stream")
-        if not content_type.startswith("image/"):
-            raise ImageDownloadError(f"{url} answered {content_type}, not an image")
+        if not content_type.lower().startswith("image/"):
+            raise ImageDownloadError(f"the CDN answered {content_type.split(';')[0]}, not an image, for {url}")
+        declared = response.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > max_bytes:
+            raise ImageDownloadError(f"{url} is {declared} bytes, over the {max_bytes}-byte cap ({MAX_BYTES_ENV})")
         chunks, size = [], 0
         for chunk in response.iter_content(64 * 1024):
             size += len(chunk)
             if size > max_bytes:
-                raise ImageDownloadError(f"{url} is larger than the {max_bytes}-byte cap")
+                raise ImageDownloadError(f"{url} is over the {max_bytes}-byte cap ({MAX_BYTES_ENV})")
+            if time.monotonic() > deadline:
+                raise requests.Timeout(f"the body of {url} took over {timeout:g} s")
             chunks.append(chunk)
-        return b"".join(chunks), content_type
+        body = b"".join(chunks)
+        if not is_image(body, content_type):
+            raise ImageDownloadError(f"the body of {url} is not an image file (declared {content_type.split(';')[0]})")
+        return body, content_type
 
 
 def backup_images(
@@ -164,7 +239,7 @@ def backup_images(
         try:
             backup = future.result()
         except ImageDownloadError as exc:
-            failures.append(f"product {owner.product_id} image {owner.image.media_gid}: {exc}")
+            failures.append(f"shop {shop_id} product {owner.product_id} image {owner.image.media_gid}: {exc}")
             backup = ImageBackup(owner.image.media_gid, owner.image.url)
         else:
             new.append((owner, backup))

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Sequence
 from datetime import date, datetime, timezone
 from typing import Any
+
+import psycopg
 
 from include.statistics_export.formats import VariantExport, images_document, metrics_document
 from include.statistics_export.images import ImageBackup, ImageOwner
@@ -144,5 +147,7 @@ def write_rows(
                 cur.execute(_UPSERT_EXPORTS, _columns(records, 13))
         conn.commit()
     except BaseException:
-        conn.rollback()
+        # A connection the server dropped cannot roll back; the error that matters is the one raised above.
+        with contextlib.suppress(psycopg.OperationalError):
+            conn.rollback()
         raise

@@ -6,7 +6,29 @@ from functools import cached_property
 from typing import Any
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.sdk.exceptions import AirflowFailException
 from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+# Retries for 5xx, SlowDown and timeouts, with botocore's capped exponential backoff. The connection
+# extra's ``config_kwargs`` overrides any of these (e.g. a shorter read_timeout or more attempts).
+DEFAULT_CLIENT_CONFIG: dict[str, Any] = {
+    "retries": {"mode": "standard", "max_attempts": 5},
+    "connect_timeout": 10,
+    "read_timeout": 60,
+}
+# What R2 answers when the access key id or the secret is wrong, or the token lacks the bucket.
+CREDENTIAL_ERRORS = frozenset(
+    {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "Unauthorized"}
+)
+
+
+class R2WriteError(Exception):
+    """An object could not be written to R2, after botocore's retries."""
+
+
+class R2CredentialsError(AirflowFailException):
+    """R2 rejected the connection's credentials: the task fails at once, retrying would not help."""
 
 
 class R2Hook(S3Hook):
@@ -14,8 +36,10 @@ class R2Hook(S3Hook):
     Write objects to one Cloudflare R2 bucket through the S3 API.
 
     Connection (conn_type ``aws``): login/password are the access key id and secret; extra holds
-    ``endpoint_url``, ``region_name`` (``auto`` on R2), the bucket in ``service_config.s3.bucket_name``
-    and, optionally, ``public_base_url`` (a custom domain serving the bucket).
+    ``endpoint_url``, ``region_name`` (``auto`` on R2), the bucket in ``service_config.s3.bucket_name``,
+    optionally ``public_base_url`` (a custom domain serving the bucket) and ``config_kwargs`` (botocore
+    Config options over :data:`DEFAULT_CLIENT_CONFIG`, e.g. ``{"retries": {"mode": "standard",
+    "max_attempts": 8}, "read_timeout": 30}``).
 
     :param r2_conn_id: the Airflow connection id.
     :param max_pool_connections: HTTP connections the client keeps; size it to the thread pool using it.
@@ -28,17 +52,27 @@ class R2Hook(S3Hook):
     def __init__(self, r2_conn_id: str = default_conn_name, *, max_pool_connections: int = 10, **kwargs: Any):
         if max_pool_connections < 1:
             raise ValueError(f"max_pool_connections must be at least 1, got {max_pool_connections}")
-        config = Config(
-            # boto3 >= 1.36 sends checksum modes R2 rejects; only send what the operation requires.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-            max_pool_connections=max_pool_connections,
-            retries={"mode": "standard", "max_attempts": 5},
-            connect_timeout=10,
-            read_timeout=60,
-        )
-        super().__init__(aws_conn_id=r2_conn_id, config=config, **kwargs)
+        # No explicit config here: the provider then reads config_kwargs from the extra, merged in `config`.
+        super().__init__(aws_conn_id=r2_conn_id, **kwargs)
         self.r2_conn_id = r2_conn_id
+        self.max_pool_connections = max_pool_connections
+        self._refusal: str | None = None
+
+    @property
+    def config(self) -> Config:
+        """Return the botocore config: defaults, then the extra's config_kwargs, then what R2 requires."""
+        return (
+            Config(**DEFAULT_CLIENT_CONFIG)
+            .merge(self.conn_config.botocore_config or Config())
+            .merge(
+                Config(
+                    # boto3 >= 1.36 sends checksum modes R2 rejects; only send what the operation requires.
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                    max_pool_connections=self.max_pool_connections,
+                )
+            )
+        )
 
     @cached_property
     def bucket(self) -> str:
@@ -75,4 +109,27 @@ class R2Hook(S3Hook):
 
     def put_object(self, key: str, body: bytes, content_type: str) -> None:
         """Write one object (no ACL, no tagging, no KMS: R2 implements none of them)."""
-        self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        if self._refusal is not None:
+            # Once R2 has refused the credentials, the batch's other writes would only be refused too.
+            raise R2CredentialsError(self._refusal)
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"))
+            attempts = exc.response.get("ResponseMetadata", {}).get("RetryAttempts", 0) + 1
+            if code in CREDENTIAL_ERRORS:
+                self._refusal = (
+                    f"R2 refused the credentials of connection {self.r2_conn_id!r} for bucket {self.bucket!r} "
+                    f"({code}) writing {key!r}: check the access key id and secret in the connection"
+                )
+                raise R2CredentialsError(self._refusal) from exc
+            raise R2WriteError(
+                f"Writing {key!r} to R2 bucket {self.bucket!r} (connection {self.r2_conn_id!r}) failed "
+                f"after {attempts} attempt(s): {code}: {error.get('Message', '')}"
+            ) from exc
+        except BotoCoreError as exc:
+            raise R2WriteError(
+                f"Writing {key!r} to R2 bucket {self.bucket!r} (connection {self.r2_conn_id!r}) failed "
+                f"after botocore's retries: {type(exc).__name__}: {exc}"
+            ) from exc
