@@ -1,9 +1,12 @@
 """
 Daily export of Shopify product statistics: every variant of every product of every active shop.
 
-resolve the export day, list the active shops -> plan each shop's batches (mapped per shop)
--> collect the batches of all shops -> export each batch (mapped): catalog, metrics, images,
-files in R2, rows -> summarize the day.
+resolve the export day, list the active shops
+-> per shop (a mapped task group): start reading its catalog (a bulk operation for a large shop), wait for
+   it without holding a worker slot, cut it into batches of about 500 variants
+-> collect the batches of all shops -> export each batch (mapped): metrics, images, files in R2, rows
+-> reconcile each shop (files = rows = events = catalog) -> report the day (statistic-exports/_runs/)
+-> clean the staged catalogs once the day succeeded.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import logging
 import os
 from datetime import date, datetime, timedelta, timezone
 
+from psycopg.errors import InsufficientPrivilege
 from airflow.sdk import Param, PokeReturnValue, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk.log import mask_secret
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from export_hooks.shopify import ShopifyAuthError
+from export_hooks.shopify import ShopifyAuthError, ShopifyError
 from export_hooks.shopify_bulk import BulkOperationFailed
 from include.statistics_export import tasks
 from include.statistics_export.days import export_day
@@ -33,16 +37,60 @@ SETTINGS = tasks.Settings(
     bulk_threshold=int(os.environ.get("STATISTICS_EXPORT_BULK_THRESHOLD", 1000)),
 )
 BULK_POLL_SECONDS = float(os.environ.get("STATISTICS_EXPORT_BULK_POLL_SECONDS", 30))
-# What retrying cannot fix: the shop's data or token. Such a shop fails at once, alone.
-FATAL = (ShopConfigurationError, ShopifyAuthError, BulkOperationFailed)
+# What retrying cannot fix: the shop's data or token, or the database role's grants. Fails at once, alone.
+FATAL = (ShopConfigurationError, ShopifyAuthError, BulkOperationFailed, InsufficientPrivilege)
 
 
 def fail_fast(call, *args, **kwargs):
-    """Run a task body; a shop's configuration or token problem fails the task without retries."""
+    """Run a task body; a shop's configuration or token problem fails the task without retries.
+
+    Whatever fails, the reason goes to an XCom ``failure`` so the day's report can say why: our
+    exceptions name the shop and never carry a secret; others are reduced to their type.
+    """
     try:
         return call(*args, **kwargs, on_token=mask_secret)
     except FATAL as exc:
+        record_failure(str(exc))
         raise AirflowFailException(str(exc)) from None
+    except Exception as exc:
+        ours = isinstance(exc, (ShopifyError, ValueError, FileNotFoundError))
+        record_failure(str(exc)[:500] if ours else f"{type(exc).__name__} (see the task log)")
+        raise
+
+
+def record_failure(reason: str) -> None:
+    """Leave the reason of this task instance's failure where the report task finds it."""
+    get_current_context()["ti"].xcom_push(key="failure", value=reason)
+
+
+def failure_reasons(ti, shops: list[dict], plans: list[dict], batches: list[dict], results: list[dict]):
+    """Collect why each failed shop failed, from the XComs its failed task instances left."""
+    reasons: dict[str, str] = {}
+    planned = {plan["shop_id"] for plan in plans}
+    for index, shop in enumerate(shops):
+        if shop["shop_id"] in planned:
+            continue
+        for task_id in ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches"):
+            reason = ti.xcom_pull(task_ids=task_id, key="failure", map_indexes=index)
+            if reason:
+                reasons[shop["shop_id"]] = f"{task_id.split('.')[-1]}: {reason}"
+                break
+    done = {(r["shop_id"], r["batch"]) for r in results}
+    for index, batch in enumerate(batches):
+        if (batch["shop_id"], batch["index"]) not in done and batch["shop_id"] not in reasons:
+            reason = ti.xcom_pull(task_ids="export_product_batch", key="failure", map_indexes=index)
+            if reason:
+                reasons[batch["shop_id"]] = reason
+    return reasons
+
+
+def as_list(mapped_output) -> list[dict]:
+    """Return the results of a mapped task as a list.
+
+    Airflow 3.3 hands a downstream task the bare value, not a one-item list, when a single map index of
+    a task inside a mapped task group produced a result (one shop, or all but one failed).
+    """
+    return [mapped_output] if isinstance(mapped_output, dict) else list(mapped_output or [])
 
 
 def label(name: str, value: str) -> None:
@@ -115,7 +163,7 @@ def product_statistics_export():
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def collect_batches(plans) -> list[dict]:
         """Flatten the batches of every shop that planned; a shop that failed has nothing here."""
-        return [batch for plan in plans for batch in plan["batches"]]
+        return [batch for plan in as_list(plans) for batch in plan["batches"]]
 
     @task(map_index_template="{{ batch_label }}")
     def export_product_batch(batch: dict) -> dict:
@@ -138,13 +186,30 @@ def product_statistics_export():
         return result
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def summarize(day: str, shops: list[dict], plans, batches: list[dict], results) -> dict:
-        """Report the day; fail the run when any shop or batch failed, so it is seen."""
-        report = summarize_run(day, shops, list(plans), batches, list(results))
-        log.info(report.text())
-        if report.failed:
-            raise AirflowFailException(report.failure_message())
-        return report.document()
+    def reconcile(day: str, plans, results, params=None) -> list[dict]:
+        """Check each finished shop: files, rows, the day's events and the catalog must agree."""
+        if params.get("product_ids"):
+            # Some products only: their files cannot add up to the whole shop's events and rows.
+            log.info("Reconciliation skipped: the run exported some products only")
+            return []
+        return tasks.reconcile_day(date.fromisoformat(day), as_list(plans), as_list(results))
+
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def report(day: str, shops: list[dict], plans, batches: list[dict], results, reconciliations, ti=None) -> dict:
+        """Log, return and write the day's report; fail the run when any shop failed or did not reconcile."""
+        plans, results = as_list(plans), as_list(results)
+        reasons = failure_reasons(ti, shops, plans, batches, results)
+        run = summarize_run(day, shops, plans, batches, results, list(reconciliations or []), reasons)
+        log.info(run.text())
+        log.info("Report written to %s", tasks.write_report(run))
+        if run.failed:
+            raise AirflowFailException(run.failure_message())
+        return run.document()
+
+    @task
+    def clean_staging(day: str) -> int:
+        """Delete the day's staged catalogs once the whole day has succeeded."""
+        return tasks.clean_day_staging(date.fromisoformat(day))
 
     # A task group mapped per shop: each shop's three steps depend on that shop's own previous step, so
     # one shop failing leaves the others going (a task mapped over a mapped task's whole output would not).
@@ -157,7 +222,8 @@ def product_statistics_export():
     plans = read_shop_catalog.partial(day=day).expand(shop=shops)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
-    summarize(day, shops, plans, batches, results)
+    reconciliations = reconcile(day, plans, results)
+    report(day, shops, plans, batches, results, reconciliations) >> clean_staging(day)
 
 
 product_statistics_export()

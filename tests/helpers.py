@@ -56,10 +56,16 @@ def register_shop(
     token: str | None = None,
     active: bool = True,
     linked: bool = True,
+    restore_rate: float = 100.0,
 ) -> SandboxShop:
     """Put a shop in the sandbox and in the app database (credential + offline session)."""
     api_domain = f"{shop_id.replace('_', '-')}.myshopify.com"
-    shop = SandboxShop(domain=api_domain, access_token=token or f"shpat_secret_{shop_id}", products=products)
+    shop = SandboxShop(
+        domain=api_domain,
+        access_token=token or f"shpat_secret_{shop_id}",
+        products=products,
+        restore_rate=restore_rate,
+    )
     sandbox.add_shop(shop)
     with db.cursor() as cur:
         insert_shop(cur, shop_id, domain or api_domain, api_domain, shop.access_token, active=active, linked=linked)

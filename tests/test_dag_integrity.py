@@ -41,16 +41,29 @@ def test_flow_and_trigger_rules(dag):
     assert set(tasks) == {
         "resolve_export_day",
         "list_active_shops",
-        "plan_shop_batches",
+        "shop.start_catalog_read",
+        "shop.wait_for_catalog",
+        "shop.plan_shop_batches",
         "collect_batches",
         "export_product_batch",
-        "summarize",
+        "reconcile",
+        "report",
+        "clean_staging",
     }
-    # One shop's failed planning must not stop the other shops' batches, and the summary must run to fail the run.
-    assert tasks["collect_batches"].trigger_rule == "all_done"
-    assert tasks["summarize"].trigger_rule == "all_done"
+    # One shop's failure must not stop the other shops' batches; reconcile and report must run to fail the run.
+    for name in ("collect_batches", "reconcile", "report"):
+        assert tasks[name].trigger_rule == "all_done"
     assert tasks["export_product_batch"].upstream_task_ids == {"collect_batches"}
-    assert [t.task_id for t in dag.leaves] == ["summarize"]
+    # Staging is cleaned only after a day that fully succeeded (a cleared shop still needs it otherwise).
+    assert tasks["clean_staging"].trigger_rule == "all_success"
+    assert tasks["clean_staging"].upstream_task_ids == {"report", "resolve_export_day"}
+    assert [t.task_id for t in dag.leaves] == ["clean_staging"]
+
+
+def test_the_bulk_wait_frees_its_worker_slot_between_polls(dag):
+    sensor = dag.get_task("shop.wait_for_catalog")
+    assert sensor.mode == "reschedule"
+    assert sensor.map_index_template == "{{ shop_label }}"
 
 
 def test_scheduled_run_for_day_d_exports_day_d():

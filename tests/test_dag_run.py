@@ -32,7 +32,7 @@ def world(db, sandbox):
 
 
 def exported_shops(objects):
-    return {key.split("/")[1] for key in objects if key.startswith("statistic-exports/")}
+    return {key.split("/")[1] for key in objects if key.startswith("statistic-exports/shop_")}
 
 
 def xcom_dump(airflow_home) -> str:
@@ -56,7 +56,7 @@ def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(
 
     # The healthy shops are complete: 5 x 3 + 3 x 2 variants, two files each.
     assert exported_shops(objects) == {"shop_alpha", "shop_boutique"}
-    assert len([k for k in objects if k.startswith("statistic-exports/")]) == 2 * (15 + 6)
+    assert len([k for k in objects if k.startswith("statistic-exports/shop_")]) == 2 * (15 + 6)
     alpha = next(csv.DictReader(io.StringIO(objects["statistic-exports/shop_alpha/1/1001/20261121.csv"].decode())))
     assert (alpha["impressions"], alpha["orders"], alpha["revenue"]) == ("1", "1", "9.90")
     boutique = json.loads(objects["statistic-exports/shop_boutique/10/10001/20261121.json"])
@@ -80,6 +80,43 @@ def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(
     with db.cursor() as cur:
         cur.execute('SELECT DISTINCT shop FROM "StatisticsExport" ORDER BY 1')
         assert [r[0] for r in cur.fetchall()] == ["shop_alpha", "shop_boutique"]
+
+    # The day's report is in the bucket even though the run failed: reasons, reconciliation, per shop figures.
+    report = json.loads(objects["statistic-exports/_runs/20261121.json"])
+    assert report["ok"] is False and report["variants"] == 21 and report["files"] == 42
+    assert "rejected the access token" in report["failedShops"]["shop_revoked"]
+    assert "no usable session is linked" in report["failedShops"]["shop_nosession"]
+    assert report["reconciliation"]["shop_alpha"]["ok"] is True
+    assert report["reconciliation"]["shop_alpha"]["files"]["orders"] == 1
+    assert report["perShop"]["shop_alpha"]["batches"] == 5
+
+
+def test_a_large_shop_is_read_with_a_bulk_operation_and_its_staging_is_cleaned(db, sandbox, run_airflow, s3, endpoints):
+    shop = register_shop(db, sandbox, "shop_big", [product(n, variants=n % 3 + 1) for n in range(1, 13)])
+    add_event(db, "shop_big", "1002", "ADD_TO_CART", NOON_ON_DAY)
+    sandbox.bulk_behaviour(shop.domain, polls=3)
+    result = run_airflow(
+        "dags",
+        "test",
+        "product_statistics_export",
+        DAY.isoformat(),
+        extra_env={
+            "STATISTICS_EXPORT_BULK_THRESHOLD": "10",
+            "STATISTICS_EXPORT_BULK_POLL_SECONDS": "0.2",
+            "STATISTICS_EXPORT_BATCH_VARIANTS": "8",
+        },
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    objects = bucket_objects(s3, endpoints.bucket)
+    assert len([k for k in objects if k.startswith("statistic-exports/shop_big/")]) == 2 * 24
+    report = json.loads(objects["statistic-exports/_runs/20261121.json"])
+    assert report["perShop"]["shop_big"]["catalog_read"] == "bulk" and report["ok"] is True
+    assert report["perShop"]["shop_big"]["batches"] == 4  # 8-variant batches of 2,3,1,2 | 3,1,2 | 3,1,2 | 3,1
+    # The sensor gave its slot back between polls, and the staged catalog is gone after the successful day.
+    assert sandbox.stats(shop.domain)["bulk_operations"] == 1
+    assert output.count("up_for_reschedule") + output.count("UP_FOR_RESCHEDULE") >= 1
+    assert not [k for k in objects if k.startswith("statistic-exports/_staging/")]
 
 
 def test_manual_run_with_params_exports_one_product_of_one_shop(world, run_airflow, s3, endpoints, sandbox):

@@ -1,6 +1,9 @@
 """The run report: what is missing between listing, planning and exporting is a failure."""
 
-from include.statistics_export.report import summarize_run
+import json
+from datetime import date
+
+from include.statistics_export.report import report_key, summarize_run
 
 SHOPS = [
     {"shop_id": "a", "shop_domain": "a.example"},
@@ -23,13 +26,22 @@ def result(shop_id, batch, variants):
     }
 
 
+def batch(shop_id, index, count):
+    return {"shop_id": shop_id, "shop_domain": f"{shop_id}.example", "index": index, "count": count}
+
+
 def test_a_shop_that_did_not_plan_and_a_batch_that_did_not_finish_fail_the_run():
     plans = [{"shop_id": "a", "batches": []}, {"shop_id": "b", "batches": []}]
-    batches = [{"shop_id": "a", "index": 1}, {"shop_id": "a", "index": 2}, {"shop_id": "b", "index": 1}]
-    report = summarize_run("2026-11-21", SHOPS, plans, batches, [result("a", 1, 3), result("b", 1, 4)])
+    batches = [batch("a", 1, 2), batch("a", 2, 2), batch("b", 1, 1)]
+    reasons = {"c": "start_catalog_read: Shop c.example: Shopify rejected the access token (HTTP 401)"}
+    report = summarize_run("2026-11-21", SHOPS, plans, batches, [result("a", 1, 3), result("b", 1, 4)], [], reasons)
     assert report.failed
     assert set(report.failed_shops) == {"a", "c"}
-    assert "batch 2 failed" in report.failed_shops["a"] and "planning failed" in report.failed_shops["c"]
+    assert report.failed_shops["a"] == "a.example: batch 2/2 failed: see its task log"
+    assert (
+        report.failed_shops["c"]
+        == "c.example: start_catalog_read: Shop c.example: Shopify rejected the access token (HTTP 401)"
+    )
     assert report.failure_message().startswith("2 shop(s) failed for 2026-11-21: a: a.example")
     assert (report.variants, report.files) == (7, 14)
     assert report.per_shop["a"]["batches"] == 1
@@ -37,8 +49,24 @@ def test_a_shop_that_did_not_plan_and_a_batch_that_did_not_finish_fail_the_run()
 
 def test_a_complete_run_is_not_failed():
     plans = [{"shop_id": s["shop_id"], "batches": []} for s in SHOPS]
-    batches = [{"shop_id": "a", "index": 1}]
+    batches = [batch("a", 1, 1)]
     report = summarize_run("2026-11-21", SHOPS, plans, batches, [result("a", 1, 2)])
     assert not report.failed
     assert report.document()["variants"] == 2
     assert report.text().startswith("Export of 2026-11-21: 3 shop(s), 1 products, 2 variants")
+
+
+def test_a_reconciliation_difference_fails_its_shop_and_rejected_events_are_counted():
+    plans = [{"shop_id": "a", "batches": [], "mode": "bulk"}, {"shop_id": "b", "batches": [], "mode": "pages"}]
+    reconciliations = [
+        {"shopId": "a", "ok": True, "differences": [], "rejectedEvents": {"malformed_variant_id": 2, "future": 1}},
+        {"shopId": "b", "ok": False, "differences": ["Shop b on 2026-11-21: orders differ: files 3, rows 2"]},
+    ]
+    shops = SHOPS[:2]
+    report = summarize_run("2026-11-21", shops, plans, [], [result("a", 1, 2)], reconciliations)
+    assert report.failed_shops == {"b": "Shop b on 2026-11-21: orders differ: files 3, rows 2"}
+    document = report.document()
+    assert document["rejectedEvents"] == 3 and document["ok"] is False
+    assert document["perShop"]["a"]["catalog_read"] == "bulk"
+    assert json.loads(report.json_bytes())["reconciliation"]["b"]["ok"] is False
+    assert report_key(date(2026, 11, 21)) == "statistic-exports/_runs/20261121.json"

@@ -1,9 +1,18 @@
 """Active shops and their tokens on a real PostgreSQL: sessions linked by "shopId", never by domain."""
 
+import csv
+import io
+import json
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
+from helpers import DAY, add_event, bucket_objects, plan, product, register_shop, run_batch, run_shop
+from include.local_stack.demo_world import insert_shop
+from include.shopify_sandbox.world import SandboxShop
+from include.statistics_export.formats import export_key
+from include.statistics_export.images import image_key
 from include.statistics_export.shops import ShopConfigurationError, active_shops, shop_credentials
 
 
@@ -60,3 +69,99 @@ def test_shop_without_linked_session_is_a_clear_error(db):
     add_session(db, "unlinked", "lonely.myshopify.com", "tok", None)
     with pytest.raises(ShopConfigurationError, match="Shop lonely"):
         shop_credentials(db, "lonely")
+
+
+# -- domains, sessions, inactive shops, awkward text and ids, a huge product: through real exports --------------
+
+NOON = datetime(2026, 11, 21, 12)
+
+
+def test_expired_online_and_offline_sessions_both_linked_use_the_offline_one(db):
+    add_shop(db, "s", "s.myshopify.com")
+    now = datetime.utcnow()
+    add_session(db, "online_old", "s.myshopify.com", "tok-expired", "s", online=True, expires=now - timedelta(days=1))
+    add_session(db, "offline", "s.myshopify.com", "tok-offline", "s")
+    assert shop_credentials(db, "s").access_token == "tok-offline"
+
+
+def test_domains_with_upper_case_scheme_or_trailing_slash_are_normalized(db, connections, sandbox, s3):
+    register_shop(db, sandbox, "shop_upper", [product(1)], domain="  HTTPS://WWW.Upper-Example.com/ ")
+    with db.cursor() as cur:  # the session's domain as a merchant's browser may have written it
+        cur.execute('UPDATE "Session" SET shop = %s WHERE "shopId" = %s', ("Shop-Upper.MyShopify.com/", "shop_upper"))
+    db.commit()
+    assert [s.shop_domain for s in active_shops(db)] == ["www.upper-example.com"]
+    run_shop(db, "shop_upper")
+    document = json.loads(bucket_objects(s3, connections.bucket)["statistic-exports/shop_upper/1/1001/20261121.json"])
+    assert document["shopDomain"] == "www.upper-example.com"
+
+
+def test_a_deactivated_shop_with_events_is_neither_exported_nor_counted(db, connections, sandbox, s3):
+    register_shop(db, sandbox, "shop_on", [product(1)])
+    register_shop(db, sandbox, "shop_off", [product(2)], active=False)
+    add_event(db, "shop_off", "2001", "PURCHASE", NOON, Decimal("9.00"))
+    for shop in active_shops(db):
+        run_shop(db, shop.shop_id)
+    keys = list(bucket_objects(s3, connections.bucket))
+    assert "statistic-exports/shop_on/1/1001/20261121.csv" in keys
+    assert [key for key in keys if "shop_off" in key] == []
+    with db.cursor() as cur:
+        cur.execute('SELECT DISTINCT shop FROM "VariantDailyStatistics"')
+        assert cur.fetchall() == [("shop_on",)]
+
+
+AWKWARD = 'Shirt, "classic"\nline two ✨ 🛒 שלום עולם, \u202eRTL\u202c; \\ end'
+
+
+def test_awkward_titles_and_skus_come_back_exactly(db, connections, sandbox, s3):
+    item = product(1, variants=1)
+    item.title = AWKWARD
+    item.variants[0].title = AWKWARD
+    item.variants[0].sku = 'SKU,"1"\n2 ✨ א'
+    register_shop(db, sandbox, "shop_text", [item])
+    run_shop(db, "shop_text")
+    objects = bucket_objects(s3, connections.bucket)
+    document = json.loads(objects["statistic-exports/shop_text/1/1001/20261121.json"].decode("utf-8"))
+    assert document["product"]["title"] == AWKWARD
+    assert (document["variant"]["title"], document["variant"]["sku"]) == (AWKWARD, 'SKU,"1"\n2 ✨ א')
+    rows = list(csv.DictReader(io.StringIO(objects["statistic-exports/shop_text/1/1001/20261121.csv"].decode())))
+    assert len(rows) == 1 and rows[0]["variantId"] == "1001"
+
+
+def test_a_product_with_2048_variants_is_exported_whole(db, connections, sandbox, s3):
+    # An Enterprise shop (2,000 points/s): the 2,048 variants' pages cost ~19,000 points, 3 minutes at Standard's 100.
+    register_shop(db, sandbox, "shop_big", [product(7, variants=2048, images=1)], restore_rate=2000.0)
+    add_event(db, "shop_big", "9048", "IMPRESSION", NOON)  # the last variant: 7 * 1000 + 2048
+    batches = plan(db, "shop_big", batch_variants=500)
+    assert [b.product_ids for b in batches] == [["7"]]  # a product is never split
+    result = run_batch(db, batches[0])
+    assert (result.variants, result.files) == (2048, 4096)
+    keys = bucket_objects(s3, connections.bucket)
+    assert len([k for k in keys if k.endswith(".csv")]) == len([k for k in keys if k.endswith(".json")]) == 2048
+    last = next(csv.DictReader(io.StringIO(keys["statistic-exports/shop_big/7/9048/20261121.csv"].decode())))
+    assert last["impressions"] == "1"
+
+
+@pytest.mark.parametrize("hostile", ["..", ".", "../escape", "a/b", "", "a\nb", "a\x07b", "a b", "é", "x" * 129])
+def test_hostile_ids_cannot_make_an_object_key(hostile):
+    with pytest.raises(ValueError, match=r"shop id .* cannot be used in an object key"):
+        export_key(hostile, "1", "1001", DAY, "csv")
+    with pytest.raises(ValueError, match=r"product id .* cannot be used in an object key"):
+        export_key("shop", hostile, "1001", DAY, "csv")
+    with pytest.raises(ValueError, match=r"variant id .* cannot be used in an object key"):
+        export_key("shop", "1", hostile, DAY, "json")
+    with pytest.raises(ValueError, match=r"shop id .* cannot be used in an object key"):
+        image_key(hostile, "1", "gid://shopify/MediaImage/5", "https://cdn/x.jpg")
+
+
+@pytest.mark.parametrize("shop_id", ["../escape", "shop/../../other", "shop\nnext"])
+def test_a_shop_with_a_hostile_id_fails_by_name_and_writes_nothing(db, connections, sandbox, s3, shop_id):
+    shop = SandboxShop(domain="hostile.myshopify.com", access_token="shpat_hostile", products=[product(1, images=1)])
+    sandbox.add_shop(shop)
+    with db.cursor() as cur:
+        insert_shop(cur, shop_id, "hostile.example", shop.domain, shop.access_token)
+    db.commit()
+    batches = plan(db, shop_id)
+    with pytest.raises(ValueError) as failure:
+        run_batch(db, batches[0])
+    assert f"shop id {shop_id!r} cannot be used in an object key" in str(failure.value)
+    assert bucket_objects(s3, connections.bucket) == {}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from include.statistics_export.days import day_bounds
+from include.statistics_export.event_rules import AS_OF, COUNTED_PURCHASE, NUMERIC_VARIANT_ID, rule_parameters
 
 CENTS = Decimal("0.01")
 CTR_PLACES = Decimal("0.0001")
@@ -48,19 +48,22 @@ ZERO = VariantMetrics()
 
 # Events carry a variant id as a GID or as a bare number: match both spellings through the
 # ("variantId", "createdAt") index, then fold them into the numeric id. Only the shop's own tests
-# count, and the day is the half-open interval [start, end).
-_VARIANT_METRICS = """
-SELECT regexp_replace(e."variantId", '^gid://shopify/ProductVariant/', '') AS variant_id,
+# count, and the day is the half-open interval [start, end). The rules of event_rules apply inside
+# the aggregation (FILTER), so the index still serves the scan: well-formed ids come from the key
+# list, unknown types match no FILTER, rejected purchases and future events are filtered out.
+_VARIANT_METRICS = f"""
+SELECT {NUMERIC_VARIANT_ID} AS variant_id,
        count(*) FILTER (WHERE e."eventType" = 'IMPRESSION') AS impressions,
        count(*) FILTER (WHERE e."eventType" = 'ADD_TO_CART') AS add_to_carts,
-       count(*) FILTER (WHERE e."eventType" = 'PURCHASE') AS orders,
-       coalesce(sum(coalesce(e.revenue, 0)) FILTER (WHERE e."eventType" = 'PURCHASE'), 0) AS revenue
+       count(*) FILTER (WHERE {COUNTED_PURCHASE}) AS orders,
+       coalesce(sum(e.revenue) FILTER (WHERE {COUNTED_PURCHASE}), 0) AS revenue
 FROM "ABTestEvent" e
 JOIN "ABTest" t ON t.id = e."testId"
 WHERE t.shop = %(shop_id)s
   AND e."variantId" = ANY(%(variant_keys)s::text[])
   AND e."createdAt" >= %(start)s
   AND e."createdAt" < %(end)s
+  AND e."createdAt" <= {AS_OF}
 GROUP BY 1
 """
 
@@ -74,14 +77,22 @@ def variant_keys(variant_ids: Iterable[str]) -> list[str]:
     return keys
 
 
-def variant_metrics(conn: Any, shop_id: str, variant_ids: Iterable[str], day: date) -> dict[str, VariantMetrics]:
-    """Return the day's metrics of each variant that had events; absent variants had none."""
+def variant_metrics(
+    conn: Any,
+    shop_id: str,
+    variant_ids: Iterable[str],
+    day: date,
+    *,
+    max_revenue: Decimal | None = None,
+    as_of: datetime | None = None,
+) -> dict[str, VariantMetrics]:
+    """Return the day's metrics of each variant that had counted events (see event_rules)."""
     keys = variant_keys(variant_ids)
     if not keys:
         return {}
-    start, end = day_bounds(day)
+    params = rule_parameters(shop_id, day, max_revenue=max_revenue, as_of=as_of)
     with conn.cursor() as cur:
-        cur.execute(_VARIANT_METRICS, {"shop_id": shop_id, "variant_keys": keys, "start": start, "end": end})
+        cur.execute(_VARIANT_METRICS, {**params, "variant_keys": keys})
         rows = cur.fetchall()
     return {
         variant_id: VariantMetrics(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,11 +54,16 @@ LIMIT 1
 """
 
 
+def display_domain(domain: str) -> str:
+    """Return a shop's storefront domain as the files show it: no scheme, no trailing slash, lower case."""
+    return re.sub(r"^https?://", "", domain.strip(), flags=re.IGNORECASE).rstrip("/").lower()
+
+
 def active_shops(conn: Any, shop_ids: list[str] | None = None) -> list[ShopRef]:
     """Return the active shops (optionally only those among ``shop_ids``), ordered by id."""
     with conn.cursor() as cur:
         cur.execute(_ACTIVE_SHOPS, {"shop_ids": list(shop_ids) if shop_ids else None})
-        return [ShopRef(shop_id=row[0], shop_domain=row[1]) for row in cur.fetchall()]
+        return [ShopRef(shop_id=row[0], shop_domain=display_domain(row[1])) for row in cur.fetchall()]
 
 
 def shop_credentials(conn: Any, shop_id: str) -> ShopCredentials:
@@ -73,4 +79,6 @@ def shop_credentials(conn: Any, shop_id: str) -> ShopCredentials:
     _, shop_domain, api_domain, token = row
     if not token or not token.strip():
         raise ShopConfigurationError(f"Shop {shop_id} ({shop_domain}): its linked session has an empty access token")
-    return ShopCredentials(shop_id=shop_id, shop_domain=shop_domain, api_domain=api_domain, access_token=token)
+    return ShopCredentials(
+        shop_id=shop_id, shop_domain=display_domain(shop_domain), api_domain=api_domain, access_token=token
+    )

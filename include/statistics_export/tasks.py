@@ -28,7 +28,10 @@ from export_hooks.shopify_queries import CATALOG_BULK_QUERY
 from include.statistics_export.bulk_catalog import assemble_products
 from include.statistics_export.export import BatchPlan, export_batch, plan_shop, stage_shop
 from include.statistics_export.images import download_image
+from include.statistics_export.reconcile import add_totals, reconcile_shop
+from include.statistics_export.report import RunReport, report_key
 from include.statistics_export.shops import ShopCredentials, ShopRef, shop_credentials
+from include.statistics_export.staging import clean_staging
 
 log = logging.getLogger(__name__)
 
@@ -157,3 +160,41 @@ def export_product_batch(batch: dict, settings: Settings, on_token=None) -> dict
         store = R2Hook(max_pool_connections=settings.concurrency)
         result = export_batch(conn, shopify, store, plan, partial(download_image, images), pool=pool)
     return {**result.__dict__, "shop_domain": plan.shop_domain, "graphql_cost": shopify.cost_charged}
+
+
+def reconcile_day(day: date, plans: list[dict], results: list[dict]) -> list[dict[str, Any]]:
+    """Reconcile every shop whose batches all finished: files, rows, events and catalog must agree.
+
+    A product deleted from Shopify during the run leaves the planned variant count behind: such a shop's
+    catalog count is the variants its batches found (the deletion is in the report as skipped products).
+    """
+    finished: dict[str, list[dict]] = {}
+    for result in results:
+        finished.setdefault(result["shop_id"], []).append(result)
+    expected = {plan["shop_id"]: len(plan["batches"]) for plan in plans}
+    documents = []
+    with app_db() as conn:
+        for plan in plans:
+            shop_results = finished.get(plan["shop_id"], [])
+            if len(shop_results) != expected[plan["shop_id"]]:
+                continue  # a failed batch already fails the shop; its numbers cannot agree
+            files = add_totals(r["file_totals"] for r in shop_results)
+            skipped = any(r["missing_products"] for r in shop_results)
+            catalog = files["variants"] if skipped else plan["variants"]
+            reconciliation = reconcile_shop(conn, plan["shop_id"], day, catalog, files)
+            for difference in reconciliation.differences:
+                log.error("%s", difference)
+            documents.append(reconciliation.document())
+    return documents
+
+
+def write_report(report: RunReport) -> str:
+    """Write the day's report to the bucket and return its key."""
+    key = report_key(date.fromisoformat(report.date))
+    R2Hook().put_object(key, report.json_bytes(), "application/json")
+    return key
+
+
+def clean_day_staging(day: date) -> int:
+    """Delete the day's staged catalogs (and staging left by failed runs over a week ago)."""
+    return clean_staging(R2Hook(), day)

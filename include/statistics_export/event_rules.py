@@ -1,0 +1,131 @@
+"""Which raw events count, and why the others are rejected: one rule shared by the batch metrics,
+the rejected-event counts and the reconciliation.
+
+An event of the shop's own tests ("ABTest".shop) created in the exported UTC day [D, D+1) is
+checked in this order; the first failing check is its one rejection reason:
+
+1. ``future_timestamp``: created after the moment of the query (a clock ahead of ours; a day still
+   running counts only what has happened so far).
+2. ``unknown_event_type``: "eventType" is not exactly IMPRESSION, ADD_TO_CART or PURCHASE (the app's
+   column is a free Prisma String, so any value can arrive).
+3. ``missing_variant_id``: "variantId" is null, empty or only whitespace (not attributable).
+4. ``malformed_variant_id``: "variantId" is neither a bare number nor
+   ``gid://shopify/ProductVariant/<number>`` exactly (``.../abc``, another resource's GID such as
+   ``gid://shopify/Product/123``, padding whitespace, a query suffix).
+5. ``negative_revenue``: a PURCHASE with revenue below 0 (a refund is not a purchase).
+6. ``revenue_above_cap``: a PURCHASE with revenue above STATISTICS_EXPORT_MAX_EVENT_REVENUE
+   (default 1000000.00), almost surely a unit or parsing error.
+
+Everything else counts: a PURCHASE with null revenue is an order worth 0.00, revenue on other
+event types is ignored. Rejected events are never silently dropped: ``rejected_events`` counts them
+by reason for the run report.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from include.statistics_export.days import day_bounds
+
+MAX_EVENT_REVENUE_ENV = "STATISTICS_EXPORT_MAX_EVENT_REVENUE"
+DEFAULT_MAX_EVENT_REVENUE = Decimal("1000000.00")
+EVENT_TYPES = ("IMPRESSION", "ADD_TO_CART", "PURCHASE")
+REJECTION_REASONS = (
+    "future_timestamp",
+    "unknown_event_type",
+    "missing_variant_id",
+    "malformed_variant_id",
+    "negative_revenue",
+    "revenue_above_cap",
+)
+
+# SQL fragments over an "ABTestEvent" aliased ``e``, with the named parameters %(as_of)s and
+# %(max_revenue)s. They are constants: values only ever travel as parameters.
+AS_OF = "coalesce(%(as_of)s::timestamp, (now() AT TIME ZONE 'UTC'))"
+WELL_FORMED_VARIANT = "e.\"variantId\" ~ '^(gid://shopify/ProductVariant/)?[0-9]{1,20}$'"
+COUNTED_PURCHASE = (
+    "e.\"eventType\" = 'PURCHASE' AND (e.revenue IS NULL OR (e.revenue >= 0 AND e.revenue <= %(max_revenue)s))"
+)
+NUMERIC_VARIANT_ID = "regexp_replace(e.\"variantId\", '^gid://shopify/ProductVariant/', '')"
+
+_REJECTION_REASON = f"""
+CASE
+    WHEN e."createdAt" > {AS_OF} THEN 'future_timestamp'
+    WHEN e."eventType" NOT IN ('IMPRESSION', 'ADD_TO_CART', 'PURCHASE') THEN 'unknown_event_type'
+    WHEN e."variantId" IS NULL OR e."variantId" ~ '^\\s*$' THEN 'missing_variant_id'
+    WHEN NOT ({WELL_FORMED_VARIANT}) THEN 'malformed_variant_id'
+    WHEN e."eventType" = 'PURCHASE' AND e.revenue < 0 THEN 'negative_revenue'
+    WHEN e."eventType" = 'PURCHASE' AND e.revenue > %(max_revenue)s THEN 'revenue_above_cap'
+END
+"""
+
+# The shop's events of the day, through the shop's tests and ("testId", "createdAt").
+SHOP_DAY_EVENTS = """
+FROM "ABTestEvent" e
+JOIN "ABTest" t ON t.id = e."testId"
+WHERE t.shop = %(shop_id)s
+  AND e."createdAt" >= %(start)s
+  AND e."createdAt" < %(end)s
+"""
+
+_REJECTED = f"""
+SELECT reason, count(*)
+FROM (SELECT {_REJECTION_REASON} AS reason {SHOP_DAY_EVENTS}) classified
+WHERE reason IS NOT NULL
+GROUP BY reason
+"""
+
+# A counted event: not rejected by any rule above (the complement of _REJECTION_REASON).
+COUNTED_EVENT = f"""
+e."createdAt" <= {AS_OF}
+AND {WELL_FORMED_VARIANT}
+AND (e."eventType" IN ('IMPRESSION', 'ADD_TO_CART') OR ({COUNTED_PURCHASE}))
+"""
+
+
+def max_event_revenue() -> Decimal:
+    """Return the revenue cap of one purchase event from the environment (default 1000000.00)."""
+    raw = os.environ.get(MAX_EVENT_REVENUE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_EVENT_REVENUE
+    try:
+        cap = Decimal(raw)
+    except InvalidOperation:
+        raise ValueError(f"{MAX_EVENT_REVENUE_ENV} must be a decimal amount, got {raw!r}") from None
+    if not cap.is_finite() or cap < 0:
+        raise ValueError(f"{MAX_EVENT_REVENUE_ENV} must be a non-negative amount, got {raw!r}")
+    return cap
+
+
+def naive_utc(value: datetime | None) -> datetime | None:
+    """Return a datetime as the naive UTC the app's TIMESTAMP(3) columns hold."""
+    if value is None or value.tzinfo is None:
+        return value
+    return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def rule_parameters(
+    shop_id: str, day: date, *, max_revenue: Decimal | None = None, as_of: datetime | None = None
+) -> dict[str, Any]:
+    """Return the named parameters of the shop-and-day fragments above."""
+    start, end = day_bounds(day)
+    return {
+        "shop_id": shop_id,
+        "start": start,
+        "end": end,
+        "max_revenue": max_event_revenue() if max_revenue is None else max_revenue,
+        "as_of": naive_utc(as_of),
+    }
+
+
+def rejected_events(
+    conn: Any, shop_id: str, day: date, *, max_revenue: Decimal | None = None, as_of: datetime | None = None
+) -> dict[str, int]:
+    """Return how many of the shop's events of ``day`` were rejected, by reason (only reasons seen)."""
+    with conn.cursor() as cur:
+        cur.execute(_REJECTED, rule_parameters(shop_id, day, max_revenue=max_revenue, as_of=as_of))
+        counts = dict(cur.fetchall())
+    return {reason: int(counts[reason]) for reason in REJECTION_REASONS if reason in counts}
