@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo constraints clean
+.PHONY: setup test demo bench airflow constraints clean
 
 setup: $(STAMP)
 
@@ -27,3 +27,11 @@ constraints: setup
 
 clean:
 	rm -rf $(VENV) .airflow-local demo-output .pytest_cache
+
+# The scale benchmark (bench/README.md); options through BENCH_ARGS, e.g. BENCH_ARGS="--variants 100000".
+bench: setup
+	$(PY) -m bench $(BENCH_ARGS)
+
+# Airflow's UI on http://localhost:8080 against the demo world (scheduler, dag-processor, api-server); Ctrl-C stops all.
+airflow: setup
+	$(PY) -m include.local_stack.airflow_ui
