@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import uuid
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -32,6 +33,7 @@ from include.local_stack.services import (  # noqa: E402
     s3_server,
     scratch_database,
 )
+from helpers import add_event  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +55,20 @@ def db(app_db_url):
     """A psycopg connection to the test's database."""
     with psycopg.connect(app_db_url) as conn:
         yield conn
+
+
+@pytest.fixture
+def events(db):
+    """Two shops with one test each; returns add(shop, variant_id, type, at, revenue=None)."""
+    with db.cursor() as cur:
+        for shop in ("shop_a", "shop_b"):
+            cur.execute('INSERT INTO "ShopCredential" (id, "shopDomain") VALUES (%s, %s)', (shop, f"{shop}.example"))
+            cur.execute(
+                'INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
+                (f"test_{shop}", shop, "t", "1"),
+            )
+    db.commit()
+    return partial(add_event, db)
 
 
 @pytest.fixture(scope="session")

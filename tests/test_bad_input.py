@@ -2,30 +2,15 @@
 
 from datetime import date, datetime
 from decimal import Decimal
-from functools import partial
 
 import pytest
 
-from helpers import DAY, add_event
+from helpers import DAY
 from include.statistics_export.event_rules import MAX_EVENT_REVENUE_ENV, max_event_revenue, rejected_events
 from include.statistics_export.metrics import _VARIANT_METRICS, VariantMetrics, variant_keys, variant_metrics
 
 NOON = datetime(2026, 11, 21, 12)
 AFTER_THE_DAY = datetime(2026, 11, 22, 6)  # the moment the export runs: the whole day is past
-
-
-@pytest.fixture
-def events(db):
-    """Shops a and b with one test each; returns add(shop, variant_id, type, at, revenue=None)."""
-    with db.cursor() as cur:
-        for shop in ("shop_a", "shop_b"):
-            cur.execute('INSERT INTO "ShopCredential" (id, "shopDomain") VALUES (%s, %s)', (shop, f"{shop}.example"))
-            cur.execute(
-                'INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
-                (f"test_{shop}", shop, "t", "1"),
-            )
-    db.commit()
-    return partial(add_event, db)
 
 
 def metrics_and_rejections(db, variant_ids=("100",), **rules):

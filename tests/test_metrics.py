@@ -2,28 +2,11 @@
 
 from datetime import date, datetime
 from decimal import Decimal
-from functools import partial
 
-import pytest
 
-from helpers import add_event
 from include.statistics_export.metrics import VariantMetrics, variant_metrics
 
 DAY = date(2026, 11, 21)
-
-
-@pytest.fixture
-def events(db):
-    """Two shops with one test each; returns add(shop, variant_id, type, at, revenue=None)."""
-    with db.cursor() as cur:
-        for shop in ("shop_a", "shop_b"):
-            cur.execute('INSERT INTO "ShopCredential" (id, "shopDomain") VALUES (%s, %s)', (shop, f"{shop}.example"))
-            cur.execute(
-                'INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
-                (f"test_{shop}", shop, "t", "1"),
-            )
-    db.commit()
-    return partial(add_event, db)
 
 
 def test_day_is_half_open_utc(db, events):

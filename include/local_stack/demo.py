@@ -17,22 +17,15 @@ from pathlib import Path
 
 import psycopg
 
-from include.local_stack.demo_world import build_world, seed_database
+from include.local_stack.demo_world import DEMO_BUCKET, build_world, running_world
 from include.local_stack.services import (
     REPO,
-    Endpoints,
     airflow_env,
-    create_bucket,
-    postgres_server,
     read_bucket,
     s3_client,
-    s3_server,
-    scratch_database,
 )
-from include.shopify_sandbox import ShopifySandbox
 
 DAG_ID = "product_statistics_export"
-BUCKET = "statistics-demo"
 OUTPUT = REPO / "demo-output"
 
 
@@ -47,7 +40,7 @@ def copy_bucket(endpoint: str, destination: Path) -> int:
     """Copy every object of the demo bucket to a local folder and return how many there were."""
     shutil.rmtree(destination, ignore_errors=True)
     copied = 0
-    for key, body in read_bucket(s3_client(endpoint), BUCKET):
+    for key, body in read_bucket(s3_client(endpoint), DEMO_BUCKET):
         target = destination / key
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(body)
@@ -77,16 +70,9 @@ def main() -> int:
         f"({sum(len(s.sandbox.products) for s in active)} products, {len(world.events)} events)"
     )
     with (
-        postgres_server(os.environ.get("APP_DB_URL")) as server_url,
-        scratch_database(server_url, prefix="demo") as app_db_url,
-        s3_server() as s3_endpoint,
-        ShopifySandbox([s.sandbox for s in world.shops]) as sandbox,
+        running_world(world, prefix="demo") as (_, endpoints),
         tempfile.TemporaryDirectory(prefix="airflow-demo-") as airflow_home,
     ):
-        with psycopg.connect(app_db_url) as conn:
-            seed_database(conn, world)
-        create_bucket(s3_endpoint, BUCKET)
-        endpoints = Endpoints(app_db_url, s3_endpoint, BUCKET, sandbox.endpoint_template)
         env = airflow_env(Path(airflow_home), endpoints)
         # Small batches so the demo shows batches mapped across shops.
         env.setdefault("STATISTICS_EXPORT_BATCH_VARIANTS", "60")
@@ -96,8 +82,8 @@ def main() -> int:
         started = time.monotonic()
         code = run_airflow(env, "dags", "test", DAG_ID, day.isoformat(), log_path=log_path)
         seconds = time.monotonic() - started
-        counts = table_counts(app_db_url)
-        objects = copy_bucket(s3_endpoint, OUTPUT / "bucket")
+        counts = table_counts(endpoints.app_db_url)
+        objects = copy_bucket(endpoints.s3_endpoint, OUTPUT / "bucket")
 
     variants = sum(len(p.variants) for s in active for p in s.sandbox.products)
     exports = sorted((OUTPUT / "bucket" / "statistic-exports").rglob("*.csv"))

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import random
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import psycopg
+
+from include.local_stack.services import Endpoints, create_bucket, postgres_server, s3_server, scratch_database
 from include.shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
 
 
@@ -198,3 +204,24 @@ def seed_database(conn: Any, world: DemoWorld) -> None:
                     )
                 )
     conn.commit()
+
+
+DEMO_BUCKET = "statistics-demo"
+
+
+@contextmanager
+def running_world(world: DemoWorld, prefix: str, bucket: str = DEMO_BUCKET) -> Iterator[tuple[str, Endpoints]]:
+    """Start PostgreSQL, the S3 stand-in and the Shopify sandbox for a world, seeded and with its bucket;
+    yield the server URL and the endpoints, and remove everything at the end."""
+    from include.shopify_sandbox import ShopifySandbox
+
+    with (
+        postgres_server(os.environ.get("APP_DB_URL")) as server_url,
+        scratch_database(server_url, prefix=prefix) as app_db_url,
+        s3_server() as s3_endpoint,
+        ShopifySandbox([s.sandbox for s in world.shops]) as sandbox,
+    ):
+        with psycopg.connect(app_db_url) as conn:
+            seed_database(conn, world)
+        create_bucket(s3_endpoint, bucket)
+        yield server_url, Endpoints(app_db_url, s3_endpoint, bucket, sandbox.endpoint_template)
