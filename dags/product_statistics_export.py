@@ -34,7 +34,7 @@ START_DATE = os.environ.get("STATISTICS_EXPORT_START_DATE", "2026-11-01")
 SETTINGS = tasks.Settings(
     batch_variants=int(os.environ.get("STATISTICS_EXPORT_BATCH_VARIANTS", 500)),
     concurrency=int(os.environ.get("STATISTICS_EXPORT_CONCURRENCY", 8)),
-    bulk_threshold=int(os.environ.get("STATISTICS_EXPORT_BULK_THRESHOLD", 1000)),
+    bulk_threshold=int(os.environ.get("STATISTICS_EXPORT_BULK_THRESHOLD", 150)),
 )
 BULK_POLL_SECONDS = float(os.environ.get("STATISTICS_EXPORT_BULK_POLL_SECONDS", 30))
 # What retrying cannot fix: the shop's data or token, or the database role's grants. Fails at once, alone.

@@ -45,7 +45,7 @@ class Settings:
     batch_variants: int = 500
     concurrency: int = 8
     # Shops with at least this many products are read with one bulk operation instead of pages.
-    bulk_threshold: int = 1000
+    bulk_threshold: int = 150
 
 
 def app_db():

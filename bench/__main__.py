@@ -1,0 +1,163 @@
+"""`python -m bench`: build the synthetic world, run our export, the floor and the seed's way; print one JSON line.
+
+Every line before the last is for people (phases, the metrics query plan); the last line is the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
+
+from bench.floor import object_sizes, put_floor, throttle_floor
+from bench.ours import batch_pool, run_export
+from bench.query_plan import explain_metrics
+from bench.stack import running_stack
+from bench.world import SHOP_DOMAIN, SHOP_ID, build_world, seed_events, seed_shop
+
+BUCKET = "bench"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Read the bench's options."""
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--variants", type=int, default=10_000, help="variants of the shop (default 10,000)")
+    p.add_argument("--products", type=int, default=None, help="products (default: 30%% of the variants)")
+    p.add_argument("--events", type=int, default=1_000_000, help="events over 30 days (default 1,000,000)")
+    p.add_argument("--shopify-latency", type=float, default=0.05, help="seconds the sandbox adds to every answer")
+    p.add_argument("--store-latency", type=float, default=0.04, help="seconds the proxy adds to every S3 request")
+    p.add_argument("--batch-parallelism", type=int, default=2, help="batch processes at a time (2: a 2-core worker)")
+    p.add_argument("--concurrency", type=int, default=8, help="threads per batch (STATISTICS_EXPORT_CONCURRENCY)")
+    p.add_argument("--batch-variants", type=int, default=500, help="variants per batch")
+    p.add_argument("--bulk-threshold", type=int, default=None, help="products from which bulk is used (default: ours)")
+    p.add_argument("--bulk-polls", type=int, default=4, help="status polls before the sandbox's bulk query completes")
+    p.add_argument("--poll-interval", type=float, default=0.5, help="seconds between bulk status polls")
+    p.add_argument("--baseline-variants", type=int, default=1000, help="variants in the seed's-way slice")
+    p.add_argument("--seed", type=int, default=3, help="random seed of the world")
+    return p.parse_args(argv)
+
+
+def log(message: str) -> None:
+    """Print a progress line for people (the JSON comes last)."""
+    print(message, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the whole bench and print its JSON as the last line."""
+    args = parse_args(argv)
+    from include.local_stack.services import Endpoints, connection_env, create_bucket, postgres_server
+    from include.local_stack.services import scratch_database
+    from include.statistics_export.tasks import Settings
+
+    settings = Settings(batch_variants=args.batch_variants, concurrency=args.concurrency)
+    if args.bulk_threshold is not None:
+        settings = Settings(args.batch_variants, args.concurrency, args.bulk_threshold)
+    day = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    products = args.products or max(1, round(args.variants * 0.3))
+    world = build_world(args.variants, products, day, args.seed)
+    log(f"World: {world.products} products, {world.variants} variants, {args.events} events, export day {day}")
+    report: dict = {}
+    with ExitStack() as stack:
+        stack.callback(shutil.rmtree, os.environ["BENCH_AIRFLOW_HOME"], True)
+        server = stack.enter_context(
+            postgres_server(os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL"))
+        )
+        app_db_url = stack.enter_context(scratch_database(server, prefix="bench"))
+        started = time.monotonic()
+        import psycopg
+
+        with psycopg.connect(app_db_url) as conn:
+            seed_shop(conn, world)
+            seed_events(conn, world, args.events, args.seed)
+        log(f"Seeded the app database in {time.monotonic() - started:.1f} s")
+        services = stack.enter_context(running_stack([world.shop], args.shopify_latency, args.store_latency))
+        create_bucket(services.moto.address, BUCKET)
+        endpoints = Endpoints(app_db_url, services.store_endpoint, BUCKET, services.sandbox.address)
+        os.environ.update(connection_env(endpoints))
+        services.sandbox.call("bulk_behaviour", SHOP_DOMAIN, args.bulk_polls)
+        pool, start_rss = batch_pool(args.batch_parallelism)
+        stack.callback(pool.shutdown)
+        services.sandbox.call("reset_stats")
+        puts_before = services.proxy.call("count", "PUT")
+
+        shop = {"shop_id": SHOP_ID, "shop_domain": SHOP_DOMAIN}
+        ours = run_export(shop, day, settings, poll_interval=args.poll_interval, pool=pool)
+        shopify = services.sandbox.call("stats", SHOP_DOMAIN)
+        puts = services.proxy.call("count", "PUT") - puts_before
+        log(
+            f"Our export: {ours.seconds} s ({ours.mode}, {ours.batches} batches, planning {ours.plan_seconds} s "
+            f"of which bulk wait {ours.bulk_wait_seconds} s), {puts} PUTs, cost {shopify['cost_charged']}, "
+            f"throttled {shopify['throttled']}, batch peak RSS {ours.peak_rss_mb} MB"
+        )
+        if ours.variants != world.variants:
+            raise SystemExit(f"the export wrote {ours.variants} variants, the shop has {world.variants}")
+
+        sizes = object_sizes(services.moto.address, BUCKET)
+        floor_puts = put_floor(services.store_endpoint, BUCKET, sizes)
+        floor_throttle = throttle_floor(shopify["cost_charged"], world.shop.restore_rate)
+        floor = max(floor_puts, floor_throttle)
+        log(f"Floor: {len(sizes)} PUTs with 64 connections in {floor_puts:.2f} s; throttle {floor_throttle:.2f} s")
+
+        plan = explain_metrics(app_db_url, SHOP_ID, [str(v) for v in world.variant_ids[: args.batch_variants]], day)
+        log(f"Metrics query, {plan['variants']} variants: {plan['warm_ms']} ms warm ({plan['cold_ms']} ms cold)")
+        log(plan["plan"])
+
+        services.sandbox.call("refill", SHOP_DOMAIN)
+        services.sandbox.call("reset_stats")
+        stride = max(1, world.variants // args.baseline_variants)
+        slice_ids = world.variant_ids[::stride][: args.baseline_variants]
+        from bench.baseline import run_baseline
+
+        base = run_baseline(shop, SHOP_DOMAIN, world.shop.access_token, app_db_url, slice_ids, day)
+        base_shopify = services.sandbox.call("stats", SHOP_DOMAIN)
+        baseline_seconds = base["slice_seconds"] * world.variants / base["slice_variants"]
+        log(
+            f"Seed's way: {base['slice_seconds']} s for {base['slice_variants']} variants ({base['ms_per_variant']} ms each)"
+        )
+
+        report = {
+            "variants": world.variants,
+            "seconds": ours.seconds,
+            "baseline_seconds": round(baseline_seconds, 1),
+            "speedup": round(baseline_seconds / ours.seconds, 2),
+            "floor_seconds": round(floor, 2),
+            "overhead_ratio": round(ours.seconds / floor, 3),
+            "peak_rss_mb": ours.peak_rss_mb,
+            "graphql_cost": shopify["cost_charged"],
+            "throttled": shopify["throttled"],
+            "puts": puts,
+            "products": world.products,
+            "events": args.events,
+            "path": ours.mode,
+            "batches": ours.batches,
+            "batch_parallelism": args.batch_parallelism,
+            "concurrency": args.concurrency,
+            "plan_seconds": ours.plan_seconds,
+            "bulk_wait_seconds": ours.bulk_wait_seconds,
+            "batch_seconds_max": max(ours.batch_seconds, default=0.0),
+            "graphql_requests": shopify["requests"],
+            "objects_written": len(sizes),
+            "floor_put_seconds": round(floor_puts, 2),
+            "floor_throttle_seconds": round(floor_throttle, 2),
+            "worker_start_rss_mb": start_rss,
+            "metrics_query_ms": plan["warm_ms"],
+            "metrics_query_cold_ms": plan["cold_ms"],
+            "baseline_slice_variants": base["slice_variants"],
+            "baseline_slice_seconds": base["slice_seconds"],
+            "baseline_ms_per_variant": base["ms_per_variant"],
+            "baseline_graphql_cost": base_shopify["cost_charged"],
+            "baseline_throttled": base_shopify["throttled"],
+            "shopify_latency": args.shopify_latency,
+            "store_latency": args.store_latency,
+        }
+    print(json.dumps(report), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""The bench's servers, each in its own process so the export's GIL does not slow them (nor theirs the export).
+
+A served object lives in a child process; the parent calls its methods over a pipe (``RemoteService.call``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _serve(factory: Callable[..., Any], args: tuple, conn) -> None:
+    """Run in the child: start the object, send its address, answer method calls until told to stop."""
+    import bench  # noqa: F401 - sys.path and Airflow's env, as in the parent
+
+    service = factory(*args)
+    conn.send(service.address)
+    while True:
+        method, call_args = conn.recv()
+        if method is None:
+            break
+        try:
+            conn.send((True, getattr(service, method)(*call_args)))
+        except Exception as exc:  # noqa: BLE001 - the parent raises it with the message
+            conn.send((False, f"{type(exc).__name__}: {exc}"))
+    service.stop()
+    conn.send((True, None))
+
+
+class RemoteService:
+    """A server object run in a child process; ``call`` runs one of its methods there."""
+
+    def __init__(self, factory: Callable[..., Any], *args: Any) -> None:
+        self._conn, child = SPAWN.Pipe()
+        self._process = SPAWN.Process(target=_serve, args=(factory, args, child), daemon=True)
+        self._process.start()
+        self.address = self._conn.recv()
+
+    def call(self, method: str, *args: Any) -> Any:
+        """Run ``method(*args)`` on the served object and return its result."""
+        self._conn.send((method, args))
+        ok, value = self._conn.recv()
+        if not ok:
+            raise RuntimeError(value)
+        return value
+
+    def stop(self) -> None:
+        """Stop the object and wait for its process to end."""
+        if self._process.is_alive():
+            self._conn.send((None, ()))
+            self._conn.recv()
+        self._process.join(timeout=10)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
+class SandboxService:
+    """The Shopify sandbox with its world, throttling per the shops' plans (restore rate, bucket size)."""
+
+    def __init__(self, shops, latency: float) -> None:
+        from include.shopify_sandbox import ShopifySandbox
+
+        self.sandbox = ShopifySandbox(shops, latency_seconds=latency).start()
+        self.address = self.sandbox.endpoint_template
+
+    def stats(self, domain: str) -> dict[str, Any]:
+        """Return the shop's counters, without the (long) list of queries received."""
+        stats = self.sandbox.stats(domain)
+        stats.pop("queries", None)
+        return stats
+
+    def reset_stats(self) -> None:
+        self.sandbox.reset_stats()
+
+    def refill(self, domain: str) -> None:
+        self.sandbox.refill(domain)
+
+    def bulk_behaviour(self, domain: str, polls: int) -> None:
+        self.sandbox.bulk_behaviour(domain, polls=polls)
+
+    def stop(self) -> None:
+        self.sandbox.stop()
+
+
+class MotoService:
+    """A moto S3 server on a free loopback port."""
+
+    def __init__(self) -> None:
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.address = f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class LatencyProxy:
+    """The project's FaultProxy in front of moto, adding a fixed latency to every request (R2 from a cloud worker)."""
+
+    def __init__(self, upstream: str, latency: float) -> None:
+        from include.local_stack.fault_proxy import FaultProxy
+
+        self.proxy = FaultProxy(upstream, latency_seconds=latency).start()
+        self.address = self.proxy.endpoint
+
+    def count(self, method: str | None = None) -> int:
+        return self.proxy.count(method)
+
+    def stop(self) -> None:
+        self.proxy.stop()
+
+
+@dataclass
+class Stack:
+    """The running servers: the sandbox, moto, and the latency proxy clients use instead of moto."""
+
+    sandbox: RemoteService
+    moto: RemoteService
+    proxy: RemoteService
+
+    @property
+    def store_endpoint(self) -> str:
+        return self.proxy.address
+
+
+@contextmanager
+def running_stack(shops, shopify_latency: float, store_latency: float) -> Iterator[Stack]:
+    """Start the three servers in their own processes and stop them all at the end."""
+    with ExitStack() as stack:
+        sandbox = RemoteService(SandboxService, shops, shopify_latency)
+        stack.callback(sandbox.stop)
+        moto = RemoteService(MotoService)
+        stack.callback(moto.stop)
+        proxy = RemoteService(LatencyProxy, moto.address, store_latency)
+        stack.callback(proxy.stop)
+        yield Stack(sandbox, moto, proxy)
