@@ -7,6 +7,7 @@ import psycopg
 import pytest
 
 from export_hooks.r2 import R2WriteError
+from include.statistics_export.export import BatchRowsError
 from faults_support import (
     TABLES,
     database_name,
@@ -45,10 +46,11 @@ def test_backends_terminated_between_the_files_and_the_rows_fail_the_batch_and_t
         lambda seen: terminated.append(terminate_backends(pg_server_url, world.app_db_url)), 20
     )
 
-    with pytest.raises(psycopg.OperationalError) as failure:
+    with pytest.raises(BatchRowsError, match=r"Shop shop_a batch 1/1: the files are in R2 but the rows") as failure:
         world.run()
 
     assert hook.errors == [] and terminated == [1]  # the export's one connection
+    assert isinstance(failure.value.__cause__, psycopg.OperationalError)
     assert "terminating connection due to administrator command" in " | ".join(causes(failure.value))
     assert world.keys() == set(world.expected.objects)
     assert row_counts(world.app_db_url) == NO_ROWS
@@ -73,7 +75,7 @@ def test_a_statement_timeout_on_the_last_upsert_rolls_back_every_table_and_the_r
         locker.execute('LOCK TABLE "StatisticsExport" IN EXCLUSIVE MODE')
         export = runner.submit(world.run, options="-c statement_timeout=1500")
         locks = wait_for_blocked_upsert(world.app_db_url)
-        with pytest.raises(psycopg.errors.QueryCanceled) as failure:
+        with pytest.raises(BatchRowsError, match=r"Shop shop_a batch 1/1") as failure:
             export.result(timeout=20)
         locker.rollback()
 
@@ -83,6 +85,7 @@ def test_a_statement_timeout_on_the_last_upsert_rolls_back_every_table_and_the_r
         "ProductImageBackup",
         "VariantDailyStatistics",
     }
+    assert isinstance(failure.value.__cause__, psycopg.errors.QueryCanceled)
     assert "statement timeout" in str(failure.value)
     assert row_counts(world.app_db_url) == NO_ROWS  # none of it was committed
     assert world.keys() == set(world.expected.objects)
