@@ -8,7 +8,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -16,66 +15,24 @@ from airflow.sdk import BaseHook
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from export_hooks import shopify_queries as q
+from export_hooks.shopify_base import (  # noqa: F401 - the errors are part of the hook's interface
+    ShopifyAuthError,
+    ShopifyError,
+    ShopifyQueryCostError,
+    ShopifyRetryableError,
+    ShopifyThrottledError,
+    ThrottleState,
+    describe_error,
+    float_or_none,
+    normalize_shop_domain,
+    retry_after,
+)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_API_VERSION = "2026-07"
 DEFAULT_ENDPOINT_TEMPLATE = "https://{shop}/admin/api/{api_version}/graphql.json"
-_MYSHOPIFY_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 _API_VERSION = re.compile(r"^\d{4}-(01|04|07|10)$|^unstable$")
-
-
-class ShopifyError(Exception):
-    """Shopify answered in a way the export cannot use."""
-
-
-class ShopifyAuthError(ShopifyError):
-    """Shopify rejected the shop's access token (401/403): retrying cannot help."""
-
-
-class ShopifyQueryCostError(ShopifyError):
-    """A query requested more points than Shopify allows for a single query."""
-
-
-class ShopifyRetryableError(ShopifyError):
-    """A transient answer (429, 5xx, broken body, internal error); ``wait_seconds`` says how long to back off."""
-
-    def __init__(self, message: str, wait_seconds: float | None = None):
-        super().__init__(message)
-        self.wait_seconds = wait_seconds
-
-
-class ShopifyThrottledError(ShopifyRetryableError):
-    """Shopify answered THROTTLED: the cost bucket lacks the points this query requested."""
-
-
-def normalize_shop_domain(domain: str) -> str:
-    """Return a myshopify domain in canonical form (lower case, no scheme, no trailing slash)."""
-    cleaned = domain.strip().lower()
-    cleaned = re.sub(r"^https?://", "", cleaned).rstrip("/")
-    if not _MYSHOPIFY_DOMAIN.match(cleaned):
-        raise ValueError(f"{domain!r} is not a myshopify domain (the Admin API is only served there)")
-    return cleaned
-
-
-@dataclass
-class _ThrottleState:
-    """What the last response said about the shop's cost bucket."""
-
-    available: float | None = None
-    maximum: float | None = None
-    restore_rate: float | None = None
-    seen_at: float = 0.0
-
-    def seconds_until(self, cost: float) -> float:
-        """Return how long to wait until ``cost`` points should be available again."""
-        if self.available is None or not self.restore_rate:
-            return 0.0
-        elapsed = time.monotonic() - self.seen_at
-        available = min(self.maximum or float("inf"), self.available + elapsed * self.restore_rate)
-        if available >= cost:
-            return 0.0
-        return (cost - available) / self.restore_rate
 
 
 class ShopifyHook(BaseHook):
@@ -130,7 +87,7 @@ class ShopifyHook(BaseHook):
         self.variants_first = q.VARIANTS_FIRST
         self._page_first: dict[str, int] = {}
         self._session: requests.Session | None = None
-        self._throttle = _ThrottleState()
+        self._throttle = ThrottleState()
         self._throttle_lock = threading.Lock()
         self._requested_cost: dict[str, float] = {}
         self.cost_charged = 0.0
@@ -205,7 +162,7 @@ class ShopifyHook(BaseHook):
                 "reinstall the app or fix the shop's session"
             )
         if status == 429:
-            raise ShopifyRetryableError(f"Shop {self.shop_domain}: HTTP 429 Too Many Requests", _retry_after(response))
+            raise ShopifyRetryableError(f"Shop {self.shop_domain}: HTTP 429 Too Many Requests", retry_after(response))
         if status >= 500:
             raise ShopifyRetryableError(f"Shop {self.shop_domain}: HTTP {status} from Shopify")
         if status == 404:
@@ -237,7 +194,7 @@ class ShopifyHook(BaseHook):
         if not isinstance(errors, list):
             raise ShopifyError(f"Shop {self.shop_domain}: {errors}")
         codes = {(e.get("extensions") or {}).get("code") for e in errors if isinstance(e, dict)}
-        messages = "; ".join(_describe(e) for e in errors)
+        messages = "; ".join(describe_error(e) for e in errors)
         if "THROTTLED" in codes:
             self.throttled += 1
             raise ShopifyThrottledError(f"Shop {self.shop_domain}: throttled", self._throttled_wait(query))
@@ -257,10 +214,10 @@ class ShopifyHook(BaseHook):
             self.cost_charged += float(cost["actualQueryCost"])
         status = cost.get("throttleStatus") or {}
         with self._throttle_lock:
-            self._throttle = _ThrottleState(
-                available=_float_or_none(status.get("currentlyAvailable")),
-                maximum=_float_or_none(status.get("maximumAvailable")),
-                restore_rate=_float_or_none(status.get("restoreRate")),
+            self._throttle = ThrottleState(
+                available=float_or_none(status.get("currentlyAvailable")),
+                maximum=float_or_none(status.get("maximumAvailable")),
+                restore_rate=float_or_none(status.get("restoreRate")),
                 seen_at=time.monotonic(),
             )
 
@@ -408,28 +365,3 @@ class ShopifyHook(BaseHook):
             if not connection["pageInfo"]["hasNextPage"]:
                 return
             after = connection["pageInfo"]["endCursor"]
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _describe(error: Any) -> str:
-    """Return a GraphQL error's message with its code and path, which name the product it concerns."""
-    if not isinstance(error, dict):
-        return str(error)
-    text = str(error.get("message", error))
-    code = (error.get("extensions") or {}).get("code")
-    if code:
-        text += f" [{code}]"
-    if error.get("path"):
-        text += " at " + ".".join(str(part) for part in error["path"])
-    return text
-
-
-def _float_or_none(value: Any) -> float | None:
-    return float(value) if value is not None else None

@@ -1,0 +1,91 @@
+"""What the Shopify hook is built from: its errors, the shop-domain rule, the cost bucket's state,
+and the reading of Shopify's answers."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+_MYSHOPIFY_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
+
+
+class ShopifyError(Exception):
+    """Shopify answered in a way the export cannot use."""
+
+
+class ShopifyAuthError(ShopifyError):
+    """Shopify rejected the shop's access token (401/403): retrying cannot help."""
+
+
+class ShopifyQueryCostError(ShopifyError):
+    """A query requested more points than Shopify allows for a single query."""
+
+
+class ShopifyRetryableError(ShopifyError):
+    """A transient answer (429, 5xx, broken body, internal error); ``wait_seconds`` says how long to back off."""
+
+    def __init__(self, message: str, wait_seconds: float | None = None):
+        super().__init__(message)
+        self.wait_seconds = wait_seconds
+
+
+class ShopifyThrottledError(ShopifyRetryableError):
+    """Shopify answered THROTTLED: the cost bucket lacks the points this query requested."""
+
+
+def normalize_shop_domain(domain: str) -> str:
+    """Return a myshopify domain in canonical form (lower case, no scheme, no trailing slash)."""
+    cleaned = domain.strip().lower()
+    cleaned = re.sub(r"^https?://", "", cleaned).rstrip("/")
+    if not _MYSHOPIFY_DOMAIN.match(cleaned):
+        raise ValueError(f"{domain!r} is not a myshopify domain (the Admin API is only served there)")
+    return cleaned
+
+
+@dataclass
+class ThrottleState:
+    """What the last response said about the shop's cost bucket."""
+
+    available: float | None = None
+    maximum: float | None = None
+    restore_rate: float | None = None
+    seen_at: float = 0.0
+
+    def seconds_until(self, cost: float) -> float:
+        """Return how long to wait until ``cost`` points should be available again."""
+        if self.available is None or not self.restore_rate:
+            return 0.0
+        elapsed = time.monotonic() - self.seen_at
+        available = min(self.maximum or float("inf"), self.available + elapsed * self.restore_rate)
+        if available >= cost:
+            return 0.0
+        return (cost - available) / self.restore_rate
+
+
+def retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def describe_error(error: Any) -> str:
+    """Return a GraphQL error's message with its code and path, which name the product it concerns."""
+    if not isinstance(error, dict):
+        return str(error)
+    text = str(error.get("message", error))
+    code = (error.get("extensions") or {}).get("code")
+    if code:
+        text += f" [{code}]"
+    if error.get("path"):
+        text += " at " + ".".join(str(part) for part in error["path"])
+    return text
+
+
+def float_or_none(value: Any) -> float | None:
+    return float(value) if value is not None else None
