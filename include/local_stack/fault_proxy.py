@@ -9,11 +9,12 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
 from include.local_stack.fault_rules import Hook, Rule, SeenRequest, access_key_id_of, bucket_and_key, error_xml
+from include.shopify_sandbox.transport import SandboxHTTPServer
 
 __all__ = ["FaultProxy", "Hook", "Rule", "SeenRequest"]
 
@@ -24,26 +25,12 @@ _HOP_BY_HOP = frozenset(
 )
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128  # thread pools open many connections at once
+class _Server(SandboxHTTPServer):
+    """The sandbox's HTTP server (closable keep-alive connections), serving the proxy's handler."""
 
     def __init__(self, proxy: "FaultProxy") -> None:
         super().__init__(("127.0.0.1", proxy.port), _Handler)
         self.proxy = proxy
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-
-    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
-        # Open keep-alive connections are tracked so stop() can close them instead of leaking threads.
-        with self.connections_lock:
-            self.connections.add(request)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self.connections_lock:
-                self.connections.discard(request)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -228,13 +215,7 @@ class FaultProxy:
             return
         self._server.shutdown()
         self._server.server_close()
-        with self._server.connections_lock:
-            connections = list(self._server.connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._server.close_connections()
         self._thread.join(timeout=5)
         self._server = None
 
