@@ -1,4 +1,5 @@
-"""The DAG on CeleryExecutor: Redis as broker, results in PostgreSQL, two workers sharing the default queue."""
+"""The DAG on CeleryExecutor: Redis as broker (or, without Redis, kombu's SQLAlchemy transport in PostgreSQL),
+results in PostgreSQL, two workers sharing the default queue."""
 
 from __future__ import annotations
 
