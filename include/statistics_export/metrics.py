@@ -51,19 +51,24 @@ ZERO = VariantMetrics()
 # count, and the day is the half-open interval [start, end). The rules of event_rules apply inside
 # the aggregation (FILTER), so the index still serves the scan: well-formed ids come from the key
 # list, unknown types match no FILTER, rejected purchases and future events are filtered out.
+# The batch's events are read first, through the index, whatever the planner believes about "ABTest":
+# without statistics on it (a fresh database) it chose a nested loop per test, 6x slower on 1M events.
 _VARIANT_METRICS = f"""
+WITH e AS MATERIALIZED (
+    SELECT e."testId", e."variantId", e."eventType", e.revenue
+    FROM "ABTestEvent" e
+    WHERE e."variantId" = ANY(%(variant_keys)s::text[])
+      AND e."createdAt" >= %(start)s
+      AND e."createdAt" < %(end)s
+      AND e."createdAt" <= {AS_OF}
+)
 SELECT {NUMERIC_VARIANT_ID} AS variant_id,
        count(*) FILTER (WHERE e."eventType" = 'IMPRESSION') AS impressions,
        count(*) FILTER (WHERE e."eventType" = 'ADD_TO_CART') AS add_to_carts,
        count(*) FILTER (WHERE {COUNTED_PURCHASE}) AS orders,
        coalesce(sum(e.revenue) FILTER (WHERE {COUNTED_PURCHASE}), 0) AS revenue
-FROM "ABTestEvent" e
-JOIN "ABTest" t ON t.id = e."testId"
-WHERE t.shop = %(shop_id)s
-  AND e."variantId" = ANY(%(variant_keys)s::text[])
-  AND e."createdAt" >= %(start)s
-  AND e."createdAt" < %(end)s
-  AND e."createdAt" <= {AS_OF}
+FROM e
+WHERE e."testId" IN (SELECT t.id FROM "ABTest" t WHERE t.shop = %(shop_id)s)
 GROUP BY 1
 """
 
