@@ -95,6 +95,9 @@ def main() -> int:
     )
     print(f"Rows: {counts}")
     print(f"airflow dags test: {seconds:.1f} s, {'succeeded' if code == 0 else 'FAILED'} (log: {log_path})")
+    report = OUTPUT / "bucket" / "statistic-exports" / "_runs" / f"{day:%Y%m%d}.json"
+    if report.exists():
+        print(f"The day's report: {report.relative_to(REPO)}")
     if exports:
         print("Look at a few exported files:")
         for path in exports[:2]:
