@@ -7,14 +7,13 @@ from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from psycopg import sql
 
 from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, product, register_shop, run_shop
-from include.local_stack.services import connection_env
+from include.local_stack.services import connection_env, with_user
 
 pytestmark = pytest.mark.airflow
 
@@ -45,8 +44,7 @@ def login_role(pg_server_url: str, app_db_url: str, *, granted: bool):
             with psycopg.connect(app_db_url, autocommit=True) as owner:
                 for statement in grant_statements(owner, role):
                     owner.execute(statement)
-        parts = urlsplit(app_db_url)
-        yield role, f"postgresql://{role}@{parts.hostname}:{parts.port or 5432}{parts.path}"
+        yield role, with_user(app_db_url, role)
     finally:
         with psycopg.connect(app_db_url, autocommit=True) as owner:
             owner.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))

@@ -5,12 +5,12 @@ import uuid
 from contextlib import closing
 from dataclasses import replace
 from decimal import Decimal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
 from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, product, register_shop
-from include.local_stack.services import connection_env
+from include.local_stack.services import connection_env, with_user
 
 pytestmark = pytest.mark.airflow
 
@@ -53,11 +53,10 @@ def test_no_secret_reaches_output_logs_metadata_or_files(db, sandbox, connection
     add_event(db, "shop_alpha", "1001", "PURCHASE", NOON_ON_DAY, Decimal("12.00"))
 
     # moto ignores credentials and the machine's PostgreSQL trusts loopback: any value works.
-    parts = urlsplit(connections.app_db_url)
-    netloc = f"{parts.username or 'postgres'}:{SECRETS['app_db password']}@{parts.hostname}:{parts.port or 5432}"
+    user = urlsplit(connections.app_db_url).username or "postgres"
     secret_endpoints = replace(
         connections,
-        app_db_url=urlunsplit((parts.scheme, netloc, parts.path, parts.query, "")),
+        app_db_url=with_user(connections.app_db_url, user, SECRETS["app_db password"]),
         s3_key_id=SECRETS["R2 access key id"],
         s3_secret=SECRETS["R2 secret"],
     )

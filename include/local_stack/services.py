@@ -65,6 +65,18 @@ def database_url(server_url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
 
 
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    """Return a libpq URL logging in as another user, keeping its host, port, database and query.
+
+    The query matters: an embedded server's URL names its socket directory there (``?host=/tmp/...``)
+    and has no hostname at all.
+    """
+    parts = urlsplit(url)
+    address = parts.netloc.rpartition("@")[2]
+    userinfo = user if password is None else f"{user}:{password}"
+    return urlunsplit((parts.scheme, f"{userinfo}@{address}", parts.path, parts.query, parts.fragment))
+
+
 def apply_schema(url: str) -> None:
     """Run include/sql/app_schema.sql (idempotent) against a database."""
     with psycopg.connect(url, autocommit=True) as conn:
