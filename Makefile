@@ -4,22 +4,27 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test demo bench airflow constraints clean
+.PHONY: setup test typecheck demo bench airflow constraints clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml dev/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -e . -e dev
 	@touch $(STAMP)
 
-test: setup
+test: setup typecheck
 	$(PY) -m pytest
 
+# The product code (include/statistics_export, plugins/export_hooks, dags) type-checks with the pinned mypy.
+typecheck: setup
+	$(PY) -m mypy
+
 demo: setup
-	$(PY) -m include.local_stack.demo
+	$(PY) -m local_stack.demo
 
 # Re-resolve the pinned set after changing requirements.txt (run in a fresh venv, then commit constraints.txt).
 constraints: setup
@@ -34,4 +39,4 @@ bench: setup
 
 # Airflow's UI on http://localhost:8080 against the demo world (scheduler, dag-processor, api-server); Ctrl-C stops all.
 airflow: setup
-	$(PY) -m include.local_stack.airflow_ui
+	$(PY) -m local_stack.airflow_ui

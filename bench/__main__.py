@@ -50,8 +50,8 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the whole bench and print its JSON as the last line."""
     args = parse_args(argv)
-    from include.local_stack.services import Endpoints, connection_env, create_bucket, postgres_server
-    from include.local_stack.services import scratch_database
+    from local_stack.services import Endpoints, connection_env, create_bucket, postgres_server
+    from local_stack.services import scratch_database
     from include.statistics_export.tasks import Settings
 
     settings = Settings(batch_variants=args.batch_variants, concurrency=args.concurrency)

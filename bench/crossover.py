@@ -51,7 +51,7 @@ def read_catalog(settings, day: date, poll_interval: float, parallelism: int) ->
 
 def measure(products: int, args, day: date, server_url: str) -> dict:
     """Build a shop of ``products`` products and read its catalog by pages and in bulk."""
-    from include.local_stack.services import Endpoints, connection_env, create_bucket, scratch_database
+    from local_stack.services import Endpoints, connection_env, create_bucket, scratch_database
     from include.statistics_export.tasks import Settings
 
     world = build_world(max(products, round(products * args.variants_per_product)), products, day, args.seed)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-parallelism", type=int, default=2)
     p.add_argument("--seed", type=int, default=3)
     args = p.parse_args(argv)
-    from include.local_stack.services import postgres_server
+    from local_stack.services import postgres_server
 
     day = (datetime.now(timezone.utc) - timedelta(days=1)).date()
     rows = []

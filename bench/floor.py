@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 from botocore.config import Config
 
-from include.local_stack.services import S3_KEY_ID, S3_REGION, S3_SECRET
+from local_stack.services import S3_KEY_ID, S3_REGION, S3_SECRET
 
 FLOOR_CONNECTIONS = 64
 

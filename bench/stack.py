@@ -63,7 +63,7 @@ class SandboxService:
     """The Shopify sandbox with its world, throttling per the shops' plans (restore rate, bucket size)."""
 
     def __init__(self, shops, latency: float) -> None:
-        from include.shopify_sandbox import ShopifySandbox
+        from shopify_sandbox import ShopifySandbox
 
         self.sandbox = ShopifySandbox(shops, latency_seconds=latency).start()
         self.address = self.sandbox.endpoint_template
@@ -109,7 +109,7 @@ class LatencyProxy:
     """The project's FaultProxy in front of moto, adding a fixed latency to every request (R2 from a cloud worker)."""
 
     def __init__(self, upstream: str, latency: float) -> None:
-        from include.local_stack.fault_proxy import FaultProxy
+        from local_stack.fault_proxy import FaultProxy
 
         self.proxy = FaultProxy(upstream, latency_seconds=latency).start()
         self.address = self.proxy.endpoint

@@ -8,8 +8,8 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from include.local_stack.demo_world import insert_shop
-from include.shopify_sandbox import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
+from local_stack.demo_world import insert_shop
+from shopify_sandbox import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
 
 SHOP_ID = "shop_bench"
 SHOP_DOMAIN = "bench.myshopify.com"

@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-sys.path[:0] = [str(REPO), str(REPO / "plugins")]
+sys.path[:0] = [str(REPO), str(REPO / "plugins"), str(REPO / "dev")]
 
 # Airflow reads its configuration at import: give the test process its own home before anything imports it.
 _AIRFLOW_HOME = Path(os.environ.get("TEST_AIRFLOW_HOME", REPO / ".airflow-local" / "test-home"))
@@ -23,7 +23,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 
-from include.local_stack.services import (  # noqa: E402
+from local_stack.services import (  # noqa: E402
     Endpoints,
     airflow_env,
     connection_env,
@@ -95,7 +95,7 @@ def s3(s3_endpoint):
 @pytest.fixture
 def sandbox():
     """A running Shopify sandbox with no shops yet."""
-    from include.shopify_sandbox import ShopifySandbox
+    from shopify_sandbox import ShopifySandbox
 
     with ShopifySandbox() as sb:
         yield sb

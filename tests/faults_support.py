@@ -17,8 +17,8 @@ import psycopg
 import pytest
 
 from helpers import NOON_ON_DAY as NOON, add_event, bucket_objects, product, register_shop, run_shop
-from include.local_stack.fault_proxy import FaultProxy
-from include.local_stack.services import Endpoints, connection_env, create_bucket, s3_client, scratch_database
+from local_stack.fault_proxy import FaultProxy
+from local_stack.services import Endpoints, connection_env, create_bucket, s3_client, scratch_database
 from include.statistics_export.export import RenderedFiles
 
 REPO = Path(__file__).resolve().parents[1]

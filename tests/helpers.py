@@ -10,9 +10,9 @@ import requests
 
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyHook
-from include.local_stack.demo_world import insert_shop
-from include.local_stack.services import read_bucket
-from include.shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
+from local_stack.demo_world import insert_shop
+from local_stack.services import read_bucket
+from shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
 from include.statistics_export.export import BatchPlan, BatchResult, export_batch, plan_shop
 from include.statistics_export.images import download_image
 from include.statistics_export.shops import ShopRef, shop_credentials

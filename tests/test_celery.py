@@ -8,7 +8,7 @@ from datetime import datetime, time, timedelta, timezone
 import pytest
 
 from helpers import add_event, product, register_shop
-from include.local_stack.airflow_stack import DAG_ID, airflow_stack, metadata_database
+from local_stack.airflow_stack import DAG_ID, airflow_stack, metadata_database
 
 pytestmark = pytest.mark.celery
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.local_stack.services import Endpoints, connection_env
+from local_stack.services import Endpoints, connection_env
 
 REPO = Path(__file__).resolve().parents[1]
 AIRFLOW_SERVICES = (

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 from helpers import DAY, CountingFetch, add_event, bucket_objects, plan, product, register_shop, run_shop
-from include.shopify_sandbox.world import SandboxMedia
+from shopify_sandbox.world import SandboxMedia
 
 NOON = datetime(2026, 11, 21, 12)
 

@@ -7,8 +7,8 @@ import pytest
 import requests
 
 from faults_support import DOMAIN, SHOP, world_fixture  # noqa: F401 - provides the `world` fixture
-from include.shopify_sandbox.faults import HTML_ERROR_PAGE
-from include.shopify_sandbox.images import image_bytes
+from shopify_sandbox.faults import HTML_ERROR_PAGE
+from shopify_sandbox.images import image_bytes
 from include.statistics_export.images import (
     DEFAULT_IMAGE_TIMEOUT_SECONDS,
     DEFAULT_MAX_IMAGE_BYTES,

@@ -10,7 +10,7 @@ import pytest
 
 from export_hooks.r2 import R2CredentialsError, R2Hook, R2WriteError
 from faults_support import world_fixture  # noqa: F401 - provides the `world` fixture
-from include.local_stack.services import S3_KEY_ID, S3_SECRET
+from local_stack.services import S3_KEY_ID, S3_SECRET
 
 
 def puts_per_key(proxy) -> Counter:

@@ -13,7 +13,7 @@ import pytest
 from psycopg import sql
 
 from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, product, register_shop, run_shop
-from include.local_stack.services import connection_env, with_user
+from local_stack.services import connection_env, with_user
 
 pytestmark = pytest.mark.airflow
 

@@ -13,7 +13,7 @@ from graphql.validation.rules.custom.no_deprecated import NoDeprecatedCustomRule
 from conftest import real_schema_path
 from export_hooks import shopify_queries as q
 from helpers import product
-from include.shopify_sandbox.world import SandboxMedia, SandboxShop
+from shopify_sandbox.world import SandboxMedia, SandboxShop
 
 DOMAIN = "bulky.myshopify.com"
 TOKEN = "shpat_bulk_token"

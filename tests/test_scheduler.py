@@ -18,10 +18,10 @@ import psycopg
 import pytest
 
 from helpers import add_event, product, register_shop
-from include.local_stack.airflow_stack import DAG_ID, airflow_stack, metadata_database, wait_until
-from include.local_stack.services import Endpoints, create_bucket, scratch_database
-from include.shopify_sandbox import ShopifySandbox
-from include.shopify_sandbox.world import SandboxShop
+from local_stack.airflow_stack import DAG_ID, airflow_stack, metadata_database, wait_until
+from local_stack.services import Endpoints, create_bucket, scratch_database
+from shopify_sandbox import ShopifySandbox
+from shopify_sandbox.world import SandboxShop
 
 pytestmark = pytest.mark.scheduler
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, product, register_shop
-from include.local_stack.services import connection_env, with_user
+from local_stack.services import connection_env, with_user
 
 pytestmark = pytest.mark.airflow
 

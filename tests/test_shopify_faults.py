@@ -21,7 +21,7 @@ from export_hooks.shopify import (
 )
 from faults_support import SHOP, world_fixture  # noqa: F401 - provides the `world` fixture
 from helpers import product
-from include.shopify_sandbox.world import SandboxShop
+from shopify_sandbox.world import SandboxShop
 
 DOMAIN = "faulty.myshopify.com"
 TOKEN = "shpat_fault_test_token"

@@ -4,7 +4,7 @@ import pytest
 
 from export_hooks.shopify import ShopifyError, ShopifyHook, normalize_shop_domain
 from helpers import product
-from include.shopify_sandbox.world import SandboxMedia, SandboxShop
+from shopify_sandbox.world import SandboxMedia, SandboxShop
 
 TOKEN = "shpat_hook_test_token"
 

@@ -7,7 +7,7 @@ from graphql.validation import NoDeprecatedCustomRule, specified_rules
 
 from conftest import real_schema_path
 from export_hooks import shopify_queries as q
-from include.shopify_sandbox.cost import requested_cost
+from shopify_sandbox.cost import requested_cost
 
 DOCUMENTS = q.example_variables()
 

@@ -1,4 +1,4 @@
-"""Tests for include.shopify_sandbox: real HTTP over loopback against a live ShopifySandbox."""
+"""Tests for shopify_sandbox: real HTTP over loopback against a live ShopifySandbox."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import graphql
 import pytest
 import requests
 
-from include.shopify_sandbox import (
+from shopify_sandbox import (
     SandboxMedia,
     SandboxProduct,
     SandboxShop,
@@ -26,7 +26,7 @@ from include.shopify_sandbox import (
     requested_cost,
     save_world,
 )
-from include.shopify_sandbox.resolvers import SCHEMA_PATH, sandbox_schema
+from shopify_sandbox.resolvers import SCHEMA_PATH, sandbox_schema
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SDL = Path(__file__).resolve().parents[2] / "shared/shopify/admin-2026-07.graphql"
@@ -493,7 +493,7 @@ def test_main_serves_a_saved_world_until_sigterm(tmp_path):
     save_world(path, [make_tiny()])
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "include.shopify_sandbox", "--port", "0", "--world", str(path)],
+        [sys.executable, "-m", "shopify_sandbox", "--port", "0", "--world", str(path)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

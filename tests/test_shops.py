@@ -9,8 +9,8 @@ from decimal import Decimal
 import pytest
 
 from helpers import DAY, add_event, bucket_objects, plan, product, register_shop, run_batch, run_shop
-from include.local_stack.demo_world import insert_shop
-from include.shopify_sandbox.world import SandboxShop
+from local_stack.demo_world import insert_shop
+from shopify_sandbox.world import SandboxShop
 from include.statistics_export.formats import export_key
 from include.statistics_export.images import image_key
 from include.statistics_export.shops import ShopConfigurationError, active_shops, shop_credentials

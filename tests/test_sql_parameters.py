@@ -158,11 +158,11 @@ CONSTANT_NAME = re.compile(r"^_?[A-Z][A-Z0-9_]*$")
 # Identifiers cannot be parameters. These quote a database name made from a generated uuid, or a
 # table name from a fixed tuple: no outside value. psycopg.sql.Identifier would make them pass as is.
 ALLOWED = {
-    ("include/local_stack/services.py", 'CREATE DATABASE "{name}"'),
-    ("include/local_stack/services.py", 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'),
-    ("include/local_stack/airflow_stack.py", 'CREATE DATABASE "{name}"'),
-    ("include/local_stack/airflow_stack.py", 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'),
-    ("include/local_stack/demo.py", 'SELECT count(*) FROM "{table}"'),
+    ("dev/local_stack/services.py", 'CREATE DATABASE "{name}"'),
+    ("dev/local_stack/services.py", 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'),
+    ("dev/local_stack/airflow_stack.py", 'CREATE DATABASE "{name}"'),
+    ("dev/local_stack/airflow_stack.py", 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'),
+    ("dev/local_stack/demo.py", 'SELECT count(*) FROM "{table}"'),
 }
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import psycopg
 
-from include.local_stack.services import Endpoints, create_bucket, postgres_server, s3_server, scratch_database
-from include.shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
+from local_stack.services import Endpoints, create_bucket, postgres_server, s3_server, scratch_database
+from shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
 
 
 @dataclass
@@ -213,7 +213,7 @@ DEMO_BUCKET = "statistics-demo"
 def running_world(world: DemoWorld, prefix: str, bucket: str = DEMO_BUCKET) -> Iterator[tuple[str, Endpoints]]:
     """Start PostgreSQL, the S3 stand-in and the Shopify sandbox for a world, seeded and with its bucket;
     yield the server URL and the endpoints, and remove everything at the end."""
-    from include.shopify_sandbox import ShopifySandbox
+    from shopify_sandbox import ShopifySandbox
 
     with (
         postgres_server(os.environ.get("APP_DB_URL")) as server_url,

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
-from include.local_stack.fault_rules import Hook, Rule, SeenRequest, access_key_id_of, bucket_and_key, error_xml
-from include.shopify_sandbox.transport import SandboxHTTPServer
+from local_stack.fault_rules import Hook, Rule, SeenRequest, access_key_id_of, bucket_and_key, error_xml
+from shopify_sandbox.transport import SandboxHTTPServer
 
 __all__ = ["FaultProxy", "Hook", "Rule", "SeenRequest"]
 

@@ -1,4 +1,4 @@
-"""Serve a saved sandbox world: `python -m include.shopify_sandbox --port 8765 --world world.json`."""
+"""Serve a saved sandbox world: `python -m shopify_sandbox --port 8765 --world world.json`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .world import load_world
 
 def main(argv: list[str] | None = None) -> int:
     """Run the sandbox until SIGTERM or SIGINT, printing the base URL once ready."""
-    parser = argparse.ArgumentParser(prog="python -m include.shopify_sandbox", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m shopify_sandbox", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--world", required=True, help='JSON file {"shops": [SandboxShop.to_dict(), ...]}')

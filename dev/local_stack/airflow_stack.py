@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import requests
 
-from include.local_stack.services import Endpoints, airflow_env, database_url
+from local_stack.services import Endpoints, airflow_env, database_url
 
 DAG_ID = "product_statistics_export"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -165,7 +165,7 @@ def stack_env(
             "AIRFLOW__API__BASE_URL": api_url,
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
-            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "include.local_stack.hostname.component_hostname",
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": "local_stack.hostname.component_hostname",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             # A re-parse costs a second of CPU on a 2-core machine; the first parse happens at once anyway.
             "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "60",

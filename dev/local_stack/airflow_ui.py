@@ -18,8 +18,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 
-from include.local_stack.airflow_stack import DAG_ID, airflow_stack, check_alive, metadata_database
-from include.local_stack.demo_world import build_world, running_world
+from local_stack.airflow_stack import DAG_ID, airflow_stack, check_alive, metadata_database
+from local_stack.demo_world import build_world, running_world
 
 PORT = int(os.environ.get("AIRFLOW_UI_PORT", 8080))
 USERNAME = "admin"

@@ -19,7 +19,7 @@ import psycopg
 from botocore.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA_SQL = REPO / "include" / "sql" / "app_schema.sql"
+FIXTURE_SCHEMA_SQL = Path(__file__).with_name("app_fixture_schema.sql")
 S3_REGION = "us-east-1"  # moto refuses R2's "auto" when creating a bucket
 S3_KEY_ID = "local-access-key-id"
 S3_SECRET = "local-secret-access-key"
@@ -78,9 +78,9 @@ def with_user(url: str, user: str, password: str | None = None) -> str:
 
 
 def apply_schema(url: str) -> None:
-    """Run include/sql/app_schema.sql (idempotent) against a database."""
+    """Run the app's fixture schema (idempotent) against a database."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(SCHEMA_SQL.read_text())
+        conn.execute(FIXTURE_SCHEMA_SQL.read_text())
 
 
 @contextmanager

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from include.local_stack.demo_world import DEMO_BUCKET, build_world, running_world
-from include.local_stack.services import (
+from local_stack.demo_world import DEMO_BUCKET, build_world, running_world
+from local_stack.services import (
     REPO,
     airflow_env,
     read_bucket,

@@ -1,0 +1,121 @@
+"""Every setting of the export: its environment variable, its default and what it means, in one table.
+
+The environment is read here and nowhere else. The DAG reads it once at parse time (start date, poll
+interval); each task reads it again when it starts, so a changed value reaches the next task without a
+new DAG version.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Setting(Generic[T]):
+    """One environment variable: its name, its default as the environment would spell it, and its meaning."""
+
+    env: str
+    default: str
+    parse: Callable[[str], T]
+    meaning: str
+
+    def read(self, environ: Mapping[str, str]) -> T:
+        """Return the value from ``environ`` (the default when unset or blank), or raise naming the variable."""
+        raw = (environ.get(self.env) or "").strip() or self.default
+        try:
+            return self.parse(raw)
+        except (ValueError, InvalidOperation) as exc:
+            raise ValueError(f"{self.env} must be {self.meaning.split(':')[0]}, got {raw!r} ({exc})") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError("at least 1")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError("above 0")
+    return value
+
+
+def _amount(raw: str) -> Decimal:
+    value = Decimal(raw)
+    if not value.is_finite() or value < 0:
+        raise ValueError("a non-negative amount")
+    return value
+
+
+START_DATE = Setting("STATISTICS_EXPORT_START_DATE", "2026-11-01", date.fromisoformat,
+                     "a UTC day YYYY-MM-DD: the DAG's start date; with catchup on, every day since is exported")
+BATCH_VARIANTS = Setting("STATISTICS_EXPORT_BATCH_VARIANTS", "500", _positive_int,
+                         "a whole number: target variants per batch (a product is never split)")
+CONCURRENCY = Setting("STATISTICS_EXPORT_CONCURRENCY", "8", _positive_int,
+                      "a whole number: threads (and pooled HTTP connections) per batch for image copies and uploads")
+BULK_THRESHOLD = Setting("STATISTICS_EXPORT_BULK_THRESHOLD", "150", _positive_int,
+                         "a whole number: shops with at least this many products are read with a bulk operation")
+BULK_POLL_SECONDS = Setting("STATISTICS_EXPORT_BULK_POLL_SECONDS", "30", _positive_float,
+                            "a number of seconds: time between two polls of a running bulk operation")
+IMAGE_MAX_BYTES = Setting("STATISTICS_EXPORT_IMAGE_MAX_BYTES", "20971520", _positive_int,
+                          "a whole number of bytes: largest image backed up (bigger ones keep their Shopify URL)")
+IMAGE_TIMEOUT = Setting("STATISTICS_EXPORT_IMAGE_TIMEOUT", "30", _positive_float,
+                        "a number of seconds: how long one image download may take in all")
+MAX_EVENT_REVENUE = Setting("STATISTICS_EXPORT_MAX_EVENT_REVENUE", "1000000.00", _amount,
+                            "a decimal amount: a PURCHASE above this is rejected as bad input")
+
+ALL: tuple[Setting[Any], ...] = (
+    START_DATE,
+    BATCH_VARIANTS,
+    CONCURRENCY,
+    BULK_THRESHOLD,
+    BULK_POLL_SECONDS,
+    IMAGE_MAX_BYTES,
+    IMAGE_TIMEOUT,
+    MAX_EVENT_REVENUE,
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings of one run; build it with :func:`load`, or directly in tests and the benchmark."""
+
+    start_date: date = START_DATE.parse(START_DATE.default)
+    batch_variants: int = BATCH_VARIANTS.parse(BATCH_VARIANTS.default)
+    concurrency: int = CONCURRENCY.parse(CONCURRENCY.default)
+    bulk_threshold: int = BULK_THRESHOLD.parse(BULK_THRESHOLD.default)
+    bulk_poll_seconds: float = BULK_POLL_SECONDS.parse(BULK_POLL_SECONDS.default)
+    image_max_bytes: int = IMAGE_MAX_BYTES.parse(IMAGE_MAX_BYTES.default)
+    image_timeout: float = IMAGE_TIMEOUT.parse(IMAGE_TIMEOUT.default)
+    max_event_revenue: Decimal = MAX_EVENT_REVENUE.parse(MAX_EVENT_REVENUE.default)
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Return the settings from the environment (``os.environ`` unless given), defaults where unset."""
+    env = os.environ if environ is None else environ
+    return Settings(
+        start_date=START_DATE.read(env),
+        batch_variants=BATCH_VARIANTS.read(env),
+        concurrency=CONCURRENCY.read(env),
+        bulk_threshold=BULK_THRESHOLD.read(env),
+        bulk_poll_seconds=BULK_POLL_SECONDS.read(env),
+        image_max_bytes=IMAGE_MAX_BYTES.read(env),
+        image_timeout=IMAGE_TIMEOUT.read(env),
+        max_event_revenue=MAX_EVENT_REVENUE.read(env),
+    )
+
+
+def markdown_table() -> str:
+    """Return the settings as the README's table (a test keeps the README in step with this module)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{s.env}` | `{s.default}` | {s.meaning.split(': ', 1)[1]} |" for s in ALL]
+    return "\n".join(rows)
