@@ -12,50 +12,44 @@ resolve the export day, list the active shops
 from __future__ import annotations
 
 import logging
-import os
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
+from typing import Any, TypeVar
 
-from psycopg.errors import InsufficientPrivilege
 from airflow.sdk import Param, PokeReturnValue, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
-from airflow.sdk.log import mask_secret
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from export_hooks.shopify import ShopifyAuthError, ShopifyError
-from export_hooks.shopify_bulk import BulkOperationFailed
+from include.statistics_export import settings as export_settings
 from include.statistics_export import tasks
-from include.statistics_export.days import export_day
-from include.statistics_export.report import summarize_run
-from include.statistics_export.shops import ShopConfigurationError, active_shops
+from include.statistics_export.errors import ExportError, PermanentError
+from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, Handoff, ShopPlan, ShopRef
+from include.statistics_export.report import summarize_run, unfinished
+from include.statistics_export.utc import export_day
 
 log = logging.getLogger(__name__)
 
-START_DATE = os.environ.get("STATISTICS_EXPORT_START_DATE", "2026-11-01")
-SETTINGS = tasks.Settings(
-    batch_variants=int(os.environ.get("STATISTICS_EXPORT_BATCH_VARIANTS", 500)),
-    concurrency=int(os.environ.get("STATISTICS_EXPORT_CONCURRENCY", 8)),
-    bulk_threshold=int(os.environ.get("STATISTICS_EXPORT_BULK_THRESHOLD", 150)),
-)
-BULK_POLL_SECONDS = float(os.environ.get("STATISTICS_EXPORT_BULK_POLL_SECONDS", 30))
-# What retrying cannot fix: the shop's data or token, or the database role's grants. Fails at once, alone.
-FATAL = (ShopConfigurationError, ShopifyAuthError, BulkOperationFailed, InsufficientPrivilege)
+SETTINGS = export_settings.load()
+SHOP_TASKS = ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches")
+H = TypeVar("H", bound=Handoff)
 
 
-def fail_fast(call, *args, **kwargs):
-    """Run a task body; a shop's configuration or token problem fails the task without retries.
+def run(body: Callable[..., Any], *args: Any) -> Any:
+    """Run a task body; the one place a PermanentError fails the task at once.
 
-    Whatever fails, the reason goes to an XCom ``failure`` so the day's report can say why: our
-    exceptions name the shop and never carry a secret; others are reduced to their type.
+    Whatever fails, the reason goes to an XCom ``failure`` so the day's report can say why: the export's
+    own errors name the shop and never carry a secret; others are reduced to their type.
     """
     try:
-        return call(*args, **kwargs, on_token=mask_secret)
-    except FATAL as exc:
+        result = body(*args)
+    except PermanentError as exc:
         record_failure(str(exc))
         raise AirflowFailException(str(exc)) from None
     except Exception as exc:
-        ours = isinstance(exc, (ShopifyError, ValueError, FileNotFoundError))
+        ours = isinstance(exc, (ExportError, ValueError))
         record_failure(str(exc)[:500] if ours else f"{type(exc).__name__} (see the task log)")
         raise
+    return result.to_xcom() if isinstance(result, Handoff) else result
 
 
 def record_failure(reason: str) -> None:
@@ -63,34 +57,34 @@ def record_failure(reason: str) -> None:
     get_current_context()["ti"].xcom_push(key="failure", value=reason)
 
 
-def failure_reasons(ti, shops: list[dict], plans: list[dict], batches: list[dict], results: list[dict]):
+def failure_reasons(
+    ti: Any, shops: list[ShopRef], plans: list[ShopPlan], batches: list[BatchPlan], results: list[BatchResult]
+) -> dict[str, str]:
     """Collect why each failed shop failed, from the XComs its failed task instances left."""
     reasons: dict[str, str] = {}
-    planned = {plan["shop_id"] for plan in plans}
-    for index, shop in enumerate(shops):
-        if shop["shop_id"] in planned:
-            continue
-        for task_id in ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches"):
+    missing = unfinished(shops, plans, batches, results)
+    for index in missing.shops:
+        for task_id in SHOP_TASKS:
             reason = ti.xcom_pull(task_ids=task_id, key="failure", map_indexes=index)
             if reason:
-                reasons[shop["shop_id"]] = f"{task_id.split('.')[-1]}: {reason}"
+                reasons[shops[index].shop_id] = f"{task_id.split('.')[-1]}: {reason}"
                 break
-    done = {(r["shop_id"], r["batch"]) for r in results}
-    for index, batch in enumerate(batches):
-        if (batch["shop_id"], batch["index"]) not in done and batch["shop_id"] not in reasons:
-            reason = ti.xcom_pull(task_ids="export_product_batch", key="failure", map_indexes=index)
-            if reason:
-                reasons[batch["shop_id"]] = reason
+    for index in missing.batches:
+        shop_id = batches[index].shop_id
+        reason = ti.xcom_pull(task_ids="export_product_batch", key="failure", map_indexes=index)
+        if reason and shop_id not in reasons:
+            reasons[shop_id] = reason
     return reasons
 
 
-def as_list(mapped_output) -> list[dict]:
-    """Return the results of a mapped task as a list.
+def as_list(mapped_output: Any, kind: type[H]) -> list[H]:
+    """Return the results of a mapped task as records.
 
     Airflow 3.3 hands a downstream task the bare value, not a one-item list, when a single map index of
     a task inside a mapped task group produced a result (one shop, or all but one failed).
     """
-    return [mapped_output] if isinstance(mapped_output, dict) else list(mapped_output or [])
+    items = [mapped_output] if isinstance(mapped_output, dict) else list(mapped_output or [])
+    return [kind.from_xcom(item) for item in items]
 
 
 def label(name: str, value: str) -> None:
@@ -98,10 +92,15 @@ def label(name: str, value: str) -> None:
     get_current_context()[name] = value
 
 
+def only(ids: Sequence[str] | None) -> list[str] | None:
+    """Return a list param as a filter: None when empty (everything)."""
+    return list(ids) if ids else None
+
+
 @dag(
     dag_id="product_statistics_export",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime.fromisoformat(START_DATE).replace(tzinfo=timezone.utc),
+    start_date=datetime.combine(SETTINGS.start_date, datetime.min.time(), tzinfo=timezone.utc),
     catchup=True,
     max_active_runs=3,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
@@ -122,38 +121,43 @@ def product_statistics_export():
     @task
     def list_active_shops(params=None) -> list[dict]:
         """List the active shops to export (ids and domains only)."""
-        with tasks.app_db() as conn:
-            shops = active_shops(conn, params.get("shop_ids") or None)
-        return [{"shop_id": s.shop_id, "shop_domain": s.shop_domain} for s in shops]
+        return [shop.to_xcom() for shop in run(tasks.list_active_shops, only(params.get("shop_ids")))]
 
     @task(map_index_template="{{ shop_label }}")
     def start_catalog_read(shop: dict, params=None) -> dict:
         """Count the shop's products and, for a large shop, start a Shopify bulk query of its catalog."""
-        label("shop_label", shop["shop_domain"])
-        return fail_fast(tasks.start_catalog_read, shop, SETTINGS, params.get("product_ids") or None)
+        ref = ShopRef.from_xcom(shop)
+        label("shop_label", ref.shop_domain)
+        return run(tasks.start_catalog_read, ref, export_settings.load(), only(params.get("product_ids")))
 
     @task.sensor(
         map_index_template="{{ shop_label }}",
         mode="reschedule",
-        poke_interval=BULK_POLL_SECONDS,
+        poke_interval=SETTINGS.bulk_poll_seconds,
         timeout=timedelta(hours=6).total_seconds(),
     )
     def wait_for_catalog(read: dict) -> PokeReturnValue:
         """Wait, without holding a worker slot, until Shopify has finished the shop's bulk query."""
-        label("shop_label", read["shop_domain"])
-        ready = fail_fast(tasks.poll_catalog_read, read)
+        catalog_read = CatalogRead.from_xcom(read)
+        label("shop_label", catalog_read.shop_domain)
+        ready = run(tasks.poll_catalog_read, catalog_read)
         return PokeReturnValue(is_done=ready is not None, xcom_value=ready)
 
     @task(map_index_template="{{ shop_label }}")
     def plan_shop_batches(read: dict, day: str, params=None) -> dict:
         """Cut the shop's catalog into batches of about STATISTICS_EXPORT_BATCH_VARIANTS variants."""
-        label("shop_label", read["shop_domain"])
-        plan = fail_fast(
-            tasks.plan_shop_batches, read, date.fromisoformat(day), SETTINGS, params.get("product_ids") or None
+        catalog_read = CatalogRead.from_xcom(read)
+        label("shop_label", catalog_read.shop_domain)
+        plan = run(
+            tasks.plan_shop_batches,
+            catalog_read,
+            date.fromisoformat(day),
+            export_settings.load(),
+            only(params.get("product_ids")),
         )
         log.info(
             "Shop %s: %d batch(es), %d variants, read by %s",
-            read["shop_domain"],
+            plan["shop_domain"],
             len(plan["batches"]),
             plan["variants"],
             plan["mode"],
@@ -163,20 +167,19 @@ def product_statistics_export():
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def collect_batches(plans) -> list[dict]:
         """Flatten the batches of every shop that planned; a shop that failed has nothing here."""
-        return [batch for plan in as_list(plans) for batch in plan["batches"]]
+        return [batch.to_xcom() for plan in as_list(plans, ShopPlan) for batch in plan.batches]
 
     @task(map_index_template="{{ batch_label }}")
     def export_product_batch(batch: dict) -> dict:
         """Export one batch of one shop's products end to end."""
-        label("batch_label", f"{batch['shop_domain']} · batch {batch['index']}/{batch['count']}")
-        result = fail_fast(tasks.export_product_batch, batch, SETTINGS)
+        plan = BatchPlan.from_xcom(batch)
+        label("batch_label", plan.label)
+        result = run(tasks.export_product_batch, plan, export_settings.load())
         log.info(
-            "%s · batch %d/%d: %d/%d variants, %d files (%d unchanged), %d images backed up, %d failed, %.2fs",
-            result["shop_domain"],
-            result["batch"],
-            batch["count"],
+            "%s: %d/%d variants, %d files (%d unchanged), %d images backed up, %d failed, %.2fs",
+            plan.label,
             result["variants"],
-            batch["variants"],
+            plan.variants,
             result["files"],
             result["files_unchanged"],
             result["images_backed_up"],
@@ -192,19 +195,27 @@ def product_statistics_export():
             # Some products only: their files cannot add up to the whole shop's events and rows.
             log.info("Reconciliation skipped: the run exported some products only")
             return []
-        return tasks.reconcile_day(date.fromisoformat(day), as_list(plans), as_list(results))
+        return run(
+            tasks.reconcile_day,
+            date.fromisoformat(day),
+            as_list(plans, ShopPlan),
+            as_list(results, BatchResult),
+            export_settings.load(),
+        )
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def report(day: str, shops: list[dict], plans, batches: list[dict], results, reconciliations, ti=None) -> dict:
         """Log, return and write the day's report; fail the run when any shop failed or did not reconcile."""
-        plans, results = as_list(plans), as_list(results)
-        reasons = failure_reasons(ti, shops, plans, batches, results)
-        run = summarize_run(day, shops, plans, batches, results, list(reconciliations or []), reasons)
-        log.info(run.text())
-        log.info("Report written to %s", tasks.write_report(run))
-        if run.failed:
-            raise AirflowFailException(run.failure_message())
-        return run.document()
+        listed = [ShopRef.from_xcom(s) for s in shops]
+        planned, exported = as_list(plans, ShopPlan), as_list(results, BatchResult)
+        mapped = [BatchPlan.from_xcom(b) for b in batches]
+        reasons = failure_reasons(ti, listed, planned, mapped, exported)
+        summary = summarize_run(day, listed, planned, mapped, exported, list(reconciliations or []), reasons)
+        log.info(summary.text())
+        log.info("Report written to %s", tasks.write_report(summary))
+        if summary.failed:
+            raise AirflowFailException(summary.failure_message())
+        return summary.document()
 
     @task
     def clean_staging(day: str) -> int:

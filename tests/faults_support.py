@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 from urllib.parse import urlsplit
 
 import psycopg
@@ -19,7 +20,7 @@ import pytest
 from helpers import NOON_ON_DAY as NOON, add_event, bucket_objects, product, register_shop, run_shop
 from local_stack.fault_proxy import FaultProxy
 from local_stack.services import Endpoints, connection_env, create_bucket, s3_client, scratch_database
-from include.statistics_export.export import RenderedFiles
+from include.statistics_export.formats import RenderedFiles
 
 REPO = Path(__file__).resolve().parents[1]
 SHOP = "shop_a"
@@ -122,9 +123,14 @@ class FaultWorld:
     env: dict[str, str] = field(default_factory=dict)
 
     def run(self, **connect_options: Any) -> list:
-        """Export the shop on a fresh connection, as a task (or its retry) would."""
-        with psycopg.connect(self.app_db_url, **connect_options) as db:
-            return run_shop(db, SHOP)
+        """Export the shop through the tasks, as a run (or its retry) would; ``connect_options`` become the
+        app_db connection's extra, which the postgres provider passes to the driver."""
+        if not connect_options:
+            return run_shop(SHOP)
+        app_db = json.loads(self.env["AIRFLOW_CONN_APP_DB"])
+        app_db["extra"] = {**app_db.get("extra", {}), **connect_options}
+        with patch.dict(os.environ, {"AIRFLOW_CONN_APP_DB": json.dumps(app_db)}):
+            return run_shop(SHOP)
 
     def state(self) -> Snapshot:
         """Return the bucket and tables of the run under test."""
@@ -167,8 +173,7 @@ def world_fixture(pg_server_url, app_db_url, s3_endpoint, bucket, sandbox, monke
             seed(reference_db, sandbox)
         reference = Endpoints(reference_url, s3_endpoint, reference_bucket, sandbox.endpoint_template, PUBLIC_BASE_URL)
         use_connections(monkeypatch, connection_env(reference))
-        with psycopg.connect(reference_url) as reference_db:
-            run_shop(reference_db, SHOP)
+        run_shop(SHOP)
         expected = snapshot(s3, reference_bucket, reference_url)
     assert len(expected.objects) == 20 and len(expected.rows["StatisticsExport"]) == 8
     with psycopg.connect(app_db_url) as db:
@@ -182,22 +187,18 @@ def world_fixture(pg_server_url, app_db_url, s3_endpoint, bucket, sandbox, monke
 
 _WORKER = """
 import json, os, sys
-sys.path[:0] = {paths!r}
 from helpers import run_shop  # the slow part (Airflow and the hooks), done before the go
-import psycopg
 order = json.loads(sys.stdin.readline())
 os.environ.update(order["env"])
-with psycopg.connect(order["db_url"]) as db:
-    run_shop(db, order["shop"])
+run_shop(order["shop"])
 """
 
 
 def start_worker() -> subprocess.Popen:
     """Start a worker process that imports the export's code, then waits for :func:`order_export`."""
-    code = _WORKER.format(paths=[str(REPO), str(REPO / "plugins"), str(REPO / "tests")])
     return subprocess.Popen(
-        [sys.executable, "-c", code],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        [sys.executable, "-c", _WORKER],
+        env={**os.environ, "PYTHONPATH": str(REPO / "tests")},
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -207,5 +208,5 @@ def start_worker() -> subprocess.Popen:
 
 def order_export(worker: subprocess.Popen, world: FaultWorld) -> None:
     """Make the worker export the shop with the world's connections, as a task process would."""
-    worker.stdin.write(json.dumps({"env": world.env, "db_url": world.app_db_url, "shop": SHOP}) + "\n")
+    worker.stdin.write(json.dumps({"env": world.env, "shop": SHOP}) + "\n")
     worker.stdin.flush()

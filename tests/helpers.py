@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import date, datetime, timezone
 
-import requests
-
-from export_hooks.r2 import R2Hook
-from export_hooks.shopify import ShopifyHook
 from local_stack.demo_world import insert_shop
 from local_stack.services import read_bucket
 from shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
-from include.statistics_export.export import BatchPlan, BatchResult, export_batch, plan_shop
-from include.statistics_export.images import download_image
-from include.statistics_export.shops import ShopRef, shop_credentials
+from include.statistics_export import tasks
+from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead
+from include.statistics_export.settings import Settings, load as load_settings
+from include.statistics_export.shops import shop_credentials
 
 DAY = date(2026, 11, 21)
+
+
+def current_settings(**changes) -> Settings:
+    """Return what a task would read from the environment now, with the small thread pool a test needs."""
+    return replace(load_settings(), concurrency=4, **changes)
+
+
 OLD = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
 
@@ -88,40 +92,27 @@ def add_event(db, shop_id: str, variant_id: str, event_type: str, at: datetime, 
     db.commit()
 
 
-class CountingFetch:
-    """Real image downloads through one session, counted."""
-
-    def __init__(self):
-        self.session = requests.Session()
-        self.urls: list[str] = []
-
-    def __call__(self, url: str):
-        self.urls.append(url)
-        return download_image(self.session, url)
+def plan(shop_id: str, day: date = DAY, batch_variants: int = 500, product_ids=None) -> list[BatchPlan]:
+    """Plan a shop's batches page by page, through the task the DAG runs (connections from the environment)."""
+    with tasks.app_db() as conn:
+        shop_domain = shop_credentials(conn, shop_id).shop_domain
+    read = CatalogRead(shop_id, shop_domain)
+    return tasks.plan_shop_batches(read, day, current_settings(batch_variants=batch_variants), product_ids).batches
 
 
-def plan(db, shop_id: str, day: date = DAY, batch_variants: int = 500, product_ids=None) -> list[BatchPlan]:
-    """Plan a shop's batches through the real Shopify hook."""
-    creds = shop_credentials(db, shop_id)
-    with ShopifyHook(creds.api_domain, creds.access_token) as shopify:
-        plans = plan_shop(
-            shopify, ShopRef(shop_id, creds.shop_domain), day, batch_variants=batch_variants, product_ids=product_ids
-        )
-    return [BatchPlan(**p) for p in plans]
+def run_batch(batch: BatchPlan) -> BatchResult:
+    """Export one batch through the task the DAG runs."""
+    return tasks.export_product_batch(batch, current_settings())
 
 
-def run_batch(db, batch: BatchPlan, fetch=None) -> BatchResult:
-    """Export one batch through the real hooks, as the DAG's task does."""
-    creds = shop_credentials(db, batch.shop_id)
-    fetch = fetch or CountingFetch()
-    with ShopifyHook(creds.api_domain, creds.access_token) as shopify, ThreadPoolExecutor(4) as pool:
-        return export_batch(db, shopify, R2Hook(max_pool_connections=4), batch, fetch, pool=pool)
-
-
-def run_shop(db, shop_id: str, **kwargs) -> list[BatchResult]:
+def run_shop(shop_id: str, **kwargs) -> list[BatchResult]:
     """Plan and export every batch of a shop."""
-    fetch = kwargs.pop("fetch", None) or CountingFetch()
-    return [run_batch(db, b, fetch) for b in plan(db, shop_id, **kwargs)]
+    return [run_batch(b) for b in plan(shop_id, **kwargs)]
+
+
+def image_downloads(sandbox, shop_id: str) -> int:
+    """Return how many image downloads the sandbox's CDN has served the shop so far."""
+    return sandbox.stats(f"{shop_id.replace('_', '-')}.myshopify.com")["cdn_requests"]
 
 
 def bucket_objects(s3, bucket: str) -> dict[str, bytes]:

@@ -6,8 +6,10 @@ from decimal import Decimal
 import pytest
 
 from helpers import DAY
-from include.statistics_export.event_rules import MAX_EVENT_REVENUE_ENV, max_event_revenue, rejected_events
-from include.statistics_export.metrics import _VARIANT_METRICS, VariantMetrics, variant_keys, variant_metrics
+from include.statistics_export import settings
+from include.statistics_export.event_rules import rejected_events
+from include.statistics_export.ids import variant_keys
+from include.statistics_export.metrics import _VARIANT_METRICS, VariantMetrics, variant_metrics
 
 NOON = datetime(2026, 11, 21, 12)
 AFTER_THE_DAY = datetime(2026, 11, 22, 6)  # the moment the export runs: the whole day is past
@@ -93,9 +95,10 @@ def test_the_revenue_cap_comes_from_the_environment(db, events, monkeypatch):
     events("shop_a", "100", "PURCHASE", NOON, Decimal("250.00"))
     events("shop_a", "100", "PURCHASE", NOON, Decimal("50.00"))
     assert metrics_and_rejections(db)[0]["100"].revenue == Decimal("300.00")
-    monkeypatch.setenv(MAX_EVENT_REVENUE_ENV, "100.00")
-    assert max_event_revenue() == Decimal("100.00")
-    metrics, rejected = metrics_and_rejections(db)
+    monkeypatch.setenv(settings.MAX_EVENT_REVENUE.env, "100.00")
+    cap = settings.load().max_event_revenue
+    assert cap == Decimal("100.00")
+    metrics, rejected = metrics_and_rejections(db, max_revenue=cap)
     assert (metrics["100"].orders, metrics["100"].revenue) == (1, Decimal("50.00"))
     assert rejected == {"revenue_above_cap": 1}
     # An explicit cap wins over the environment.
@@ -104,9 +107,9 @@ def test_the_revenue_cap_comes_from_the_environment(db, events, monkeypatch):
 
 @pytest.mark.parametrize("value", ["lots", "-1", "NaN", "Infinity"])
 def test_a_bad_revenue_cap_is_a_clear_error(monkeypatch, value):
-    monkeypatch.setenv(MAX_EVENT_REVENUE_ENV, value)
-    with pytest.raises(ValueError, match=MAX_EVENT_REVENUE_ENV):
-        max_event_revenue()
+    monkeypatch.setenv(settings.MAX_EVENT_REVENUE.env, value)
+    with pytest.raises(ValueError, match=settings.MAX_EVENT_REVENUE.env):
+        settings.load()
 
 
 def test_unknown_event_types_can_be_stored_as_in_production(db, events):

@@ -11,7 +11,8 @@ from include.statistics_export.catalog import (
     parse_product,
     batched_by_variants,
 )
-from include.statistics_export.images import image_extension, image_key, image_owners
+from include.statistics_export.images import image_owners
+from include.statistics_export.keys import image_extension, image_key
 
 
 def media(n, kind="IMAGE", url="https://cdn.shopify.com/s/files/a/photo.jpeg?v=1"):

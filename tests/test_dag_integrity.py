@@ -2,7 +2,7 @@
 
 import pytest
 
-from include.statistics_export.days import export_day
+from include.statistics_export.utc import export_day
 
 
 @pytest.fixture(scope="module")

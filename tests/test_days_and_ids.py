@@ -4,8 +4,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from include.statistics_export.days import day_bounds, export_day
-from include.statistics_export.ids import gid, media_numeric_id, numeric_id, safe_key_part
+from include.statistics_export.ids import gid, media_numeric_id, numeric_id
+from include.statistics_export.keys import safe_key_part
+from include.statistics_export.utc import day_bounds, export_day
 
 
 def test_date_param_wins_over_logical_date():

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from helpers import DAY, CountingFetch, add_event, bucket_objects, plan, product, register_shop, run_shop
+from helpers import DAY, add_event, bucket_objects, image_downloads, plan, product, register_shop, run_shop
 from shopify_sandbox.world import SandboxMedia
 
 NOON = datetime(2026, 11, 21, 12)
@@ -46,7 +46,7 @@ def test_every_variant_is_exported_with_its_metrics_images_and_rows(db, connecti
     add_event(db, "shop_a", "1001", "PURCHASE", NOON, Decimal("12.50"))
     add_event(db, "shop_a", "1001", "PURCHASE", NOON, None)
 
-    results = run_shop(db, "shop_a")
+    results = run_shop("shop_a")
     assert sum(r.variants for r in results) == 6  # 2 + 1 + 3; product 4 is newer than the day
     objects = bucket_objects(s3, connections.bucket)
     exports = sorted(k for k in objects if k.startswith("statistic-exports/"))
@@ -94,15 +94,14 @@ def test_every_variant_is_exported_with_its_metrics_images_and_rows(db, connecti
 def test_rerun_converges_to_the_same_files_and_rows_without_downloading_again(db, connections, sandbox, s3):
     register_shop(db, sandbox, "shop_a", catalog())
     add_event(db, "shop_a", "1001", "IMPRESSION", NOON)
-    first_fetch = CountingFetch()
-    run_shop(db, "shop_a", fetch=first_fetch)
+    run_shop("shop_a")
+    first_downloads = image_downloads(sandbox, "shop_a")
     before_objects = bucket_objects(s3, connections.bucket)
     before_rows = {t: rows(db, t) for t in ("VariantDailyStatistics", "ProductImageBackup", "StatisticsExport")}
     before_modified = last_modified(s3, connections.bucket)
 
-    again = CountingFetch()
-    results = run_shop(db, "shop_a", fetch=again)
-    assert again.urls == [] and len(first_fetch.urls) == 3
+    results = run_shop("shop_a")
+    assert image_downloads(sandbox, "shop_a") == first_downloads == 3
     assert bucket_objects(s3, connections.bucket) == before_objects
     # Identical files are not written again: same LastModified, and the rows (exportedAt too) untouched.
     assert sum(r.files_unchanged for r in results) == sum(r.files for r in results) == 12
@@ -112,13 +111,19 @@ def test_rerun_converges_to_the_same_files_and_rows_without_downloading_again(db
 
 def test_a_changed_metric_rewrites_only_that_variants_files(db, connections, sandbox, s3):
     register_shop(db, sandbox, "shop_a", catalog())
-    run_shop(db, "shop_a")
+    run_shop("shop_a")
     hashes = dict((r[3], r[12]) for r in rows(db, "StatisticsExport"))
     add_event(db, "shop_a", "3002", "ADD_TO_CART", NOON)
 
-    result = run_shop(db, "shop_a")[0]
+    result = run_shop("shop_a")[0]
     assert (result.files, result.files_unchanged) == (12, 10)
-    assert result.file_totals == {"variants": 6, "impressions": 0, "addToCarts": 1, "orders": 0, "revenue": "0.00"}
+    assert result.file_totals.document() == {
+        "variants": 6,
+        "impressions": 0,
+        "addToCarts": 1,
+        "orders": 0,
+        "revenue": "0.00",
+    }
     changed = {r[3] for r in rows(db, "StatisticsExport") if hashes[r[3]] != r[12]}
     assert changed == {"3002"}
     row = next(
@@ -137,7 +142,7 @@ def last_modified(s3, bucket):
 def test_failed_image_download_does_not_fail_the_export_and_is_retried_next_run(db, connections, sandbox, s3):
     shop = register_shop(db, sandbox, "shop_a", [product(1, variants=1, images=2)])
     sandbox.image_fault(shop.domain, 102, 404)
-    result = run_shop(db, "shop_a")[0]
+    result = run_shop("shop_a")[0]
     assert (result.images_backed_up, result.images_failed) == (1, 1)
     doc = json.loads(bucket_objects(s3, connections.bucket)["statistic-exports/shop_a/1/1001/20261121.json"])
     failed = doc["variant"]["images"][1]
@@ -145,34 +150,35 @@ def test_failed_image_download_does_not_fail_the_export_and_is_retried_next_run(
     assert (failed["r2Url"], failed["r2Key"], failed["backedUpAt"]) == (None, None, None)
 
     sandbox.image_fault(shop.domain, 102, None)
-    fetch = CountingFetch()
-    result = run_shop(db, "shop_a", fetch=fetch)[0]
-    assert (result.images_backed_up, result.images_reused, len(fetch.urls)) == (1, 1, 1)
+    downloads_before = image_downloads(sandbox, "shop_a")
+    result = run_shop("shop_a")[0]
+    assert (result.images_backed_up, result.images_reused) == (1, 1)
+    assert image_downloads(sandbox, "shop_a") - downloads_before == 1
     assert "shop_a/products/1/media/102.jpg" in bucket_objects(s3, connections.bucket)
 
 
 def test_product_deleted_between_planning_and_its_batch_is_skipped_and_reported(db, connections, sandbox):
     shop = register_shop(db, sandbox, "shop_a", [product(1), product(2)])
-    batches = plan(db, "shop_a")
+    batches = plan("shop_a")
     sandbox.delete_product(shop.domain, 2)
     from helpers import run_batch
 
-    result = run_batch(db, batches[0])
+    result = run_batch(batches[0])
     assert (result.variants, result.missing_products) == (1, ["2"])
 
 
 def test_batches_split_by_variants_and_product_ids_filter(db, connections, sandbox):
     register_shop(db, sandbox, "shop_a", [product(n, variants=3) for n in range(1, 8)])
-    batches = plan(db, "shop_a", batch_variants=6)
+    batches = plan("shop_a", batch_variants=6)
     assert [b.product_ids for b in batches] == [["1", "2"], ["3", "4"], ["5", "6"], ["7"]]
     assert [(b.index, b.count) for b in batches] == [(1, 4), (2, 4), (3, 4), (4, 4)]
-    assert [b.product_ids for b in plan(db, "shop_a", product_ids=["6"])] == [["6"]]
+    assert [b.product_ids for b in plan("shop_a", product_ids=["6"])] == [["6"]]
 
 
 def test_a_later_day_is_a_separate_file_set(db, connections, sandbox, s3):
     register_shop(db, sandbox, "shop_a", [product(1)])
-    run_shop(db, "shop_a")
-    run_shop(db, "shop_a", day=DAY + timedelta(days=1))
+    run_shop("shop_a")
+    run_shop("shop_a", day=DAY + timedelta(days=1))
     keys = [k for k in bucket_objects(s3, connections.bucket) if k.endswith(".csv")]
     assert sorted(keys) == [
         "statistic-exports/shop_a/1/1001/20261121.csv",

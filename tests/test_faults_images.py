@@ -9,16 +9,10 @@ import requests
 from faults_support import DOMAIN, SHOP, world_fixture  # noqa: F401 - provides the `world` fixture
 from shopify_sandbox.faults import HTML_ERROR_PAGE
 from shopify_sandbox.images import image_bytes
-from include.statistics_export.images import (
-    DEFAULT_IMAGE_TIMEOUT_SECONDS,
-    DEFAULT_MAX_IMAGE_BYTES,
-    MAX_BYTES_ENV,
-    TIMEOUT_ENV,
-    ImageDownloadError,
-    download_image,
-    image_limits,
-    is_image,
-)
+from include.statistics_export import settings
+from include.statistics_export.images import ImageDownloadError, download_image, is_image
+
+MAX_BYTES_ENV, TIMEOUT_ENV = settings.IMAGE_MAX_BYTES.env, settings.IMAGE_TIMEOUT.env
 
 FAILED_MEDIA = 102  # variant 1002's own image, and product 1's second image
 CAP = 100_000
@@ -89,11 +83,15 @@ def test_a_body_must_be_an_image_whatever_its_content_type():
 def test_the_cap_and_timeout_default_to_20_mb_and_30_s_and_come_from_the_environment(monkeypatch):
     monkeypatch.delenv(MAX_BYTES_ENV, raising=False)
     monkeypatch.delenv(TIMEOUT_ENV, raising=False)
-    assert image_limits() == (DEFAULT_MAX_IMAGE_BYTES, DEFAULT_IMAGE_TIMEOUT_SECONDS) == (20 * 1024 * 1024, 30.0)
+    limits = settings.load()
+    assert (limits.image_max_bytes, limits.image_timeout) == (20 * 1024 * 1024, 30.0)
     monkeypatch.setenv(MAX_BYTES_ENV, "5000")
     monkeypatch.setenv(TIMEOUT_ENV, "2.5")
-    assert image_limits() == (5000, 2.5)
-    assert image_limits(max_bytes=10, timeout=1) == (10, 1.0)
+    limits = settings.load()
+    assert (limits.image_max_bytes, limits.image_timeout) == (5000, 2.5)
     monkeypatch.setenv(TIMEOUT_ENV, "soon")
     with pytest.raises(ValueError, match=TIMEOUT_ENV):
-        image_limits()
+        settings.load()
+    monkeypatch.setenv(TIMEOUT_ENV, "0")
+    with pytest.raises(ValueError, match=TIMEOUT_ENV):
+        settings.load()

@@ -7,7 +7,8 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 
 from include.statistics_export.catalog import Product, Variant
-from include.statistics_export.formats import VariantExport, export_key, render_csv, render_json
+from include.statistics_export.formats import VariantExport, render_csv, render_json
+from include.statistics_export.keys import export_key
 from include.statistics_export.images import ImageBackup
 from include.statistics_export.metrics import VariantMetrics
 

@@ -104,7 +104,7 @@ def test_the_dag_runs_with_the_documented_grants_and_nothing_more(
     register_shop(db, sandbox, "shop_beta", [product(5, variants=3, images=1)], domain="www.beta-example.com")
     add_event(db, "shop_alpha", "1001", "PURCHASE", NOON_ON_DAY, Decimal("4.50"))
     # Exported once by the owner, so the role's run updates rows, reads backups and hashes, and inserts others.
-    run_shop(db, "shop_alpha")
+    run_shop("shop_alpha")
     add_event(db, "shop_alpha", "1001", "IMPRESSION", NOON_ON_DAY)
     add_event(db, "shop_beta", "gid://shopify/ProductVariant/5001", "ADD_TO_CART", NOON_ON_DAY)
 

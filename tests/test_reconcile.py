@@ -1,12 +1,14 @@
 """Reconciliation after real exports: files, rows, events and catalog agree, and any tampering is named."""
 
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 
 import pytest
 
 from helpers import DAY, add_event, bucket_objects, plan, product, register_shop, run_batch, run_shop
-from include.statistics_export.reconcile import add_totals, csv_totals, reconcile_shop
+from include.statistics_export.reconcile import reconcile_shop
+from include.statistics_export.totals import Totals, csv_totals, sum_totals
 
 NOON = datetime(2026, 11, 21, 12)
 CATALOG_VARIANTS = 3 * 2 + 1 * 3  # products 1-3 with 2 variants, product 4 with 3
@@ -44,7 +46,7 @@ def written_totals(s3, bucket):
 
 
 def test_a_clean_export_reconciles_and_reports_rejected_and_unknown_variant_events(db, shop, s3, connections):
-    run_shop(db, shop, batch_variants=4)
+    run_shop(shop, batch_variants=4)
     result = reconcile_shop(db, shop, DAY, CATALOG_VARIANTS, written_totals(s3, connections.bucket))
     assert result.ok, result.differences
     doc = result.document()
@@ -64,7 +66,7 @@ def test_a_clean_export_reconciles_and_reports_rejected_and_unknown_variant_even
 
 
 def test_a_deleted_row_fails_naming_the_shop_and_the_numbers(db, shop, s3, connections):
-    run_shop(db, shop)
+    run_shop(shop)
     with db.cursor() as cur:
         cur.execute('DELETE FROM "VariantDailyStatistics" WHERE shop = %s AND "variantId" = %s', (shop, "3001"))
         assert cur.rowcount == 1
@@ -77,7 +79,7 @@ def test_a_deleted_row_fails_naming_the_shop_and_the_numbers(db, shop, s3, conne
 
 
 def test_a_tampered_number_fails_naming_the_shop_and_the_numbers(db, shop, s3, connections):
-    run_shop(db, shop)
+    run_shop(shop)
     with db.cursor() as cur:
         cur.execute(
             'UPDATE "VariantDailyStatistics" SET impressions = impressions + 5, revenue = revenue + 0.01 '
@@ -93,8 +95,8 @@ def test_a_tampered_number_fails_naming_the_shop_and_the_numbers(db, shop, s3, c
 
 
 def test_a_tampered_file_total_fails(db, shop, s3, connections):
-    run_shop(db, shop)
-    totals = {**written_totals(s3, connections.bucket), "orders": 4}
+    run_shop(shop)
+    totals = replace(written_totals(s3, connections.bucket), orders=4)
     result = reconcile_shop(db, shop, DAY, CATALOG_VARIANTS, totals)
     assert result.differences == [
         'Shop shop_r on 2026-11-21: orders differ: files 4, "VariantDailyStatistics" 3, events 3'
@@ -102,10 +104,10 @@ def test_a_tampered_file_total_fails(db, shop, s3, connections):
 
 
 def test_a_missing_batch_fails_naming_the_shop_and_the_numbers(db, shop, s3, connections):
-    batches = plan(db, shop, batch_variants=4)
+    batches = plan(shop, batch_variants=4)
     assert len(batches) == 3  # products 1+2, 3, 4
     for batch in batches[:-1]:  # the last batch (product 4) never ran
-        run_batch(db, batch)
+        run_batch(batch)
     totals = written_totals(s3, connections.bucket)
     result = reconcile_shop(db, shop, DAY, CATALOG_VARIANTS, totals)
     assert not result.ok
@@ -121,4 +123,10 @@ def test_file_totals_of_several_batches_add_up_exactly():
         {"variants": 2, "impressions": 3, "addToCarts": 1, "orders": 1, "revenue": "0.10"},
         {"variants": 1, "impressions": 0, "addToCarts": 0, "orders": 2, "revenue": "0.20"},
     ]
-    assert add_totals(parts) == {"variants": 3, "impressions": 3, "addToCarts": 1, "orders": 3, "revenue": "0.30"}
+    assert sum_totals(map(Totals.from_document, parts)).document() == {
+        "variants": 3,
+        "impressions": 3,
+        "addToCarts": 1,
+        "orders": 3,
+        "revenue": "0.30",
+    }

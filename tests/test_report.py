@@ -3,35 +3,37 @@
 import json
 from datetime import date
 
-from include.statistics_export.report import report_key, summarize_run
+from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopPlan, ShopRef
+from include.statistics_export.keys import report_key
+from include.statistics_export.report import summarize_run
 
-SHOPS = [
-    {"shop_id": "a", "shop_domain": "a.example"},
-    {"shop_id": "b", "shop_domain": "b.example"},
-    {"shop_id": "c", "shop_domain": "c.example"},
-]
+SHOPS = [ShopRef("a", "a.example"), ShopRef("b", "b.example"), ShopRef("c", "c.example")]
 
 
 def result(shop_id, batch, variants):
-    return {
-        "shop_id": shop_id,
-        "batch": batch,
-        "products": 1,
-        "variants": variants,
-        "files": 2 * variants,
-        "images_backed_up": 1,
-        "images_failed": 0,
-        "missing_products": [],
-        "seconds": 1.5,
-    }
+    return BatchResult(
+        shop_id=shop_id,
+        shop_domain=f"{shop_id}.example",
+        batch=batch,
+        products=1,
+        variants=variants,
+        files=2 * variants,
+        images_backed_up=1,
+        images_failed=0,
+        seconds=1.5,
+    )
 
 
 def batch(shop_id, index, count):
-    return {"shop_id": shop_id, "shop_domain": f"{shop_id}.example", "index": index, "count": count}
+    return BatchPlan(shop_id, f"{shop_id}.example", "2026-11-21", index, count, [])
+
+
+def shop_plan(shop_id, mode="pages"):
+    return ShopPlan(shop_id, f"{shop_id}.example", mode, None, 0, [])
 
 
 def test_a_shop_that_did_not_plan_and_a_batch_that_did_not_finish_fail_the_run():
-    plans = [{"shop_id": "a", "batches": []}, {"shop_id": "b", "batches": []}]
+    plans = [shop_plan("a"), shop_plan("b")]
     batches = [batch("a", 1, 2), batch("a", 2, 2), batch("b", 1, 1)]
     reasons = {"c": "start_catalog_read: Shop c.example: Shopify rejected the access token (HTTP 401)"}
     report = summarize_run("2026-11-21", SHOPS, plans, batches, [result("a", 1, 3), result("b", 1, 4)], [], reasons)
@@ -48,7 +50,7 @@ def test_a_shop_that_did_not_plan_and_a_batch_that_did_not_finish_fail_the_run()
 
 
 def test_a_complete_run_is_not_failed():
-    plans = [{"shop_id": s["shop_id"], "batches": []} for s in SHOPS]
+    plans = [shop_plan(s.shop_id) for s in SHOPS]
     batches = [batch("a", 1, 1)]
     report = summarize_run("2026-11-21", SHOPS, plans, batches, [result("a", 1, 2)])
     assert not report.failed
@@ -57,7 +59,7 @@ def test_a_complete_run_is_not_failed():
 
 
 def test_a_reconciliation_difference_fails_its_shop_and_rejected_events_are_counted():
-    plans = [{"shop_id": "a", "batches": [], "mode": "bulk"}, {"shop_id": "b", "batches": [], "mode": "pages"}]
+    plans = [shop_plan("a", "bulk"), shop_plan("b", "pages")]
     reconciliations = [
         {"shopId": "a", "ok": True, "differences": [], "rejectedEvents": {"malformed_variant_id": 2, "future": 1}},
         {"shopId": "b", "ok": False, "differences": ["Shop b on 2026-11-21: orders differ: files 3, rows 2"]},

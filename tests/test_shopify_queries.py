@@ -9,7 +9,34 @@ from conftest import real_schema_path
 from export_hooks import shopify_queries as q
 from shopify_sandbox.cost import requested_cost
 
-DOCUMENTS = q.example_variables()
+
+def example_variables() -> dict[str, dict]:
+    """Return each document with the largest variables the hook sends it, for validation and cost tests."""
+    gid = "gid://shopify/Product/1"
+    return {
+        q.SHOP_QUERY: {},
+        q.PRODUCT_SUMMARIES_QUERY: {"first": q.PRODUCT_SUMMARIES_PAGE, "after": None},
+        q.PRODUCTS_BY_ID_QUERY: {
+            "ids": [f"gid://shopify/Product/{n}" for n in range(1, q.PRODUCTS_PER_QUERY + 1)],
+            "mediaFirst": q.PRODUCT_MEDIA_FIRST,
+            "variantsFirst": q.VARIANTS_FIRST,
+            "variantMediaFirst": q.VARIANT_MEDIA_FIRST,
+        },
+        q.PRODUCT_VARIANTS_PAGE_QUERY: {
+            "id": gid,
+            "first": q.VARIANT_PAGE,
+            "after": "cursor",
+            "variantMediaFirst": q.VARIANT_MEDIA_FIRST,
+        },
+        q.PRODUCT_MEDIA_PAGE_QUERY: {"id": gid, "first": q.MEDIA_PAGE, "after": "cursor"},
+        q.VARIANT_MEDIA_PAGE_QUERY: {"id": "gid://shopify/ProductVariant/1", "first": q.MEDIA_PAGE, "after": "c"},
+        q.PRODUCTS_COUNT_QUERY: {},
+        q.BULK_RUN_MUTATION: {"query": q.CATALOG_BULK_QUERY},
+        q.BULK_OPERATION_QUERY: {"id": "gid://shopify/BulkOperation/1"},
+    }
+
+
+DOCUMENTS = example_variables()
 
 
 @pytest.fixture(scope="module", params=["2026-07", "2026-01"])

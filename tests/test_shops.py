@@ -11,9 +11,9 @@ import pytest
 from helpers import DAY, add_event, bucket_objects, plan, product, register_shop, run_batch, run_shop
 from local_stack.demo_world import insert_shop
 from shopify_sandbox.world import SandboxShop
-from include.statistics_export.formats import export_key
-from include.statistics_export.images import image_key
-from include.statistics_export.shops import ShopConfigurationError, active_shops, shop_credentials
+from include.statistics_export.errors import ShopConfigurationError
+from include.statistics_export.keys import export_key, image_key
+from include.statistics_export.shops import active_shops, shop_credentials
 
 
 def add_shop(db, shop_id, domain, active=True):
@@ -90,7 +90,7 @@ def test_domains_with_upper_case_scheme_or_trailing_slash_are_normalized(db, con
         cur.execute('UPDATE "Session" SET shop = %s WHERE "shopId" = %s', ("Shop-Upper.MyShopify.com/", "shop_upper"))
     db.commit()
     assert [s.shop_domain for s in active_shops(db)] == ["www.upper-example.com"]
-    run_shop(db, "shop_upper")
+    run_shop("shop_upper")
     document = json.loads(bucket_objects(s3, connections.bucket)["statistic-exports/shop_upper/1/1001/20261121.json"])
     assert document["shopDomain"] == "www.upper-example.com"
 
@@ -100,7 +100,7 @@ def test_a_deactivated_shop_with_events_is_neither_exported_nor_counted(db, conn
     register_shop(db, sandbox, "shop_off", [product(2)], active=False)
     add_event(db, "shop_off", "2001", "PURCHASE", NOON, Decimal("9.00"))
     for shop in active_shops(db):
-        run_shop(db, shop.shop_id)
+        run_shop(shop.shop_id)
     keys = list(bucket_objects(s3, connections.bucket))
     assert "statistic-exports/shop_on/1/1001/20261121.csv" in keys
     assert [key for key in keys if "shop_off" in key] == []
@@ -118,7 +118,7 @@ def test_awkward_titles_and_skus_come_back_exactly(db, connections, sandbox, s3)
     item.variants[0].title = AWKWARD
     item.variants[0].sku = 'SKU,"1"\n2 ✨ א'
     register_shop(db, sandbox, "shop_text", [item])
-    run_shop(db, "shop_text")
+    run_shop("shop_text")
     objects = bucket_objects(s3, connections.bucket)
     document = json.loads(objects["statistic-exports/shop_text/1/1001/20261121.json"].decode("utf-8"))
     assert document["product"]["title"] == AWKWARD
@@ -131,9 +131,9 @@ def test_a_product_with_2048_variants_is_exported_whole(db, connections, sandbox
     # An Enterprise shop (2,000 points/s): the 2,048 variants' pages cost ~19,000 points, 3 minutes at Standard's 100.
     register_shop(db, sandbox, "shop_big", [product(7, variants=2048, images=1)], restore_rate=2000.0)
     add_event(db, "shop_big", "9048", "IMPRESSION", NOON)  # the last variant: 7 * 1000 + 2048
-    batches = plan(db, "shop_big", batch_variants=500)
+    batches = plan("shop_big", batch_variants=500)
     assert [b.product_ids for b in batches] == [["7"]]  # a product is never split
-    result = run_batch(db, batches[0])
+    result = run_batch(batches[0])
     assert (result.variants, result.files) == (2048, 4096)
     keys = bucket_objects(s3, connections.bucket)
     assert len([k for k in keys if k.endswith(".csv")]) == len([k for k in keys if k.endswith(".json")]) == 2048
@@ -160,8 +160,8 @@ def test_a_shop_with_a_hostile_id_fails_by_name_and_writes_nothing(db, connectio
     with db.cursor() as cur:
         insert_shop(cur, shop_id, "hostile.example", shop.domain, shop.access_token)
     db.commit()
-    batches = plan(db, shop_id)
+    batches = plan(shop_id)
     with pytest.raises(ValueError) as failure:
-        run_batch(db, batches[0])
+        run_batch(batches[0])
     assert f"shop id {shop_id!r} cannot be used in an object key" in str(failure.value)
     assert bucket_objects(s3, connections.bucket) == {}

@@ -64,6 +64,7 @@ class ShopStats:
     cost_charged: int = 0
     max_requested_cost: int = 0
     bulk_operations: int = 0
+    cdn_requests: int = 0
     queries: list[str] = field(default_factory=list)
 
     def snapshot(self) -> dict[str, Any]:
@@ -74,6 +75,7 @@ class ShopStats:
             "cost_charged": self.cost_charged,
             "max_requested_cost": self.max_requested_cost,
             "bulk_operations": self.bulk_operations,
+            "cdn_requests": self.cdn_requests,
             "queries": list(self.queries),
         }
 

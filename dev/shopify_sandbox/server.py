@@ -334,7 +334,8 @@ class ShopifySandbox(FaultControls):
     # -- stats --------------------------------------------------------------------------
 
     def stats(self, domain: str) -> dict[str, Any]:
-        """Return requests, throttled, cost_charged, max_requested_cost, bulk_operations and the queries received."""
+        """Return requests, throttled, cost_charged, max_requested_cost, bulk_operations, cdn_requests (image
+        downloads) and the queries received."""
         state = self._require(domain)
         with state.lock:
             return state.stats.snapshot()
@@ -354,6 +355,8 @@ class ShopifySandbox(FaultControls):
         state = self._state(unquote(match["shop"]))
         if state is None:
             return None
+        with state.lock:
+            state.stats.cdn_requests += 1
         media_id = int(match["media"])
         hit = self._catalog.lookup(state.shop).media(media_id)
         if hit is None:

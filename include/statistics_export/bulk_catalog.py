@@ -15,25 +15,15 @@ from collections.abc import Iterable, Iterator
 from contextlib import closing
 from typing import Any
 
+from include.statistics_export.errors import BadInputError
+from include.statistics_export.ids import gid_number, gid_type
+
 _SCHEMA = """
 CREATE TABLE line (id TEXT NOT NULL, parent TEXT NOT NULL, kind TEXT NOT NULL, num INTEGER NOT NULL, body TEXT NOT NULL,
                    PRIMARY KEY (id, parent));
 CREATE INDEX line_parent ON line (parent);
 CREATE INDEX line_kind_num ON line (kind, num);
 """
-
-
-def _kind(gid: str) -> str:
-    """Return the resource type of a GID (``gid://shopify/ProductVariant/1`` -> ``ProductVariant``)."""
-    parts = gid.split("/")
-    if len(parts) < 5 or parts[:3] != ["gid:", "", "shopify"]:
-        raise ValueError(f"Bulk result line with an unexpected id {gid!r}")
-    return parts[3]
-
-
-def _numeric(gid: str) -> int:
-    tail = gid.rsplit("/", 1)[-1].split("?", 1)[0]
-    return int(tail) if tail.isdigit() else 0
 
 
 def assemble_products(lines: Iterable[dict[str, Any]], *, batch_rows: int = 5000) -> Iterator[dict[str, Any]]:
@@ -51,8 +41,12 @@ def _load(db: sqlite3.Connection, lines: Iterable[dict[str, Any]], batch_rows: i
     for line in lines:
         gid = line.get("id")
         if not gid:
-            raise ValueError(f"Bulk result line without an id: {json.dumps(line)[:200]}")
-        pending.append((gid, line.get("__parentId") or "", _kind(gid), _numeric(gid), json.dumps(line)))
+            raise BadInputError(f"Bulk result line without an id: {json.dumps(line)[:200]}")
+        try:
+            kind, number = gid_type(gid), gid_number(gid)
+        except (TypeError, ValueError):
+            raise BadInputError(f"Bulk result line with an unexpected id {gid!r}: {json.dumps(line)[:200]}") from None
+        pending.append((gid, line.get("__parentId") or "", kind, number, json.dumps(line)))
         if len(pending) >= batch_rows:
             db.executemany("INSERT OR REPLACE INTO line VALUES (?, ?, ?, ?, ?)", pending)
             pending.clear()
@@ -60,9 +54,10 @@ def _load(db: sqlite3.Connection, lines: Iterable[dict[str, Any]], batch_rows: i
     db.commit()
 
 
-def _children(db: sqlite3.Connection, parent: str) -> tuple[list[dict], list[dict]]:
+def _children(db: sqlite3.Connection, parent: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Return a parent's variants and media, each in ascending id (the JSONL order means nothing)."""
-    variants, media = [], []
+    variants: list[dict[str, Any]] = []
+    media: list[dict[str, Any]] = []
     for kind, body in db.execute("SELECT kind, body FROM line WHERE parent = ? ORDER BY num", (parent,)):
         node = json.loads(body)
         node.pop("__parentId", None)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, TypeVar
 
-from include.statistics_export.ids import media_numeric_id, numeric_id
+from include.statistics_export.ids import gid_number, numeric_id
+from include.statistics_export.utc import naive_utc, parse_shopify_datetime
 
 T = TypeVar("T")
 
@@ -59,11 +60,6 @@ class ProductSummary:
     variants: int
 
 
-def parse_datetime(value: str) -> datetime:
-    """Parse Shopify's ISO-8601 DateTime into an aware UTC datetime."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
-
-
 def image_refs(media_nodes: Iterable[dict[str, Any]]) -> list[ImageRef]:
     """Keep the MediaImages that have an image URL, in ascending media id (videos, 3D models and
     images still processing are skipped)."""
@@ -74,7 +70,7 @@ def image_refs(media_nodes: Iterable[dict[str, Any]]) -> list[ImageRef]:
             refs.append(ImageRef(media_gid=node["id"], url=image["url"]))
     # A bulk result does not keep Shopify's media order; one order for both reading paths keeps the
     # files of a shop identical whichever path read its catalog.
-    return sorted(refs, key=lambda ref: int(media_numeric_id(ref.media_gid)))
+    return sorted(refs, key=lambda ref: gid_number(ref.media_gid))
 
 
 def parse_product(raw: dict[str, Any]) -> Product:
@@ -85,7 +81,7 @@ def parse_product(raw: dict[str, Any]) -> Product:
         title=raw.get("title") or "",
         handle=raw.get("handle") or "",
         status=raw.get("status") or "",
-        created_at=parse_datetime(raw["createdAt"]) if raw.get("createdAt") else None,
+        created_at=created_at(raw),
         images=image_refs(raw.get("media", ())),
         variants=[
             Variant(
@@ -105,17 +101,19 @@ def parse_summary(raw: dict[str, Any]) -> ProductSummary:
     """Build a ProductSummary from one node of the product listing."""
     return ProductSummary(
         product_id=numeric_id(raw.get("legacyResourceId") or raw["id"], "Product"),
-        created_at=parse_datetime(raw["createdAt"]),
+        created_at=parse_shopify_datetime(raw["createdAt"]),
         variants=int((raw.get("variantsCount") or {}).get("count") or 1),
     )
 
 
-def existed_on(created_at: datetime | None, day_end: datetime) -> bool:
-    """Tell whether a product created at ``created_at`` existed before the end of the exported day."""
-    if created_at is None:
-        return True
-    naive_utc = created_at.astimezone(timezone.utc).replace(tzinfo=None)
-    return naive_utc < day_end
+def created_at(raw: dict[str, Any]) -> datetime | None:
+    """Return when a raw product (the hook's dict or a bulk line) was created, if Shopify said."""
+    return parse_shopify_datetime(raw["createdAt"]) if raw.get("createdAt") else None
+
+
+def existed_on(created: datetime | None, day_end: datetime) -> bool:
+    """Tell whether a product created at ``created`` existed before the end of the exported day (naive UTC)."""
+    return created is None or naive_utc(created) < day_end
 
 
 def batched_by_variants(items: Iterable[T], variants_of: Callable[[T], int], batch_variants: int) -> Iterator[list[T]]:

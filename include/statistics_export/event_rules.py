@@ -14,7 +14,7 @@ checked in this order; the first failing check is its one rejection reason:
    ``gid://shopify/Product/123``, padding whitespace, a query suffix).
 5. ``negative_revenue``: a PURCHASE with revenue below 0 (a refund is not a purchase).
 6. ``revenue_above_cap``: a PURCHASE with revenue above STATISTICS_EXPORT_MAX_EVENT_REVENUE
-   (default 1000000.00), almost surely a unit or parsing error.
+   (a setting, default 1000000.00), almost surely a unit or parsing error.
 
 Everything else counts: a PURCHASE with null revenue is an order worth 0.00, revenue on other
 event types is ignored. Rejected events are never silently dropped: ``rejected_events`` counts them
@@ -23,15 +23,14 @@ by reason for the run report.
 
 from __future__ import annotations
 
-import os
-from datetime import date, datetime, timezone
-from decimal import Decimal, InvalidOperation
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
-from include.statistics_export.days import day_bounds
+from include.statistics_export.settings import Settings
+from include.statistics_export.utc import day_bounds, naive_utc
 
-MAX_EVENT_REVENUE_ENV = "STATISTICS_EXPORT_MAX_EVENT_REVENUE"
-DEFAULT_MAX_EVENT_REVENUE = Decimal("1000000.00")
+DEFAULT_MAX_EVENT_REVENUE = Settings().max_event_revenue
 EVENT_TYPES = ("IMPRESSION", "ADD_TO_CART", "PURCHASE")
 REJECTION_REASONS = (
     "future_timestamp",
@@ -86,43 +85,27 @@ AND (e."eventType" IN ('IMPRESSION', 'ADD_TO_CART') OR ({COUNTED_PURCHASE}))
 """
 
 
-def max_event_revenue() -> Decimal:
-    """Return the revenue cap of one purchase event from the environment (default 1000000.00)."""
-    raw = os.environ.get(MAX_EVENT_REVENUE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_MAX_EVENT_REVENUE
-    try:
-        cap = Decimal(raw)
-    except InvalidOperation:
-        raise ValueError(f"{MAX_EVENT_REVENUE_ENV} must be a decimal amount, got {raw!r}") from None
-    if not cap.is_finite() or cap < 0:
-        raise ValueError(f"{MAX_EVENT_REVENUE_ENV} must be a non-negative amount, got {raw!r}")
-    return cap
-
-
-def naive_utc(value: datetime | None) -> datetime | None:
-    """Return a datetime as the naive UTC the app's TIMESTAMP(3) columns hold."""
-    if value is None or value.tzinfo is None:
-        return value
-    return value.astimezone(timezone.utc).replace(tzinfo=None)
-
-
 def rule_parameters(
-    shop_id: str, day: date, *, max_revenue: Decimal | None = None, as_of: datetime | None = None
+    shop_id: str, day: date, *, max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE, as_of: datetime | None = None
 ) -> dict[str, Any]:
-    """Return the named parameters of the shop-and-day fragments above."""
+    """Return the named parameters of the shop-and-day fragments above (``as_of`` None: the query's now)."""
     start, end = day_bounds(day)
     return {
         "shop_id": shop_id,
         "start": start,
         "end": end,
-        "max_revenue": max_event_revenue() if max_revenue is None else max_revenue,
-        "as_of": naive_utc(as_of),
+        "max_revenue": max_revenue,
+        "as_of": naive_utc(as_of) if as_of is not None else None,
     }
 
 
 def rejected_events(
-    conn: Any, shop_id: str, day: date, *, max_revenue: Decimal | None = None, as_of: datetime | None = None
+    conn: Any,
+    shop_id: str,
+    day: date,
+    *,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    as_of: datetime | None = None,
 ) -> dict[str, int]:
     """Return how many of the shop's events of ``day`` were rejected, by reason (only reasons seen)."""
     with conn.cursor() as cur:

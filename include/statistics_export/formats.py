@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
+from datetime import date
+from typing import Any, NamedTuple
 
 from include.statistics_export.catalog import Product, Variant
-from include.statistics_export.ids import safe_key_part
 from include.statistics_export.images import ImageBackup
 from include.statistics_export.metrics import VariantMetrics
+from include.statistics_export.utc import iso_ms
 
 CSV_HEADER = (
     "date,shopId,productId,variantId,shopifyProductId,shopifyVariantId,impressions,addToCarts,"
@@ -34,12 +35,32 @@ class VariantExport:
     currency: str | None = None
 
 
-def export_key(shop_id: str, product_id: str, variant_id: str, day: date, extension: str) -> str:
-    """Return ``statistic-exports/{shopId}/{productId}/{variantId}/{YYYYMMDD}.{csv|json}``."""
-    return (
-        f"statistic-exports/{safe_key_part(shop_id, 'shop id')}/{safe_key_part(product_id, 'product id')}/"
-        f"{safe_key_part(variant_id, 'variant id')}/{day:%Y%m%d}.{extension}"
-    )
+@dataclass(frozen=True)
+class RenderedFiles:
+    """One variant's two files, rendered once, with the hash that tells whether they changed."""
+
+    csv: bytes
+    json: bytes
+
+    @property
+    def content_hash(self) -> str:
+        """Return the sha256 of both files, recorded with the export to skip identical rewrites."""
+        return hashlib.sha256(self.csv + b"\0" + self.json).hexdigest()
+
+
+class WrittenFiles(NamedTuple):
+    """Where one variant's two files were written, and the hash of what was written."""
+
+    csv_key: str
+    json_key: str
+    csv_url: str
+    json_url: str
+    content_hash: str
+
+
+def render_files(export: VariantExport) -> RenderedFiles:
+    """Render a variant's CSV and JSON files."""
+    return RenderedFiles(render_csv(export), render_json(export))
 
 
 def render_csv(record: VariantExport) -> bytes:
@@ -92,7 +113,7 @@ def images_document(images: tuple[ImageBackup, ...]) -> list[dict[str, Any]]:
             "shopifyUrl": image.shopify_url,
             "r2Url": image.r2_url,
             "r2Key": image.r2_key,
-            "backedUpAt": _iso(image.backed_up_at),
+            "backedUpAt": iso_ms(image.backed_up_at),
         }
         for image in images
     ]
@@ -123,9 +144,3 @@ def render_json(record: VariantExport) -> bytes:
         },
     }
     return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -13,30 +13,27 @@ file is refused from its Content-Length, or at the cap when it has none, never r
 from __future__ import annotations
 
 import logging
-import mimetypes
-import os
-import posixpath
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlparse
 
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from include.statistics_export import settings
 from include.statistics_export.catalog import ImageRef, Product
-from include.statistics_export.ids import media_numeric_id, safe_key_part
+from include.statistics_export.errors import ExportError
+from include.statistics_export.keys import image_key
+from include.statistics_export.utc import as_utc, now_ms
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
-DEFAULT_IMAGE_TIMEOUT_SECONDS = 30.0
-MAX_BYTES_ENV = "STATISTICS_EXPORT_IMAGE_MAX_BYTES"
-TIMEOUT_ENV = "STATISTICS_EXPORT_IMAGE_TIMEOUT"
 DOWNLOAD_ATTEMPTS = 3
+_DEFAULTS = settings.Settings()
+ImageFetch = Callable[[str], tuple[bytes, str]]
 
 # The leading bytes of the formats a product image can be in (ISO BMFF "ftyp" at offset 4: AVIF, HEIC).
 _IMAGE_SIGNATURES = (
@@ -53,24 +50,12 @@ _IMAGE_SIGNATURES = (
 )
 
 
-class ImageDownloadError(Exception):
+class ImageDownloadError(ExportError):
     """An image could not be fetched; the export goes on and the next run tries again."""
 
 
 class _TransientDownloadError(ImageDownloadError):
     pass
-
-
-def image_limits(max_bytes: int | None = None, timeout: float | None = None) -> tuple[int, float]:
-    """Return the size cap and the per-attempt timeout: the arguments, else the environment, else the defaults."""
-    try:
-        max_bytes = int(max_bytes or os.environ.get(MAX_BYTES_ENV) or DEFAULT_MAX_IMAGE_BYTES)
-        timeout = float(timeout or os.environ.get(TIMEOUT_ENV) or DEFAULT_IMAGE_TIMEOUT_SECONDS)
-    except ValueError:
-        raise ValueError(f"{MAX_BYTES_ENV} must be an integer and {TIMEOUT_ENV} a number of seconds") from None
-    if max_bytes < 1 or timeout <= 0:
-        raise ValueError(f"{MAX_BYTES_ENV} and {TIMEOUT_ENV} must be positive, got {max_bytes} and {timeout}")
-    return max_bytes, timeout
 
 
 def is_image(body: bytes, content_type: str) -> bool:
@@ -105,23 +90,6 @@ class ImageOwner:
     variant_id: str | None
 
 
-def image_extension(url: str, content_type: str | None = None) -> str:
-    """Return the file extension of an image URL's path (``jpeg`` becomes ``jpg``)."""
-    ext = posixpath.splitext(urlparse(url).path)[1].lstrip(".").lower()
-    if not ext and content_type:
-        ext = (mimetypes.guess_extension(content_type.split(";")[0].strip()) or "").lstrip(".")
-    ext = {"jpeg": "jpg", "jpe": "jpg"}.get(ext, ext)
-    return ext if ext.isalnum() and ext else "bin"
-
-
-def image_key(shop_id: str, product_id: str, media_gid: str, url: str) -> str:
-    """Return ``{shopId}/products/{productId}/media/{mediaId}.{ext}`` for an image."""
-    return (
-        f"{safe_key_part(shop_id, 'shop id')}/products/{safe_key_part(product_id, 'product id')}"
-        f"/media/{media_numeric_id(media_gid)}.{image_extension(url)}"
-    )
-
-
 def image_owners(products: Iterable[Product]) -> dict[str, ImageOwner]:
     """Map every image the batch exports to its owner: the first variant using it as its own
     media, else the product."""
@@ -150,20 +118,25 @@ def existing_backups(conn: Any, shop_id: str, media_gids: Iterable[str]) -> dict
     with conn.cursor() as cur:
         cur.execute(_EXISTING, {"shop_id": shop_id, "media_ids": ids})
         return {
-            row[0]: ImageBackup(row[0], row[1], r2_key=row[2], r2_url=row[3], backed_up_at=_utc(row[4]))
+            row[0]: ImageBackup(
+                row[0], row[1], r2_key=row[2], r2_url=row[3], backed_up_at=as_utc(row[4]) if row[4] else None
+            )
             for row in cur.fetchall()
         }
 
 
 def download_image(
-    session: requests.Session, url: str, max_bytes: int | None = None, timeout: float | None = None
+    session: requests.Session,
+    url: str,
+    *,
+    max_bytes: int = _DEFAULTS.image_max_bytes,
+    timeout: float = _DEFAULTS.image_timeout,
 ) -> tuple[bytes, str]:
     """Fetch an image (retrying 5xx, 429, connection errors and timeouts) and return its bytes and content type.
 
-    ``max_bytes`` (default: env STATISTICS_EXPORT_IMAGE_MAX_BYTES, else 20 MB) caps the body;
-    ``timeout`` (default: env STATISTICS_EXPORT_IMAGE_TIMEOUT, else 30 s) bounds each attempt as a whole.
+    ``max_bytes`` caps the body; ``timeout`` bounds each attempt as a whole (settings IMAGE_MAX_BYTES and
+    IMAGE_TIMEOUT).
     """
-    max_bytes, timeout = image_limits(max_bytes, timeout)
     retrying = Retrying(
         retry=retry_if_exception_type((_TransientDownloadError, requests.ConnectionError, requests.Timeout)),
         stop=stop_after_attempt(DOWNLOAD_ATTEMPTS),
@@ -193,12 +166,14 @@ def _download_once(session: requests.Session, url: str, max_bytes: int, timeout:
             raise ImageDownloadError(f"the CDN answered {content_type.split(';')[0]}, not an image, for {url}")
         declared = response.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > max_bytes:
-            raise ImageDownloadError(f"{url} is {declared} bytes, over the {max_bytes}-byte cap ({MAX_BYTES_ENV})")
+            raise ImageDownloadError(
+                f"{url} is {declared} bytes, over the {max_bytes}-byte cap ({settings.IMAGE_MAX_BYTES.env})"
+            )
         chunks, size = [], 0
         for chunk in response.iter_content(64 * 1024):
             size += len(chunk)
             if size > max_bytes:
-                raise ImageDownloadError(f"{url} is over the {max_bytes}-byte cap ({MAX_BYTES_ENV})")
+                raise ImageDownloadError(f"{url} is over the {max_bytes}-byte cap ({settings.IMAGE_MAX_BYTES.env})")
             if time.monotonic() > deadline:
                 raise requests.Timeout(f"the body of {url} took over {timeout:g} s")
             chunks.append(chunk)
@@ -212,7 +187,7 @@ def backup_images(
     shop_id: str,
     owners: dict[str, ImageOwner],
     already: dict[str, ImageBackup],
-    fetch: Callable[[str], tuple[bytes, str]],
+    fetch: ImageFetch,
     put: Callable[[str, bytes, str], None],
     object_url: Callable[[str], str],
     pool: ThreadPoolExecutor,
@@ -232,7 +207,7 @@ def backup_images(
         data, content_type = fetch(owner.image.url)
         key = image_key(shop_id, owner.product_id, owner.image.media_gid, owner.image.url)
         put(key, data, content_type)
-        return ImageBackup(owner.image.media_gid, owner.image.url, key, object_url(key), _now_ms())
+        return ImageBackup(owner.image.media_gid, owner.image.url, key, object_url(key), now_ms())
 
     new, failures = [], []
     for owner, future in [(owner, pool.submit(copy, owner)) for owner in todo]:
@@ -245,15 +220,3 @@ def backup_images(
             new.append((owner, backup))
         backups[owner.image.media_gid] = backup
     return backups, new, failures
-
-
-def _now_ms() -> datetime:
-    # TIMESTAMP(3) keeps milliseconds: a rerun reading the row back must render the same instant.
-    now = datetime.now(timezone.utc)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value

@@ -8,7 +8,14 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from include.statistics_export.event_rules import AS_OF, COUNTED_PURCHASE, NUMERIC_VARIANT_ID, rule_parameters
+from include.statistics_export.event_rules import (
+    AS_OF,
+    COUNTED_PURCHASE,
+    DEFAULT_MAX_EVENT_REVENUE,
+    NUMERIC_VARIANT_ID,
+    rule_parameters,
+)
+from include.statistics_export.ids import variant_keys
 
 CENTS = Decimal("0.01")
 CTR_PLACES = Decimal("0.0001")
@@ -73,22 +80,13 @@ GROUP BY 1
 """
 
 
-def variant_keys(variant_ids: Iterable[str]) -> list[str]:
-    """Return both spellings under which events may name each variant."""
-    keys = []
-    for variant_id in variant_ids:
-        keys.append(variant_id)
-        keys.append(f"gid://shopify/ProductVariant/{variant_id}")
-    return keys
-
-
 def variant_metrics(
     conn: Any,
     shop_id: str,
     variant_ids: Iterable[str],
     day: date,
     *,
-    max_revenue: Decimal | None = None,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
     as_of: datetime | None = None,
 ) -> dict[str, VariantMetrics]:
     """Return the day's metrics of each variant that had counted events (see event_rules)."""

@@ -1,6 +1,6 @@
 """After a day's export, check one shop's numbers four ways: files, rows, events, catalog.
 
-- files: the totals summed from the CSV rows the batches wrote or confirmed unchanged (``file_totals``);
+- files: the totals summed from the CSV rows the batches wrote or confirmed unchanged (``totals.csv_totals``);
 - rows: the shop's "VariantDailyStatistics" rows of the day (one query);
 - events: a whole-shop aggregation of the day's counted events (one query, the rules of
   event_rules, independent of the per-batch query), limited to variants that have a row;
@@ -14,9 +14,6 @@ fails: its variants are missing from the files, the rows and the catalog compari
 
 from __future__ import annotations
 
-import csv
-import io
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -25,71 +22,15 @@ from typing import Any
 from include.statistics_export.event_rules import (
     COUNTED_EVENT,
     COUNTED_PURCHASE,
+    DEFAULT_MAX_EVENT_REVENUE,
     NUMERIC_VARIANT_ID,
     SHOP_DAY_EVENTS,
     rejected_events,
     rule_parameters,
 )
+from include.statistics_export.totals import METRICS, Totals
 
-METRICS = ("impressions", "addToCarts", "orders", "revenue")
 UNKNOWN_VARIANT_SAMPLE = 20
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Summed metrics of a set of variants; revenue is exact (Decimal)."""
-
-    variants: int = 0
-    impressions: int = 0
-    addToCarts: int = 0  # noqa: N815 - the files' own field names
-    orders: int = 0
-    revenue: Decimal = Decimal("0.00")
-
-    @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> Totals:
-        """Build totals from a ``file_totals`` dict (revenue as a decimal string)."""
-        return cls(
-            variants=int(document.get("variants", 0)),
-            impressions=int(document.get("impressions", 0)),
-            addToCarts=int(document.get("addToCarts", 0)),
-            orders=int(document.get("orders", 0)),
-            revenue=Decimal(str(document.get("revenue", "0"))),
-        )
-
-    def document(self) -> dict[str, Any]:
-        """Return the totals as JSON-ready values (revenue as a string with 2 decimals)."""
-        return {
-            "variants": self.variants,
-            "impressions": self.impressions,
-            "addToCarts": self.addToCarts,
-            "orders": self.orders,
-            "revenue": f"{self.revenue:.2f}",
-        }
-
-
-def add_totals(documents: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Sum several ``file_totals`` dicts (one per batch) into one."""
-    total = Totals()
-    for document in documents:
-        part = Totals.from_document(document)
-        total = Totals(
-            *(getattr(total, name) + getattr(part, name) for name in ("variants", *METRICS)),
-        )
-    return total.document()
-
-
-def csv_totals(csv_files: Iterable[bytes]) -> dict[str, Any]:
-    """Return the ``file_totals`` of export CSV files (one variant row each, header included)."""
-    variants = impressions = add_to_carts = orders = 0
-    revenue = Decimal("0")
-    for content in csv_files:
-        for row in csv.DictReader(io.StringIO(content.decode("utf-8"))):
-            variants += 1
-            impressions += int(row["impressions"])
-            add_to_carts += int(row["addToCarts"])
-            orders += int(row["orders"])
-            revenue += Decimal(row["revenue"])
-    return Totals(variants, impressions, add_to_carts, orders, revenue).document()
 
 
 _ROW_TOTALS = """
@@ -171,7 +112,12 @@ def row_totals(conn: Any, shop_id: str, day: date) -> Totals:
 
 
 def event_totals(
-    conn: Any, shop_id: str, day: date, *, max_revenue: Decimal | None = None, as_of: datetime | None = None
+    conn: Any,
+    shop_id: str,
+    day: date,
+    *,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    as_of: datetime | None = None,
 ) -> tuple[Totals, Totals, list[str]]:
     """Return the counted events' totals of variants with a row, of the others, and a few of the others' ids."""
     params = {**rule_parameters(shop_id, day, max_revenue=max_revenue, as_of=as_of), "day": day}
@@ -192,13 +138,12 @@ def reconcile_shop(
     shop_id: str,
     day: date,
     catalog_variants: int,
-    file_totals: Mapping[str, Any],
+    files: Totals,
     *,
-    max_revenue: Decimal | None = None,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
     as_of: datetime | None = None,
 ) -> ShopReconciliation:
     """Compare the shop's files, rows, counted events and catalog for ``day``; list every difference."""
-    files = Totals.from_document(file_totals)
     rows = row_totals(conn, shop_id, day)
     events, unknown, unknown_ids = event_totals(conn, shop_id, day, max_revenue=max_revenue, as_of=as_of)
     result = ShopReconciliation(

@@ -1,23 +1,39 @@
 """The day's report: what each shop exported, how its numbers reconcile, and which shops failed and why.
 
-It is logged, returned by the last task, and written to ``statistic-exports/_runs/{YYYYMMDD}.json``.
+It is logged, returned by the last task, and written to ``keys.report_key(day)``.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
-RUNS_PREFIX = "statistic-exports/_runs/"
+from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopPlan, ShopRef
+
 _SUMMED = ("products", "variants", "files", "files_unchanged", "images_backed_up", "images_failed", "seconds")
 
 
-def report_key(day: date) -> str:
-    """Return the key of a day's run report."""
-    return f"{RUNS_PREFIX}{day:%Y%m%d}.json"
+@dataclass(frozen=True)
+class Unfinished:
+    """Which listed shops never planned and which planned batches never finished, by their map index."""
+
+    shops: list[int]
+    batches: list[int]
+
+
+def unfinished(
+    shops: Sequence[ShopRef], plans: Sequence[ShopPlan], batches: Sequence[BatchPlan], results: Sequence[BatchResult]
+) -> Unfinished:
+    """Compare what was listed and planned with what was planned and exported."""
+    planned = {plan.shop_id for plan in plans}
+    done = {(r.shop_id, r.batch) for r in results}
+    return Unfinished(
+        shops=[n for n, shop in enumerate(shops) if shop.shop_id not in planned],
+        batches=[n for n, batch in enumerate(batches) if (batch.shop_id, batch.index) not in done],
+    )
 
 
 @dataclass
@@ -83,11 +99,11 @@ class RunReport:
 
 def summarize_run(
     day: str,
-    shops: list[dict],
-    plans: list[dict],
-    batches: list[dict],
-    results: list[dict],
-    reconciliations: list[dict] | None = None,
+    shops: Sequence[ShopRef],
+    plans: Sequence[ShopPlan],
+    batches: Sequence[BatchPlan],
+    results: Sequence[BatchResult],
+    reconciliations: Sequence[dict[str, Any]] = (),
     reasons: dict[str, str] | None = None,
 ) -> RunReport:
     """Compare what was listed, planned, exported and reconciled; whatever is missing or differs failed.
@@ -95,39 +111,39 @@ def summarize_run(
     ``reasons`` maps a shop id to why its task failed, when the failing task said.
     """
     reasons = reasons or {}
-    domains = {s["shop_id"]: s["shop_domain"] for s in shops}
     report = RunReport(date=day, shops=len(shops))
-    planned = {plan["shop_id"]: plan for plan in plans}
-    for shop_id, domain in domains.items():
-        if shop_id not in planned:
-            report.failed_shops[shop_id] = f"{domain}: {reasons.get(shop_id) or 'reading its catalog failed'}"
-    done = {(r["shop_id"], r["batch"]) for r in results}
-    for batch in batches:
-        if (batch["shop_id"], batch["index"]) not in done:
-            why = reasons.get(batch["shop_id"]) or "see its task log"
-            report.failed_shops.setdefault(
-                batch["shop_id"], f"{batch['shop_domain']}: batch {batch['index']}/{batch['count']} failed: {why}"
-            )
+    missing = unfinished(shops, plans, batches, results)
+    for n in missing.shops:
+        shop = shops[n]
+        report.failed_shops[shop.shop_id] = (
+            f"{shop.shop_domain}: {reasons.get(shop.shop_id) or 'reading its catalog failed'}"
+        )
+    for n in missing.batches:
+        batch = batches[n]
+        why = reasons.get(batch.shop_id) or "see its task log"
+        report.failed_shops.setdefault(
+            batch.shop_id, f"{batch.shop_domain}: batch {batch.index}/{batch.count} failed: {why}"
+        )
     per_shop: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(float))
     for r in results:
-        shop = per_shop[r["shop_id"]]
+        shop_figures = per_shop[r.shop_id]
         for name in _SUMMED:
-            shop[name] += r.get(name, 0)
-        shop["batches"] += 1
-        shop["missing_products"] += len(r["missing_products"])
-        report.products += r["products"]
-        report.variants += r["variants"]
-        report.files += r["files"]
-        report.files_unchanged += r.get("files_unchanged", 0)
-        report.images_backed_up += r["images_backed_up"]
-        report.images_failed += r["images_failed"]
-        report.missing_products += len(r["missing_products"])
-    for shop_id, plan in planned.items():
-        per_shop[shop_id]["catalog_read"] = plan.get("mode")
-        if plan.get("note"):
-            per_shop[shop_id]["catalog_note"] = plan["note"]
+            shop_figures[name] += getattr(r, name)
+        shop_figures["batches"] += 1
+        shop_figures["missing_products"] += len(r.missing_products)
+        report.products += r.products
+        report.variants += r.variants
+        report.files += r.files
+        report.files_unchanged += r.files_unchanged
+        report.images_backed_up += r.images_backed_up
+        report.images_failed += r.images_failed
+        report.missing_products += len(r.missing_products)
+    for plan in plans:
+        per_shop[plan.shop_id]["catalog_read"] = plan.mode
+        if plan.note:
+            per_shop[plan.shop_id]["catalog_note"] = plan.note
     report.per_shop = {shop_id: {k: _rounded(v) for k, v in values.items()} for shop_id, values in per_shop.items()}
-    for document in reconciliations or []:
+    for document in reconciliations:
         shop_id = document["shopId"]
         report.reconciliation[shop_id] = document
         report.rejected_events += sum(document.get("rejectedEvents", {}).values())

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import uuid
 from collections.abc import Sequence
-from datetime import date, datetime, timezone
+from datetime import date
 from typing import Any
 
 import psycopg
 
-from include.statistics_export.formats import VariantExport, images_document, metrics_document
+from include.statistics_export.formats import VariantExport, WrittenFiles, images_document, metrics_document
+from include.statistics_export.ids import row_id
 from include.statistics_export.images import ImageBackup, ImageOwner
-
-# Deterministic ids: a rerun finds the same row by its natural key and the id never changes.
-_NAMESPACE = uuid.UUID("6f1c3c52-7a43-4e0e-9a57-3f0e0c1b2a10")
-
-
-def row_id(*natural_key: object) -> str:
-    """Return a stable id for a row from its natural key."""
-    return str(uuid.uuid5(_NAMESPACE, "|".join(str(part) for part in natural_key)))
+from include.statistics_export.utc import naive_utc, now_ms
 
 
 _UPSERT_IMAGES = """
@@ -75,24 +68,17 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
 
 
-def _naive_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
-
-
 def write_rows(
     conn: Any,
     shop_id: str,
-    exports: Sequence[tuple[VariantExport, dict[str, str]]],
+    exports: Sequence[tuple[VariantExport, WrittenFiles]],
     new_images: Sequence[tuple[ImageOwner, ImageBackup]],
 ) -> None:
     """Upsert the batch's image backups, daily statistics and export records in one transaction.
 
-    ``exports`` pairs each variant's export with its file keys, URLs and hash (``csvKey``, ``jsonKey``,
-    ``csvUrl``, ``jsonUrl``, ``contentHash``). Call it only once the files are in R2.
+    ``exports`` pairs each variant's export with the files written for it. Call it only once they are in R2.
     """
-    exported_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    exported_at = naive_utc(now_ms())
     images = [
         (
             row_id(shop_id, backup.media_gid),
@@ -103,7 +89,7 @@ def write_rows(
             backup.shopify_url,
             backup.r2_url,
             backup.r2_key,
-            _naive_utc(backup.backed_up_at),
+            naive_utc(backup.backed_up_at) if backup.backed_up_at else None,
         )
         for owner, backup in new_images
     ]
@@ -127,14 +113,14 @@ def write_rows(
             (
                 row_id("export", *key),
                 *key,
-                files["csvKey"],
-                files["jsonKey"],
-                files["csvUrl"],
-                files["jsonUrl"],
+                files.csv_key,
+                files.json_key,
+                files.csv_url,
+                files.json_url,
                 json.dumps(metrics_document(m)),
                 json.dumps(images_document(export.images)),
                 exported_at,
-                files["contentHash"],
+                files.content_hash,
             )
         )
     # Commit explicitly: earlier reads on this connection may already have opened a transaction.

@@ -56,22 +56,54 @@ def _amount(raw: str) -> Decimal:
     return value
 
 
-START_DATE = Setting("STATISTICS_EXPORT_START_DATE", "2026-11-01", date.fromisoformat,
-                     "a UTC day YYYY-MM-DD: the DAG's start date; with catchup on, every day since is exported")
-BATCH_VARIANTS = Setting("STATISTICS_EXPORT_BATCH_VARIANTS", "500", _positive_int,
-                         "a whole number: target variants per batch (a product is never split)")
-CONCURRENCY = Setting("STATISTICS_EXPORT_CONCURRENCY", "8", _positive_int,
-                      "a whole number: threads (and pooled HTTP connections) per batch for image copies and uploads")
-BULK_THRESHOLD = Setting("STATISTICS_EXPORT_BULK_THRESHOLD", "150", _positive_int,
-                         "a whole number: shops with at least this many products are read with a bulk operation")
-BULK_POLL_SECONDS = Setting("STATISTICS_EXPORT_BULK_POLL_SECONDS", "30", _positive_float,
-                            "a number of seconds: time between two polls of a running bulk operation")
-IMAGE_MAX_BYTES = Setting("STATISTICS_EXPORT_IMAGE_MAX_BYTES", "20971520", _positive_int,
-                          "a whole number of bytes: largest image backed up (bigger ones keep their Shopify URL)")
-IMAGE_TIMEOUT = Setting("STATISTICS_EXPORT_IMAGE_TIMEOUT", "30", _positive_float,
-                        "a number of seconds: how long one image download may take in all")
-MAX_EVENT_REVENUE = Setting("STATISTICS_EXPORT_MAX_EVENT_REVENUE", "1000000.00", _amount,
-                            "a decimal amount: a PURCHASE above this is rejected as bad input")
+START_DATE = Setting(
+    "STATISTICS_EXPORT_START_DATE",
+    "2026-11-01",
+    date.fromisoformat,
+    "a UTC day YYYY-MM-DD: the DAG's start date; with catchup on, every day since is exported",
+)
+BATCH_VARIANTS = Setting(
+    "STATISTICS_EXPORT_BATCH_VARIANTS",
+    "500",
+    _positive_int,
+    "a whole number: target variants per batch (a product is never split)",
+)
+CONCURRENCY = Setting(
+    "STATISTICS_EXPORT_CONCURRENCY",
+    "8",
+    _positive_int,
+    "a whole number: threads (and pooled HTTP connections) per batch for image copies and uploads",
+)
+BULK_THRESHOLD = Setting(
+    "STATISTICS_EXPORT_BULK_THRESHOLD",
+    "150",
+    _positive_int,
+    "a whole number: shops with at least this many products are read with a bulk operation",
+)
+BULK_POLL_SECONDS = Setting(
+    "STATISTICS_EXPORT_BULK_POLL_SECONDS",
+    "30",
+    _positive_float,
+    "a number of seconds: time between two polls of a running bulk operation",
+)
+IMAGE_MAX_BYTES = Setting(
+    "STATISTICS_EXPORT_IMAGE_MAX_BYTES",
+    "20971520",
+    _positive_int,
+    "a whole number of bytes: largest image backed up (bigger ones keep their Shopify URL)",
+)
+IMAGE_TIMEOUT = Setting(
+    "STATISTICS_EXPORT_IMAGE_TIMEOUT",
+    "30",
+    _positive_float,
+    "a number of seconds: how long one image download may take in all",
+)
+MAX_EVENT_REVENUE = Setting(
+    "STATISTICS_EXPORT_MAX_EVENT_REVENUE",
+    "1000000.00",
+    _amount,
+    "a decimal amount: a PURCHASE above this is rejected as bad input",
+)
 
 ALL: tuple[Setting[Any], ...] = (
     START_DATE,

@@ -6,17 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-
-class ShopConfigurationError(Exception):
-    """A shop cannot be exported as configured (no linked session, empty token): fix the data, not a retry."""
-
-
-@dataclass(frozen=True)
-class ShopRef:
-    """An active shop as the DAG passes it around: ids only, never a token."""
-
-    shop_id: str
-    shop_domain: str
+from include.statistics_export.errors import ShopConfigurationError
+from include.statistics_export.handoffs import ShopRef
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""What each task of the DAG does, with its connections opened: plain functions the DAG, the benchmark
-and the tests call alike. The DAG only adds Airflow's concerns (mapping, labels, retries, failing fast).
+"""What each task of the DAG does, with its connections opened: the one module of the package that uses the
+hooks (and so Airflow). The DAG, the benchmark and the tests call these functions alike; the DAG only adds
+Airflow's concerns (mapping, labels, retries, failing fast on PermanentError).
 
 Per shop: ``start_catalog_read`` (count the products; bulk query above the threshold) ->
 ``poll_catalog_read`` (until Shopify finishes a bulk query) -> ``plan_shop_batches`` (batches of about
@@ -9,179 +10,187 @@ Per shop: ``start_catalog_read`` (count the products; bulk query above the thres
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import replace
 from datetime import date
 from functools import partial
 from typing import Any
 
+import psycopg
 import requests
-from requests.adapters import HTTPAdapter
 from airflow.providers.postgres.hooks.postgres import PostgresHook
+from requests.adapters import HTTPAdapter
 
-from export_hooks import shopify_bulk as bulk
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyHook
+from export_hooks.shopify_bulk import BulkAccessDenied, BulkOperationFailed, BulkOperationInProgress, iter_bulk_result
 from export_hooks.shopify_queries import CATALOG_BULK_QUERY
 from include.statistics_export.bulk_catalog import assemble_products
-from include.statistics_export.export import BatchPlan, export_batch, plan_shop, stage_shop
+from include.statistics_export.errors import DatabasePermissionError
+from include.statistics_export.export import export_batch, plan_shop, stage_shop
+from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, ShopPlan, ShopRef
 from include.statistics_export.images import download_image
-from include.statistics_export.reconcile import add_totals, reconcile_shop
-from include.statistics_export.report import RunReport, report_key
-from include.statistics_export.shops import ShopCredentials, ShopRef, shop_credentials
+from include.statistics_export.keys import report_key
+from include.statistics_export.reconcile import reconcile_shop
+from include.statistics_export.report import RunReport
+from include.statistics_export.settings import Settings
+from include.statistics_export.shops import active_shops, shop_credentials
 from include.statistics_export.staging import clean_staging
+from include.statistics_export.totals import sum_totals
 
 log = logging.getLogger(__name__)
 
 APP_DB_CONN_ID = "app_db"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The knobs of a run (environment variables in the DAG)."""
+@contextmanager
+def app_db() -> Iterator[Any]:
+    """Open a connection to the Shopify app's database, closed when the block ends.
 
-    batch_variants: int = 500
-    concurrency: int = 8
-    # Shops with at least this many products are read with one bulk operation instead of pages.
-    bulk_threshold: int = 150
+    A privilege the role lacks is the deployment's grants, not a passing fault: it becomes a
+    DatabasePermissionError (do not retry).
+    """
+    with closing(PostgresHook(postgres_conn_id=APP_DB_CONN_ID).get_conn()) as conn:
+        try:
+            yield conn
+        except Exception as exc:
+            denied = next(
+                (e for e in (exc, exc.__cause__) if isinstance(e, psycopg.errors.InsufficientPrivilege)), None
+            )
+            if denied is None:
+                raise
+            raise DatabasePermissionError(
+                f"The app database refused the {APP_DB_CONN_ID} connection's role: {str(denied).splitlines()[0]} "
+                "(grant what docs/least_privilege.sql lists)"
+            ) from exc
 
 
-def app_db():
-    """Open a connection to the Shopify app's database, closed when the block ends."""
-    return closing(PostgresHook(postgres_conn_id=APP_DB_CONN_ID).get_conn())
-
-
-def credentials_of(shop_id: str, on_token=None) -> ShopCredentials:
-    """Read a shop's token from its linked session; ``on_token`` sees it first (the DAG masks it)."""
+def list_active_shops(shop_ids: Sequence[str] | None = None) -> list[ShopRef]:
+    """Return the active shops to export (ids and domains only)."""
     with app_db() as conn:
-        creds = shop_credentials(conn, shop_id)
-    if on_token:
-        on_token(creds.access_token)
-    return creds
+        return active_shops(conn, list(shop_ids) if shop_ids else None)
 
 
 @contextmanager
-def shopify_for(shop_id: str, on_token=None) -> Iterator[ShopifyHook]:
-    """Open the Shopify hook of one shop."""
-    creds = credentials_of(shop_id, on_token)
+def shopify_for(shop_id: str) -> Iterator[ShopifyHook]:
+    """Open the Shopify hook of one shop with the token of its linked session (the hook masks it)."""
+    with app_db() as conn:
+        creds = shop_credentials(conn, shop_id)
     with ShopifyHook(creds.api_domain, creds.access_token) as hook:
         yield hook
 
 
-def start_catalog_read(shop: dict, settings: Settings, product_ids=None, on_token=None) -> dict[str, Any]:
-    """Decide how to read a shop's catalog; above the threshold start the bulk query. Returns a small descriptor."""
-    read = {**shop, "mode": "pages", "operation_id": None, "note": None}
-    with shopify_for(shop["shop_id"], on_token) as shopify:
-        read["currency"] = shopify.shop_info().get("currencyCode")
+def start_catalog_read(shop: ShopRef, settings: Settings, product_ids: Sequence[str] | None = None) -> CatalogRead:
+    """Decide how to read a shop's catalog; above the threshold start the bulk query."""
+    with shopify_for(shop.shop_id) as shopify:
+        read = CatalogRead(shop.shop_id, shop.shop_domain, currency=shopify.shop_info().get("currencyCode"))
         if product_ids:
-            read["note"] = "some products only: read page by page"
-            return read
-        read["products"] = bulk.products_count(shopify)
-        if read["products"] < settings.bulk_threshold:
+            return read.as_pages("some products only: read page by page")
+        products = shopify.products_count()
+        read = replace(read, products=products)
+        if products < settings.bulk_threshold:
             return read
         try:
-            operation = bulk.start_bulk_query(shopify, CATALOG_BULK_QUERY)
-        except bulk.BulkOperationInProgress as exc:
+            operation = shopify.run_bulk_query(CATALOG_BULK_QUERY)
+        except BulkOperationInProgress as exc:
             # Another bulk query of the shop (another app, or a run still going) holds the slot: the pages
             # still work, only slower, and the day's export stays on time.
-            read["note"] = f"{exc}; read page by page instead"
-            log.warning("%s", read["note"])
-            return read
-    return {**read, "mode": "bulk", "operation_id": operation.id}
+            log.warning("%s; read page by page instead", exc)
+            return read.as_pages(f"{exc}; read page by page instead")
+    return replace(read, mode="bulk", operation_id=operation.id)
 
 
-def poll_catalog_read(read: dict, on_token=None) -> dict[str, Any] | None:
+def poll_catalog_read(read: CatalogRead) -> CatalogRead | None:
     """Return the read once its catalog can be planned, or None while Shopify still runs the bulk query.
 
-    A bulk query that ends FAILED, CANCELED or EXPIRED falls back to pages (noted in the report);
-    ACCESS_DENIED is the shop's configuration and raises.
+    A bulk query that ends FAILED, TIMEOUT, CANCELED or EXPIRED falls back to pages (noted in the report);
+    ACCESS_DENIED is the shop's configuration and raises BulkAccessDenied (do not retry).
     """
-    if read["mode"] != "bulk":
+    if read.mode != "bulk" or read.operation_id is None:
         return read
-    with shopify_for(read["shop_id"], on_token) as shopify:
-        operation = bulk.bulk_operation(shopify, read["operation_id"])
+    with shopify_for(read.shop_id) as shopify:
+        operation = shopify.bulk_operation(read.operation_id)
         if not operation.finished:
-            log.info("Shop %s: bulk operation %s is %s", read["shop_domain"], operation.id, operation.status)
+            log.info("Shop %s: bulk operation %s is %s", read.shop_domain, operation.id, operation.status)
             return None
         try:
-            url = bulk.completed_url(shopify, operation)
-        except bulk.BulkOperationFailed as exc:
-            if operation.error_code == "ACCESS_DENIED":
-                raise
-            note = f"{exc}; read page by page instead"
-            log.warning("%s", note)
-            return {**read, "mode": "pages", "note": note}
-    return {**read, "result_url": url, "objects": operation.object_count}
+            url = shopify.bulk_result_url(operation)
+        except BulkAccessDenied:
+            raise
+        except BulkOperationFailed as exc:
+            log.warning("%s; read page by page instead", exc)
+            return read.as_pages(f"{exc}; read page by page instead")
+    return replace(read, result_url=url, objects=operation.object_count)
 
 
-def plan_shop_batches(read: dict, day: date, settings: Settings, product_ids=None, on_token=None) -> dict[str, Any]:
+def plan_shop_batches(
+    read: CatalogRead, day: date, settings: Settings, product_ids: Sequence[str] | None = None
+) -> ShopPlan:
     """Cut one shop's catalog into batches: a bulk result is staged in the bucket, pages are listed by id."""
-    shop = ShopRef(read["shop_id"], read["shop_domain"])
-    if read["mode"] == "bulk":
-        products = assemble_products(bulk.iter_bulk_result(read["result_url"])) if read.get("result_url") else ()
+    if read.mode == "bulk":
+        products = assemble_products(iter_bulk_result(read.result_url)) if read.result_url else ()
         batches = stage_shop(
-            R2Hook(), shop, day, products, batch_variants=settings.batch_variants, currency=read.get("currency")
+            R2Hook(), read.shop, day, products, batch_variants=settings.batch_variants, currency=read.currency
         )
     else:
-        with shopify_for(shop.shop_id, on_token) as shopify:
+        with shopify_for(read.shop_id) as shopify:
             batches = plan_shop(
                 shopify,
-                shop,
+                read.shop,
                 day,
                 batch_variants=settings.batch_variants,
                 product_ids=product_ids,
-                currency=read.get("currency"),
+                currency=read.currency,
             )
-    return {
-        "shop_id": shop.shop_id,
-        "shop_domain": shop.shop_domain,
-        "mode": read["mode"],
-        "note": read.get("note"),
-        "variants": sum(batch["variants"] for batch in batches),
-        "batches": batches,
-    }
+    return ShopPlan(
+        read.shop_id, read.shop_domain, read.mode, read.note, sum(batch.variants for batch in batches), batches
+    )
 
 
-def export_product_batch(batch: dict, settings: Settings, on_token=None) -> dict[str, Any]:
-    """Export one batch end to end with one Shopify hook, one R2 client, one database connection."""
-    plan = BatchPlan(**batch)
+def export_product_batch(batch: BatchPlan, settings: Settings) -> BatchResult:
+    """Export one batch end to end with one database connection, one R2 client, one image session, and a
+    Shopify hook unless the batch's products are staged."""
     images = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency)
     images.mount("https://", adapter)
     images.mount("http://", adapter)
-    with (
-        shopify_for(plan.shop_id, on_token) as shopify,
-        app_db() as conn,
-        ThreadPoolExecutor(settings.concurrency) as pool,
-        closing(images),
-    ):
+    fetch = partial(download_image, images, max_bytes=settings.image_max_bytes, timeout=settings.image_timeout)
+    with ExitStack() as stack:
+        shopify = None if batch.staged_key else stack.enter_context(shopify_for(batch.shop_id))
+        conn = stack.enter_context(app_db())
+        pool = stack.enter_context(ThreadPoolExecutor(settings.concurrency))
+        stack.enter_context(closing(images))
         store = R2Hook(max_pool_connections=settings.concurrency)
-        result = export_batch(conn, shopify, store, plan, partial(download_image, images), pool=pool)
-    return {**result.__dict__, "shop_domain": plan.shop_domain, "graphql_cost": shopify.cost_charged}
+        result = export_batch(conn, shopify, store, batch, fetch, pool=pool, max_revenue=settings.max_event_revenue)
+    result.graphql_cost = shopify.cost_charged if shopify else 0.0
+    return result
 
 
-def reconcile_day(day: date, plans: list[dict], results: list[dict]) -> list[dict[str, Any]]:
+def reconcile_day(
+    day: date, plans: Sequence[ShopPlan], results: Sequence[BatchResult], settings: Settings
+) -> list[dict[str, Any]]:
     """Reconcile every shop whose batches all finished: files, rows, events and catalog must agree.
 
     A product deleted from Shopify during the run leaves the planned variant count behind: such a shop's
     catalog count is the variants its batches found (the deletion is in the report as skipped products).
     """
-    finished: dict[str, list[dict]] = {}
+    finished: dict[str, list[BatchResult]] = {}
     for result in results:
-        finished.setdefault(result["shop_id"], []).append(result)
-    expected = {plan["shop_id"]: len(plan["batches"]) for plan in plans}
+        finished.setdefault(result.shop_id, []).append(result)
     documents = []
     with app_db() as conn:
         for plan in plans:
-            shop_results = finished.get(plan["shop_id"], [])
-            if len(shop_results) != expected[plan["shop_id"]]:
+            shop_results = finished.get(plan.shop_id, [])
+            if len(shop_results) != len(plan.batches):
                 continue  # a failed batch already fails the shop; its numbers cannot agree
-            files = add_totals(r["file_totals"] for r in shop_results)
-            skipped = any(r["missing_products"] for r in shop_results)
-            catalog = files["variants"] if skipped else plan["variants"]
-            reconciliation = reconcile_shop(conn, plan["shop_id"], day, catalog, files)
+            files = sum_totals(r.file_totals for r in shop_results)
+            skipped = any(r.missing_products for r in shop_results)
+            catalog = files.variants if skipped else plan.variants
+            reconciliation = reconcile_shop(
+                conn, plan.shop_id, day, catalog, files, max_revenue=settings.max_event_revenue
+            )
             for difference in reconciliation.differences:
                 log.error("%s", difference)
             documents.append(reconciliation.document())

@@ -1,14 +1,19 @@
-"""Cloudflare R2 hook: the amazon provider's S3Hook, configured for R2 from one aws connection."""
+"""Cloudflare R2 hook: the amazon provider's S3Hook, configured for R2 from one aws connection.
+
+It implements include.statistics_export.protocols.ObjectStore, everything the export does with the bucket.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.sdk.exceptions import AirflowFailException
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from include.statistics_export.errors import ExportError, PermanentError
 
 # Retries for 5xx, SlowDown and timeouts, with botocore's capped exponential backoff. The connection
 # extra's ``config_kwargs`` overrides any of these (e.g. a shorter read_timeout or more attempts).
@@ -23,11 +28,11 @@ CREDENTIAL_ERRORS = frozenset(
 )
 
 
-class R2WriteError(Exception):
+class R2WriteError(ExportError):
     """An object could not be written to R2, after botocore's retries."""
 
 
-class R2CredentialsError(AirflowFailException):
+class R2CredentialsError(PermanentError):
     """R2 rejected the connection's credentials: the task fails at once, retrying would not help."""
 
 
@@ -96,9 +101,31 @@ class R2Hook(S3Hook):
         return str(endpoint).rstrip("/")
 
     @cached_property
-    def client(self):
+    def client(self) -> Any:
         """Return the one boto3 S3 client this hook uses for every object."""
         return self.get_conn()
+
+    def open_object(self, key: str) -> BinaryIO:
+        """Return a stream of an object's bytes; raise FileNotFoundError naming the key when it is absent."""
+        try:
+            return cast(BinaryIO, self.client.get_object(Bucket=self.bucket, Key=key)["Body"])
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"No object {key!r} in R2 bucket {self.bucket!r}") from None
+
+    def keys_under(self, prefix: str) -> Iterator[str]:
+        """Yield the keys that start with ``prefix``, page by page."""
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", ()):
+                yield item["Key"]
+
+    def prefixes_under(self, prefix: str) -> list[str]:
+        """Return the 'folders' directly under ``prefix``."""
+        return list(self.list_prefixes(bucket_name=self.bucket, prefix=prefix, delimiter="/") or [])
+
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete these objects (in requests of at most 1,000 keys, as S3 allows)."""
+        if keys:
+            self.delete_objects(self.bucket, list(keys))
 
     def object_url(self, key: str) -> str:
         """Return the URL of an object: under ``public_base_url`` when configured, else the endpoint's."""

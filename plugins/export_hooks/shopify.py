@@ -12,10 +12,17 @@ from typing import Any
 
 import requests
 from airflow.sdk import BaseHook
+from airflow.sdk.log import mask_secret
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from export_hooks import shopify_queries as q
-from export_hooks.shopify_base import (  # noqa: F401 - the errors are part of the hook's interface
+from export_hooks.shopify_bulk import (
+    BulkAccessDenied,
+    BulkOperation,
+    BulkOperationFailed,
+    BulkOperationInProgress,
+)
+from export_hooks.shopify_protocol import (  # noqa: F401 - the errors are part of the hook's interface
     ShopifyAuthError,
     ShopifyError,
     ShopifyQueryCostError,
@@ -32,6 +39,15 @@ log = logging.getLogger(__name__)
 
 DEFAULT_API_VERSION = "2026-07"
 DEFAULT_ENDPOINT_TEMPLATE = "https://{shop}/admin/api/{api_version}/graphql.json"
+# The connection extra's numeric options and their defaults (the docstring below says what each means).
+EXTRA_DEFAULTS: dict[str, float] = {
+    "timeout": 60,
+    "max_attempts": 8,
+    "max_throttle_waits": 60,
+    "retry_wait_base": 0.5,
+    "retry_wait_max": 30,
+    "max_retry_after": 60,
+}
 _API_VERSION = re.compile(r"^\d{4}-(01|04|07|10)$|^unstable$")
 
 
@@ -43,7 +59,10 @@ class ShopifyHook(BaseHook):
     ``2026-07``) and ``endpoint_template`` (default ``https://{shop}/admin/api/{api_version}/graphql.json``),
     optionally ``timeout`` (seconds per request, 60), ``max_attempts`` (tries per query on transport
     errors, 429 and 5xx, 8), ``max_throttle_waits`` (THROTTLED answers waited out per query, 60),
-    ``retry_wait_base`` and ``retry_wait_max`` (exponential backoff, 0.5 s doubling up to 30 s).
+    ``retry_wait_base`` and ``retry_wait_max`` (exponential backoff, 0.5 s doubling up to 30 s),
+    ``max_retry_after`` (the longest Retry-After obeyed, 60 s).
+
+    The access token is masked in Airflow's task logs as soon as the hook holds it.
 
     Faults: THROTTLED is waited out as throttleStatus says (not counted as a failed attempt); 429 waits
     Retry-After when given; 5xx, a body that is not JSON, connection errors and timeouts are retried
@@ -66,10 +85,11 @@ class ShopifyHook(BaseHook):
         super().__init__()
         if not access_token or not access_token.strip():
             raise ValueError(f"Shop {shop_domain}: the access token is empty")
+        self._access_token = access_token.strip()
+        mask_secret(self._access_token)
         self.shop_domain = normalize_shop_domain(shop_domain)
         self.shopify_conn_id = shopify_conn_id
-        self._access_token = access_token.strip()
-        extra = self.get_connection(shopify_conn_id).extra_dejson
+        extra = {**EXTRA_DEFAULTS, **self.get_connection(shopify_conn_id).extra_dejson}
         self.api_version = str(extra.get("api_version") or DEFAULT_API_VERSION)
         if not _API_VERSION.match(self.api_version):
             raise ValueError(f"api_version must look like 2026-07, got {self.api_version!r}")
@@ -77,11 +97,12 @@ class ShopifyHook(BaseHook):
         if "{shop}" not in template:
             raise ValueError("endpoint_template must contain {shop}")
         self.endpoint = template.format(shop=self.shop_domain, api_version=self.api_version)
-        self.timeout = float(extra.get("timeout", 60))
-        self.max_attempts = int(extra.get("max_attempts", 8))
-        self.max_throttle_waits = int(extra.get("max_throttle_waits", 60))
-        self.retry_wait_base = float(extra.get("retry_wait_base", 0.5))
-        self.retry_wait_max = float(extra.get("retry_wait_max", 30))
+        self.timeout = float(extra["timeout"])
+        self.max_attempts = int(extra["max_attempts"])
+        self.max_throttle_waits = int(extra["max_throttle_waits"])
+        self.retry_wait_base = float(extra["retry_wait_base"])
+        self.retry_wait_max = float(extra["retry_wait_max"])
+        self.max_retry_after = float(extra["max_retry_after"])
         # Page sizes start at the documents' defaults and shrink if Shopify refuses a query as too costly.
         self.products_per_query = q.PRODUCTS_PER_QUERY
         self.variants_first = q.VARIANTS_FIRST
@@ -245,7 +266,7 @@ class ShopifyHook(BaseHook):
         exc = state.outcome.exception() if state.outcome else None
         hinted = getattr(exc, "wait_seconds", None)
         if hinted:
-            return min(float(hinted), 60.0) + random.uniform(0, 0.1)
+            return min(float(hinted), self.max_retry_after) + random.uniform(0, 0.1)
         return min(self.retry_wait_max, self.retry_wait_base * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1)
 
     def _pace(self, query: str) -> None:
@@ -264,11 +285,57 @@ class ShopifyHook(BaseHook):
             type(exc).__name__ if isinstance(exc, requests.RequestException) else exc,
         )
 
-    # -- paging ----------------------------------------------------------------------------------
+    # -- the shop and its catalog ------------------------------------------------------------------
 
     def shop_info(self) -> dict[str, Any]:
         """Return the shop's name, myshopify domain and currency."""
         return self.execute(q.SHOP_QUERY)["shop"]
+
+    def products_count(self) -> int:
+        """Return how many products the shop has (uncapped)."""
+        return int(self.execute(q.PRODUCTS_COUNT_QUERY)["productsCount"]["count"])
+
+    # -- bulk operations ---------------------------------------------------------------------------
+
+    def run_bulk_query(self, query: str) -> BulkOperation:
+        """Start a bulk query and return the operation Shopify created.
+
+        Raises BulkOperationInProgress when the shop already runs as many bulk queries as Shopify allows.
+        """
+        payload = self.execute(q.BULK_RUN_MUTATION, {"query": query})["bulkOperationRunQuery"]
+        errors = payload.get("userErrors") or []
+        if errors:
+            messages = "; ".join(str(e.get("message")) for e in errors)
+            if any(e.get("code") in ("OPERATION_IN_PROGRESS", "LIMIT_REACHED") for e in errors):
+                raise BulkOperationInProgress(f"Shop {self.shop_domain}: a bulk query is already running ({messages})")
+            raise ShopifyError(f"Shop {self.shop_domain}: Shopify refused the bulk query: {messages}")
+        operation = BulkOperation.from_node(payload["bulkOperation"])
+        log.info("Shop %s: bulk operation %s started", self.shop_domain, operation.id)
+        return operation
+
+    def bulk_operation(self, operation_id: str) -> BulkOperation:
+        """Return the current state of one bulk operation."""
+        node = self.execute(q.BULK_OPERATION_QUERY, {"id": operation_id})["bulkOperation"]
+        if node is None:
+            raise ShopifyError(f"Shop {self.shop_domain}: Shopify does not know bulk operation {operation_id}")
+        return BulkOperation.from_node(node)
+
+    def bulk_result_url(self, operation: BulkOperation) -> str | None:
+        """Return the result URL of a completed operation (None when it found nothing).
+
+        Raises BulkAccessDenied when it ended ACCESS_DENIED, BulkOperationFailed for any other end.
+        """
+        if operation.status == "COMPLETED":
+            return operation.url
+        message = (
+            f"Shop {self.shop_domain}: bulk operation {operation.id} ended {operation.outcome} "
+            f"after {operation.object_count} objects"
+        )
+        if operation.error_code == "ACCESS_DENIED":
+            raise BulkAccessDenied(message, operation)
+        raise BulkOperationFailed(message, operation)
+
+    # -- paging ----------------------------------------------------------------------------------
 
     def iter_product_summaries(self) -> Iterator[dict[str, Any]]:
         """Yield every product's id, legacy id, creation time and variant count, in id order."""

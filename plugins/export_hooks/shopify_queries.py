@@ -1,7 +1,7 @@
 """GraphQL documents the Shopify hook sends, with the page sizes that keep each under Shopify's cost cap.
 
 Costs follow Shopify's calculated query cost (objects 1, scalars 0, a connection 2 + first x node).
-tests/test_shopify_queries.py validates every document against the real Admin schema, checks it
+tests/unit/test_shopify_queries.py validates every document against the real Admin schema, checks it
 uses no deprecated field, and checks the requested cost of each at these sizes stays <= 1000.
 """
 
@@ -190,29 +190,3 @@ query BulkOperationStatus($id: ID!) {
   bulkOperation(id: $id) { id status errorCode objectCount rootObjectCount url partialDataUrl }
 }
 """
-
-
-def example_variables() -> dict[str, dict]:
-    """Return each document with the largest variables the hook sends it, for validation and cost tests."""
-    gid = "gid://shopify/Product/1"
-    return {
-        SHOP_QUERY: {},
-        PRODUCT_SUMMARIES_QUERY: {"first": PRODUCT_SUMMARIES_PAGE, "after": None},
-        PRODUCTS_BY_ID_QUERY: {
-            "ids": [f"gid://shopify/Product/{n}" for n in range(1, PRODUCTS_PER_QUERY + 1)],
-            "mediaFirst": PRODUCT_MEDIA_FIRST,
-            "variantsFirst": VARIANTS_FIRST,
-            "variantMediaFirst": VARIANT_MEDIA_FIRST,
-        },
-        PRODUCT_VARIANTS_PAGE_QUERY: {
-            "id": gid,
-            "first": VARIANT_PAGE,
-            "after": "cursor",
-            "variantMediaFirst": VARIANT_MEDIA_FIRST,
-        },
-        PRODUCT_MEDIA_PAGE_QUERY: {"id": gid, "first": MEDIA_PAGE, "after": "cursor"},
-        VARIANT_MEDIA_PAGE_QUERY: {"id": "gid://shopify/ProductVariant/1", "first": MEDIA_PAGE, "after": "c"},
-        PRODUCTS_COUNT_QUERY: {},
-        BULK_RUN_MUTATION: {"query": CATALOG_BULK_QUERY},
-        BULK_OPERATION_QUERY: {"id": "gid://shopify/BulkOperation/1"},
-    }

@@ -1,5 +1,6 @@
-"""What the Shopify hook is built from: its errors, the shop-domain rule, the cost bucket's state,
-and the reading of Shopify's answers."""
+"""Shopify's side of the conversation: its errors, the shop-domain rule, the cost bucket's state as
+``extensions.cost.throttleStatus`` reports it, and the reading of its answers. The hook (shopify.py) and
+its bulk operations (shopify_bulk.py) are built on these."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ from typing import Any
 
 import requests
 
+from include.statistics_export.errors import ExportError, PermanentError
+
 _MYSHOPIFY_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 
 
-class ShopifyError(Exception):
+class ShopifyError(ExportError):
     """Shopify answered in a way the export cannot use."""
 
 
-class ShopifyAuthError(ShopifyError):
+class ShopifyAuthError(ShopifyError, PermanentError):
     """Shopify rejected the shop's access token (401/403): retrying cannot help."""
 
 
@@ -67,6 +70,7 @@ class ThrottleState:
 
 
 def retry_after(response: requests.Response) -> float | None:
+    """Return the Retry-After header in seconds, when Shopify sent a number."""
     value = response.headers.get("Retry-After")
     try:
         return float(value) if value is not None else None
@@ -88,4 +92,5 @@ def describe_error(error: Any) -> str:
 
 
 def float_or_none(value: Any) -> float | None:
+    """Return a number from throttleStatus as a float (None stays None)."""
     return float(value) if value is not None else None

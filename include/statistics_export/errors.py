@@ -1,0 +1,36 @@
+"""The export's errors. Every message names the shop, product or row concerned and never carries a secret.
+
+:class:`PermanentError` is the one "do not retry" base: raised by the hooks and the logic when retrying
+cannot help (the shop's data or token, the database role's grants, the R2 credentials), and turned into
+Airflow's fail-fast exception in one place, the DAG's task wrapper. Any other error is retried by Airflow.
+"""
+
+from __future__ import annotations
+
+
+class ExportError(Exception):
+    """The export cannot go on as things are; the message says which shop, product or row and why."""
+
+
+class PermanentError(ExportError):
+    """Retrying cannot fix this: the task fails at once, alone, and the day's report names the reason."""
+
+
+class ShopConfigurationError(PermanentError):
+    """A shop cannot be exported as configured (no linked session, empty token, an id unfit for keys)."""
+
+
+class BadInputError(PermanentError, ValueError):
+    """A value from Shopify or the app's tables the export cannot use (an id unfit for a key, a malformed GID)."""
+
+
+class DatabasePermissionError(PermanentError):
+    """The app database refused the export's role a read or write its grants should allow."""
+
+
+class StagedCatalogMissing(PermanentError):
+    """A staged catalog batch is gone (cleaned after a successful run): its shop's catalog must be read again."""
+
+
+class BatchRowsError(ExportError):
+    """A batch's files are written but its rows are not (the database went away or timed out): retry the batch."""

@@ -1,0 +1,131 @@
+"""What one task hands the next: small typed records, serialized one way each (``to_xcom``/``from_xcom``).
+
+XComs carry ids, domains, counts and object keys only: never a token, never a catalog.
+Per shop: ShopRef -> CatalogRead -> ShopPlan (its BatchPlans); per batch: BatchPlan -> BatchResult.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Literal, TypeVar
+
+from include.statistics_export.totals import Totals
+
+H = TypeVar("H", bound="Handoff")
+ReadMode = Literal["pages", "bulk"]
+
+
+class Handoff:
+    """A dataclass that crosses an XCom as a plain JSON-ready dict."""
+
+    def to_xcom(self) -> dict[str, Any]:
+        """Return the record as the dict an XCom carries."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_xcom(cls: type[H], data: Mapping[str, Any]) -> H:
+        """Rebuild the record from :meth:`to_xcom`'s dict (keys it does not know are refused)."""
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ShopRef(Handoff):
+    """An active shop as the DAG passes it around: ids only, never a token."""
+
+    shop_id: str
+    shop_domain: str
+
+
+@dataclass(frozen=True)
+class CatalogRead(Handoff):
+    """How a shop's catalog is being read: page by page, or by the bulk operation Shopify runs for it."""
+
+    shop_id: str
+    shop_domain: str
+    mode: ReadMode = "pages"
+    currency: str | None = None
+    products: int | None = None
+    operation_id: str | None = None
+    # Why the read is what it is when that is not the rule (some products only, a bulk query fell back).
+    note: str | None = None
+    # Once a bulk operation completed: its result (None when it found nothing) and its object count.
+    result_url: str | None = None
+    objects: int = 0
+
+    @property
+    def shop(self) -> ShopRef:
+        return ShopRef(self.shop_id, self.shop_domain)
+
+    def as_pages(self, note: str) -> CatalogRead:
+        """Return this read falling back to pages, saying why."""
+        return replace(self, mode="pages", operation_id=None, note=note)
+
+
+@dataclass(frozen=True)
+class BatchPlan(Handoff):
+    """One batch of one shop's products: the small descriptor the DAG maps over (no token, no catalog)."""
+
+    shop_id: str
+    shop_domain: str
+    date: str
+    index: int
+    count: int
+    product_ids: list[str]
+    currency: str | None = None
+    variants: int = 0
+    # Set when the shop's catalog was read in bulk: the batch reads its products from the bucket.
+    staged_key: str | None = None
+
+    @property
+    def label(self) -> str:
+        """Return the label the UI shows for this batch."""
+        return f"{self.shop_domain} · batch {self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class ShopPlan(Handoff):
+    """A shop's catalog cut into batches."""
+
+    shop_id: str
+    shop_domain: str
+    mode: ReadMode
+    note: str | None
+    variants: int
+    batches: list[BatchPlan]
+
+    @classmethod
+    def from_xcom(cls, data: Mapping[str, Any]) -> ShopPlan:
+        return cls(**{**data, "batches": [BatchPlan.from_xcom(b) for b in data["batches"]]})
+
+
+@dataclass
+class BatchResult(Handoff):
+    """What one batch did, for the reconciliation and the day's report."""
+
+    shop_id: str
+    shop_domain: str
+    batch: int
+    products: int = 0
+    variants: int = 0
+    files: int = 0
+    files_unchanged: int = 0
+    images_backed_up: int = 0
+    images_reused: int = 0
+    images_failed: int = 0
+    missing_products: list[str] = field(default_factory=list)
+    image_failures: list[str] = field(default_factory=list)
+    file_totals: Totals = field(default_factory=Totals)
+    seconds: float = 0.0
+    graphql_cost: float = 0.0
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {**asdict(self), "file_totals": self.file_totals.document()}
+
+    @classmethod
+    def from_xcom(cls, data: Mapping[str, Any]) -> BatchResult:
+        return cls(**{**data, "file_totals": Totals.from_document(data["file_totals"])})

@@ -1,0 +1,84 @@
+"""Every object key the export writes in the bucket, under one root each.
+
+- ``statistic-exports/{shopId}/{productId}/{variantId}/{YYYYMMDD}.{csv|json}``: one variant's day;
+- ``{shopId}/products/{productId}/media/{mediaId}.{ext}``: one image, backed up once per shop;
+- ``statistic-exports/_runs/{YYYYMMDD}.json``: the day's report;
+- ``statistic-exports/_staging/{YYYYMMDD}/{shopId}/batch-{n}.jsonl.gz``: a bulk-read catalog's batches.
+
+Ids enter keys only through :func:`safe_key_part`, so no id can climb out of its prefix.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import posixpath
+import re
+from datetime import date
+from urllib.parse import urlparse
+
+from include.statistics_export.errors import BadInputError
+from include.statistics_export.ids import media_numeric_id
+
+EXPORTS_ROOT = "statistic-exports/"
+RUNS_PREFIX = f"{EXPORTS_ROOT}_runs/"
+STAGING_ROOT = f"{EXPORTS_ROOT}_staging/"
+_SAFE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+
+
+def safe_key_part(value: str, what: str) -> str:
+    """Return an id that is safe inside an object key (no '/', no '..'), or raise naming it."""
+    text = str(value)
+    if not _SAFE.fullmatch(text):
+        raise BadInputError(f"{what} {value!r} cannot be used in an object key")
+    return text
+
+
+def export_key(shop_id: str, product_id: str, variant_id: str, day: date, extension: str) -> str:
+    """Return the key of one variant's CSV or JSON file of ``day``."""
+    return (
+        f"{EXPORTS_ROOT}{safe_key_part(shop_id, 'shop id')}/{safe_key_part(product_id, 'product id')}/"
+        f"{safe_key_part(variant_id, 'variant id')}/{day:%Y%m%d}.{extension}"
+    )
+
+
+def image_extension(url: str, content_type: str | None = None) -> str:
+    """Return the file extension of an image URL's path (``jpeg`` becomes ``jpg``)."""
+    ext = posixpath.splitext(urlparse(url).path)[1].lstrip(".").lower()
+    if not ext and content_type:
+        ext = (mimetypes.guess_extension(content_type.split(";")[0].strip()) or "").lstrip(".")
+    ext = {"jpeg": "jpg", "jpe": "jpg"}.get(ext, ext)
+    return ext if ext.isalnum() and ext else "bin"
+
+
+def image_key(shop_id: str, product_id: str, media_gid: str, url: str) -> str:
+    """Return the key of an image's backup."""
+    return (
+        f"{safe_key_part(shop_id, 'shop id')}/products/{safe_key_part(product_id, 'product id')}"
+        f"/media/{media_numeric_id(media_gid)}.{image_extension(url)}"
+    )
+
+
+def report_key(day: date) -> str:
+    """Return the key of a day's run report."""
+    return f"{RUNS_PREFIX}{day:%Y%m%d}.json"
+
+
+def staging_prefix(day: date) -> str:
+    """Return the prefix under which a day's catalogs are staged."""
+    return f"{STAGING_ROOT}{day:%Y%m%d}/"
+
+
+def staged_batch_key(shop_id: str, day: date, index: int) -> str:
+    """Return the key of one staged batch of one shop's catalog."""
+    return f"{staging_prefix(day)}{safe_key_part(shop_id, 'shop id')}/batch-{index:05d}.jsonl.gz"
+
+
+def staged_day(prefix: str) -> date | None:
+    """Return the day of a ``statistic-exports/_staging/{YYYYMMDD}/`` prefix, or None for anything else."""
+    stamp = prefix[len(STAGING_ROOT) :].strip("/") if prefix.startswith(STAGING_ROOT) else ""
+    if len(stamp) != 8 or not stamp.isdigit():
+        return None
+    try:
+        return date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:]))
+    except ValueError:
+        return None

@@ -1,0 +1,49 @@
+"""What the logic needs of the outside world, stated in full: the Shopify catalog and the object store.
+
+The hooks (plugins/export_hooks) implement these; the logic never reaches past them into a client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Protocol
+
+
+class Catalog(Protocol):
+    """One shop's catalog, as the Shopify hook reads it page by page."""
+
+    def iter_product_summaries(self) -> Iterable[dict[str, Any]]:
+        """Yield every product's id, legacy id, creation time and variant count, in id order."""
+        ...
+
+    def iter_products(self, product_gids: Sequence[str]) -> Iterable[dict[str, Any] | None]:
+        """Yield each requested product with all its variants and media, or None for a deleted one."""
+        ...
+
+
+class ObjectStore(Protocol):
+    """The one bucket the export writes (R2 in production)."""
+
+    def put_object(self, key: str, body: bytes, content_type: str) -> None:
+        """Write one object."""
+        ...
+
+    def object_url(self, key: str) -> str:
+        """Return the URL the files and rows show for an object."""
+        ...
+
+    def open_object(self, key: str) -> BinaryIO:
+        """Return a stream of an object's bytes; raise FileNotFoundError naming the key when it is absent."""
+        ...
+
+    def keys_under(self, prefix: str) -> Iterator[str]:
+        """Yield the keys that start with ``prefix``."""
+        ...
+
+    def prefixes_under(self, prefix: str) -> list[str]:
+        """Return the 'folders' directly under ``prefix`` (keys cut at the next '/', with it)."""
+        ...
+
+    def delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete these objects."""
+        ...
