@@ -1,19 +1,29 @@
-"""Static checks of docker-compose.yaml, the Dockerfile and .env.example (no Docker engine runs here)."""
+"""Static checks of docker-compose.yaml, the two Dockerfiles, their build contexts and .env.example.
+
+No Docker engine runs here: the files are parsed, the build contexts computed from the ignore files.
+"""
 
 from __future__ import annotations
 
 import ast
 import copy
+import importlib
 import json
+import os
+import posixpath
 import re
-from pathlib import Path
+import subprocess
+from pathlib import Path, PurePosixPath
 
+import jsonschema
 import pytest
 import yaml
 
+from include.statistics_export import settings as settings_module
 from local_stack.services import Endpoints, connection_env
 
 REPO = Path(__file__).resolve().parents[1]
+COMPOSE_SPEC = REPO.parent / "shared" / "compose" / "compose-spec.json"
 AIRFLOW_SERVICES = (
     "airflow-apiserver",
     "airflow-scheduler",
@@ -36,11 +46,28 @@ REQUIRED_EDGES = {
     "create-bucket": ("s3",),
 }
 PROJECT_MOUNTS = ("dags", "plugins", "include", "logs")
+STANDIN_SERVICES = ("create-bucket", "demo-seed", "shopify-sandbox")
+STANDIN_PACKAGES = ("shopify_sandbox", "local_stack")
+FIXTURE_SCHEMA = "app_fixture_schema.sql"
+STANDINS_DOCKERFILE = "dev/Dockerfile"
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|FERNET|TOKEN|KEY_ID")
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
 SECRET_TOKEN = re.compile(r"\x00[A-Za-z0-9_]+\x00")
-RUNTIME_MARKER = "# Local stand-ins and tests"
-TEST_ONLY_PACKAGES = ("moto", "pgserver", "pytest")
+# Never in the production image, whatever requirements-dev.txt says besides.
+DEV_ONLY_PACKAGES = ("moto", "pgserver", "pytest", "graphql-core", "mypy")
+# Top-level folders the production build context must not hold.
+NOT_SHIPPED = ("dev", "tests", "bench")
+# Files that are never tracked, so `git ls-files` cannot show them: the ignore file must keep them out.
+LOCAL_ONLY_FILES = (
+    ".env",
+    ".env.local",
+    ".venv/bin/python",
+    ".git/config",
+    "logs/dag_id=x/run.log",
+    "demo-output/report.json",
+    ".airflow-local/airflow.cfg",
+    "include/statistics_export/__pycache__/tasks.cpython-311.pyc",
+)
 
 
 def compose_text() -> str:
@@ -126,12 +153,67 @@ def dependency_problems(compose: dict) -> list[str]:
 
 
 def mount_problems(compose: dict) -> list[str]:
-    """List Airflow services that do not mount dags/, plugins/, include/ and logs/ into /opt/airflow."""
+    """List Airflow services that do not mount dags/, plugins/, include/ and logs/ into /opt/airflow (or mount more)."""
     problems = []
     for name in AIRFLOW_SERVICES:
         volumes = compose["services"][name].get("volumes") or []
         mounted = {tuple(v.split(":")[:2]) for v in volumes if isinstance(v, str)}
         problems += [f"{name} lacks ./{d}" for d in PROJECT_MOUNTS if (f"./{d}", f"/opt/airflow/{d}") not in mounted]
+        tops = {PurePosixPath(source).parts[:1] for source, *_ in mounted if source.startswith("./")}
+        problems += [f"{name} mounts ./{top}: not product code" for top in NOT_SHIPPED if (top,) in tops]
+    return problems
+
+
+def standin_service_problems(compose: dict) -> list[str]:
+    """List stand-in services not built from dev/Dockerfile on the production image, or without ./dev."""
+    services, problems = compose["services"], []
+    for name in STANDIN_SERVICES:
+        service = services.get(name, {})
+        build = service.get("build") or {}
+        if not isinstance(build, dict) or build.get("context") != "." or build.get("dockerfile") != STANDINS_DOCKERFILE:
+            problems.append(f"{name}: not built from {STANDINS_DOCKERFILE} with the repo root as context")
+            continue
+        base = (build.get("args") or {}).get("BASE_IMAGE")
+        if base is not None:
+            # The named context Compose builds first: one of the Airflow services, i.e. the production image.
+            source = (build.get("additional_contexts") or {}).get(base, "")
+            if source.removeprefix("service:") not in AIRFLOW_SERVICES:
+                problems.append(
+                    f"{name}: BASE_IMAGE {base} is not an Airflow service's image ({source or 'no context'})"
+                )
+        volumes = [v for v in service.get("volumes") or [] if isinstance(v, str)]
+        if "./dev:/opt/airflow/dev:ro" not in volumes:
+            problems.append(f"{name} lacks ./dev:/opt/airflow/dev:ro")
+        problems += [f"{name} mounts {v}" for v in volumes if v.startswith("./include")]
+        if "/opt/airflow/dev" not in environment(service).get("PYTHONPATH", "").split(":"):
+            problems.append(f"{name}: PYTHONPATH lacks /opt/airflow/dev")
+        problems += standin_command_problems(name, service)
+    return problems
+
+
+def standin_command_problems(name: str, service: dict) -> list[str]:
+    """List the modules and names a stand-in's command uses that dev/ does not have."""
+    entrypoint, command = service.get("entrypoint") or [], service.get("command") or []
+    text = json.dumps([entrypoint, command])
+    problems = [
+        f"{name}: {m} (the stand-ins moved to dev/)"
+        for m in re.findall(r"include[./](?:local_stack|shopify_sandbox)", text)
+    ]
+    if entrypoint[:2] == ["python", "-m"]:
+        module = entrypoint[2]
+        if not (REPO / "dev" / module.replace(".", "/") / "__main__.py").exists():
+            problems.append(f"{name}: python -m {module}: no such module in dev/")
+    elif entrypoint == ["python", "-c"]:
+        for node in ast.walk(ast.parse(command[0])):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in STANDIN_PACKAGES:
+                try:
+                    module = importlib.import_module(node.module)
+                except ImportError as exc:
+                    problems.append(f"{name}: {exc}")
+                    continue
+                problems += [
+                    f"{name}: {node.module} has no {a.name}" for a in node.names if not hasattr(module, a.name)
+                ]
     return problems
 
 
@@ -221,65 +303,285 @@ def connection_problems(compose: dict, env: dict[str, str]) -> list[str]:
     return problems
 
 
-def dockerfile_problems(dockerfile: str, requirements: str) -> list[str]:
-    """List a wrong base image, COPY sources that do not exist, and a runtime filter that would not filter."""
+def instructions(dockerfile: str) -> list[tuple[str, str]]:
+    """Return a Dockerfile's instructions as (KEYWORD, arguments): continuations joined, comments dropped, spaces single."""
+    lines = [line.strip() for line in dockerfile.splitlines()]
+    text = "\n".join(line for line in lines if not line.startswith("#")).replace("\\\n", " ")
+    words = [line.split() for line in text.splitlines() if line.strip()]
+    return [(w[0].upper(), " ".join(w[1:])) for w in words]
+
+
+def copy_sources(dockerfile: str) -> list[str]:
+    """Return the build-context sources of every COPY (not COPY --from, which copies from another stage)."""
+    sources = []
+    for keyword, args in instructions(dockerfile):
+        words = args.split()
+        if keyword == "COPY" and not any(w.startswith("--from") for w in words):
+            sources += [w for w in words[:-1] if not w.startswith("--")]
+    return sources
+
+
+def requirement_names(requirements: str) -> set[str]:
+    """Return the normalized project names of a requirements file (PEP 503: lower case, runs of -_. as -)."""
+    names = (re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", line.strip()) for line in requirements.splitlines())
+    return {re.sub(r"[-_.]+", "-", m[0]).lower() for m in names if m}
+
+
+def dockerfile_problems(dockerfile: str, requirements: str, dev_requirements: str) -> list[str]:
+    """List a wrong base image, missing COPY sources, an install that is not requirements.txt as is, dev packages."""
     pin = re.search(r"^apache-airflow==(\S+)$", requirements, re.M)
     base = re.search(r"^FROM apache/airflow:(\S+)", dockerfile, re.M)
     problems = []
     if not pin or not base or base[1].split("-")[0] != pin[1]:
         problems.append(f"FROM apache/airflow:{base and base[1]} does not match apache-airflow=={pin and pin[1]}")
-    for line in re.findall(r"^COPY (.+)$", dockerfile, re.M):
-        sources = [p for p in line.split()[:-1] if not p.startswith("--")]
-        problems += [f"COPY {s}: no such file" for s in sources if not (REPO / s).exists()]
-    if RUNTIME_MARKER not in requirements.splitlines() or f"/^{RUNTIME_MARKER}$/,$d" not in dockerfile:
-        problems.append("the Dockerfile's runtime filter does not match requirements.txt's marker")
-    runtime = requirements.split(RUNTIME_MARKER)[0]
-    problems += [f"{p} would be in the image" for p in TEST_ONLY_PACKAGES if re.search(rf"^{p}\b", runtime, re.M)]
+    problems += [f"COPY {s}: no such file" for s in copy_sources(dockerfile) if not (REPO / s).exists()]
+    runs = [args for keyword, args in instructions(dockerfile) if keyword == "RUN"]
+    installs = [run for run in runs if "pip install" in run]
+    wanted = ('"apache-airflow==${AIRFLOW_VERSION}"', "-r requirements.txt", "-c constraints.txt")
+    if len(installs) != 1 or not all(w in installs[0] for w in wanted):
+        problems.append(f"the Dockerfile must install {' '.join(wanted)} in one pip install, got {installs}")
+    problems += [
+        f"RUN filters with sed: requirements.txt is installed as is: {run}"
+        for run in runs
+        if re.search(r"\bsed\b", run)
+    ]
+    if any("requirements-dev.txt" in args for _, args in instructions(dockerfile)):
+        problems.append("the production Dockerfile uses requirements-dev.txt")
+    if not {"requirements.txt", "constraints.txt"} <= set(copy_sources(dockerfile)):
+        problems.append("the Dockerfile does not COPY requirements.txt and constraints.txt")
+    dev_only = {*DEV_ONLY_PACKAGES, *requirement_names(dev_requirements)}
+    problems += [f"{p} would be in the image" for p in sorted(requirement_names(requirements) & dev_only)]
     return problems
 
 
 def code_defaults() -> dict[str, str]:
-    """Return every STATISTICS_EXPORT_* variable the code reads, with its default as a string."""
-    files = [*REPO.glob("dags/*.py"), *REPO.glob("plugins/**/*.py"), *REPO.glob("include/statistics_export/*.py")]
-    trees = [ast.parse(path.read_text()) for path in files]
-    constants = {
-        target.id: node.value.value
-        for tree in trees
-        for node in tree.body
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-        for target in node.targets
-        if isinstance(target, ast.Name)
+    """Return every STATISTICS_EXPORT_* setting of include/statistics_export/settings.py with its default."""
+    return {setting.env: setting.default for setting in settings_module.ALL}
+
+
+def environment_reads(source: str) -> list[str]:
+    """List where Python source reads the environment (os.environ, os.getenv) or names a STATISTICS_EXPORT_ variable.
+
+    Docstrings may name a variable for the reader; any other string holding one is a read in the making.
+    """
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
     }
+    readers = {"environ", "environb", "getenv", "getenvb"}
+    os_names = {"os"} | {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+        if alias.name == "os"
+    }
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in readers:
+            if isinstance(node.value, ast.Name) and node.value.id in os_names:
+                found.append((node.lineno, f"{node.value.id}.{node.attr}"))
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            found += [(node.lineno, f"from os import {a.name}") for a in node.names if a.name in readers]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            if "STATISTICS_EXPORT_" in node.value:
+                found.append((node.lineno, f"names {node.value!r}"))
+    return [f"line {line}: {what}" for line, what in sorted(found)]
 
-    def value_of(node: ast.expr):
-        if isinstance(node, ast.Constant):
-            return node.value
-        return constants.get(node.id) if isinstance(node, ast.Name) else None
 
-    found = {}
-    for tree in trees:
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.Call) or not node.args:
-                continue
-            name = value_of(node.args[0])
-            if isinstance(name, str) and name.startswith("STATISTICS_EXPORT_"):
-                default = value_of(node.args[1]) if len(node.args) > 1 else None
-                # An empty default means the code falls back on its own constant: any compose default will do.
-                found[name] = None if default in (None, "") else str(default)
-    return found
+def product_environment_reads(root: Path = REPO) -> list[str]:
+    """List the product modules (dags/, plugins/, include/) other than settings.py that read the environment."""
+    settings_file = root / "include" / "statistics_export" / "settings.py"
+    files = sorted(path for top in ("dags", "plugins", "include") for path in (root / top).rglob("*.py"))
+    return [
+        f"{path.relative_to(root)}: {read}"
+        for path in files
+        if path != settings_file
+        for read in environment_reads(path.read_text())
+    ]
 
 
-def setting_problems(compose: dict, settings: dict[str, str | None]) -> list[str]:
-    """List settings the code reads that Airflow does not get, or gets with another default."""
-    common = environment(compose["x-airflow-common"])
-    problems = [f"{name} is not passed to Airflow" for name in settings if name not in common]
-    for name, default in settings.items():
-        if name in common and default is not None and interpolate(common[name], {}) != default:
-            problems.append(f"{name}: compose default {interpolate(common[name], {})!r}, code default {default!r}")
+# -- build contexts: what `docker build` would send, from the ignore file --------------------------------
+
+
+def ignore_patterns(text: str) -> list[tuple[bool, re.Pattern]]:
+    """Parse an ignore file as Docker does (moby/patternmatcher's ignorefile.ReadAll).
+
+    A line starting with # is a comment; lines are trimmed; a leading ! makes an exception; the rest is
+    path-cleaned with its leading / removed. Returns (exception, regex) in file order. Supported: `*` (not
+    across /), `?`, `**` (any number of directories, none included); character classes and escapes raise,
+    so the matcher never silently departs from Docker's.
+    """
+    patterns = []
+    for line in text.removeprefix("\ufeff").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        pattern = line.strip()
+        exception = pattern.startswith("!")
+        pattern = pattern[1:].strip() if exception else pattern
+        if not pattern:
+            continue
+        pattern = posixpath.normpath(pattern)
+        pattern = pattern[1:] if len(pattern) > 1 and pattern.startswith("/") else pattern
+        patterns.append((exception, re.compile(_pattern_regex(pattern))))
+    return patterns
+
+
+def _pattern_regex(pattern: str) -> str:
+    """Translate one cleaned ignore pattern into a regex over /-separated relative paths."""
+    if re.search(r"[\[\]\\]", pattern):
+        raise ValueError(f"{pattern}: character classes and escapes are not implemented here")
+    regex, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**", i):
+            i += 2
+            if pattern.startswith("/", i):
+                i += 1
+            regex += ".*" if i == len(pattern) else "(.*/)?"
+            continue
+        regex += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+        i += 1
+    return regex
+
+
+def is_ignored(path: str, patterns: list[tuple[bool, re.Pattern]]) -> bool:
+    """Whether Docker leaves ``path`` out: the last pattern matching it, or one of its parent directories, decides."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for exception, regex in patterns:
+        if any(regex.fullmatch(candidate) for candidate in candidates):
+            ignored = not exception
+    return ignored
+
+
+def repo_files() -> list[str]:
+    """Return the files of the working tree a build context would hold: tracked, plus untracked ones git does not ignore."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    return sorted({path for path in listed.split("\0") if path and os.path.lexists(REPO / path)})
+
+
+def build_context(files: list[str], ignore_text: str) -> list[str]:
+    """Return the files among ``files`` that a build with this ignore file sends."""
+    patterns = ignore_patterns(ignore_text)
+    return [path for path in files if not is_ignored(path, patterns)]
+
+
+def in_context(source: str, context: list[str]) -> bool:
+    """Whether a COPY source (a file or a directory) is in the build context."""
+    source = posixpath.normpath(source)
+    return any(path == source or path.startswith(f"{source}/") for path in context)
+
+
+def local_only_problems(ignore_text: str) -> list[str]:
+    """List the never-tracked local files (secrets, the virtualenv, logs, caches) an ignore file lets through."""
+    patterns = ignore_patterns(ignore_text)
+    return [f"{path} would be sent to the builder" for path in LOCAL_ONLY_FILES if not is_ignored(path, patterns)]
+
+
+def standin_path(path: str) -> bool:
+    """Whether a path is part of the local stand-ins: the sandbox, the local stack or the fixture schema."""
+    parts = PurePosixPath(path).parts
+    return path.endswith(FIXTURE_SCHEMA) or any(p.removesuffix(".py") in STANDIN_PACKAGES for p in parts)
+
+
+def production_context_problems(files: list[str], ignore_text: str, dockerfile: str, root: Path = REPO) -> list[str]:
+    """List what the production build context holds but must not, COPY sources it lacks, imports of stand-ins."""
+    context = build_context(files, ignore_text)
+    problems = [f"{path} is in the production build context" for path in context if path.split("/")[0] in NOT_SHIPPED]
+    problems += [f"{path}: a local stand-in in the production build context" for path in context if standin_path(path)]
+    if "requirements-dev.txt" in context:
+        problems.append("requirements-dev.txt is in the production build context")
+    problems += local_only_problems(ignore_text)
+    problems += [f"COPY {s}: not in the build context" for s in copy_sources(dockerfile) if not in_context(s, context)]
+    for path in context:
+        if path.endswith(".py"):
+            for node in ast.walk(ast.parse((root / path).read_text())):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                names += [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+                problems += [f"{path} imports {n}" for n in names if n.split(".")[0] in STANDIN_PACKAGES]
     return problems
 
 
+def standins_image_problems(files: list[str], ignore_text: str, dockerfile: str, compose: dict) -> list[str]:
+    """List what keeps dev/Dockerfile from being the production image plus graphql-core and dev/."""
+    context = build_context(files, ignore_text)
+    problems = []
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)\s*\nFROM \$\{BASE_IMAGE\}\s*$", dockerfile, re.M)
+    production = interpolate(compose["x-airflow-common"]["image"], {})
+    if not base or base[1] != production:
+        problems.append(f"dev/Dockerfile does not start FROM the production image {production}")
+    copies = [args.split() for keyword, args in instructions(dockerfile) if keyword == "COPY"]
+    if not any(words[-2:] == ["dev/", "/opt/airflow/dev/"] for words in copies):
+        problems.append("dev/Dockerfile does not COPY dev/ to /opt/airflow/dev/")
+    paths = re.findall(r"^ENV PYTHONPATH=(\S+)$", dockerfile, re.M)
+    if not paths or "/opt/airflow/dev" not in paths[-1].split(":"):
+        problems.append("dev/Dockerfile's PYTHONPATH lacks /opt/airflow/dev")
+    install = [args for keyword, args in instructions(dockerfile) if keyword == "RUN" and "pip install" in args]
+    if not install or not re.search(
+        r"grep -E '\^graphql-core==' requirements-dev.txt > (\S+) && pip install .*-r \1 -c constraints.txt", install[0]
+    ):
+        problems.append(
+            "dev/Dockerfile does not install requirements-dev.txt's graphql-core line, pinned by constraints.txt"
+        )
+    problems += [f"COPY {s}: no such file" for s in copy_sources(dockerfile) if not (REPO / s).exists()]
+    problems += [
+        f"COPY {s}: not in the stand-ins' build context" for s in copy_sources(dockerfile) if not in_context(s, context)
+    ]
+    wanted = [
+        path for path in files if path.startswith("dev/") and not re.search(r"__pycache__|\.pyc$|\.egg-info/", path)
+    ]
+    problems += [f"{path} is not in the stand-ins' build context" for path in wanted if path not in context]
+    return problems + local_only_problems(ignore_text)
+
+
+def setting_problems(compose: dict, settings: dict[str, str], defined: dict[str, str] | None = None) -> list[str]:
+    """List settings Airflow does not get or gets with another default, and variables no setting reads.
+
+    ``defined`` (.env.example) may leave a setting empty or give the code's default, nothing else.
+    """
+    common = environment(compose["x-airflow-common"])
+    problems = [f"{name} is not passed to Airflow" for name in settings if name not in common]
+    for name, default in settings.items():
+        if name in common and interpolate(common[name], {}) != default:
+            problems.append(f"{name}: compose default {interpolate(common[name], {})!r}, code default {default!r}")
+    passed = {name for name in [*common, *(defined or {})] if name.startswith("STATISTICS_EXPORT_")}
+    problems += [f"{name} is set but no setting in settings.py reads it" for name in sorted(passed - set(settings))]
+    for name, value in (defined or {}).items():
+        if name in settings and value not in ("", settings[name]):
+            problems.append(f"{name}: .env.example {value!r}, code default {settings[name]!r}")
+    return problems
+
+
+def compose_schema_problems(compose: dict) -> list[str]:
+    """List where the compose file breaks the Compose Specification's JSON schema (Compose's own first check)."""
+    schema = json.loads(COMPOSE_SPEC.read_text())
+    errors = jsonschema.Draft7Validator(schema).iter_errors(compose)
+    return sorted(f"{'/'.join(map(str, e.absolute_path)) or '(top level)'}: {e.message}" for e in errors)
+
+
 # -- the real files ------------------------------------------------------------------------------------
+
+
+def read(path: str) -> str:
+    """Return a repo file's text."""
+    return (REPO / path).read_text()
+
+
+def test_the_compose_file_is_valid_against_the_compose_specification():
+    if not COMPOSE_SPEC.exists():
+        pytest.skip(f"{COMPOSE_SPEC} is absent")
+    assert compose_schema_problems(load_compose()) == []
 
 
 def test_every_service_the_stack_needs_is_defined():
@@ -302,6 +604,10 @@ def test_airflow_services_mount_the_project_and_use_celery_with_redis():
     assert airflow_config_problems(compose) == []
 
 
+def test_stand_ins_are_built_from_dev_and_run_dev_modules():
+    assert standin_service_problems(load_compose()) == []
+
+
 def test_compose_variables_and_env_example_match_and_secrets_have_no_value():
     assert variable_problems(compose_text(), env_example()) == []
 
@@ -314,22 +620,42 @@ def test_the_three_connections_are_json_with_what_the_hooks_read():
     assert connection_problems(load_compose(), env_example()) == []
 
 
-def test_the_dockerfile_matches_the_airflow_pin_and_copies_existing_runtime_files():
-    dockerfile, requirements = (REPO / "Dockerfile").read_text(), (REPO / "requirements.txt").read_text()
-    assert dockerfile_problems(dockerfile, requirements) == []
-    moto_pin = re.search(r"^moto\[server\]==(\S+)$", requirements, re.M)[1]
+def test_the_dockerfile_matches_the_airflow_pin_and_installs_the_runtime_requirements_only():
+    assert dockerfile_problems(read("Dockerfile"), read("requirements.txt"), read("requirements-dev.txt")) == []
+    moto_pin = re.search(r"^moto\[server\]==(\S+)$", read("requirements-dev.txt"), re.M)[1]
     assert load_compose()["services"]["s3"]["image"] == f"motoserver/moto:{moto_pin}"
+
+
+def test_the_production_build_context_holds_no_sandbox_local_stack_or_fixture_schema():
+    files = repo_files()
+    assert {"dev/local_stack/app_fixture_schema.sql", "dev/shopify_sandbox/__main__.py", "Dockerfile"} <= set(files)
+    assert production_context_problems(files, read(".dockerignore"), read("Dockerfile")) == []
+
+
+def test_the_stand_ins_image_is_the_production_image_plus_dev():
+    dockerfile = REPO / STANDINS_DOCKERFILE
+    # BuildKit reads <Dockerfile>.dockerignore, next to the Dockerfile, instead of the context's .dockerignore.
+    ignore_file = dockerfile.with_name(f"{dockerfile.name}.dockerignore")
+    problems = standins_image_problems(repo_files(), ignore_file.read_text(), dockerfile.read_text(), load_compose())
+    assert problems == []
 
 
 def test_every_statistics_export_setting_reaches_airflow_with_the_code_default():
     settings = code_defaults()
     assert {"STATISTICS_EXPORT_START_DATE", "STATISTICS_EXPORT_BATCH_VARIANTS"} <= set(settings)
-    assert setting_problems(load_compose(), settings) == []
+    assert all(setting.parse(setting.default) is not None for setting in settings_module.ALL)
+    assert setting_problems(load_compose(), settings, env_example()) == []
+
+
+def test_only_settings_py_reads_the_environment_in_product_code():
+    reads = product_environment_reads()
+    assert not reads, "only include/statistics_export/settings.py may read the environment:\n" + "\n".join(reads)
 
 
 def test_the_build_context_leaves_out_secrets_and_the_virtualenv():
-    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    ignored = read(".dockerignore").splitlines()
     assert ".env" in ignored and ".venv/" in ignored
+    assert local_only_problems(read(".dockerignore")) == []
 
 
 # -- each check catches what it is for ------------------------------------------------------------------
@@ -339,14 +665,29 @@ def _connections(compose: dict) -> list[str]:
     return connection_problems(compose, env_example())
 
 
+def _schema(compose: dict) -> list[str]:
+    if not COMPOSE_SPEC.exists():
+        pytest.skip(f"{COMPOSE_SPEC} is absent")
+    return compose_schema_problems(compose)
+
+
 @pytest.mark.parametrize(
     "old, new, check",
     [
         ('["CMD", "redis-cli", "ping"]', '["NONE"]', healthcheck_problems),
         ("      shopify-sandbox:\n        condition: service_healthy", "      shopify-sandbox:\n", dependency_problems),
         ("    - ./include:/opt/airflow/include\n", "", mount_problems),
+        (
+            "    - ./logs:/opt/airflow/logs\n",
+            "    - ./logs:/opt/airflow/logs\n    - ./dev:/opt/airflow/dev\n",
+            mount_problems,
+        ),
         ("EXECUTOR: CeleryExecutor", "EXECUTOR: LocalExecutor", airflow_config_problems),
-        ("PYTHONPATH: /opt/airflow:/opt/airflow/plugins", "PYTHONPATH: /opt/airflow/plugins", airflow_config_problems),
+        (
+            "PYTHONPATH: /opt/airflow:/opt/airflow/plugins\n",
+            "PYTHONPATH: /opt/airflow/plugins\n",
+            airflow_config_problems,
+        ),
         ("command: celery worker\n", "command: celery worker\n    container_name: w\n", airflow_config_problems),
         ('"password": "${APP_DB_PASSWORD:?set APP_DB_PASSWORD in .env}"', '"password": "x"', secret_literal_problems),
         (
@@ -361,6 +702,31 @@ def _connections(compose: dict) -> list[str]:
             '"template": "${SHOPIFY_ENDPOINT_TEMPLATE:?',
             _connections,
         ),
+        ("    dockerfile: dev/Dockerfile\n", "    dockerfile: Dockerfile\n", standin_service_problems),
+        ("    - ./dev:/opt/airflow/dev:ro\n", "    - ./include:/opt/airflow/include:ro\n", standin_service_problems),
+        (
+            "      statistics-export-production: service:airflow-init",
+            "      other: service:airflow-init",
+            standin_service_problems,
+        ),
+        ("plugins:/opt/airflow/dev\n  volumes:", "plugins\n  volumes:", standin_service_problems),
+        (
+            "from local_stack.services import create_bucket",
+            "from include.local_stack.services import create_bucket",
+            standin_service_problems,
+        ),
+        (
+            "from local_stack.services import apply_schema",
+            "from local_stack.services import apply_schemas",
+            standin_service_problems,
+        ),
+        (
+            '["python", "-m", "shopify_sandbox"]',
+            '["python", "-m", "include.shopify_sandbox"]',
+            standin_service_problems,
+        ),
+        ("    dockerfile: dev/Dockerfile\n", "    dockerfile_path: dev/Dockerfile\n", _schema),
+        ("        condition: service_completed_successfully\n", "        condition: completed\n", _schema),
     ],
 )
 def test_a_broken_compose_file_is_caught(old, new, check):
@@ -385,9 +751,15 @@ def test_a_missing_service_or_a_setting_drifting_from_the_code_is_caught():
     compose = copy.deepcopy(load_compose())
     del compose["services"]["s3"]
     assert missing_services(compose) == ["s3"]
-    settings = code_defaults()
+    settings, defined = code_defaults(), env_example()
+    assert setting_problems(load_compose(), settings, defined) == []
     assert setting_problems(load_compose(), {**settings, "STATISTICS_EXPORT_NEW_KNOB": "1"}) != []
     assert setting_problems(load_compose(), {**settings, "STATISTICS_EXPORT_START_DATE": "2020-01-01"}) != []
+    dropped = {k: v for k, v in settings.items() if k != "STATISTICS_EXPORT_CONCURRENCY"}
+    assert setting_problems(load_compose(), dropped) == [
+        "STATISTICS_EXPORT_CONCURRENCY is set but no setting in settings.py reads it"
+    ]
+    assert setting_problems(load_compose(), settings, {**defined, "STATISTICS_EXPORT_CONCURRENCY": "4"}) != []
 
 
 def test_a_variable_only_in_env_example_or_a_committed_secret_is_caught():
@@ -397,20 +769,165 @@ def test_a_variable_only_in_env_example_or_a_committed_secret_is_caught():
 
 
 @pytest.mark.parametrize(
+    "source",
+    [
+        'import os\nLIMIT = os.environ.get("LIMIT", "1")\n',
+        'import os\nLIMIT = os.environ["LIMIT"]\n',
+        'import os\nLIMIT = os.getenv("LIMIT")\n',
+        "import os as system\nENV = dict(system.environ)\n",
+        'from os import environ\nLIMIT = environ["LIMIT"]\n',
+        'from os import getenv as read\nLIMIT = read("LIMIT")\n',
+        'NAME = "STATISTICS_EXPORT_LIMIT"\n',
+        'def f(name):\n    """Read it."""\n    return {"k": f"STATISTICS_EXPORT_{name}"}\n',
+    ],
+)
+def test_a_product_module_reading_the_environment_is_caught(tmp_path, source):
+    for folder in ("dags", "plugins/export_hooks", "include/statistics_export"):
+        (tmp_path / folder).mkdir(parents=True)
+    # settings.py may read the environment, and a docstring may name a variable: neither is reported.
+    (tmp_path / "include/statistics_export/settings.py").write_text(
+        'import os\nX = os.environ.get("STATISTICS_EXPORT_X")\n'
+    )
+    (tmp_path / "dags/dag.py").write_text(
+        '"""Reads STATISTICS_EXPORT_START_DATE through settings."""\nimport os.path\n'
+    )
+    assert product_environment_reads(tmp_path) == []
+    (tmp_path / "plugins/export_hooks/hook.py").write_text(source)
+    reads = product_environment_reads(tmp_path)
+    assert reads and all(r.startswith("plugins/export_hooks/hook.py: line ") for r in reads)
+
+
+@pytest.mark.parametrize(
     "old, new",
     [
         ("FROM apache/airflow:3.3.2", "FROM apache/airflow:3.3.1"),
         ("COPY --chown=airflow:0 include/", "COPY --chown=airflow:0 missing/"),
-        ("/^# Local stand-ins and tests$/,$d", "/^# Test stand-ins$/,$d"),
+        (" -r requirements.txt", " -r requirements-dev.txt"),
+        (" -c constraints.txt", ""),
+        ('"apache-airflow==${AIRFLOW_VERSION}" ', ""),
+        (
+            "    && pip install",
+            "    && sed '/^# Local stand-ins and tests$/,$d' requirements.txt > requirements-runtime.txt\n    && pip install",
+        ),
     ],
 )
 def test_a_broken_dockerfile_is_caught(old, new):
-    dockerfile, requirements = (REPO / "Dockerfile").read_text(), (REPO / "requirements.txt").read_text()
+    dockerfile = read("Dockerfile")
     assert old in dockerfile
-    assert dockerfile_problems(dockerfile.replace(old, new), requirements) != []
+    assert (
+        dockerfile_problems(dockerfile.replace(old, new), read("requirements.txt"), read("requirements-dev.txt")) != []
+    )
 
 
-def test_test_only_packages_above_the_marker_are_caught():
-    requirements = (REPO / "requirements.txt").read_text()
-    moved = "moto[server]==5.2.5\n" + requirements
-    assert dockerfile_problems((REPO / "Dockerfile").read_text(), moved) != []
+@pytest.mark.parametrize("line", ["moto[server]==5.2.5", "graphql-core==3.3.2", "graphql_core==3.3.2", "PyTest==9.2.0"])
+def test_a_development_package_in_requirements_txt_is_caught(line):
+    requirements = read("requirements.txt") + line + "\n"
+    assert dockerfile_problems(read("Dockerfile"), requirements, read("requirements-dev.txt")) == [
+        f"{line.split('=')[0].split('[')[0].lower().replace('_', '-')} would be in the image"
+    ]
+
+
+@pytest.mark.parametrize(
+    "old, new, problem",
+    [
+        ("dev/\n", "", "dev/local_stack/app_fixture_schema.sql is in the production build context"),
+        ("tests/\n", "", "tests/conftest.py is in the production build context"),
+        ("bench/\n", "", "bench/__main__.py is in the production build context"),
+        ("\nrequirements-dev.txt\n", "\n", "requirements-dev.txt is in the production build context"),
+        ("\n.env\n", "\n", ".env would be sent to the builder"),
+        (".venv/\n", "", ".venv/bin/python would be sent to the builder"),
+        (
+            "**/__pycache__/\n**/*.pyc\n",
+            "",
+            "include/statistics_export/__pycache__/tasks.cpython-311.pyc would be sent to the builder",
+        ),
+        ("dev/\n", "dev/*.toml\n", "dev/shopify_sandbox/__main__.py: a local stand-in in the production build context"),
+        (
+            "dev/\n",
+            "dev/\n!dev/local_stack/\n",
+            "dev/local_stack/services.py: a local stand-in in the production build context",
+        ),
+        ("\n.env\n", "\n.env\ninclude/\n", "COPY include/: not in the build context"),
+        ("\n.env\n", "\n.env\n*.txt\n", "COPY requirements.txt: not in the build context"),
+    ],
+)
+def test_a_production_build_context_with_stand_ins_is_caught(old, new, problem):
+    ignore_text, dockerfile, files = read(".dockerignore"), read("Dockerfile"), repo_files()
+    assert old in ignore_text and production_context_problems(files, ignore_text, dockerfile) == []
+    assert problem in production_context_problems(files, ignore_text.replace(old, new, 1), dockerfile)
+
+
+def test_a_production_image_copying_or_importing_the_stand_ins_is_caught(tmp_path):
+    ignore_text, files = read(".dockerignore"), repo_files()
+    dockerfile = read("Dockerfile") + "COPY dev/ /opt/airflow/dev/\n"
+    assert production_context_problems(files, ignore_text, dockerfile) == ["COPY dev/: not in the build context"]
+    # A product module importing a stand-in: the image would fail at import.
+    probe = "include/statistics_export/probe.py"
+    (tmp_path / probe).parent.mkdir(parents=True)
+    (tmp_path / probe).write_text("from shopify_sandbox.world import save_world\nimport local_stack.services\n")
+    problems = production_context_problems([probe], ignore_text, read("Dockerfile"), root=tmp_path)
+    assert [p for p in problems if " imports " in p] == [
+        f"{probe} imports {n}" for n in ("shopify_sandbox.world", "local_stack.services")
+    ]
+
+
+@pytest.mark.parametrize(
+    "pattern, path, ignored",
+    [
+        ("dev/", "dev/local_stack/services.py", True),
+        ("/dev", "dev/x", True),
+        ("dev", "include/dev/x", False),
+        ("*.txt", "requirements.txt", True),
+        ("*.txt", "include/notes.txt", False),
+        ("*/*.txt", "include/notes.txt", True),
+        ("**/*.pyc", "a.pyc", True),
+        ("**/*.pyc", "include/statistics_export/__pycache__/x.pyc", True),
+        ("**/__pycache__/", "include/__pycache__/x.pyc", True),
+        ("include/**", "include/statistics_export/x.py", True),
+        ("include/**", "include", False),
+        ("a/**/b", "a/b", True),
+        ("a/**/b", "a/x/y/b/c", True),
+        ("te?ts", "tests/x", True),
+        ("te?ts", "te/ts/x", False),
+        (".env.*", ".env.example", True),
+        ("*\n!dev/", "dev/shopify_sandbox/world.py", False),
+        ("*\n!dev/", "include/x.py", True),
+        ("*\n!dev/\n**/*.pyc", "dev/x.pyc", True),
+        ("dev/\n!dev/keep\ndev/keep/*.sql", "dev/keep/a.sql", True),
+        ("dev/\n!dev/keep\ndev/keep/*.sql", "dev/keep/a.py", False),
+        ("# dev/\n dev/ \n", "dev/x", True),
+        ("# dev/\n", "dev/x", False),
+    ],
+)
+def test_the_ignore_matcher_follows_docker(pattern, path, ignored):
+    assert is_ignored(path, ignore_patterns(pattern)) is ignored
+
+
+def test_the_ignore_matcher_refuses_what_it_does_not_implement():
+    with pytest.raises(ValueError):
+        ignore_patterns("[a-z]*.py")
+
+
+@pytest.mark.parametrize(
+    "file, old, new",
+    [
+        ("dev/Dockerfile", "ARG BASE_IMAGE=statistics-export-airflow:3.3.2", "ARG BASE_IMAGE=apache/airflow:3.3.2"),
+        (
+            "dev/Dockerfile",
+            "COPY --chown=airflow:0 dev/ /opt/airflow/dev/",
+            "COPY --chown=airflow:0 dev/local_stack/ /opt/airflow/dev/",
+        ),
+        ("dev/Dockerfile", ":/opt/airflow/dev\n", "\n"),
+        ("dev/Dockerfile", "grep -E '^graphql-core=='", "grep -E '^graphql=='"),
+        ("dev/Dockerfile", " -c constraints.txt", ""),
+        ("dev/Dockerfile.dockerignore", "!dev/\n", ""),
+        ("dev/Dockerfile.dockerignore", "!dev/\n", "!dev/\ndev/local_stack/*.sql\n"),
+        ("dev/Dockerfile.dockerignore", "!requirements-dev.txt\n", ""),
+        ("dev/Dockerfile.dockerignore", "*\n", ""),
+    ],
+)
+def test_a_broken_stand_ins_image_is_caught(file, old, new):
+    texts = {name: read(name) for name in ("dev/Dockerfile", "dev/Dockerfile.dockerignore")}
+    args = lambda t: (repo_files(), t["dev/Dockerfile.dockerignore"], t["dev/Dockerfile"], load_compose())  # noqa: E731
+    assert old in texts[file] and standins_image_problems(*args(texts)) == []
+    assert standins_image_problems(*args({**texts, file: texts[file].replace(old, new, 1)})) != []
