@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from typing import Any, TypeVar
 
 from airflow.sdk import Param, PokeReturnValue, TriggerRule, dag, get_current_context, task, task_group
@@ -25,7 +25,7 @@ from include.statistics_export import tasks
 from include.statistics_export.errors import ExportError, PermanentError
 from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, Handoff, ShopPlan, ShopRef
 from include.statistics_export.report import summarize_run, unfinished
-from include.statistics_export.utc import export_day
+from include.statistics_export.utc import export_day, midnight
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def only(ids: Sequence[str] | None) -> list[str] | None:
 @dag(
     dag_id="product_statistics_export",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime.combine(SETTINGS.start_date, datetime.min.time(), tzinfo=timezone.utc),
+    start_date=midnight(SETTINGS.start_date),
     catchup=True,
     max_active_runs=3,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
@@ -211,11 +211,7 @@ def product_statistics_export():
         mapped = [BatchPlan.from_xcom(b) for b in batches]
         reasons = failure_reasons(ti, listed, planned, mapped, exported)
         summary = summarize_run(day, listed, planned, mapped, exported, list(reconciliations or []), reasons)
-        log.info(summary.text())
-        log.info("Report written to %s", tasks.write_report(summary))
-        if summary.failed:
-            raise AirflowFailException(summary.failure_message())
-        return summary.document()
+        return run(tasks.finish_day, summary)
 
     @task
     def clean_staging(day: str) -> int:

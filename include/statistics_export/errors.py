@@ -32,5 +32,9 @@ class StagedCatalogMissing(PermanentError):
     """A staged catalog batch is gone (cleaned after a successful run): its shop's catalog must be read again."""
 
 
+class DayFailed(PermanentError):
+    """The day's export is incomplete: a shop failed or did not reconcile (the report names each and why)."""
+
+
 class BatchRowsError(ExportError):
     """A batch's files are written but its rows are not (the database went away or timed out): retry the batch."""

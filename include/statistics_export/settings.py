@@ -24,6 +24,7 @@ class Setting(Generic[T]):
     env: str
     default: str
     parse: Callable[[str], T]
+    kind: str
     meaning: str
 
     def read(self, environ: Mapping[str, str]) -> T:
@@ -32,7 +33,7 @@ class Setting(Generic[T]):
         try:
             return self.parse(raw)
         except (ValueError, InvalidOperation) as exc:
-            raise ValueError(f"{self.env} must be {self.meaning.split(':')[0]}, got {raw!r} ({exc})") from None
+            raise ValueError(f"{self.env} must be {self.kind}, got {raw!r} ({exc})") from None
 
 
 def _positive_int(raw: str) -> int:
@@ -57,64 +58,50 @@ def _amount(raw: str) -> Decimal:
 
 
 START_DATE = Setting(
-    "STATISTICS_EXPORT_START_DATE",
-    "2026-11-01",
-    date.fromisoformat,
-    "a UTC day YYYY-MM-DD: the DAG's start date; with catchup on, every day since is exported",
-)
+    "STATISTICS_EXPORT_START_DATE", "2026-11-01", date.fromisoformat, "a day YYYY-MM-DD",
+    "the DAG's start date (UTC); with catchup on, every day since is exported",
+)  # fmt: skip
 BATCH_VARIANTS = Setting(
-    "STATISTICS_EXPORT_BATCH_VARIANTS",
-    "500",
-    _positive_int,
-    "a whole number: target variants per batch (a product is never split)",
-)
+    "STATISTICS_EXPORT_BATCH_VARIANTS", "500", _positive_int, "a whole number above 0",
+    "target variants per batch (a product is never split)",
+)  # fmt: skip
 CONCURRENCY = Setting(
-    "STATISTICS_EXPORT_CONCURRENCY",
-    "8",
-    _positive_int,
-    "a whole number: threads (and pooled HTTP connections) per batch for image copies and uploads",
-)
+    "STATISTICS_EXPORT_CONCURRENCY", "8", _positive_int, "a whole number above 0",
+    "threads (and pooled HTTP connections) per batch for image copies and uploads",
+)  # fmt: skip
 BULK_THRESHOLD = Setting(
-    "STATISTICS_EXPORT_BULK_THRESHOLD",
-    "150",
-    _positive_int,
-    "a whole number: shops with at least this many products are read with a bulk operation",
-)
+    "STATISTICS_EXPORT_BULK_THRESHOLD", "150", _positive_int, "a whole number above 0",
+    "shops with at least this many products are read with a bulk operation",
+)  # fmt: skip
 BULK_POLL_SECONDS = Setting(
-    "STATISTICS_EXPORT_BULK_POLL_SECONDS",
-    "30",
-    _positive_float,
-    "a number of seconds: time between two polls of a running bulk operation",
-)
+    "STATISTICS_EXPORT_BULK_POLL_SECONDS", "30", _positive_float, "a number of seconds above 0",
+    "seconds between two polls of a running bulk operation",
+)  # fmt: skip
 IMAGE_MAX_BYTES = Setting(
-    "STATISTICS_EXPORT_IMAGE_MAX_BYTES",
-    "20971520",
-    _positive_int,
-    "a whole number of bytes: largest image backed up (bigger ones keep their Shopify URL)",
-)
+    "STATISTICS_EXPORT_IMAGE_MAX_BYTES", "20971520", _positive_int, "a whole number of bytes above 0",
+    "largest image backed up (bigger ones keep their Shopify URL, tried again next run)",
+)  # fmt: skip
 IMAGE_TIMEOUT = Setting(
-    "STATISTICS_EXPORT_IMAGE_TIMEOUT",
-    "30",
-    _positive_float,
-    "a number of seconds: how long one image download may take in all",
-)
+    "STATISTICS_EXPORT_IMAGE_TIMEOUT", "30", _positive_float, "a number of seconds above 0",
+    "seconds one image download may take in all",
+)  # fmt: skip
 MAX_EVENT_REVENUE = Setting(
-    "STATISTICS_EXPORT_MAX_EVENT_REVENUE",
-    "1000000.00",
-    _amount,
-    "a decimal amount: a PURCHASE above this is rejected as bad input",
-)
+    "STATISTICS_EXPORT_MAX_EVENT_REVENUE", "1000000.00", _amount, "a non-negative decimal amount",
+    "a PURCHASE above this is rejected as bad input",
+)  # fmt: skip
 
-ALL: tuple[Setting[Any], ...] = (
-    START_DATE,
-    BATCH_VARIANTS,
-    CONCURRENCY,
-    BULK_THRESHOLD,
-    BULK_POLL_SECONDS,
-    IMAGE_MAX_BYTES,
-    IMAGE_TIMEOUT,
-    MAX_EVENT_REVENUE,
-)
+# Each field of Settings and the variable it is read from.
+FIELDS: dict[str, Setting[Any]] = {
+    "start_date": START_DATE,
+    "batch_variants": BATCH_VARIANTS,
+    "concurrency": CONCURRENCY,
+    "bulk_threshold": BULK_THRESHOLD,
+    "bulk_poll_seconds": BULK_POLL_SECONDS,
+    "image_max_bytes": IMAGE_MAX_BYTES,
+    "image_timeout": IMAGE_TIMEOUT,
+    "max_event_revenue": MAX_EVENT_REVENUE,
+}
+ALL: tuple[Setting[Any], ...] = tuple(FIELDS.values())
 
 
 @dataclass(frozen=True)
@@ -134,20 +121,11 @@ class Settings:
 def load(environ: Mapping[str, str] | None = None) -> Settings:
     """Return the settings from the environment (``os.environ`` unless given), defaults where unset."""
     env = os.environ if environ is None else environ
-    return Settings(
-        start_date=START_DATE.read(env),
-        batch_variants=BATCH_VARIANTS.read(env),
-        concurrency=CONCURRENCY.read(env),
-        bulk_threshold=BULK_THRESHOLD.read(env),
-        bulk_poll_seconds=BULK_POLL_SECONDS.read(env),
-        image_max_bytes=IMAGE_MAX_BYTES.read(env),
-        image_timeout=IMAGE_TIMEOUT.read(env),
-        max_event_revenue=MAX_EVENT_REVENUE.read(env),
-    )
+    return Settings(**{name: setting.read(env) for name, setting in FIELDS.items()})
 
 
 def markdown_table() -> str:
     """Return the settings as the README's table (a test keeps the README in step with this module)."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    rows += [f"| `{s.env}` | `{s.default}` | {s.meaning.split(': ', 1)[1]} |" for s in ALL]
+    rows += [f"| `{s.env}` | `{s.default}` | {s.meaning} |" for s in ALL]
     return "\n".join(rows)

@@ -12,12 +12,13 @@ import io
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from typing import Any
 
 from include.statistics_export.errors import StagedCatalogMissing
 from include.statistics_export.keys import STAGING_ROOT, staged_day, staging_prefix
 from include.statistics_export.protocols import ObjectStore
+from include.statistics_export.utc import today as utc_today
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def read_staged_batch(store: ObjectStore, key: str) -> Iterator[dict[str, Any]]:
 
 def clean_staging(store: ObjectStore, day: date, *, today: date | None = None) -> int:
     """Delete the day's staged catalogs and any staging older than a week; return how many objects went."""
-    cutoff = (today or datetime.now(timezone.utc).date()) - timedelta(days=KEEP_FAILED_RUNS_DAYS)
+    cutoff = (today or utc_today()) - timedelta(days=KEEP_FAILED_RUNS_DAYS)
     prefixes = [staging_prefix(day)]
     for prefix in store.prefixes_under(STAGING_ROOT):
         stamped = staged_day(prefix)

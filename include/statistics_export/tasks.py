@@ -28,7 +28,7 @@ from export_hooks.shopify import ShopifyHook
 from export_hooks.shopify_bulk import BulkAccessDenied, BulkOperationFailed, BulkOperationInProgress, iter_bulk_result
 from export_hooks.shopify_queries import CATALOG_BULK_QUERY
 from include.statistics_export.bulk_catalog import assemble_products
-from include.statistics_export.errors import DatabasePermissionError
+from include.statistics_export.errors import DatabasePermissionError, DayFailed
 from include.statistics_export.export import export_batch, plan_shop, stage_shop
 from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, ShopPlan, ShopRef
 from include.statistics_export.images import download_image
@@ -202,6 +202,15 @@ def write_report(report: RunReport) -> str:
     key = report_key(date.fromisoformat(report.date))
     R2Hook().put_object(key, report.json_bytes(), "application/json")
     return key
+
+
+def finish_day(report: RunReport) -> dict[str, Any]:
+    """Log and write the day's report and return it; raise DayFailed naming every failed shop if any failed."""
+    log.info(report.text())
+    log.info("Report written to %s", write_report(report))
+    if report.failed:
+        raise DayFailed(report.failure_message())
+    return report.document()
 
 
 def clean_day_staging(day: date) -> int:

@@ -17,8 +17,18 @@ def export_day(date_param: str | None, logical_date: datetime | None, run_after:
             raise ValueError(f"The date param must be YYYY-MM-DD, got {date_param!r}") from None
     if logical_date is not None:
         return as_utc(logical_date).date()
-    reference = as_utc(run_after) if run_after is not None else datetime.now(timezone.utc)
-    return reference.date() - timedelta(days=1)
+    reference = as_utc(run_after).date() if run_after is not None else today()
+    return reference - timedelta(days=1)
+
+
+def today() -> date:
+    """Return the current UTC day."""
+    return datetime.now(timezone.utc).date()
+
+
+def midnight(day: date) -> datetime:
+    """Return the start of a UTC day as an aware datetime."""
+    return datetime.combine(day, time.min, tzinfo=timezone.utc)
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
