@@ -14,7 +14,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-sys.path[:0] = [str(REPO), str(REPO / "plugins"), str(REPO / "dev")]
 
 # Airflow reads its configuration at import: give the test process its own home before anything imports it.
 _AIRFLOW_HOME = Path(os.environ.get("TEST_AIRFLOW_HOME", REPO / ".airflow-local" / "test-home"))

@@ -7,7 +7,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import requests
@@ -48,6 +48,8 @@ EXTRA_DEFAULTS: dict[str, float] = {
     "retry_wait_max": 30,
     "max_retry_after": 60,
 }
+# Picks a connection (``{pageInfo, nodes}``) out of a query's data.
+Selector = Callable[[dict[str, Any]], dict[str, Any]]
 _API_VERSION = re.compile(r"^\d{4}-(01|04|07|10)$|^unstable$")
 
 
@@ -408,14 +410,16 @@ class ShopifyHook(BaseHook):
             )
         return {**node, "media": list(media), "variants": variants}
 
-    def _rest_of(self, first_page: dict[str, Any], query: str, variables: dict[str, Any], select) -> Iterator[dict]:
+    def _rest_of(
+        self, first_page: dict[str, Any], query: str, variables: dict[str, Any], select: Selector
+    ) -> Iterator[dict[str, Any]]:
         """Yield a connection's nodes from a page already fetched, then from the following pages."""
         yield from first_page["nodes"]
         page_info = first_page["pageInfo"]
         if page_info["hasNextPage"]:
             yield from self._paginate(query, {**variables, "after": page_info["endCursor"]}, select)
 
-    def _paginate(self, query: str, variables: dict[str, Any], select) -> Iterator[dict[str, Any]]:
+    def _paginate(self, query: str, variables: dict[str, Any], select: Selector) -> Iterator[dict[str, Any]]:
         """Yield every node of a connection, one page per request, halving the page if Shopify finds it too costly."""
         after = variables.get("after")
         while True:

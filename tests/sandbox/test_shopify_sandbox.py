@@ -28,8 +28,8 @@ from shopify_sandbox import (
 )
 from shopify_sandbox.resolvers import SCHEMA_PATH, sandbox_schema
 
-REPO = Path(__file__).resolve().parents[1]
-REAL_SDL = Path(__file__).resolve().parents[2] / "shared/shopify/admin-2026-07.graphql"
+REPO = Path(__file__).resolve().parents[2]
+REAL_SDL = Path(__file__).resolve().parents[3] / "shared/shopify/admin-2026-07.graphql"
 ALPHA = "alpha.myshopify.com"
 TINY = "tiny.myshopify.com"
 TOKEN = "shpat_alpha"

@@ -17,7 +17,7 @@ from local_stack.services import connection_env, with_user
 
 pytestmark = pytest.mark.airflow
 
-GRANTS = Path(__file__).resolve().parents[1] / "docs" / "least_privilege.sql"
+GRANTS = Path(__file__).resolve().parents[2] / "docs" / "least_privilege.sql"
 
 
 def grant_statements(conn, role: str) -> list[sql.Composed]:

@@ -22,7 +22,7 @@ import yaml
 from include.statistics_export import settings as settings_module
 from local_stack.services import Endpoints, connection_env
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE_SPEC = REPO.parent / "shared" / "compose" / "compose-spec.json"
 AIRFLOW_SERVICES = (
     "airflow-apiserver",

@@ -19,7 +19,7 @@ from include.statistics_export.rows import write_rows
 from include.statistics_export.totals import Totals
 from include.statistics_export.shops import active_shops, display_domain, shop_credentials
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOON = datetime(2026, 11, 21, 12)
 HOSTILE = [
     '\'; DROP TABLE "ABTestEvent"; --',

@@ -1,0 +1,109 @@
+"""Each concern has one home: these scans fail when a module reaches past its boundary."""
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+from export_hooks.r2 import R2Hook
+from include.statistics_export.protocols import ObjectStore
+
+REPO = Path(__file__).resolve().parents[2]
+LOGIC = REPO / "include" / "statistics_export"
+PRODUCT = sorted([*LOGIC.glob("*.py"), *(REPO / "plugins").rglob("*.py"), *(REPO / "dags").glob("*.py")])
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def code_strings(path: Path) -> list[tuple[int, str]]:
+    """Return the string constants of a module that are not docstrings, with their line."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+def offenders(paths, allowed: set[str], found) -> list[str]:
+    return [f"{p.relative_to(REPO)}:{line}" for p in paths if p.name not in allowed for line in found(p)]
+
+
+def test_only_the_task_bodies_use_airflow_and_the_hooks():
+    def airflow_imports(path):
+        return [m for m in imported_modules(path) if m.split(".")[0] in ("airflow", "export_hooks")]
+
+    assert offenders(sorted(LOGIC.glob("*.py")), {"tasks.py"}, airflow_imports) == []
+
+
+def test_bucket_prefixes_are_written_only_in_the_keys_module():
+    def prefixes(path):
+        return [line for line, text in code_strings(path) if "statistic-exports" in text or "_staging" in text]
+
+    assert offenders(PRODUCT, {"keys.py"}, prefixes) == []
+
+
+def test_time_is_read_only_in_the_utc_module():
+    def clocks(path):
+        tree = ast.parse(path.read_text())
+        return [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute)
+            and node.attr in ("now", "utcnow", "today", "timezone")
+            and isinstance(node.value, ast.Name)
+            and node.value.id in ("datetime", "date")
+        ] + [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module == "datetime"
+            and any(alias.name == "timezone" for alias in node.names)
+        ]
+
+    assert offenders(PRODUCT, {"utc.py"}, clocks) == []
+
+
+def test_airflow_fail_exception_is_raised_in_one_place():
+    def raises(path):
+        tree = ast.parse(path.read_text())
+        return [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Raise) and "AirflowFailException" in ast.unparse(node.exc or ast.Constant(None))
+        ]
+
+    found = [f"{p.relative_to(REPO)}:{line}" for p in PRODUCT for line in raises(p)]
+    assert len(found) == 1 and found[0].startswith("dags/product_statistics_export.py:")
+
+
+@pytest.mark.parametrize("name", [n for n in dir(ObjectStore) if not n.startswith("_")])
+def test_the_r2_hook_offers_everything_the_object_store_protocol_states(name):
+    wanted = inspect.signature(getattr(ObjectStore, name))
+    offered = inspect.signature(getattr(R2Hook, name))
+    assert list(offered.parameters) == list(wanted.parameters)
+
+
+def test_the_logic_never_reaches_into_a_client():
+    def reaches(path):
+        return [line for line, text in enumerate(path.read_text().splitlines(), 1) if ".client." in text]
+
+    assert offenders(sorted(LOGIC.glob("*.py")), set(), reaches) == []

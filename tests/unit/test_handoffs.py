@@ -1,0 +1,49 @@
+"""What tasks hand each other crosses an XCom as JSON and comes back equal."""
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, ShopPlan, ShopRef
+from include.statistics_export.totals import Totals
+
+BATCH = BatchPlan("shop_a", "a.example", "2026-11-21", 1, 2, ["1", "2"], "EUR", variants=5)
+RECORDS = [
+    ShopRef("shop_a", "a.example"),
+    CatalogRead("shop_a", "a.example", "bulk", "EUR", 400, "gid://shopify/BulkOperation/1", objects=9),
+    BATCH,
+    ShopPlan("shop_a", "a.example", "pages", "some products only", 5, [BATCH]),
+    BatchResult(
+        "shop_a",
+        "a.example",
+        1,
+        products=2,
+        variants=5,
+        files=10,
+        missing_products=["3"],
+        file_totals=Totals(5, 10, 2, 1, Decimal("12.30")),
+        seconds=0.5,
+    ),
+]
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=lambda r: type(r).__name__)
+def test_a_record_survives_the_xcom_round_trip(record):
+    carried = json.loads(json.dumps(record.to_xcom()))
+    assert type(record).from_xcom(carried) == record
+
+
+def test_money_crosses_as_a_decimal_string():
+    assert RECORDS[-1].to_xcom()["file_totals"]["revenue"] == "12.30"
+
+
+def test_an_unknown_field_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"ShopRef has no field\(s\) \['token'\]"):
+        ShopRef.from_xcom({"shop_id": "a", "shop_domain": "a.example", "token": "x"})
+
+
+def test_a_catalog_read_falls_back_to_pages_saying_why():
+    read = RECORDS[1].as_pages("FAILED; read page by page instead")
+    assert (read.mode, read.operation_id, read.note) == ("pages", None, "FAILED; read page by page instead")
+    assert BATCH.label == "a.example · batch 1/2"

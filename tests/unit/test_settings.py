@@ -1,0 +1,61 @@
+"""Every setting is read in one place, with one default, and documented by the README's table."""
+
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from include.statistics_export import settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_defaults_are_the_documented_ones():
+    assert settings.load({}) == settings.Settings()
+    assert settings.Settings() == settings.Settings(
+        start_date=date(2026, 11, 1),
+        batch_variants=500,
+        concurrency=8,
+        bulk_threshold=150,
+        bulk_poll_seconds=30.0,
+        image_max_bytes=20 * 1024 * 1024,
+        image_timeout=30.0,
+        max_event_revenue=Decimal("1000000.00"),
+    )
+
+
+def test_each_variable_sets_its_field_and_blank_means_the_default():
+    environ = {
+        "STATISTICS_EXPORT_START_DATE": "2025-01-31",
+        "STATISTICS_EXPORT_BATCH_VARIANTS": "250",
+        "STATISTICS_EXPORT_CONCURRENCY": " 16 ",
+        "STATISTICS_EXPORT_BULK_THRESHOLD": "",
+        "STATISTICS_EXPORT_BULK_POLL_SECONDS": "2.5",
+        "STATISTICS_EXPORT_IMAGE_MAX_BYTES": "1000",
+        "STATISTICS_EXPORT_IMAGE_TIMEOUT": "0.5",
+        "STATISTICS_EXPORT_MAX_EVENT_REVENUE": "99.99",
+    }
+    loaded = settings.load(environ)
+    assert loaded == settings.Settings(date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, Decimal("99.99"))
+    assert set(environ) == {s.env for s in settings.ALL} and len(settings.ALL) == len(settings.FIELDS)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STATISTICS_EXPORT_START_DATE", "21/11/2026"),
+        ("STATISTICS_EXPORT_BATCH_VARIANTS", "0"),
+        ("STATISTICS_EXPORT_CONCURRENCY", "eight"),
+        ("STATISTICS_EXPORT_BULK_POLL_SECONDS", "-1"),
+        ("STATISTICS_EXPORT_IMAGE_TIMEOUT", "nan"),
+        ("STATISTICS_EXPORT_MAX_EVENT_REVENUE", "-5"),
+    ],
+)
+def test_a_bad_value_is_an_error_naming_the_variable_and_the_value(name, value):
+    with pytest.raises(ValueError, match=rf"^{name} must be .*got {value!r}"):
+        settings.load({name: value})
+
+
+def test_the_readme_table_is_the_module_table():
+    assert settings.markdown_table() in README.read_text()
