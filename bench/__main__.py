@@ -52,11 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from local_stack.services import Endpoints, connection_env, create_bucket, postgres_server
     from local_stack.services import scratch_database
-    from include.statistics_export.tasks import Settings
+    from include.statistics_export.handoffs import ShopRef
+    from include.statistics_export.settings import Settings
 
-    settings = Settings(batch_variants=args.batch_variants, concurrency=args.concurrency)
-    if args.bulk_threshold is not None:
-        settings = Settings(args.batch_variants, args.concurrency, args.bulk_threshold)
+    # The other settings keep their defaults (the image limits and revenue cap do not bound the bench).
+    threshold = {} if args.bulk_threshold is None else {"bulk_threshold": args.bulk_threshold}
+    settings = Settings(batch_variants=args.batch_variants, concurrency=args.concurrency, **threshold)
     day = (datetime.now(timezone.utc) - timedelta(days=1)).date()
     products = args.products or max(1, round(args.variants * 0.3))
     world = build_world(args.variants, products, day, args.seed)
@@ -85,14 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         services.sandbox.call("reset_stats")
         puts_before = services.proxy.call("count", "PUT")
 
-        shop = {"shop_id": SHOP_ID, "shop_domain": SHOP_DOMAIN}
+        shop = ShopRef(SHOP_ID, SHOP_DOMAIN)
         ours = run_export(shop, day, settings, poll_interval=args.poll_interval, pool=pool)
         shopify = services.sandbox.call("stats", SHOP_DOMAIN)
         puts = services.proxy.call("count", "PUT") - puts_before
         log(
             f"Our export: {ours.seconds} s ({ours.mode}, {ours.batches} batches, planning {ours.plan_seconds} s "
             f"of which bulk wait {ours.bulk_wait_seconds} s), {puts} PUTs, cost {shopify['cost_charged']}, "
-            f"throttled {shopify['throttled']}, batch peak RSS {ours.peak_rss_mb} MB"
+            f"throttled {shopify['throttled']}, {shopify['cdn_requests']} image downloads, "
+            f"batch peak RSS {ours.peak_rss_mb} MB"
         )
         if ours.variants != world.variants:
             raise SystemExit(f"the export wrote {ours.variants} variants, the shop has {world.variants}")
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             "bulk_wait_seconds": ours.bulk_wait_seconds,
             "batch_seconds_max": max(ours.batch_seconds, default=0.0),
             "graphql_requests": shopify["requests"],
+            "cdn_requests": shopify["cdn_requests"],
             "objects_written": len(sizes),
             "floor_put_seconds": round(floor_puts, 2),
             "floor_throttle_seconds": round(floor_throttle, 2),

@@ -17,8 +17,10 @@ import requests
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyHook
 from include.statistics_export.catalog import parse_product
-from include.statistics_export.formats import VariantExport, export_key, render_csv, render_json
-from include.statistics_export.images import ImageBackup, ImageOwner, download_image, image_key
+from include.statistics_export.formats import VariantExport, WrittenFiles, render_csv, render_json
+from include.statistics_export.handoffs import ShopRef
+from include.statistics_export.images import ImageBackup, ImageOwner, download_image
+from include.statistics_export.keys import export_key, image_key
 from include.statistics_export.metrics import ZERO, variant_metrics
 from include.statistics_export.rows import write_rows
 
@@ -47,7 +49,7 @@ query VariantForExport($id: ID!) {
 """
 
 
-def export_variant(shopify, conn, store, images, shop: dict[str, str], variant_id: int, day: date, currency) -> int:
+def export_variant(shopify, conn, store, images, shop: ShopRef, variant_id: int, day: date, currency) -> int:
     """Export one variant the seed's way; return the number of objects written."""
     node = shopify.execute(VARIANT_QUERY, {"id": f"gid://shopify/ProductVariant/{variant_id}"})["productVariant"]
     raw_product = dict(node["product"])
@@ -55,34 +57,26 @@ def export_variant(shopify, conn, store, images, shop: dict[str, str], variant_i
     raw_product["variants"] = [{**node, "media": node["media"]["nodes"]}]
     product = parse_product(raw_product)
     variant = product.variants[0]
-    metrics = variant_metrics(conn, shop["shop_id"], [variant.variant_id], day).get(variant.variant_id, ZERO)
+    metrics = variant_metrics(conn, shop.shop_id, [variant.variant_id], day).get(variant.variant_id, ZERO)
     backups, new_images = [], []
     for image in product.images_of(variant):
         data, content_type = download_image(images, image.url)
-        key = image_key(shop["shop_id"], product.product_id, image.media_gid, image.url)
+        key = image_key(shop.shop_id, product.product_id, image.media_gid, image.url)
         store.put_object(key, data, content_type)
         backup = ImageBackup(image.media_gid, image.url, key, store.object_url(key))
         backups.append(backup)
         new_images.append((ImageOwner(image, product.product_id, None), backup))
-    export = VariantExport(
-        day, shop["shop_id"], shop["shop_domain"], product, variant, metrics, tuple(backups), currency
-    )
-    ids = (shop["shop_id"], product.product_id, variant.variant_id, day)
+    export = VariantExport(day, shop.shop_id, shop.shop_domain, product, variant, metrics, tuple(backups), currency)
+    ids = (shop.shop_id, product.product_id, variant.variant_id, day)
     csv_key, json_key = export_key(*ids, "csv"), export_key(*ids, "json")
     store.put_object(csv_key, render_csv(export), "text/csv; charset=utf-8")
     store.put_object(json_key, render_json(export), "application/json")
-    files = {
-        "csvKey": csv_key,
-        "jsonKey": json_key,
-        "csvUrl": store.object_url(csv_key),
-        "jsonUrl": store.object_url(json_key),
-        "contentHash": "seed",
-    }
-    write_rows(conn, shop["shop_id"], [(export, files)], new_images)
+    files = WrittenFiles(csv_key, json_key, store.object_url(csv_key), store.object_url(json_key), "seed")
+    write_rows(conn, shop.shop_id, [(export, files)], new_images)
     return 2 + len(backups)
 
 
-def run_baseline(shop: dict[str, str], api_domain: str, token: str, app_db_url: str, variant_ids, day: date) -> dict:
+def run_baseline(shop: ShopRef, api_domain: str, token: str, app_db_url: str, variant_ids, day: date) -> dict:
     """Export ``variant_ids`` one by one; return the slice's seconds, per-variant milliseconds and PUTs."""
     store = R2Hook()
     with (

@@ -31,28 +31,32 @@ def read_catalog(settings, day: date, poll_interval: float, parallelism: int) ->
     """Read the shop's catalog the way ``settings`` picks and return the seconds, path and batches."""
     from export_hooks.r2 import R2Hook
     from include.statistics_export import tasks
-    from include.statistics_export.export import BatchPlan, batch_products
+    from include.statistics_export.export import batch_products
+    from include.statistics_export.handoffs import BatchPlan, ShopRef
 
-    shop = {"shop_id": SHOP_ID, "shop_domain": SHOP_DOMAIN}
+    shop = ShopRef(SHOP_ID, SHOP_DOMAIN)
     started = time.monotonic()
     read = tasks.start_catalog_read(shop, settings)
     while (ready := tasks.poll_catalog_read(read)) is None:
         time.sleep(poll_interval)  # the sensor's poke interval
     plan = tasks.plan_shop_batches(ready, day, settings)
 
-    def fetch(batch: dict) -> int:
+    def fetch(batch: BatchPlan) -> int:
+        # As export_product_batch: a staged batch reads the bucket and opens no Shopify hook.
+        if batch.staged_key:
+            return len(batch_products(None, R2Hook(), batch)[0])
         with tasks.shopify_for(SHOP_ID) as shopify:
-            return len(batch_products(shopify, R2Hook(), BatchPlan(**batch))[0])
+            return len(batch_products(shopify, R2Hook(), batch)[0])
 
     with ThreadPoolExecutor(parallelism) as pool:
-        products = sum(pool.map(fetch, plan["batches"]))
-    return {"path": plan["mode"], "seconds": round(time.monotonic() - started, 2), "products": products}
+        products = sum(pool.map(fetch, plan.batches))
+    return {"path": plan.mode, "seconds": round(time.monotonic() - started, 2), "products": products}
 
 
 def measure(products: int, args, day: date, server_url: str) -> dict:
     """Build a shop of ``products`` products and read its catalog by pages and in bulk."""
     from local_stack.services import Endpoints, connection_env, create_bucket, scratch_database
-    from include.statistics_export.tasks import Settings
+    from include.statistics_export.settings import Settings
 
     world = build_world(max(products, round(products * args.variants_per_product)), products, day, args.seed)
     row = {"products": products, "variants": world.variants}

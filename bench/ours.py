@@ -15,6 +15,8 @@ from datetime import date
 from typing import Any
 
 from bench.stack import SPAWN
+from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopRef
+from include.statistics_export.settings import Settings
 
 MB = 1024  # ru_maxrss is in KiB on Linux
 
@@ -34,7 +36,7 @@ class ExportRun:
     batch_seconds: list[float] = field(default_factory=list)
     peak_rss_mb: float = 0.0
     worker_start_rss_mb: float = 0.0
-    first_batch: dict[str, Any] | None = None
+    first_batch: BatchPlan | None = None
 
 
 def _worker_ready() -> float:
@@ -44,18 +46,21 @@ def _worker_ready() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MB
 
 
-def _run_batch(batch: dict[str, Any], settings: Any) -> tuple[dict[str, Any], float]:
-    """Export one batch in a worker process; return its result and the worker's peak RSS so far in MB."""
+def _run_batch(batch: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], float]:
+    """Export one batch in a worker process; return its result and the worker's peak RSS so far in MB.
+
+    The plan and the result cross the process boundary as the dicts an XCom carries, as in the DAG.
+    """
     from include.statistics_export.tasks import export_product_batch
 
-    result = export_product_batch(batch, settings)
-    return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MB
+    result = export_product_batch(BatchPlan.from_xcom(batch), settings)
+    return result.to_xcom(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MB
 
 
 def run_export(
-    shop: dict[str, str],
+    shop: ShopRef,
     day: date,
-    settings: Any,
+    settings: Settings,
     *,
     poll_interval: float,
     pool: ProcessPoolExecutor,
@@ -72,26 +77,26 @@ def run_export(
     bulk_wait = time.monotonic() - bulk_started
     plan = tasks.plan_shop_batches(ready, day, settings)
     plan_seconds = time.monotonic() - started
-    futures = [pool.submit(_run_batch, batch, settings) for batch in plan["batches"]]
+    futures = [pool.submit(_run_batch, batch.to_xcom(), settings) for batch in plan.batches]
     results, peaks = [], []
     for future in as_completed(futures):
         result, peak = future.result()
-        results.append(result)
+        results.append(BatchResult.from_xcom(result))
         peaks.append(peak)
     seconds = time.monotonic() - started
-    results.sort(key=lambda r: r["batch"])
+    results.sort(key=lambda r: r.batch)
     return ExportRun(
         seconds=round(seconds, 2),
-        mode=plan["mode"],
-        batches=len(plan["batches"]),
-        variants=sum(r["variants"] for r in results),
-        files=sum(r["files"] - r["files_unchanged"] for r in results),
-        images=sum(r["images_backed_up"] for r in results),
+        mode=plan.mode,
+        batches=len(plan.batches),
+        variants=sum(r.variants for r in results),
+        files=sum(r.files - r.files_unchanged for r in results),
+        images=sum(r.images_backed_up for r in results),
         plan_seconds=round(plan_seconds, 2),
-        bulk_wait_seconds=round(bulk_wait, 2) if ready["mode"] == "bulk" else 0.0,
-        batch_seconds=[r["seconds"] for r in results],
+        bulk_wait_seconds=round(bulk_wait, 2) if ready.mode == "bulk" else 0.0,
+        batch_seconds=[r.seconds for r in results],
         peak_rss_mb=round(max(peaks, default=0.0), 1),
-        first_batch=plan["batches"][0] if plan["batches"] else None,
+        first_batch=plan.batches[0] if plan.batches else None,
     )
 
 

@@ -8,7 +8,8 @@ from datetime import date
 import psycopg
 
 from include.statistics_export.event_rules import rule_parameters
-from include.statistics_export.metrics import _VARIANT_METRICS, variant_keys
+from include.statistics_export.ids import variant_keys
+from include.statistics_export.metrics import _VARIANT_METRICS
 
 
 def explain_metrics(app_db_url: str, shop_id: str, variant_ids: list[str], day: date) -> dict:

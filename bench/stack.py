@@ -15,7 +15,7 @@ SPAWN = multiprocessing.get_context("spawn")
 
 def _serve(factory: Callable[..., Any], args: tuple, conn) -> None:
     """Run in the child: start the object, send its address, answer method calls until told to stop."""
-    import bench  # noqa: F401 - sys.path and Airflow's env, as in the parent
+    import bench  # noqa: F401 - Airflow's env, as in the parent
 
     service = factory(*args)
     conn.send(service.address)

@@ -1,6 +1,6 @@
 -- The least privileges of the export's PostgreSQL role in the Shopify app's database.
 -- Run as the tables' owner:  psql -v export_role=statistics_export -f docs/least_privilege.sql
--- (tests/test_least_privilege.py runs this very file, then the whole DAG as that role).
+-- (tests/airflow/test_least_privilege.py runs this very file, then the whole DAG as that role).
 -- The role needs CONNECT on the database (PUBLIC has it unless revoked) and nothing else: no DDL,
 -- no DELETE, no TRUNCATE, no write on the app's own tables.
 
