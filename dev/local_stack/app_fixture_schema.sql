@@ -1,6 +1,9 @@
--- The Shopify app's database, as its Prisma schema creates it (quoted camelCase names).
--- Idempotent: safe to run on every start. In production the app owns these tables and the
--- DAG needs no DDL rights; the demo and the tests apply this file themselves.
+-- The Shopify app's own schema, as its Prisma migrations create it (quoted camelCase names): a fixture
+-- for the tests and the demo, never run in production, where the app owns these tables.
+-- What the export adds to the app's database (the "contentHash" column, two "ABTestEvent" indexes, the
+-- output tables when the app lacks them) is not here: it is the migrations in
+-- include/statistics_export/migrations/, which local_stack.services.apply_schema runs after this file.
+-- Idempotent: safe to run on every start.
 
 CREATE TABLE IF NOT EXISTS "ShopCredential" (
     id            TEXT PRIMARY KEY,
@@ -41,22 +44,13 @@ CREATE TABLE IF NOT EXISTS "ABTestEvent" (
     id           TEXT PRIMARY KEY,
     "testId"     TEXT NOT NULL REFERENCES "ABTest" (id) ON DELETE CASCADE ON UPDATE CASCADE,
     "sessionId"  TEXT NOT NULL,
-    "eventType"  TEXT NOT NULL,
+    "eventType"  TEXT NOT NULL,  -- a plain Prisma String, no CHECK: the export rejects unknown types
     "productId"  TEXT NOT NULL,
     "variantId"  TEXT,
     revenue      DECIMAL(12, 2),
     "createdAt"  TIMESTAMP(3) NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
 );
--- Serves the per-batch aggregation: variant ids (both spellings) x one day.
-CREATE INDEX IF NOT EXISTS "ABTestEvent_variantId_createdAt_idx" ON "ABTestEvent" ("variantId", "createdAt");
 CREATE INDEX IF NOT EXISTS "ABTestEvent_testId_idx" ON "ABTestEvent" ("testId");
--- The app's column is a plain Prisma String without a CHECK: any event type can arrive, and the
--- export rejects and counts unknown ones (include/statistics_export/event_rules.py). Databases
--- created by an older version of this file lose the CHECK here.
-ALTER TABLE "ABTestEvent" DROP CONSTRAINT IF EXISTS "ABTestEvent_eventType_check";
--- Serves the whole-shop day queries (rejected events, reconciliation): the shop's tests x one day.
--- Add it to the Prisma model as @@index([testId, createdAt]).
-CREATE INDEX IF NOT EXISTS "ABTestEvent_testId_createdAt_idx" ON "ABTestEvent" ("testId", "createdAt");
 
 CREATE TABLE IF NOT EXISTS "StatisticsExport" (
     id                 TEXT PRIMARY KEY,
@@ -74,9 +68,6 @@ CREATE TABLE IF NOT EXISTS "StatisticsExport" (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS "StatisticsExport_shop_productId_variantId_date_key"
     ON "StatisticsExport" (shop, "productId", "variantId", date);
--- The exporter's one addition to the app's schema (add it to the Prisma model as `contentHash String?`):
--- sha256 of the CSV and JSON bytes last written, so a rerun whose files would be identical writes nothing.
-ALTER TABLE "StatisticsExport" ADD COLUMN IF NOT EXISTS "contentHash" TEXT;
 
 CREATE TABLE IF NOT EXISTS "VariantDailyStatistics" (
     id                TEXT PRIMARY KEY,

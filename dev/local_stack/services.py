@@ -78,9 +78,16 @@ def with_user(url: str, user: str, password: str | None = None) -> str:
 
 
 def apply_schema(url: str) -> None:
-    """Run the app's fixture schema (idempotent) against a database."""
+    """Run the app's fixture schema, then the export's migrations (both idempotent) against a database.
+
+    Every test database and the demo's is thus what production has: the app's tables plus what the
+    migrations add (include/statistics_export/migrations/).
+    """
+    from include.statistics_export.migrate import apply_migrations
+
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(FIXTURE_SCHEMA_SQL.read_text())
+    apply_migrations(url)
 
 
 @contextmanager
