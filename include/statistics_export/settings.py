@@ -50,6 +50,13 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _link_seconds(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 604800:
+        raise ValueError("from 1 to 604800 (7 days, the longest a presigned URL lives)")
+    return value
+
+
 def _amount(raw: str) -> Decimal:
     value = Decimal(raw)
     if not value.is_finite() or value < 0:
@@ -90,6 +97,11 @@ MAX_EVENT_REVENUE = Setting(
     "a PURCHASE above this is rejected as bad input",
 )  # fmt: skip
 
+DOWNLOAD_LINK_SECONDS = Setting(
+    "STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS", "3600", _link_seconds, "a whole number of seconds from 1 to 604800",
+    "lifetime of a download link the Statistics page signs when clicked (R2 allows up to 7 days)",
+)  # fmt: skip
+
 # Each field of Settings and the variable it is read from.
 FIELDS: dict[str, Setting[Any]] = {
     "start_date": START_DATE,
@@ -100,6 +112,7 @@ FIELDS: dict[str, Setting[Any]] = {
     "image_max_bytes": IMAGE_MAX_BYTES,
     "image_timeout": IMAGE_TIMEOUT,
     "max_event_revenue": MAX_EVENT_REVENUE,
+    "download_link_seconds": DOWNLOAD_LINK_SECONDS,
 }
 ALL: tuple[Setting[Any], ...] = tuple(FIELDS.values())
 
@@ -116,6 +129,7 @@ class Settings:
     image_max_bytes: int = IMAGE_MAX_BYTES.parse(IMAGE_MAX_BYTES.default)
     image_timeout: float = IMAGE_TIMEOUT.parse(IMAGE_TIMEOUT.default)
     max_event_revenue: Decimal = MAX_EVENT_REVENUE.parse(MAX_EVENT_REVENUE.default)
+    download_link_seconds: int = DOWNLOAD_LINK_SECONDS.parse(DOWNLOAD_LINK_SECONDS.default)
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

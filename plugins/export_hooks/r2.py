@@ -118,6 +118,28 @@ class R2Hook(S3Hook):
             for item in page.get("Contents", ()):
                 yield item["Key"]
 
+    def etags_under(self, prefix: str, start_after: str = "") -> dict[str, str]:
+        """Return {key: ETag} of the objects under ``prefix`` (after ``start_after``), one listing page per 1,000."""
+        found: dict[str, str] = {}
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, StartAfter=start_after
+        )
+        for page in pages:
+            for item in page.get("Contents", ()):
+                found[item["Key"]] = str(item.get("ETag", ""))
+        return found
+
+    def presigned_get_url(self, key: str, expires_in: int, filename: str | None = None) -> str:
+        """Return a GET URL of one object, signed now for ``expires_in`` seconds (R2 allows up to 7 days).
+
+        Nothing is stored: each call signs afresh. The URL carries the access key id, as every SigV4 URL
+        does, and a signature; never the secret.
+        """
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in))
+
     def prefixes_under(self, prefix: str) -> list[str]:
         """Return the 'folders' directly under ``prefix``."""
         return list(self.list_prefixes(bucket_name=self.bucket, prefix=prefix, delimiter="/") or [])

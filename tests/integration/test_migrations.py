@@ -34,7 +34,10 @@ REPO = Path(__file__).resolve().parents[2]
 OUTPUT_TABLES = {"StatisticsExport", "VariantDailyStatistics", "ProductImageBackup"}
 VARIANT_INDEX = "ABTestEvent_variantId_createdAt_idx"
 TEST_INDEX = "ABTestEvent_testId_createdAt_idx"
+DAY_INDEX = "VariantDailyStatistics_date_idx"
 ADDED_INDEX_DEFINITIONS = {
+    DAY_INDEX: f'CREATE INDEX "{DAY_INDEX}" ON public."VariantDailyStatistics" USING btree (date)'
+    " INCLUDE (impressions, orders, revenue)",
     VARIANT_INDEX: f'CREATE INDEX "{VARIANT_INDEX}" ON public."ABTestEvent" USING btree ("variantId", "createdAt")',
     TEST_INDEX: f'CREATE INDEX "{TEST_INDEX}" ON public."ABTestEvent" USING btree ("testId", "createdAt")',
 }
@@ -266,6 +269,11 @@ def psql_binary() -> str | None:
             f"SELECT count(*) = 2 FROM pg_index WHERE indisvalid"
             f" AND indexrelid IN ('\"{VARIANT_INDEX}\"'::regclass, '\"{TEST_INDEX}\"'::regclass)",
         ),
+        (
+            "0004",
+            True,
+            f"SELECT count(*) = 1 FROM pg_index WHERE indisvalid AND indexrelid = '\"{DAY_INDEX}\"'::regclass",
+        ),
     ],
 )
 def test_each_migration_runs_on_its_own(pg_server_url, prefix, fixture, check):
@@ -310,6 +318,7 @@ def test_migration_files_are_ordered_and_hold_only_safe_statements():
         "0001_export_tables.sql",
         "0002_statistics_export_content_hash.sql",
         "0003_abtestevent_indexes.sql",
+        "0004_variant_daily_statistics_date_index.sql",
     ]
     for path in files:
         text = path.read_text()
@@ -407,8 +416,8 @@ def test_concurrent_index_build_does_not_block_the_apps_inserts(fixture_db, open
 
         a.rollback()
         build.join()
-        for name, definition in ADDED_INDEX_DEFINITIONS.items():
-            assert index_state(monitor, name) == (True, False, definition)
+        for name in (VARIANT_INDEX, TEST_INDEX):  # what 0003 builds
+            assert index_state(monitor, name) == (True, False, ADDED_INDEX_DEFINITIONS[name])
         assert monitor.execute("""SELECT count(*) FROM "ABTestEvent" WHERE id = 'c_during_build'""").fetchone()[0] == 1
 
 

@@ -35,9 +35,10 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         "STATISTICS_EXPORT_IMAGE_MAX_BYTES": "1000",
         "STATISTICS_EXPORT_IMAGE_TIMEOUT": "0.5",
         "STATISTICS_EXPORT_MAX_EVENT_REVENUE": "99.99",
+        "STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS": "604800",
     }
     loaded = settings.load(environ)
-    assert loaded == settings.Settings(date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, Decimal("99.99"))
+    assert loaded == settings.Settings(date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, Decimal("99.99"), 604800)
     assert set(environ) == {s.env for s in settings.ALL} and len(settings.ALL) == len(settings.FIELDS)
 
 
@@ -50,6 +51,8 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         ("STATISTICS_EXPORT_BULK_POLL_SECONDS", "-1"),
         ("STATISTICS_EXPORT_IMAGE_TIMEOUT", "nan"),
         ("STATISTICS_EXPORT_MAX_EVENT_REVENUE", "-5"),
+        ("STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS", "604801"),
+        ("STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS", "0"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_variable_and_the_value(name, value):
