@@ -35,6 +35,9 @@ class _Sink:
     def flush(self) -> None:
         return None
 
+    def close(self) -> None:
+        return None
+
     def drain(self) -> bytes:
         data = b"".join(self._parts)
         self._parts.clear()
@@ -44,7 +47,7 @@ class _Sink:
 def stream_zip(store: ObjectReader, entries: Iterable[tuple[str, str]]) -> Iterator[bytes]:
     """Yield a ZIP archive's bytes holding each ``(name in the archive, object key)``, read chunk by chunk."""
     sink = _Sink()
-    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, key in entries:
             with store.open_object(key) as source, archive.open(name, mode="w", force_zip64=True) as target:
                 while chunk := source.read(CHUNK):

@@ -74,6 +74,8 @@ class R2Hook(S3Hook):
                     # boto3 >= 1.36 sends checksum modes R2 rejects; only send what the operation requires.
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
+                    # R2 accepts SigV4 only; without this botocore presigns with the legacy query signature.
+                    signature_version="s3v4",
                     max_pool_connections=self.max_pool_connections,
                 )
             )

@@ -108,7 +108,9 @@ def overview_context(days: int) -> dict[str, Any]:
             "Fleet impressions, orders and revenue per day",
             oldest_first,
             [
-                Series("impressions", "#2f855a", [float(fleet[d].impressions) if d in fleet else 0.0 for d in oldest_first]),
+                Series(
+                    "impressions", "#2f855a", [float(fleet[d].impressions) if d in fleet else 0.0 for d in oldest_first]
+                ),
                 Series("orders", "#b7791f", [float(fleet[d].orders) if d in fleet else 0.0 for d in oldest_first]),
                 Series("revenue", "#6b46c1", [float(fleet[d].revenue) if d in fleet else 0.0 for d in oldest_first]),
             ],

@@ -33,9 +33,7 @@ def chart(title: str, days: Sequence[date], series: Sequence[Series]) -> Markup:
     ]
     for n, line in enumerate(series):
         top = max((float(v) for v in line.values), default=0.0) or 1.0
-        points = [
-            (PAD + step * (i + 0.5), HEIGHT - PAD - inner_h * float(v) / top) for i, v in enumerate(line.values)
-        ]
+        points = [(PAD + step * (i + 0.5), HEIGHT - PAD - inner_h * float(v) / top) for i, v in enumerate(line.values)]
         if line.bars:
             width = max(step * 0.6, 1.0)
             for x, y in points:

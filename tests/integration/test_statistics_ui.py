@@ -1,0 +1,350 @@
+"""The Statistics exports page through Airflow's own api-server app (plugins loaded by Airflow, its auth manager,
+its REST API in process), with FastAPI's TestClient, on a real PostgreSQL and a real S3 server over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import uuid
+import zipfile
+from datetime import timedelta
+from decimal import Decimal
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import requests
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from include.statistics_export.keys import export_key, report_key
+from include.statistics_export.utc import today
+from local_stack.services import S3_SECRET
+
+YESTERDAY = today() - timedelta(days=1)
+HOSTILE_SHOP = "shop_<script>alert(1)</script>"
+HOSTILE_REASON = '<img src=x onerror="alert(2)"> token rejected & "quoted"'
+PREFIX = "/statistics-exports"
+
+
+@pytest.fixture(scope="module")
+def airflow_app(airflow_home):
+    """Airflow's api-server app as `airflow api-server` builds it, with SimpleAuthManager and this repo's plugins."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv(
+        "AIRFLOW__CORE__AUTH_MANAGER", "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+    )
+    patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+    patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,viewer:viewer")
+    patch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", uuid.uuid4().hex * 2)
+    from airflow.api_fastapi.app import create_app, purge_cached_app
+
+    purge_cached_app()
+    app = create_app()
+    yield app
+    purge_cached_app()
+    patch.undo()
+
+
+def token(role: str | None, name: str | None = None) -> str:
+    """A JWT the api-server accepts, for a SimpleAuthManager user of this role (None: a user without any)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    return get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=name or str(role), role=role))
+
+
+@pytest.fixture
+def client(airflow_app, connections):
+    with TestClient(airflow_app, base_url="http://airflow.test", follow_redirects=False) as test_client:
+        yield test_client
+
+
+def as_user(role: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(role)}"}
+
+
+def put_report(s3, bucket: str, day, document: dict) -> None:
+    s3.put_object(Bucket=bucket, Key=report_key(day), Body=json.dumps(document).encode())
+
+
+def failed_day_report(day) -> dict:
+    return {
+        "date": day.isoformat(),
+        "ok": False,
+        "shops": 2,
+        "variants": 7,
+        "files": 14,
+        "filesUnchanged": 2,
+        "imagesBackedUp": 3,
+        "imagesFailed": 1,
+        "rejectedEvents": 4,
+        "failedShops": {HOSTILE_SHOP: HOSTILE_REASON},
+        "perShop": {"shop_alpha": {"variants": 7, "batches": 2, "catalog_read": "pages", "seconds": 1.5}},
+        "reconciliation": {"shop_alpha": {"shopId": "shop_alpha", "ok": True}},
+    }
+
+
+@pytest.fixture
+def alpha_files(db, s3, connections):
+    """shop_alpha's two variant files of yesterday, in the bucket and in its export rows."""
+    bodies = {}
+    with db.cursor() as cur:
+        for variant in ("1001", "1002"):
+            keys = {ext: export_key("shop_alpha", "1", variant, YESTERDAY, ext) for ext in ("csv", "json")}
+            for ext, key in keys.items():
+                bodies[key] = f"{ext} of {variant}\n".encode() * 1000
+                s3.put_object(Bucket=connections.bucket, Key=key, Body=bodies[key])
+            cur.execute(
+                'INSERT INTO "StatisticsExport" (id, shop, "productId", "variantId", date, "csvR2Key", "jsonR2Key", '
+                '"csvUrl", "jsonUrl", "metricsSnapshot", "imagesSnapshot", "exportedAt") '
+                "VALUES (%s, 'shop_alpha', '1', %s, %s, %s, %s, '', '', '{}', '[]', now())",
+                (uuid.uuid4().hex, variant, YESTERDAY, keys["csv"], keys["json"]),
+            )
+        cur.execute(
+            'INSERT INTO "ShopCredential" (id, "shopDomain") VALUES (%s, %s)', ("shop_alpha", "shop-alpha.example")
+        )
+    db.commit()
+    return bodies
+
+
+ROUTES = [
+    ("GET", f"{PREFIX}/", None),
+    ("GET", f"{PREFIX}/day/{YESTERDAY}", None),
+    ("GET", f"{PREFIX}/runs/another_dag/scheduled__x", None),  # the tab on another DAG's run
+    ("GET", f"{PREFIX}/day/{YESTERDAY}/shops/shop_alpha/files", None),
+    ("GET", f"{PREFIX}/day/{YESTERDAY}/shops/shop_alpha/files/1001.csv", None),
+    ("GET", f"{PREFIX}/day/{YESTERDAY}/shops/shop_alpha.zip", None),
+    ("POST", f"{PREFIX}/day/{YESTERDAY}/retry", {"shop_id": "shop_alpha", "run_id": "r"}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "form"), ROUTES)
+def test_every_route_needs_a_signed_in_user_with_access(client, alpha_files, method, path, form):
+    assert client.request(method, path, data=form).status_code == 401  # anonymous
+    assert client.request(method, path, data=form, cookies={"_token": "forged"}).status_code == 403
+    assert client.request(method, path, data=form, headers=as_user(None)).status_code == 403  # no role: no access
+    allowed = client.request(method, path, data=form, headers=as_user("viewer"))
+    if method == "POST":
+        assert allowed.status_code == 403  # a viewer reads the DAG but may not clear its task instances
+    else:
+        assert allowed.status_code in (200, 307), allowed.text
+
+
+def test_the_session_cookie_signs_in_like_the_ui_does(client):
+    page = client.get(f"{PREFIX}/", cookies={"_token": token("viewer")})
+    assert page.status_code == 200 and "Statistics exports" in page.text
+
+
+def test_overview_shows_each_day_escapes_hostile_values_and_says_no_run(client, s3, connections, db):
+    put_report(s3, connections.bucket, YESTERDAY, failed_day_report(YESTERDAY))
+    ok_day = YESTERDAY - timedelta(days=1)
+    put_report(s3, connections.bucket, ok_day, {**failed_day_report(ok_day), "ok": True, "failedShops": {}})
+    with db.cursor() as cur:
+        for n, day in enumerate((YESTERDAY, ok_day)):
+            cur.execute(
+                'INSERT INTO "VariantDailyStatistics" (id, shop, "productId", "variantId", date, impressions, orders, revenue) '
+                "VALUES (%s, 'shop_alpha', '1', '1001', %s, %s, %s, %s)",
+                (uuid.uuid4().hex, day, 10 + n, 2, Decimal("19.90")),
+            )
+    db.commit()
+
+    page = client.get(f"{PREFIX}/?days=5", headers=as_user("viewer"))
+
+    assert page.status_code == 200
+    html = page.text
+    assert html.count('<tr data-day="') == 5
+    assert html.count("no run") == 3  # five days, two reports
+    assert f'<tr data-day="{YESTERDAY}">' in html and "failed" in html
+    assert "<svg" in html and "Fleet impressions, orders and revenue per day" in html
+    assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert client.get(f"{PREFIX}/?days=366", headers=as_user("viewer")).status_code == 422
+
+
+def test_a_day_page_escapes_what_the_report_says(client, s3, connections):
+    put_report(s3, connections.bucket, YESTERDAY, failed_day_report(YESTERDAY))
+
+    page = client.get(f"{PREFIX}/day/{YESTERDAY}", headers=as_user("viewer"))
+
+    assert page.status_code == 200
+    assert "<script>alert(1)</script>" not in page.text and "<img src=x" not in page.text
+    assert "shop_&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "&lt;img src=x onerror=&#34;alert(2)&#34;&gt; token rejected &amp; &#34;quoted&#34;" in page.text
+    assert 'id="day-status"' in page.text and "failed" in page.text
+    assert S3_SECRET not in page.text
+
+
+def test_a_day_without_a_report_says_no_run(client):
+    page = client.get(f"{PREFIX}/day/2020-01-01", headers=as_user("viewer"))
+    assert page.status_code == 200 and "no run" in page.text
+    assert client.get(f"{PREFIX}/day/not-a-day", headers=as_user("viewer")).status_code == 404
+
+
+def test_the_overview_loads_when_the_bucket_has_no_reports(client):
+    page = client.get(f"{PREFIX}/", headers=as_user("viewer"))
+    assert page.status_code == 200 and page.text.count("no run") == 30
+
+
+def test_a_download_link_answers_with_a_url_signed_at_click_time(client, alpha_files, connections, monkeypatch):
+    path = f"{PREFIX}/day/{YESTERDAY}/shops/shop_alpha/files/1002.json"
+    listed = client.get(f"{PREFIX}/day/{YESTERDAY}/shops/shop_alpha/files", headers=as_user("viewer"))
+    assert path in listed.text  # the page links to the route, never to a signed URL
+
+    answer = client.get(path, headers=as_user("viewer"))
+    assert answer.status_code == 307 and answer.headers["cache-control"] == "no-store"
+    url = answer.headers["location"]
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    key = export_key("shop_alpha", "1", "1002", YESTERDAY, "json")
+    assert parts.path == f"/{connections.bucket}/{key}"
+    assert query["X-Amz-Expires"] == ["3600"] and query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert query["X-Amz-Signature"][0] and S3_SECRET not in url
+    assert f'filename="{YESTERDAY:%Y%m%d}.json"' in query["response-content-disposition"][0]
+    assert requests.get(url, timeout=30).content == alpha_files[key]
+
+    monkeypatch.setenv("STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS", "604800")
+    again = client.get(path, headers=as_user("viewer")).headers["location"]
+    assert parse_qs(urlsplit(again).query)["X-Amz-Expires"] == ["604800"]
+    assert (
+        client.get(f"{PREFIX}/day/{YESTERDAY}/shops/shop_alpha/files/9999.csv", headers=as_user("viewer")).status_code
+        == 404
+    )
+
+
+def test_the_zip_of_a_shops_day_holds_every_file_byte_for_byte(client, alpha_files):
+    answer = client.get(f"{PREFIX}/day/{YESTERDAY}/shops/shop_alpha.zip", headers=as_user("viewer"))
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(answer.content))
+    assert {name: archive.read(name) for name in archive.namelist()} == {
+        "/".join(key.split("/")[2:]): body for key, body in alpha_files.items()
+    }
+
+
+def test_retry_goes_to_airflows_rest_api_as_the_user_and_names_what_it_refuses(client, alpha_files):
+    # The run does not exist in this metadata database: Airflow's REST API, called in process with the user's
+    # token (or it would answer 401), says so, and the page says it.
+    answer = client.post(
+        f"{PREFIX}/day/{YESTERDAY}/retry", data={"shop_id": "shop_alpha", "run_id": "nope"}, headers=as_user("admin")
+    )
+    assert answer.status_code == 404 and "Airflow does not know this run" in answer.text
+    unknown = client.post(
+        f"{PREFIX}/day/{YESTERDAY}/retry", data={"shop_id": "shop_zzz", "run_id": "nope"}, headers=as_user("admin")
+    )
+    assert unknown.status_code == 404 and "not in the app" in unknown.text
+    cross_site = client.post(
+        f"{PREFIX}/day/{YESTERDAY}/retry",
+        data={"shop_id": "shop_alpha", "run_id": "nope"},
+        headers={**as_user("admin"), "Origin": "https://evil.example"},
+    )
+    assert cross_site.status_code == 403
+    assert client.get(f"{PREFIX}/day/{YESTERDAY}/retry", headers=as_user("admin")).status_code == 405  # POST only
+
+
+def test_the_page_works_under_a_path_prefix(airflow_app, connections):
+    from statistics_ui.app import create_app
+    from statistics_ui_plugin import RootAppInScope
+
+    outer = FastAPI(root_path="/team/airflow")
+    outer.mount(PREFIX, create_app())
+    outer.add_middleware(RootAppInScope)
+    with TestClient(outer, root_path="/team/airflow") as prefixed:
+        page = prefixed.get(f"/team/airflow{PREFIX}/?days=2", headers=as_user("viewer"))
+    assert page.status_code == 200, page.text
+    assert f'href="/team/airflow{PREFIX}/day/{YESTERDAY}"' in page.text
+    assert f'href="/team/airflow{PREFIX}/"' in page.text
+
+
+def test_the_plugin_views_carry_the_base_url_path(monkeypatch):
+    from statistics_ui_plugin import api_root_path
+
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://example.com/team/airflow/")
+    assert api_root_path() == "/team/airflow"
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://localhost:8080")
+    assert api_root_path() == ""
+
+
+# The clear call: what the page sends to POST /api/v2/dags/{dag_id}/clearTaskInstances, seen by a recording
+# transport answering as Airflow would (the real call runs in tests/airflow/test_statistics_ui_browser.py).
+
+
+class RecordingAirflow(httpx.AsyncBaseTransport):
+    def __init__(self, run_state: str, task_instances: list[dict]) -> None:
+        self.run_state, self.tis, self.sent = run_state, task_instances, []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        path = request.url.path
+        if path.endswith("/clearTaskInstances"):
+            return httpx.Response(200, json={"task_instances": [], "total_entries": 0})
+        if path.endswith("/taskInstances"):
+            return httpx.Response(200, json={"task_instances": self.tis, "total_entries": len(self.tis)})
+        run = {
+            "dag_run_id": "scheduled__x",
+            "state": self.run_state,
+            "logical_date": f"{YESTERDAY}T00:00:00Z",
+            "conf": {},
+        }
+        return httpx.Response(200, json=run)
+
+
+TASK_INSTANCES = [
+    {"task_id": "shop.start_catalog_read", "map_index": 0, "state": "success", "rendered_map_index": "a.myshopify.com"},
+    {"task_id": "shop.start_catalog_read", "map_index": 1, "state": "failed", "rendered_map_index": "b.myshopify.com"},
+    {"task_id": "shop.start_catalog_read", "map_index": 2, "state": "failed", "rendered_map_index": "bb.myshopify.com"},
+    {
+        "task_id": "export_product_batch",
+        "map_index": 4,
+        "state": "failed",
+        "rendered_map_index": "b.myshopify.com · batch 2/3",
+    },
+    {
+        "task_id": "export_product_batch",
+        "map_index": 5,
+        "state": "failed",
+        "rendered_map_index": "a.myshopify.com, b.myshopify.com",
+    },
+    {"task_id": "report", "map_index": -1, "state": "failed", "rendered_map_index": None},
+]
+
+
+def test_retry_clears_exactly_the_shops_failed_task_instances_with_downstream():
+    from statistics_ui.airflow_api import AirflowApi
+
+    airflow = RecordingAirflow("failed", TASK_INSTANCES)
+    api = AirflowApi(airflow, "the-users-token", "/team/airflow")
+    pairs = asyncio.run(api.retry_shop("scheduled__x", YESTERDAY, "shop_b", "b.myshopify.com"))
+
+    clear = airflow.sent[-1]
+    assert (clear.method, clear.url.path) == (
+        "POST",
+        "/team/airflow/api/v2/dags/product_statistics_export/clearTaskInstances",
+    )
+    assert clear.headers["authorization"] == "Bearer the-users-token"
+    assert json.loads(clear.content) == {
+        "dry_run": False,
+        "dag_run_id": "scheduled__x",
+        "task_ids": [["shop.start_catalog_read", 1], ["export_product_batch", 4], ["export_product_batch", 5]],
+        "include_downstream": True,
+        "include_upstream": False,
+        "only_failed": False,
+        "reset_dag_runs": True,
+    }
+    assert pairs == json.loads(clear.content)["task_ids"]
+
+
+@pytest.mark.parametrize(
+    ("state", "shop_domain", "refusal"),
+    [
+        ("running", "b.myshopify.com", "still running"),
+        ("queued", "b.myshopify.com", "still queued"),
+        ("failed", "a.myshopify.com", "no failed task"),
+    ],
+)
+def test_retry_refuses_a_running_run_or_a_shop_that_did_not_fail(state, shop_domain, refusal):
+    from statistics_ui.airflow_api import AirflowApi, RetryRefused
+
+    airflow = RecordingAirflow(state, [ti for ti in TASK_INSTANCES if ti["map_index"] != 5])
+    with pytest.raises(RetryRefused, match=refusal):
+        asyncio.run(AirflowApi(airflow, "t").retry_shop("scheduled__x", YESTERDAY, "shop", shop_domain))
+    assert not [r for r in airflow.sent if r.method == "POST"]
