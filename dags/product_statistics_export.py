@@ -16,13 +16,14 @@ from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
-from airflow.sdk import Param, PokeReturnValue, TriggerRule, dag, get_current_context, task, task_group
+from airflow.sdk import Asset, Param, PokeReturnValue, TriggerRule, dag, get_current_context, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.timetables.interval import CronDataIntervalTimetable
 
 from include.statistics_export import settings as export_settings
 from include.statistics_export import tasks
 from include.statistics_export.errors import ExportError, PermanentError
+from include.statistics_export.keys import EXPORTS_ASSET_NAME, EXPORTS_ASSET_URI
 from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, Handoff, ShopPlan, ShopRef
 from include.statistics_export.report import summarize_run, unfinished
 from include.statistics_export.utc import export_day, midnight
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 SETTINGS = export_settings.load()
 SHOP_TASKS = ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches")
 H = TypeVar("H", bound=Handoff)
+# Updated once a day is fully exported; downstream DAGs schedule on it (README: "Downstream DAGs").
+EXPORTS_ASSET = Asset(name=EXPORTS_ASSET_NAME, uri=EXPORTS_ASSET_URI)
 
 
 def run(body: Callable[..., Any], *args: Any) -> Any:
@@ -213,10 +216,12 @@ def product_statistics_export():
         summary = summarize_run(day, listed, planned, mapped, exported, list(reconciliations or []), reasons)
         return run(tasks.finish_day, summary)
 
-    @task
-    def clean_staging(day: str) -> int:
-        """Delete the day's staged catalogs once the whole day has succeeded."""
-        return tasks.clean_day_staging(date.fromisoformat(day))
+    @task(outlets=[EXPORTS_ASSET])
+    def clean_staging(day: str, summary: dict, outlet_events=None) -> int:
+        """Delete the day's staged catalogs once the whole day has succeeded; tell the asset what the day holds."""
+        deleted = tasks.clean_day_staging(date.fromisoformat(day))
+        outlet_events[EXPORTS_ASSET].extra = tasks.exports_asset_extra(summary)
+        return deleted
 
     # A task group mapped per shop: each shop's three steps depend on that shop's own previous step, so
     # one shop failing leaves the others going (a task mapped over a mapped task's whole output would not).
@@ -230,7 +235,7 @@ def product_statistics_export():
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
     reconciliations = reconcile(day, plans, results)
-    report(day, shops, plans, batches, results, reconciliations) >> clean_staging(day)
+    clean_staging(day, report(day, shops, plans, batches, results, reconciliations))
 
 
 product_statistics_export()

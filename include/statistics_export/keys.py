@@ -22,6 +22,10 @@ from include.statistics_export.ids import media_numeric_id
 EXPORTS_ROOT = "statistic-exports/"
 RUNS_PREFIX = f"{EXPORTS_ROOT}_runs/"
 STAGING_ROOT = f"{EXPORTS_ROOT}_staging/"
+# The Airflow Asset a fully exported day updates (downstream DAGs schedule on it). The bucket is the r2_default
+# connection's, which the DAG does not read at parse time: it travels in each event's extra instead.
+EXPORTS_ASSET_NAME = EXPORTS_ROOT.rstrip("/")
+EXPORTS_ASSET_URI = f"r2://{EXPORTS_ASSET_NAME}/"
 _SAFE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 

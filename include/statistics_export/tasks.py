@@ -32,7 +32,7 @@ from include.statistics_export.errors import DatabasePermissionError, DayFailed
 from include.statistics_export.export import export_batch, plan_shop, stage_shop
 from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, ShopPlan, ShopRef
 from include.statistics_export.images import download_image
-from include.statistics_export.keys import report_key
+from include.statistics_export.keys import EXPORTS_ROOT, report_key
 from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.report import RunReport
 from include.statistics_export.settings import Settings
@@ -211,6 +211,19 @@ def finish_day(report: RunReport) -> dict[str, Any]:
     if report.failed:
         raise DayFailed(report.failure_message())
     return report.document()
+
+
+def exports_asset_extra(report: dict[str, Any]) -> dict[str, Any]:
+    """Return the extra of the day's asset event: where the files are and what the day's report counted."""
+    return {
+        "day": report.get("date"),
+        "bucket": R2Hook().bucket,
+        "prefix": EXPORTS_ROOT,
+        "shops": report.get("shops", 0),
+        "variants": report.get("variants", 0),
+        "files": report.get("files", 0),
+        "failedShops": sorted(report.get("failedShops") or {}),
+    }
 
 
 def clean_day_staging(day: date) -> int:

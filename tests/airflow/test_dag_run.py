@@ -139,3 +139,31 @@ def test_a_day_without_active_shops_is_an_empty_successful_run(db, run_airflow):
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Export of 2026-11-21: 0 shop(s)" in output
+
+
+def test_a_fully_exported_day_emits_the_exports_asset_event_with_its_figures(db, sandbox, run_airflow, endpoints, airflow_home):
+    register_shop(db, sandbox, "shop_asset", [product(1, variants=2)])
+    result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat())
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+    with closing(sqlite3.connect(airflow_home / "airflow.db")) as conn:
+        events = conn.execute(
+            "SELECT a.name, a.uri, e.extra, e.source_task_id FROM asset_event e JOIN asset a ON a.id = e.asset_id"
+        ).fetchall()
+    ours = [(name, uri, json.loads(extra), task) for name, uri, extra, task in events if endpoints.bucket in extra]
+    assert ours == [
+        (
+            "statistic-exports",
+            "r2://statistic-exports/",
+            {
+                "day": DAY.isoformat(),
+                "bucket": endpoints.bucket,
+                "prefix": "statistic-exports/",
+                "shops": 1,
+                "variants": 2,
+                "files": 4,
+                "failedShops": [],
+            },
+            "clean_staging",
+        )
+    ]
