@@ -60,6 +60,7 @@ def main() -> int:
                     f"\nAirflow UI: http://localhost:{PORT}   login: {USERNAME}   password: {password}\n"
                     f"DAG {DAG_ID}: unpaused, exporting {yesterday} now (shops: "
                     f"{', '.join(s.shop_id for s in world.shops if s.active)}).\n"
+                    f"Statistics exports (Browse menu): http://localhost:{PORT}/statistics-exports/\n"
                     f"Try: Trigger with params (date, shop_ids, product_ids), or a backfill of earlier days.\n"
                     f"Component logs: {Path(home) / 'component-logs'}   Bucket: {endpoints.s3_endpoint}/{endpoints.bucket}\n"
                     "Press Ctrl-C to stop everything.",
