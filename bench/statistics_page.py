@@ -66,7 +66,7 @@ def seed_statistics(url: str, days: int, shops: int, variants: int) -> int:
         conn.execute(
             'INSERT INTO "VariantDailyStatistics" (id, shop, "productId", "variantId", date, impressions, orders, revenue) '
             "SELECT md5(s::text || v::text || d::text), 'shop_' || s, (v / 3)::text, v::text, "
-            "current_date - d, (s + v + d) % 50, (s + v) % 3, ((s + v) % 3) * 19.90 "
+            "current_date - d, (s + v + d) %% 50, (s + v) %% 3, ((s + v) %% 3) * 19.90 "
             "FROM generate_series(1, %s) d, generate_series(1, %s) s, generate_series(1, %s) v",
             (days, shops, variants),
         )

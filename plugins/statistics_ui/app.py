@@ -143,9 +143,15 @@ def create_app() -> FastAPI:
     def overview(request: Request, days: int = Query(30, ge=1, le=MAX_DAYS)) -> HTMLResponse:
         return render(request, "overview.html", overview_context(days))
 
-    async def day_page(request: Request, day: date, run: RunInfo | None, notice: str = "") -> HTMLResponse:
+    async def day_page(
+        request: Request, day: date, run: RunInfo | None, notice: str = "", in_tab: bool = False
+    ) -> HTMLResponse:
         context = await run_in_threadpool(day_context, day)
-        return render(request, "day.html", {"day": day, "run": run, "notice": notice, **context})
+        # The UI sandboxes a run tab's frame (no same-origin): a form posted from it would carry no session
+        # cookie, so the tab links to the Browse page for Retry instead of offering a button that cannot work.
+        nav_page = f"{base_path(request).rsplit('/', 1)[0]}/plugin/statistics-exports"
+        extra = {"day": day, "run": run, "notice": notice, "in_tab": in_tab, "nav_page": nav_page}
+        return render(request, "day.html", {**extra, **context})
 
     @app.get("/day/{day}", response_class=HTMLResponse, dependencies=[CAN_READ, CAN_READ_RUNS])
     async def day_view(
@@ -166,7 +172,7 @@ def create_app() -> FastAPI:
             run = await api.run(run_id)
         except RetryRefused as refused:
             return render(request, "message.html", {"message": str(refused)}, refused.status_code)
-        return await day_page(request, run.day, run)
+        return await day_page(request, run.day, run, in_tab=True)
 
     @app.post("/day/{day}/retry", dependencies=[CAN_READ, CAN_RETRY])
     async def retry(
