@@ -63,8 +63,9 @@ def airflow_api(request: Request) -> AirflowApi:
 
 
 def report_store() -> R2Hook:
-    """Return the bucket the export writes, read through the export's own R2 connection."""
-    return R2Hook()
+    """Return the bucket the export writes, read through the export's own R2 connection (one pooled
+    connection per thread the report cache fetches with)."""
+    return R2Hook(max_pool_connections=_REPORTS.threads)
 
 
 def valid_day(day: str) -> date:
