@@ -348,3 +348,21 @@ def test_retry_refuses_a_running_run_or_a_shop_that_did_not_fail(state, shop_dom
     with pytest.raises(RetryRefused, match=refusal):
         asyncio.run(AirflowApi(airflow, "t").retry_shop("scheduled__x", YESTERDAY, "shop", shop_domain))
     assert not [r for r in airflow.sent if r.method == "POST"]
+
+
+def test_the_report_cache_serves_a_rewritten_report_and_forgets_nothing_else(connections, s3):
+    from export_hooks.r2 import R2Hook
+    from include.statistics_export.run_reports import ReportCache
+
+    cache, store = ReportCache(threads=4), R2Hook()
+    older = YESTERDAY - timedelta(days=2)
+    put_report(s3, connections.bucket, YESTERDAY, failed_day_report(YESTERDAY))
+    put_report(s3, connections.bucket, older, {**failed_day_report(older), "ok": True, "failedShops": {}})
+    first = cache.reports(store, [YESTERDAY, older, YESTERDAY - timedelta(days=1)])
+    assert (first[YESTERDAY].ok, first[older].ok, first[YESTERDAY - timedelta(days=1)]) == (False, True, None)
+
+    # A retry's run rewrites the day's report: the next page load shows the new one (its ETag changed).
+    put_report(s3, connections.bucket, YESTERDAY, {**failed_day_report(YESTERDAY), "ok": True, "failedShops": {}})
+    second = cache.reports(store, [YESTERDAY, older])
+    assert second[YESTERDAY].ok is True and second[YESTERDAY].failed_shops == 0
+    assert second[older] is first[older]  # unchanged: served from the cache, not fetched again
