@@ -141,7 +141,9 @@ def test_a_day_without_active_shops_is_an_empty_successful_run(db, run_airflow):
     assert "Export of 2026-11-21: 0 shop(s)" in output
 
 
-def test_a_fully_exported_day_emits_the_exports_asset_event_with_its_figures(db, sandbox, run_airflow, endpoints, airflow_home):
+def test_a_fully_exported_day_emits_the_exports_asset_event_with_its_figures(
+    db, sandbox, run_airflow, endpoints, airflow_home
+):
     register_shop(db, sandbox, "shop_asset", [product(1, variants=2)])
     result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat())
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
