@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import replace
 from datetime import date, datetime, timezone
@@ -113,6 +114,12 @@ def run_shop(shop_id: str, **kwargs) -> list[BatchResult]:
 def image_downloads(sandbox, shop_id: str) -> int:
     """Return how many image downloads the sandbox's CDN has served the shop so far."""
     return sandbox.stats(f"{shop_id.replace('_', '-')}.myshopify.com")["cdn_requests"]
+
+
+def listed_days(output: str) -> list[date]:
+    """Return the days an `airflow backfill create --dry-run` lists under "Runs to be attempted"."""
+    listed = output.split("Runs to be attempted:", 1)[1]
+    return [date.fromisoformat(found) for found in re.findall(r"(\d{4}-\d{2}-\d{2})[ T]00:00:00", listed)]
 
 
 def bucket_objects(s3, bucket: str) -> dict[str, bytes]:

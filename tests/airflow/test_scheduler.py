@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -17,7 +16,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import psycopg
 import pytest
 
-from helpers import add_event, product, register_shop
+from helpers import add_event, listed_days, product, register_shop
 from local_stack.airflow_stack import DAG_ID, airflow_stack, metadata_database, wait_until
 from local_stack.services import Endpoints, create_bucket, scratch_database
 from shopify_sandbox import ShopifySandbox
@@ -171,12 +170,6 @@ def backfill(stack, first: date, last: date, *extra: str) -> str:
     result = stack.cli("backfill", "create", "--dag-id", DAG_ID, *dates, *extra)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result.stdout + result.stderr
-
-
-def listed_days(output: str) -> list[date]:
-    """Return the days a CLI dry run lists under "Runs to be attempted"."""
-    listed = output.split("Runs to be attempted:", 1)[1]
-    return [date.fromisoformat(found) for found in re.findall(r"(\d{4}-\d{2}-\d{2})[ T]00:00:00", listed)]
 
 
 def dry_run(stack, first: date, last: date, reprocess_behavior: str) -> list[date]:
