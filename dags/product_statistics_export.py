@@ -203,14 +203,22 @@ def product_statistics_export():
             export_settings.load(),
         )
 
+    @task
+    def check_pixel_health(day: str, shops: list[dict]) -> dict:
+        """Per shop: the day's events by type, its active tests, a silent pixel, events for inactive tests."""
+        return tasks.check_pixel_health(date.fromisoformat(day), [ShopRef.from_xcom(s) for s in shops])
+
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def report(day: str, shops: list[dict], plans, batches: list[dict], results, reconciliations, ti=None) -> dict:
+    def report(
+        day: str, shops: list[dict], plans, batches: list[dict], results, reconciliations, pixel=None, ti=None
+    ) -> dict:
         """Log, return and write the day's report; fail the run when any shop failed or did not reconcile."""
         listed = [ShopRef.from_xcom(s) for s in shops]
         planned, exported = as_list(plans, ShopPlan), as_list(results, BatchResult)
         mapped = [BatchPlan.from_xcom(b) for b in batches]
         reasons = failure_reasons(ti, listed, planned, mapped, exported)
         summary = summarize_run(day, listed, planned, mapped, exported, list(reconciliations or []), reasons)
+        tasks.add_report_sections(summary, {"pixelHealth": pixel})
         return run(tasks.finish_day, summary)
 
     @task
@@ -230,7 +238,8 @@ def product_statistics_export():
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
     reconciliations = reconcile(day, plans, results)
-    report(day, shops, plans, batches, results, reconciliations) >> clean_staging(day)
+    pixel = check_pixel_health(day, shops)
+    report(day, shops, plans, batches, results, reconciliations, pixel) >> clean_staging(day)
 
 
 product_statistics_export()

@@ -6,6 +6,7 @@ they can be read afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -98,6 +99,10 @@ def main() -> int:
     report = OUTPUT / "bucket" / "statistic-exports" / "_runs" / f"{day:%Y%m%d}.json"
     if report.exists():
         print(f"The day's report: {report.relative_to(REPO)}")
+        document = json.loads(report.read_text())
+        for section in ("sessionLinks", "pixelHealth"):
+            if section in document:
+                print(document[section]["summary"])
     if exports:
         print("Look at a few exported files:")
         for path in exports[:2]:

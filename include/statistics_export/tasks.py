@@ -33,6 +33,7 @@ from include.statistics_export.export import export_batch, plan_shop, stage_shop
 from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, ShopPlan, ShopRef
 from include.statistics_export.images import download_image
 from include.statistics_export.keys import report_key
+from include.statistics_export.pixel_health import pixel_health
 from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.report import RunReport
 from include.statistics_export.settings import Settings
@@ -195,6 +196,33 @@ def reconcile_day(
                 log.error("%s", difference)
             documents.append(reconciliation.document())
     return documents
+
+
+def check_pixel_health(day: date, shops: Sequence[ShopRef]) -> dict[str, Any]:
+    """Read every listed shop's pixel health for the day and log it; never raise (it only informs).
+
+    Returns the report section: ``{"document": ..., "line": ...}`` (the line is what the log shows).
+    """
+    try:
+        with app_db() as conn:
+            health = pixel_health(conn, shops, day)
+    except Exception as exc:  # a read that failed must not fail the export: the report says so instead
+        line = f"Pixel health of {day}: not checked ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+        log.warning("%s", line)
+        return {"document": {"error": line}, "line": line}
+    line = health.text()
+    (log.warning if health.silent else log.info)("%s", line)
+    return {"document": health.document(), "line": line}
+
+
+def add_report_sections(report: RunReport, sections: dict[str, dict[str, Any] | None]) -> RunReport:
+    """Add the informative sections (pixel health, session links) to the day's report; a missing one
+    (its task failed) is noted as such."""
+    for name, section in sections.items():
+        if section is None:
+            section = {"document": {"error": "its task did not finish"}, "line": f"{name}: its task did not finish"}
+        report.add_section(name, section["document"], section["line"])
+    return report
 
 
 def write_report(report: RunReport) -> str:
