@@ -62,6 +62,7 @@ def register_shop(
     active: bool = True,
     linked: bool = True,
     restore_rate: float = 100.0,
+    primary_domain: str | None = None,
 ) -> SandboxShop:
     """Put a shop in the sandbox and in the app database (credential + offline session)."""
     api_domain = f"{shop_id.replace('_', '-')}.myshopify.com"
@@ -70,6 +71,7 @@ def register_shop(
         access_token=token or f"shpat_secret_{shop_id}",
         products=products,
         restore_rate=restore_rate,
+        primary_domain=primary_domain,
     )
     sandbox.add_shop(shop)
     with db.cursor() as cur:

@@ -26,13 +26,13 @@ from include.statistics_export.utc import day_bounds
 # A shop's active tests with their events of the day (none: one row with a NULL type), and its other tests
 # only when they received events that day.
 _PIXEL_HEALTH = """
-SELECT t.shop, t.id, t.name, t.status, e."eventType", count(e.id)
+SELECT t.shop, t.id, t.name, t.status, e."eventType", count(e."testId")
 FROM "ABTest" t
 LEFT JOIN "ABTestEvent" e
   ON e."testId" = t.id AND e."createdAt" >= %(start)s AND e."createdAt" < %(end)s
 WHERE t.shop = ANY(%(shop_ids)s::text[])
 GROUP BY t.shop, t.id, t.name, t.status, e."eventType"
-HAVING t.status = 'ACTIVE' OR count(e.id) > 0
+HAVING t.status = 'ACTIVE' OR count(e."testId") > 0
 ORDER BY t.shop, t.id, e."eventType"
 """
 

@@ -24,7 +24,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from requests.adapters import HTTPAdapter
 
 from export_hooks.r2 import R2Hook
-from export_hooks.shopify import ShopifyHook
+from export_hooks.shopify import ShopifyAuthError, ShopifyHook
 from export_hooks.shopify_bulk import BulkAccessDenied, BulkOperationFailed, BulkOperationInProgress, iter_bulk_result
 from export_hooks.shopify_queries import CATALOG_BULK_QUERY
 from include.statistics_export.bulk_catalog import assemble_products
@@ -36,6 +36,7 @@ from include.statistics_export.keys import report_key
 from include.statistics_export.pixel_health import pixel_health
 from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.report import RunReport
+from include.statistics_export.sessions import TokenAnswer, link_sessions
 from include.statistics_export.settings import Settings
 from include.statistics_export.shops import active_shops, shop_credentials
 from include.statistics_export.staging import clean_staging
@@ -66,6 +67,34 @@ def app_db() -> Iterator[Any]:
                 f"The app database refused the {APP_DB_CONN_ID} connection's role: {str(denied).splitlines()[0]} "
                 "(grant what docs/least_privilege.sql lists)"
             ) from exc
+
+
+def ask_token_shop(api_domain: str, token: str) -> TokenAnswer:
+    """Ask Shopify which shop a session's token belongs to (the hook masks the token)."""
+    try:
+        with ShopifyHook(api_domain, token) as shopify:
+            myshopify, primary_host = shopify.shop_domains()
+    except ShopifyAuthError:
+        return TokenAnswer(failure="revoked")
+    return TokenAnswer(myshopify_domain=myshopify, primary_host=primary_host)
+
+
+def link_unlinked_sessions(settings: Settings, shop_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Link the sessions of shops that have no usable linked session; never raise (the shops' own tasks
+    fail, naming the missing session, if nothing could be linked).
+
+    Returns the report section: ``{"document": ..., "line": ...}``.
+    """
+    try:
+        with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool:
+            links = link_sessions(conn, ask_token_shop, shop_ids=list(shop_ids) if shop_ids else None, pool=pool)
+    except Exception as exc:  # e.g. the role lacks UPDATE ("shopId"): the report says so, the export goes on
+        line = f"Session links: not done ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+        log.warning("%s", line)
+        return {"document": {"error": line}, "line": line}
+    line = links.text()
+    (log.warning if links.revoked or links.ambiguous or links.no_match or links.unanswered else log.info)("%s", line)
+    return {"document": links.document(), "line": line}
 
 
 def list_active_shops(shop_ids: Sequence[str] | None = None) -> list[ShopRef]:
