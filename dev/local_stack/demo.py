@@ -87,7 +87,7 @@ def main() -> int:
         objects = copy_bucket(endpoints.s3_endpoint, OUTPUT / "bucket")
 
     variants = sum(len(p.variants) for s in active for p in s.sandbox.products)
-    exports = sorted((OUTPUT / "bucket" / "statistic-exports").rglob("*.csv"))
+    exports = sorted(p for p in (OUTPUT / "bucket" / "statistic-exports").rglob("*.csv"))
     print(f"Shops: {len(active)} active (1 on a custom domain), 1 inactive skipped")
     print(f"Products: {sum(len(s.sandbox.products) for s in active)}, variants: {variants}")
     print(
@@ -103,6 +103,9 @@ def main() -> int:
         for section in ("sessionLinks", "pixelHealth"):
             if section in document:
                 print(document[section]["summary"])
+    parquet = sorted((OUTPUT / "bucket" / "statistic-exports" / "_parquet").rglob("*.parquet"))
+    if parquet:
+        print(f"Parquet (one part per batch, Hive layout; {len(parquet)} parts): {parquet[0].relative_to(REPO)}")
     if exports:
         print("Look at a few exported files:")
         for path in exports[:2]:

@@ -174,6 +174,8 @@ def plan_shop_batches(
                 product_ids=product_ids,
                 currency=read.currency,
             )
+    if product_ids:
+        batches = [replace(batch, whole_shop=False) for batch in batches]
     return ShopPlan(
         read.shop_id, read.shop_domain, read.mode, read.note, sum(batch.variants for batch in batches), batches
     )
@@ -218,8 +220,10 @@ def reconcile_day(
             files = sum_totals(r.file_totals for r in shop_results)
             skipped = any(r.missing_products for r in shop_results)
             catalog = files.variants if skipped else plan.variants
+            parts = [r.parquet_totals for r in shop_results]
+            parquet = sum_totals(p for p in parts if p is not None) if all(p is not None for p in parts) else None
             reconciliation = reconcile_shop(
-                conn, plan.shop_id, day, catalog, files, max_revenue=settings.max_event_revenue
+                conn, plan.shop_id, day, catalog, files, max_revenue=settings.max_event_revenue, parquet=parquet
             )
             for difference in reconciliation.differences:
                 log.error("%s", difference)

@@ -25,7 +25,6 @@ from shopify_sandbox.world import SandboxShop
 pytestmark = pytest.mark.scheduler
 
 EXPORTS = "statistic-exports/"
-RUN_REPORTS = "statistic-exports/_runs/"
 TODAY = datetime.now(timezone.utc).date()
 CATCHUP_DAYS = [TODAY - timedelta(days=n) for n in (3, 2, 1)]
 SHOPS = {"shop_alpha", "shop_gamma"}
@@ -43,11 +42,11 @@ def run_day(run: dict) -> date:
 
 
 def exported(s3, bucket: str) -> dict[str, dict]:
-    """Return every variant export file's key with its LastModified and body (run reports left out)."""
+    """Return every variant export file's key with its LastModified and body (run reports, Parquet left out)."""
     found = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=EXPORTS):
         for item in page.get("Contents", ()):
-            if item["Key"].startswith(RUN_REPORTS):
+            if item["Key"].startswith(f"{EXPORTS}_"):  # run reports and the Parquet parts: not variant files
                 continue
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
             found[item["Key"]] = {"modified": item["LastModified"], "body": body}
