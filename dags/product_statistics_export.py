@@ -1,11 +1,12 @@
 """
 Daily export of Shopify product statistics: every variant of every product of every active shop.
 
-resolve the export day, list the active shops
+resolve the export day, link unlinked sessions to their shops (sessions.py), list the active shops
 -> per shop (a mapped task group): start reading its catalog (a bulk operation for a large shop), wait for
    it without holding a worker slot, cut it into batches of about 500 variants
 -> collect the batches of all shops -> export each batch (mapped): metrics, images, files in R2, rows
--> reconcile each shop (files = rows = events = catalog) -> report the day (statistic-exports/_runs/)
+-> reconcile each shop (files = rows = events = catalog) -> report the day (statistic-exports/_runs/),
+   with each shop's pixel health (checked beside the export) and the session links
 -> clean the staged catalogs once the day succeeded.
 """
 
@@ -122,6 +123,11 @@ def product_statistics_export():
         return export_day(params.get("date"), logical_date, getattr(dag_run, "run_after", None)).isoformat()
 
     @task
+    def link_sessions(params=None) -> dict:
+        """Link unlinked sessions to the shops that have no usable one, so they are exported in this run."""
+        return tasks.link_unlinked_sessions(export_settings.load(), only(params.get("shop_ids")))
+
+    @task
     def list_active_shops(params=None) -> list[dict]:
         """List the active shops to export (ids and domains only)."""
         return [shop.to_xcom() for shop in run(tasks.list_active_shops, only(params.get("shop_ids")))]
@@ -206,14 +212,30 @@ def product_statistics_export():
             export_settings.load(),
         )
 
+    @task
+    def check_pixel_health(day: str, shops: list[dict]) -> dict:
+        """Per shop: the day's events by type, its active tests, a silent pixel, events for inactive tests."""
+        return tasks.check_pixel_health(date.fromisoformat(day), [ShopRef.from_xcom(s) for s in shops])
+
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def report(day: str, shops: list[dict], plans, batches: list[dict], results, reconciliations, ti=None) -> dict:
+    def report(
+        day: str,
+        shops: list[dict],
+        plans,
+        batches: list[dict],
+        results,
+        reconciliations,
+        pixel=None,
+        links=None,
+        ti=None,
+    ) -> dict:
         """Log, return and write the day's report; fail the run when any shop failed or did not reconcile."""
         listed = [ShopRef.from_xcom(s) for s in shops]
         planned, exported = as_list(plans, ShopPlan), as_list(results, BatchResult)
         mapped = [BatchPlan.from_xcom(b) for b in batches]
         reasons = failure_reasons(ti, listed, planned, mapped, exported)
         summary = summarize_run(day, listed, planned, mapped, exported, list(reconciliations or []), reasons)
+        tasks.add_report_sections(summary, {"sessionLinks": links, "pixelHealth": pixel})
         return run(tasks.finish_day, summary)
 
     @task(outlets=[EXPORTS_ASSET])
@@ -230,12 +252,15 @@ def product_statistics_export():
         return plan_shop_batches(wait_for_catalog(start_catalog_read(shop)), day)
 
     day = resolve_export_day()
+    links = link_sessions()
     shops = list_active_shops()
+    links >> shops
     plans = read_shop_catalog.partial(day=day).expand(shop=shops)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
     reconciliations = reconcile(day, plans, results)
-    clean_staging(day, report(day, shops, plans, batches, results, reconciliations))
+    pixel = check_pixel_health(day, shops)
+    clean_staging(day, report(day, shops, plans, batches, results, reconciliations, pixel, links))
 
 
 product_statistics_export()

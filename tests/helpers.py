@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import replace
 from datetime import date, datetime, timezone
@@ -61,6 +62,7 @@ def register_shop(
     active: bool = True,
     linked: bool = True,
     restore_rate: float = 100.0,
+    primary_domain: str | None = None,
 ) -> SandboxShop:
     """Put a shop in the sandbox and in the app database (credential + offline session)."""
     api_domain = f"{shop_id.replace('_', '-')}.myshopify.com"
@@ -69,6 +71,7 @@ def register_shop(
         access_token=token or f"shpat_secret_{shop_id}",
         products=products,
         restore_rate=restore_rate,
+        primary_domain=primary_domain,
     )
     sandbox.add_shop(shop)
     with db.cursor() as cur:
@@ -113,6 +116,12 @@ def run_shop(shop_id: str, **kwargs) -> list[BatchResult]:
 def image_downloads(sandbox, shop_id: str) -> int:
     """Return how many image downloads the sandbox's CDN has served the shop so far."""
     return sandbox.stats(f"{shop_id.replace('_', '-')}.myshopify.com")["cdn_requests"]
+
+
+def listed_days(output: str) -> list[date]:
+    """Return the days an `airflow backfill create --dry-run` lists under "Runs to be attempted"."""
+    listed = output.split("Runs to be attempted:", 1)[1]
+    return [date.fromisoformat(found) for found in re.findall(r"(\d{4}-\d{2}-\d{2})[ T]00:00:00", listed)]
 
 
 def bucket_objects(s3, bucket: str) -> dict[str, bytes]:

@@ -6,6 +6,7 @@ they can be read afterwards.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -86,7 +87,7 @@ def main() -> int:
         objects = copy_bucket(endpoints.s3_endpoint, OUTPUT / "bucket")
 
     variants = sum(len(p.variants) for s in active for p in s.sandbox.products)
-    exports = sorted((OUTPUT / "bucket" / "statistic-exports").rglob("*.csv"))
+    exports = sorted(p for p in (OUTPUT / "bucket" / "statistic-exports").rglob("*.csv"))
     print(f"Shops: {len(active)} active (1 on a custom domain), 1 inactive skipped")
     print(f"Products: {sum(len(s.sandbox.products) for s in active)}, variants: {variants}")
     print(
@@ -98,6 +99,13 @@ def main() -> int:
     report = OUTPUT / "bucket" / "statistic-exports" / "_runs" / f"{day:%Y%m%d}.json"
     if report.exists():
         print(f"The day's report: {report.relative_to(REPO)}")
+        document = json.loads(report.read_text())
+        for section in ("sessionLinks", "pixelHealth"):
+            if section in document:
+                print(document[section]["summary"])
+    parquet = sorted((OUTPUT / "bucket" / "statistic-exports" / "_parquet").rglob("*.parquet"))
+    if parquet:
+        print(f"Parquet (one part per batch, Hive layout; {len(parquet)} parts): {parquet[0].relative_to(REPO)}")
     if exports:
         print("Look at a few exported files:")
         for path in exports[:2]:

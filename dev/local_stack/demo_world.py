@@ -26,6 +26,8 @@ class DemoShop:
     shop_domain: str
     sandbox: SandboxShop
     active: bool = True
+    # False: its session predates "Session"."shopId" (NULL), and the run's link_sessions task links it.
+    linked: bool = True
 
     @property
     def api_domain(self) -> str:
@@ -108,13 +110,18 @@ def make_shop(
             )
         )
     sandbox = SandboxShop(
-        domain=api_domain, access_token=f"shpat_{uuid.uuid4().hex}", name=name.title(), products=catalog
+        domain=api_domain,
+        access_token=f"shpat_{uuid.uuid4().hex}",
+        name=name.title(),
+        products=catalog,
+        primary_domain=custom_domain,
     )
     return DemoShop(shop_id=shop_id, shop_domain=custom_domain or api_domain, sandbox=sandbox)
 
 
 def build_world(day: date, *, products: int = 100, seed: int = 7) -> DemoWorld:
-    """Build three active shops (one behind a custom domain) and one inactive, with events around ``day``."""
+    """Build three active shops (one behind a custom domain, whose session is not linked yet) and one inactive,
+    with events around ``day``."""
     rng = random.Random(seed)
     start = datetime.combine(day, time.min, tzinfo=timezone.utc)
     sizes = [products // 2, products - products // 2 - products // 5, products // 5]
@@ -133,6 +140,7 @@ def build_world(day: date, *, products: int = 100, seed: int = 7) -> DemoWorld:
         make_shop("shop_dormant", "dormant", 3, rng=rng, first_product_id=4000, created_before=start),
     ]
     shops[-1].active = False
+    shops[1].linked = False  # the custom-domain shop: linked through its token's primaryDomain at run start
     world = DemoWorld(shops=shops)
     for shop in shops:
         for product in shop.sandbox.products:
@@ -181,7 +189,15 @@ def seed_database(conn: Any, world: DemoWorld) -> None:
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     with conn.cursor() as cur:
         for shop in world.shops:
-            insert_shop(cur, shop.shop_id, shop.shop_domain, shop.api_domain, shop.token, active=shop.active)
+            insert_shop(
+                cur,
+                shop.shop_id,
+                shop.shop_domain,
+                shop.api_domain,
+                shop.token,
+                active=shop.active,
+                linked=shop.linked,
+            )
         cur.executemany(
             'INSERT INTO "ABTest" (id, shop, name, "productId", status, "createdAt", "updatedAt") '
             "VALUES (%s, %s, %s, %s, 'ACTIVE', %s, %s)",

@@ -159,6 +159,17 @@ class ShopView:
         self.name = shop.display_name
         self.myshopifyDomain = shop.domain
         self.currencyCode = shop.currency
+        self.primaryDomain = DomainView(shop.primary_domain or shop.domain)
+
+
+class DomainView:
+    """Resolves Domain: the host the storefront is served on (the myshopify domain when none is set)."""
+
+    typename = "Domain"
+
+    def __init__(self, host: str):
+        self.id = "gid://shopify/Domain/1"
+        self.host = host
 
 
 class ProductView:

@@ -189,6 +189,8 @@ class SandboxShop:
     products: list[SandboxProduct] = field(default_factory=list)
     restore_rate: float = 100.0
     bucket_size: float = 2000.0
+    # The storefront's custom domain (Shop.primaryDomain.host); None: the myshopify domain is primary.
+    primary_domain: str | None = None
 
     @property
     def display_name(self) -> str:
@@ -204,6 +206,7 @@ class SandboxShop:
             "currency": self.currency,
             "restore_rate": self.restore_rate,
             "bucket_size": self.bucket_size,
+            "primary_domain": self.primary_domain,
             "products": [p.to_dict() for p in self.products],
         }
 
@@ -218,6 +221,7 @@ class SandboxShop:
             products=[SandboxProduct.from_dict(p) for p in data.get("products", [])],
             restore_rate=float(data.get("restore_rate", 100.0)),
             bucket_size=float(data.get("bucket_size", 2000.0)),
+            primary_domain=data.get("primary_domain"),
         )
 
 

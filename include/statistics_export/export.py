@@ -26,6 +26,7 @@ from include.statistics_export.ids import gid
 from include.statistics_export.images import ImageFetch, backup_images, existing_backups, image_owners
 from include.statistics_export.keys import export_key, staged_batch_key
 from include.statistics_export.metrics import ZERO, variant_metrics
+from include.statistics_export.parquet import write_parquet_part
 from include.statistics_export.protocols import Catalog, ObjectStore
 from include.statistics_export.rows import recorded_hashes, write_rows
 from include.statistics_export.settings import Settings
@@ -176,6 +177,10 @@ def export_batch(
             f"Shop {plan.shop_id} batch {plan.index}/{plan.count}: the files are in R2 but the rows were not "
             f"written ({type(exc).__name__}: {exc}); a retry of the batch writes them"
         ) from exc
+
+    if plan.whole_shop:
+        part = write_parquet_part(store, exports, plan.shop_id, day, plan.index, plan.count)
+        result.parquet_key, result.parquet_written, result.parquet_totals = part.key, part.written, part.totals
 
     result.products = len(products)
     result.variants = len(exports)

@@ -80,6 +80,9 @@ class BatchPlan(Handoff):
     variants: int = 0
     # Set when the shop's catalog was read in bulk: the batch reads its products from the bucket.
     staged_key: str | None = None
+    # False when the run exports some products only: such a batch writes no Parquet part (a part holds every
+    # variant of its batch of the whole shop's plan, and a partial plan would replace the day's parts).
+    whole_shop: bool = True
 
     @property
     def label(self) -> str:
@@ -122,10 +125,22 @@ class BatchResult(Handoff):
     file_totals: Totals = field(default_factory=Totals)
     seconds: float = 0.0
     graphql_cost: float = 0.0
+    # The batch's Parquet part (None: none for this batch), whether it was (re)written, and its rows' totals.
+    parquet_key: str | None = None
+    parquet_written: bool = False
+    parquet_totals: Totals | None = None
 
     def to_xcom(self) -> dict[str, Any]:
-        return {**asdict(self), "file_totals": self.file_totals.document()}
+        parquet = self.parquet_totals.document() if self.parquet_totals is not None else None
+        return {**asdict(self), "file_totals": self.file_totals.document(), "parquet_totals": parquet}
 
     @classmethod
     def from_xcom(cls, data: Mapping[str, Any]) -> BatchResult:
-        return cls(**{**data, "file_totals": Totals.from_document(data["file_totals"])})
+        parquet = data.get("parquet_totals")
+        return cls(
+            **{
+                **data,
+                "file_totals": Totals.from_document(data["file_totals"]),
+                "parquet_totals": Totals.from_document(parquet) if parquet is not None else None,
+            }
+        )

@@ -3,7 +3,9 @@
 - ``statistic-exports/{shopId}/{productId}/{variantId}/{YYYYMMDD}.{csv|json}``: one variant's day;
 - ``{shopId}/products/{productId}/media/{mediaId}.{ext}``: one image, backed up once per shop;
 - ``statistic-exports/_runs/{YYYYMMDD}.json``: the day's report;
-- ``statistic-exports/_staging/{YYYYMMDD}/{shopId}/batch-{n}.jsonl.gz``: a bulk-read catalog's batches.
+- ``statistic-exports/_staging/{YYYYMMDD}/{shopId}/batch-{n}.jsonl.gz``: a bulk-read catalog's batches;
+- ``statistic-exports/_parquet/shop={shopId}/date={YYYY-MM-DD}/part-{n}-of-{count}.parquet``: the day's rows
+  of one batch of a shop, under a Hive layout query engines read directly.
 
 Ids enter keys only through :func:`safe_key_part`, so no id can climb out of its prefix.
 """
@@ -26,6 +28,7 @@ STAGING_ROOT = f"{EXPORTS_ROOT}_staging/"
 # connection's, which the DAG does not read at parse time: it travels in each event's extra instead.
 EXPORTS_ASSET_NAME = EXPORTS_ROOT.rstrip("/")
 EXPORTS_ASSET_URI = f"r2://{EXPORTS_ASSET_NAME}/"
+PARQUET_ROOT = f"{EXPORTS_ROOT}_parquet/"
 _SAFE = re.compile(r"[A-Za-z0-9_-]{1,128}")
 
 
@@ -65,6 +68,16 @@ def image_key(shop_id: str, product_id: str, media_gid: str, url: str) -> str:
 def report_key(day: date) -> str:
     """Return the key of a day's run report."""
     return f"{RUNS_PREFIX}{day:%Y%m%d}.json"
+
+
+def parquet_partition(shop_id: str, day: date) -> str:
+    """Return the Hive partition (prefix) of a shop's day of Parquet parts."""
+    return f"{PARQUET_ROOT}shop={safe_key_part(shop_id, 'shop id')}/date={day:%Y-%m-%d}/"
+
+
+def parquet_part_key(shop_id: str, day: date, index: int, count: int) -> str:
+    """Return the key of batch ``index`` of ``count`` of a shop's day in Parquet."""
+    return f"{parquet_partition(shop_id, day)}part-{index:05d}-of-{count:05d}.parquet"
 
 
 def staging_prefix(day: date) -> str:

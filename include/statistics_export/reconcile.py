@@ -142,6 +142,7 @@ def reconcile_shop(
     *,
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
     as_of: datetime | None = None,
+    parquet: Totals | None = None,
 ) -> ShopReconciliation:
     """Compare the shop's files, rows, counted events and catalog for ``day``; list every difference."""
     rows = row_totals(conn, shop_id, day)
@@ -170,4 +171,9 @@ def reconcile_shop(
             result.differences.append(
                 f'{where}: {name} differ: files {shown[0]}, "VariantDailyStatistics" {shown[1]}, events {shown[2]}'
             )
+    # The Parquet parts hold the same rows as the CSVs: same count, same sums (None: no parts this run).
+    if parquet is not None and parquet != files:
+        result.differences.append(
+            f"{where}: the Parquet rows differ from the CSVs: Parquet {parquet.document()}, CSV {files.document()}"
+        )
     return result

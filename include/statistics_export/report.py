@@ -53,6 +53,15 @@ class RunReport:
     failed_shops: dict[str, str] = field(default_factory=dict)
     per_shop: dict[str, dict[str, Any]] = field(default_factory=dict)
     reconciliation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Sections other tasks add (pixel health, session links), each with the one-line summary it logs.
+    # They inform and never fail the day.
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    section_lines: list[str] = field(default_factory=list)
+
+    def add_section(self, name: str, document: dict[str, Any], line: str) -> None:
+        """Add a section to the report's document and its line to the report's text."""
+        self.sections[name] = {"summary": line, **document}
+        self.section_lines.append(line)
 
     @property
     def failed(self) -> bool:
@@ -81,6 +90,7 @@ class RunReport:
             "failedShops": self.failed_shops,
             "perShop": self.per_shop,
             "reconciliation": self.reconciliation,
+            **self.sections,
         }
 
     def json_bytes(self) -> bytes:
@@ -94,7 +104,7 @@ class RunReport:
             f"{self.files} files ({self.files_unchanged} unchanged), {self.images_backed_up} images backed up, "
             f"{self.images_failed} image failures, {self.missing_products} skipped products, "
             f"{self.rejected_events} rejected events, {len(self.failed_shops)} failed shop(s)"
-        )
+        ) + "".join(f"\n{line}" for line in self.section_lines)
 
 
 def summarize_run(

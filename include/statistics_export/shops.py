@@ -31,15 +31,18 @@ WHERE "isActive"
 ORDER BY id
 """
 
+# A session whose token can be used now: offline (they do not expire), or online and not yet expired.
+USABLE_SESSION = """(NOT s."isOnline" OR s.expires IS NULL OR s.expires > (now() AT TIME ZONE 'UTC'))"""
+
 # The token comes from the session linked by "shopId", never by matching domains: a custom
-# domain never equals the session's myshopify domain. Offline sessions first (they do not expire),
-# then unexpired online sessions, newest expiry first.
-_CREDENTIALS = """
+# domain never equals the session's myshopify domain (sessions.py links unlinked sessions first).
+# Offline sessions first, then unexpired online sessions, newest expiry first.
+_CREDENTIALS = f"""
 SELECT c.id, c."shopDomain", s.shop, s."accessToken"
 FROM "ShopCredential" c
 JOIN "Session" s ON s."shopId" = c.id
 WHERE c.id = %(shop_id)s
-  AND (NOT s."isOnline" OR s.expires IS NULL OR s.expires > (now() AT TIME ZONE 'UTC'))
+  AND {USABLE_SESSION}
 ORDER BY s."isOnline" ASC, s.expires DESC NULLS FIRST, s.id
 LIMIT 1
 """

@@ -24,7 +24,7 @@ from airflow.providers.postgres.hooks.postgres import PostgresHook
 from requests.adapters import HTTPAdapter
 
 from export_hooks.r2 import R2Hook
-from export_hooks.shopify import ShopifyHook
+from export_hooks.shopify import ShopifyAuthError, ShopifyHook
 from export_hooks.shopify_bulk import BulkAccessDenied, BulkOperationFailed, BulkOperationInProgress, iter_bulk_result
 from export_hooks.shopify_queries import CATALOG_BULK_QUERY
 from include.statistics_export.bulk_catalog import assemble_products
@@ -33,8 +33,10 @@ from include.statistics_export.export import export_batch, plan_shop, stage_shop
 from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, ShopPlan, ShopRef
 from include.statistics_export.images import download_image
 from include.statistics_export.keys import EXPORTS_ROOT, report_key
+from include.statistics_export.pixel_health import pixel_health
 from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.report import RunReport
+from include.statistics_export.sessions import TokenAnswer, link_sessions
 from include.statistics_export.settings import Settings
 from include.statistics_export.shops import active_shops, shop_credentials
 from include.statistics_export.staging import clean_staging
@@ -65,6 +67,34 @@ def app_db() -> Iterator[Any]:
                 f"The app database refused the {APP_DB_CONN_ID} connection's role: {str(denied).splitlines()[0]} "
                 "(grant what docs/least_privilege.sql lists)"
             ) from exc
+
+
+def ask_token_shop(api_domain: str, token: str) -> TokenAnswer:
+    """Ask Shopify which shop a session's token belongs to (the hook masks the token)."""
+    try:
+        with ShopifyHook(api_domain, token) as shopify:
+            myshopify, primary_host = shopify.shop_domains()
+    except ShopifyAuthError:
+        return TokenAnswer(failure="revoked")
+    return TokenAnswer(myshopify_domain=myshopify, primary_host=primary_host)
+
+
+def link_unlinked_sessions(settings: Settings, shop_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Link the sessions of shops that have no usable linked session; never raise (the shops' own tasks
+    fail, naming the missing session, if nothing could be linked).
+
+    Returns the report section: ``{"document": ..., "line": ...}``.
+    """
+    try:
+        with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool:
+            links = link_sessions(conn, ask_token_shop, shop_ids=list(shop_ids) if shop_ids else None, pool=pool)
+    except Exception as exc:  # e.g. the role lacks UPDATE ("shopId"): the report says so, the export goes on
+        line = f"Session links: not done ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+        log.warning("%s", line)
+        return {"document": {"error": line}, "line": line}
+    line = links.text()
+    (log.warning if links.revoked or links.ambiguous or links.no_match or links.unanswered else log.info)("%s", line)
+    return {"document": links.document(), "line": line}
 
 
 def list_active_shops(shop_ids: Sequence[str] | None = None) -> list[ShopRef]:
@@ -144,6 +174,8 @@ def plan_shop_batches(
                 product_ids=product_ids,
                 currency=read.currency,
             )
+    if product_ids:
+        batches = [replace(batch, whole_shop=False) for batch in batches]
     return ShopPlan(
         read.shop_id, read.shop_domain, read.mode, read.note, sum(batch.variants for batch in batches), batches
     )
@@ -188,13 +220,42 @@ def reconcile_day(
             files = sum_totals(r.file_totals for r in shop_results)
             skipped = any(r.missing_products for r in shop_results)
             catalog = files.variants if skipped else plan.variants
+            parts = [r.parquet_totals for r in shop_results]
+            parquet = sum_totals(p for p in parts if p is not None) if all(p is not None for p in parts) else None
             reconciliation = reconcile_shop(
-                conn, plan.shop_id, day, catalog, files, max_revenue=settings.max_event_revenue
+                conn, plan.shop_id, day, catalog, files, max_revenue=settings.max_event_revenue, parquet=parquet
             )
             for difference in reconciliation.differences:
                 log.error("%s", difference)
             documents.append(reconciliation.document())
     return documents
+
+
+def check_pixel_health(day: date, shops: Sequence[ShopRef]) -> dict[str, Any]:
+    """Read every listed shop's pixel health for the day and log it; never raise (it only informs).
+
+    Returns the report section: ``{"document": ..., "line": ...}`` (the line is what the log shows).
+    """
+    try:
+        with app_db() as conn:
+            health = pixel_health(conn, shops, day)
+    except Exception as exc:  # a read that failed must not fail the export: the report says so instead
+        line = f"Pixel health of {day}: not checked ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+        log.warning("%s", line)
+        return {"document": {"error": line}, "line": line}
+    line = health.text()
+    (log.warning if health.silent else log.info)("%s", line)
+    return {"document": health.document(), "line": line}
+
+
+def add_report_sections(report: RunReport, sections: dict[str, dict[str, Any] | None]) -> RunReport:
+    """Add the informative sections (pixel health, session links) to the day's report; a missing one
+    (its task failed) is noted as such."""
+    for name, section in sections.items():
+        if section is None:
+            section = {"document": {"error": "its task did not finish"}, "line": f"{name}: its task did not finish"}
+        report.add_section(name, section["document"], section["line"])
+    return report
 
 
 def write_report(report: RunReport) -> str:

@@ -293,6 +293,11 @@ class ShopifyHook(BaseHook):
         """Return the shop's name, myshopify domain and currency."""
         return self.execute(q.SHOP_QUERY)["shop"]
 
+    def shop_domains(self) -> tuple[str, str]:
+        """Return the shop's myshopify domain and its primary domain's host (a custom domain, if any)."""
+        shop = self.execute(q.SHOP_DOMAINS_QUERY)["shop"]
+        return shop["myshopifyDomain"], shop["primaryDomain"]["host"]
+
     def products_count(self) -> int:
         """Return how many products the shop has (uncapped)."""
         return int(self.execute(q.PRODUCTS_COUNT_QUERY)["productsCount"]["count"])

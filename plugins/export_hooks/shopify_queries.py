@@ -50,6 +50,13 @@ query ShopInfo {
 }
 """
 
+# Which shop a token belongs to, for linking a session to its shop: 1 (shop) + 1 (primaryDomain) = 2 points.
+SHOP_DOMAINS_QUERY = """
+query ShopDomains {
+  shop { myshopifyDomain primaryDomain { host } }
+}
+"""
+
 PRODUCT_SUMMARIES_QUERY = """
 query ProductSummaries($first: Int!, $after: String) {
   products(first: $first, after: $after, sortKey: ID) {

@@ -40,6 +40,7 @@ def test_flow_and_trigger_rules(dag):
     tasks = {t.task_id: t for t in dag.tasks}
     assert set(tasks) == {
         "resolve_export_day",
+        "link_sessions",
         "list_active_shops",
         "shop.start_catalog_read",
         "shop.wait_for_catalog",
@@ -49,7 +50,12 @@ def test_flow_and_trigger_rules(dag):
         "reconcile",
         "report",
         "clean_staging",
+        "check_pixel_health",
     }
+    # Unlinked sessions are linked before the shops are listed, so a linked shop is exported in the same run;
+    # the pixel check and the links feed the report (both only inform: their task bodies never raise).
+    assert tasks["list_active_shops"].upstream_task_ids == {"link_sessions"}
+    assert {"link_sessions", "check_pixel_health"} <= tasks["report"].upstream_task_ids
     # One shop's failure must not stop the other shops' batches; reconcile and report must run to fail the run.
     for name in ("collect_batches", "reconcile", "report"):
         assert tasks[name].trigger_rule == "all_done"

@@ -22,9 +22,11 @@ def world(db, sandbox):
         db, sandbox, "shop_boutique", [product(n, variants=2) for n in range(10, 13)], domain="www.boutique-example.com"
     )
     revoked = register_shop(db, sandbox, "shop_revoked", [product(20)], token=REVOKED_TOKEN)
-    register_shop(db, sandbox, "shop_nosession", [product(30)], linked=False)
+    # Its only session is unlinked and its token revoked: link_sessions cannot link it, and the shop fails.
+    nosession = register_shop(db, sandbox, "shop_nosession", [product(30)], linked=False)
     register_shop(db, sandbox, "shop_inactive", [product(40)], active=False)
     sandbox.revoke_token(revoked.domain)
+    sandbox.revoke_token(nosession.domain)
     add_event(db, "shop_alpha", "gid://shopify/ProductVariant/1001", "IMPRESSION", NOON_ON_DAY)
     add_event(db, "shop_alpha", "1001", "PURCHASE", NOON_ON_DAY, "9.90")
     add_event(db, "shop_boutique", "10001", "ADD_TO_CART", NOON_ON_DAY)
@@ -89,6 +91,17 @@ def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(
     assert report["reconciliation"]["shop_alpha"]["ok"] is True
     assert report["reconciliation"]["shop_alpha"]["files"]["orders"] == 1
     assert report["perShop"]["shop_alpha"]["batches"] == 5
+    # The informative sections: the session that could not be linked, each listed shop's pixel health.
+    assert [entry["shops"] for entry in report["sessionLinks"]["revoked"]] == [
+        ["shop_nosession (shop-nosession.myshopify.com)"]
+    ]
+    assert report["sessionLinks"]["linked"] == []
+    assert set(report["pixelHealth"]["perShop"]) == {"shop_alpha", "shop_boutique", "shop_revoked", "shop_nosession"}
+    assert report["pixelHealth"]["perShop"]["shop_alpha"]["events"] == {"IMPRESSION": 1, "PURCHASE": 1}
+    assert "Pixel health of 2026-11-21" in output and "Session links:" in output
+    # The Parquet parts of the healthy shops (5 batches of alpha, 2 of boutique) hold their 21 rows.
+    parts = sorted(k for k in objects if k.startswith("statistic-exports/_parquet/"))
+    assert len(parts) == 5 + 2 and all(k.endswith(".parquet") for k in parts)
 
 
 def test_a_large_shop_is_read_with_a_bulk_operation_and_its_staging_is_cleaned(db, sandbox, run_airflow, s3, endpoints):

@@ -1,5 +1,6 @@
 """The whole DAG as a role holding exactly docs/least_privilege.sql's grants, and what that role cannot do."""
 
+import json
 import re
 import uuid
 from contextlib import contextmanager
@@ -83,6 +84,9 @@ FORBIDDEN = [
     'UPDATE "ShopCredential" SET "isActive" = false',
     'DELETE FROM "Session"',
     'UPDATE "Session" SET "accessToken" = \'x\'',
+    "UPDATE \"Session\" SET shop = 'x'",
+    "INSERT INTO \"Session\" (id, shop, \"accessToken\") VALUES ('x', 'x', 'x')",
+    "UPDATE \"ABTest\" SET status = 'ACTIVE'",
     "INSERT INTO \"ABTest\" (id, shop, name, \"productId\") VALUES ('x', 'x', 'x', 'x')",
     'DELETE FROM "ABTestEvent"',
     'UPDATE "ABTestEvent" SET revenue = 0',
@@ -101,7 +105,16 @@ def test_the_dag_runs_with_the_documented_grants_and_nothing_more(
 ):
     role, role_url = export_role
     register_shop(db, sandbox, "shop_alpha", [product(n, variants=2, images=2) for n in (1, 2)])
-    register_shop(db, sandbox, "shop_beta", [product(5, variants=3, images=1)], domain="www.beta-example.com")
+    # shop_beta's session predates "Session"."shopId": the run links it (UPDATE ("shopId")) and exports it.
+    register_shop(
+        db,
+        sandbox,
+        "shop_beta",
+        [product(5, variants=3, images=1)],
+        domain="www.beta-example.com",
+        primary_domain="www.beta-example.com",
+        linked=False,
+    )
     add_event(db, "shop_alpha", "1001", "PURCHASE", NOON_ON_DAY, Decimal("4.50"))
     # Exported once by the owner, so the role's run updates rows, reads backups and hashes, and inserts others.
     run_shop("shop_alpha")
@@ -138,6 +151,9 @@ def test_the_dag_runs_with_the_documented_grants_and_nothing_more(
         # What it may do, it can: read the sources' needed columns and its own outputs.
         assert conn.execute('SELECT count(*) FROM "VariantDailyStatistics"').fetchone()[0] == 7
         assert conn.execute('SELECT count(*) FROM "Session" WHERE "shopId" IS NOT NULL').fetchone()[0] == 2
+    report = json.loads(bucket_objects(s3, connections.bucket)[f"statistic-exports/_runs/{DAY:%Y%m%d}.json"])
+    assert [item["shop"] for item in report["sessionLinks"]["linked"]] == ["shop_beta (www.beta-example.com)"]
+    assert "error" not in report["pixelHealth"] and report["pixelHealth"]["shops"] == 2
 
 
 def test_an_upsert_needs_select_on_its_table_not_only_insert_and_update(db, export_role, app_db_url):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
@@ -17,7 +16,7 @@ from datetime import date, datetime, time, timedelta, timezone
 import psycopg
 import pytest
 
-from helpers import add_event, product, register_shop
+from helpers import add_event, listed_days, product, register_shop
 from local_stack.airflow_stack import DAG_ID, airflow_stack, metadata_database, wait_until
 from local_stack.services import Endpoints, create_bucket, scratch_database
 from shopify_sandbox import ShopifySandbox
@@ -26,7 +25,6 @@ from shopify_sandbox.world import SandboxShop
 pytestmark = pytest.mark.scheduler
 
 EXPORTS = "statistic-exports/"
-RUN_REPORTS = "statistic-exports/_runs/"
 TODAY = datetime.now(timezone.utc).date()
 CATCHUP_DAYS = [TODAY - timedelta(days=n) for n in (3, 2, 1)]
 SHOPS = {"shop_alpha", "shop_gamma"}
@@ -44,11 +42,11 @@ def run_day(run: dict) -> date:
 
 
 def exported(s3, bucket: str) -> dict[str, dict]:
-    """Return every variant export file's key with its LastModified and body (run reports left out)."""
+    """Return every variant export file's key with its LastModified and body (run reports, Parquet left out)."""
     found = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=EXPORTS):
         for item in page.get("Contents", ()):
-            if item["Key"].startswith(RUN_REPORTS):
+            if item["Key"].startswith(f"{EXPORTS}_"):  # run reports and the Parquet parts: not variant files
                 continue
             body = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
             found[item["Key"]] = {"modified": item["LastModified"], "body": body}
@@ -171,12 +169,6 @@ def backfill(stack, first: date, last: date, *extra: str) -> str:
     result = stack.cli("backfill", "create", "--dag-id", DAG_ID, *dates, *extra)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return result.stdout + result.stderr
-
-
-def listed_days(output: str) -> list[date]:
-    """Return the days a CLI dry run lists under "Runs to be attempted"."""
-    listed = output.split("Runs to be attempted:", 1)[1]
-    return [date.fromisoformat(found) for found in re.findall(r"(\d{4}-\d{2}-\d{2})[ T]00:00:00", listed)]
 
 
 def dry_run(stack, first: date, last: date, reprocess_behavior: str) -> list[date]:

@@ -49,8 +49,12 @@ def test_every_variant_is_exported_with_its_metrics_images_and_rows(db, connecti
     results = run_shop("shop_a")
     assert sum(r.variants for r in results) == 6  # 2 + 1 + 3; product 4 is newer than the day
     objects = bucket_objects(s3, connections.bucket)
-    exports = sorted(k for k in objects if k.startswith("statistic-exports/"))
+    exports = sorted(k for k in objects if k.startswith("statistic-exports/shop_a/"))
     assert len(exports) == 12
+    assert sorted(k for k in objects if k.startswith("statistic-exports/_parquet/")) == [
+        f"statistic-exports/_parquet/shop=shop_a/date=2026-11-21/part-{n:05d}-of-{len(results):05d}.parquet"
+        for n in range(1, len(results) + 1)
+    ]
     assert "statistic-exports/shop_a/1/1001/20261121.csv" in exports
     assert not any("/4/" in k for k in exports)
 

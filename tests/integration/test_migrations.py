@@ -42,6 +42,20 @@ ADDED_INDEX_DEFINITIONS = {
     TEST_INDEX: f'CREATE INDEX "{TEST_INDEX}" ON public."ABTestEvent" USING btree ("testId", "createdAt")',
 }
 EVENTS = 3000
+TREND_VIEWS = {
+    "VariantWeeklyStatistics",
+    "VariantMonthlyStatistics",
+    "ShopDailyStatistics",
+    "ShopWeeklyStatistics",
+    "ShopMonthlyStatistics",
+}
+
+
+def views(url: str) -> set[str]:
+    """The names of the public schema's views."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT viewname FROM pg_views WHERE schemaname = 'public'").fetchall()
+    return {row[0] for row in rows}
 
 
 def migration(prefix: str) -> Path:
@@ -203,6 +217,7 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
         (name, definition, True, True, False) for name, definition in ADDED_INDEX_DEFINITIONS.items()
     }
     assert after["constraints"] == before["constraints"]  # nothing of the app's dropped or changed
+    assert views(fixture_db) == TREND_VIEWS
 
     # Again, while the app has a transaction open with a snapshot and a write on "ABTestEvent": every
     # statement sees its object exists and returns at once (statement_timeout would cancel a wait).
@@ -215,7 +230,9 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
         rerun = apply_migrations(migrator)
         app.rollback()
     assert catalog(fixture_db) == after
-    assert [r.summary for r in rerun if not r.notices] == ["SET lock_timeout = '5s'"]
+    # CREATE OR REPLACE VIEW replaces silently (no notice): the view definitions are checked above.
+    assert [r.summary for r in rerun if not r.notices and "VIEW" not in r.summary] == ["SET lock_timeout = '5s'"]
+    assert views(fixture_db) == TREND_VIEWS
     assert all("already exists, skipping" in r.notices[0] for r in rerun if r.notices)
 
 
@@ -274,6 +291,11 @@ def psql_binary() -> str | None:
             True,
             f"SELECT count(*) = 1 FROM pg_index WHERE indisvalid AND indexrelid = '\"{DAY_INDEX}\"'::regclass",
         ),
+        (
+            "0005",
+            True,
+            "SELECT count(*) = 5 FROM pg_views WHERE schemaname = 'public' AND viewname LIKE '%Statistics'",
+        ),
     ],
 )
 def test_each_migration_runs_on_its_own(pg_server_url, prefix, fixture, check):
@@ -309,6 +331,10 @@ ALLOWED_STATEMENTS = [
     re.compile(r'^CREATE (UNIQUE )?INDEX CONCURRENTLY IF NOT EXISTS "\w+"\s+ON "\w+" \([^;]*\)$'),
     re.compile(r'^ALTER TABLE "StatisticsExport" ADD COLUMN IF NOT EXISTS "\w+" TEXT$'),
     re.compile(r"^SET lock_timeout = '\d+s'$"),
+    re.compile(
+        r'^CREATE OR REPLACE VIEW "(Variant|Shop)(Daily|Weekly|Monthly)Statistics" AS\s+SELECT\s.*\sFROM "VariantDailyStatistics"\s+GROUP BY ',
+        re.S,
+    ),
 ]
 
 
@@ -319,6 +345,7 @@ def test_migration_files_are_ordered_and_hold_only_safe_statements():
         "0002_statistics_export_content_hash.sql",
         "0003_abtestevent_indexes.sql",
         "0004_variant_daily_statistics_date_index.sql",
+        "0005_trend_views.sql",
     ]
     for path in files:
         text = path.read_text()

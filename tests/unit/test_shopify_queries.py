@@ -15,6 +15,7 @@ def example_variables() -> dict[str, dict]:
     gid = "gid://shopify/Product/1"
     return {
         q.SHOP_QUERY: {},
+        q.SHOP_DOMAINS_QUERY: {},
         q.PRODUCT_SUMMARIES_QUERY: {"first": q.PRODUCT_SUMMARIES_PAGE, "after": None},
         q.PRODUCTS_BY_ID_QUERY: {
             "ids": [f"gid://shopify/Product/{n}" for n in range(1, q.PRODUCTS_PER_QUERY + 1)],
