@@ -129,11 +129,31 @@ def export_batch(
 ) -> BatchResult:
     """Export one batch: catalog, metrics, images, files in R2, then the rows in one transaction."""
     started = time.monotonic()
+    products, missing = batch_products(catalog, store, plan)
+    if missing:
+        log.warning("Shop %s: products no longer in Shopify, skipped: %s", plan.shop_id, missing)
+    return export_products(
+        conn, store, plan, products, fetch_image, pool=pool, max_revenue=max_revenue, missing=missing, started=started
+    )
+
+
+def export_products(
+    conn: Any,
+    store: ObjectStore,
+    plan: BatchPlan,
+    products: list[Product],
+    fetch_image: ImageFetch,
+    *,
+    pool: ThreadPoolExecutor,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    missing: list[str] | None = None,
+    started: float | None = None,
+) -> BatchResult:
+    """Export products already read: metrics, images, files in R2, then the rows in one transaction."""
+    started = time.monotonic() if started is None else started
     day = date.fromisoformat(plan.date)
     result = BatchResult(shop_id=plan.shop_id, shop_domain=plan.shop_domain, batch=plan.index)
-    products, result.missing_products = batch_products(catalog, store, plan)
-    if result.missing_products:
-        log.warning("Shop %s: products no longer in Shopify, skipped: %s", plan.shop_id, result.missing_products)
+    result.missing_products = list(missing or [])
 
     variant_ids = [v.variant_id for p in products for v in p.variants]
     metrics = variant_metrics(conn, plan.shop_id, variant_ids, day, max_revenue=max_revenue)

@@ -9,12 +9,13 @@ Per shop: ``start_catalog_read`` (count the products; bulk query above the thres
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from functools import partial
 from typing import Any
 
@@ -22,16 +23,35 @@ import psycopg
 import requests
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from requests.adapters import HTTPAdapter
+from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential
 
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyHook
 from export_hooks.shopify_bulk import BulkAccessDenied, BulkOperationFailed, BulkOperationInProgress, iter_bulk_result
 from export_hooks.shopify_queries import CATALOG_BULK_QUERY
+from include.statistics_export import fleet
 from include.statistics_export.bulk_catalog import assemble_products
-from include.statistics_export.errors import DatabasePermissionError, DayFailed
-from include.statistics_export.export import export_batch, plan_shop, stage_shop
-from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, ShopPlan, ShopRef
-from include.statistics_export.images import download_image
+from include.statistics_export.catalog import existed_on, parse_product
+from include.statistics_export.errors import (
+    DatabasePermissionError,
+    DayFailed,
+    ExportError,
+    PermanentError,
+    UnitShopsFailed,
+    UnitShopsFailedPermanently,
+)
+from include.statistics_export.export import export_batch, export_products, plan_shop, stage_shop
+from include.statistics_export.handoffs import (
+    BatchPlan,
+    BatchResult,
+    CatalogRead,
+    FleetPlan,
+    ShopPlan,
+    ShopRef,
+    ShopUnit,
+    UnitResult,
+)
+from include.statistics_export.images import ImageFetch, download_image
 from include.statistics_export.keys import report_key
 from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.report import RunReport
@@ -39,10 +59,13 @@ from include.statistics_export.settings import Settings
 from include.statistics_export.shops import active_shops, shop_credentials
 from include.statistics_export.staging import clean_staging
 from include.statistics_export.totals import sum_totals
+from include.statistics_export.utc import day_bounds
 
 log = logging.getLogger(__name__)
 
 APP_DB_CONN_ID = "app_db"
+# Tries of one shop inside a packed unit before it is recorded as failed (Airflow retries the unit later).
+UNIT_SHOP_ATTEMPTS = 3
 
 
 @contextmanager
@@ -195,6 +218,107 @@ def reconcile_day(
                 log.error("%s", difference)
             documents.append(reconciliation.document())
     return documents
+
+
+def plan_fleet(shops: Sequence[ShopRef], day: date, settings: Settings) -> FleetPlan:
+    """Split the day's shops into shops alone and packed units, by their sizes in the previous day's report."""
+    try:
+        with closing(R2Hook().open_object(report_key(day - timedelta(days=1)))) as body:
+            previous = json.load(body)
+    except FileNotFoundError:
+        previous = None
+    plan = fleet.plan_fleet(shops, fleet.sizes_from_report(previous), settings)
+    log.info(
+        "%d active shop(s): %d alone, %d in %d packed unit(s)%s",
+        len(shops),
+        len(plan.single),
+        sum(len(u.shops) for u in plan.units),
+        len(plan.units),
+        "" if previous else " (no report of the previous day: every shop counted as small)",
+    )
+    return plan
+
+
+def export_unit(unit: ShopUnit, day: date, settings: Settings) -> UnitResult:
+    """Export each shop of a packed unit on its own: a shop that fails is retried, then recorded, and never
+    stops the others. One database connection, R2 client, image session and thread pool serve them all."""
+    outcome = UnitResult(index=unit.index)
+    images = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency)
+    images.mount("https://", adapter)
+    images.mount("http://", adapter)
+    fetch = partial(download_image, images, max_bytes=settings.image_max_bytes, timeout=settings.image_timeout)
+    store = R2Hook(max_pool_connections=settings.concurrency)
+    with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool, closing(images):
+        for shop in unit.shops:
+            try:
+                for attempt in Retrying(
+                    retry=retry_if_not_exception_type(PermanentError),
+                    stop=stop_after_attempt(UNIT_SHOP_ATTEMPTS),
+                    wait=wait_exponential(multiplier=1, max=10),
+                    reraise=True,
+                ):
+                    with attempt:
+                        try:
+                            plan, result = _export_packed_shop(conn, store, shop, day, settings, fetch, pool)
+                        except Exception:
+                            # The next try, or the next shop, needs a connection out of any failed transaction.
+                            with suppress(psycopg.Error):
+                                conn.rollback()
+                            raise
+            except Exception as exc:
+                permanent = isinstance(exc, PermanentError)
+                outcome.permanent = outcome.permanent and permanent
+                reason = str(exc)[:500] if isinstance(exc, (ExportError, ValueError)) else type(exc).__name__
+                outcome.failures[shop.shop_id] = reason
+                log.error("Shop %s failed in unit %d: %s", shop.shop_domain, unit.index, reason)
+                continue
+            outcome.plans.append(plan)
+            outcome.results.append(result)
+    return outcome
+
+
+def fail_unit_if_any_shop_failed(unit: ShopUnit, outcome: UnitResult) -> int:
+    """Return how many shops the unit exported; raise naming every failed shop and why if any failed."""
+    if not outcome.failures:
+        return len(outcome.results)
+    details = "; ".join(
+        f"{shop.shop_domain}: {outcome.failures[shop.shop_id]}"
+        for shop in unit.shops
+        if shop.shop_id in outcome.failures
+    )
+    message = (
+        f"{len(outcome.failures)} of {len(unit.shops)} shop(s) of unit {unit.index}/{unit.count} failed: {details}"
+    )
+    raise (UnitShopsFailedPermanently if outcome.permanent else UnitShopsFailed)(message)
+
+
+def _export_packed_shop(
+    conn: Any,
+    store: R2Hook,
+    shop: ShopRef,
+    day: date,
+    settings: Settings,
+    fetch: ImageFetch,
+    pool: ThreadPoolExecutor,
+) -> tuple[ShopPlan, BatchResult]:
+    """Read a small shop's whole catalog (one request when it fits) and export it as one batch."""
+    creds = shop_credentials(conn, shop.shop_id)
+    _, day_end = day_bounds(day)
+    with ShopifyHook(creds.api_domain, creds.access_token) as shopify:
+        pages = shopify.shop_catalog_pages()
+        first = next(pages)
+        raw = first.products + [product for page in pages for product in page.products]
+        cost = shopify.cost_charged
+    products = [p for p in map(parse_product, raw) if existed_on(p.created_at, day_end)]
+    note = None
+    if first.products_count >= settings.bulk_threshold:
+        note = f"{first.products_count} products read page by page in a packed unit; it runs alone from tomorrow"
+    variants = sum(len(p.variants) for p in products)
+    batch = BatchPlan(shop.shop_id, shop.shop_domain, day.isoformat(), 1, 1, [], first.currency, variants)
+    result = export_products(conn, store, batch, products, fetch, pool=pool, max_revenue=settings.max_event_revenue)
+    result.graphql_cost = cost
+    return ShopPlan(shop.shop_id, shop.shop_domain, "packed", note, variants, [batch]), result
 
 
 def write_report(report: RunReport) -> str:
