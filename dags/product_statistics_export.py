@@ -140,13 +140,23 @@ def product_statistics_export():
         """List the active shops to export (ids and domains only)."""
         return [shop.to_xcom() for shop in run(tasks.list_active_shops, only(params.get("shop_ids")))]
 
-    @task(multiple_outputs=True)
+    @task
     def plan_fleet(shops: list[dict], day: str, params=None) -> dict:
         """Split the shops into units of work: large shops (or every shop of a small fleet) alone, the rest packed."""
         listed = [ShopRef.from_xcom(s) for s in shops]
         if params.get("product_ids"):
             return FleetPlan(single=listed, units=[]).to_xcom()  # some products only: the per-shop path filters
         return run(tasks.plan_fleet, listed, date.fromisoformat(day), export_settings.load())
+
+    @task
+    def shops_alone(fleet: dict) -> list[dict]:
+        """The shops exported one task group each: large shops, or every shop of a small fleet."""
+        return fleet["single"]
+
+    @task
+    def packed_units(fleet: dict) -> list[dict]:
+        """The units of small shops, one task instance each."""
+        return fleet["units"]
 
     @task(map_index_template="{{ unit_label }}")
     def export_shop_unit(unit: dict, day: str, ti=None) -> int:
@@ -276,13 +286,14 @@ def product_statistics_export():
     day = resolve_export_day()
     shops = list_active_shops()
     fleet = plan_fleet(shops, day)
-    plans = read_shop_catalog.partial(day=day).expand(shop=fleet["single"])
+    single = shops_alone(fleet)
+    plans = read_shop_catalog.partial(day=day).expand(shop=single)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
-    units = export_shop_unit.partial(day=day).expand(unit=fleet["units"])
+    units = export_shop_unit.partial(day=day).expand(unit=packed_units(fleet))
     reconciliations = reconcile(day, plans, results)
     units >> reconciliations
-    report(day, shops, fleet["single"], plans, batches, results, reconciliations) >> clean_staging(day)
+    report(day, shops, single, plans, batches, results, reconciliations) >> clean_staging(day)
 
 
 product_statistics_export()
