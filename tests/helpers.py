@@ -82,7 +82,7 @@ def register_shop(
 
 
 def register_fleet(db, sandbox, count: int, *, prefix: str = "fleet") -> list[str]:
-    """Put ``count`` small shops (one product of 1-4 variants each, no image) in the sandbox and the app
+    """Put ``count`` small shops (one product of one variant each, no image) in the sandbox and the app
     database at once; returns their ids."""
     shop_ids = [f"{prefix}_{n:05d}" for n in range(count)]
     with db.cursor() as cur:
@@ -91,7 +91,7 @@ def register_fleet(db, sandbox, count: int, *, prefix: str = "fleet") -> list[st
             shop = SandboxShop(
                 domain=api_domain,
                 access_token=f"shpat_{shop_id}",
-                products=[product(n + 1, variants=n % 4 + 1, images=0)],
+                products=[product(n + 1, variants=1, images=0)],
             )
             sandbox.add_shop(shop)
             insert_shop(cur, shop_id, api_domain, api_domain, shop.access_token)
