@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import replace
 from datetime import date, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import requests
@@ -37,10 +37,11 @@ from include.statistics_export.errors import (
     DayFailed,
     ExportError,
     PermanentError,
+    ShopConfigurationError,
     UnitShopsFailed,
     UnitShopsFailedPermanently,
 )
-from include.statistics_export.export import export_batch, export_products, plan_shop, stage_shop
+from include.statistics_export.export import ShopPart, export_batch, export_parts, plan_shop, stage_shop
 from include.statistics_export.handoffs import (
     BatchPlan,
     BatchResult,
@@ -56,12 +57,14 @@ from include.statistics_export.keys import report_key
 from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.report import RunReport
 from include.statistics_export.settings import Settings
-from include.statistics_export.shops import active_shops, shop_credentials
+from include.statistics_export.keys import safe_key_part
+from include.statistics_export.shops import ShopCredentials, active_shops, shop_credentials, shops_credentials
 from include.statistics_export.staging import clean_staging
 from include.statistics_export.totals import sum_totals
 from include.statistics_export.utc import day_bounds
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 APP_DB_CONN_ID = "app_db"
 # Tries of one shop inside a packed unit before it is recorded as failed (Airflow retries the unit later).
@@ -240,8 +243,13 @@ def plan_fleet(shops: Sequence[ShopRef], day: date, settings: Settings) -> Fleet
 
 
 def export_unit(unit: ShopUnit, day: date, settings: Settings) -> UnitResult:
-    """Export each shop of a packed unit on its own: a shop that fails is retried, then recorded, and never
-    stops the others. One database connection, R2 client, image session and thread pool serve them all."""
+    """Export the small shops of a packed unit, each on its own, together where it is cheaper.
+
+    Each shop's catalog is read on its own (one Shopify request when it fits), concurrently, its transient
+    failures retried; a shop that still fails is recorded and never stops the others. The shops read are
+    then exported together: one query for the tokens, one for the metrics, one each for the image backups
+    and the recorded hashes, and one transaction for the rows, however many shops the unit holds.
+    """
     outcome = UnitResult(index=unit.index)
     images = requests.Session()
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency)
@@ -250,32 +258,89 @@ def export_unit(unit: ShopUnit, day: date, settings: Settings) -> UnitResult:
     fetch = partial(download_image, images, max_bytes=settings.image_max_bytes, timeout=settings.image_timeout)
     store = R2Hook(max_pool_connections=settings.concurrency)
     with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool, closing(images):
+        credentials = shops_credentials(conn, [shop.shop_id for shop in unit.shops])
+        conn.commit()  # the reads below take a while: hold no transaction open meanwhile
+        reads = {
+            shop.shop_id: pool.submit(_retried, _read_packed_shop, shop, credentials[shop.shop_id], day, settings)
+            for shop in unit.shops
+        }
+        parts: list[ShopPart] = []
+        costs: dict[str, float] = {}
         for shop in unit.shops:
             try:
-                for attempt in Retrying(
-                    retry=retry_if_not_exception_type(PermanentError),
-                    stop=stop_after_attempt(UNIT_SHOP_ATTEMPTS),
-                    wait=wait_exponential(multiplier=1, max=10),
-                    reraise=True,
-                ):
-                    with attempt:
-                        try:
-                            plan, result = _export_packed_shop(conn, store, shop, day, settings, fetch, pool)
-                        except Exception:
-                            # The next try, or the next shop, needs a connection out of any failed transaction.
-                            with suppress(psycopg.Error):
-                                conn.rollback()
-                            raise
+                part, note, cost = reads[shop.shop_id].result()
             except Exception as exc:
-                permanent = isinstance(exc, PermanentError)
-                outcome.permanent = outcome.permanent and permanent
-                reason = str(exc)[:500] if isinstance(exc, (ExportError, ValueError)) else type(exc).__name__
-                outcome.failures[shop.shop_id] = reason
-                log.error("Shop %s failed in unit %d: %s", shop.shop_domain, unit.index, reason)
+                _record_failure(outcome, unit, shop, exc)
                 continue
-            outcome.plans.append(plan)
-            outcome.results.append(result)
+            parts.append(part)
+            costs[shop.shop_id] = cost
+            outcome.plans.append(
+                ShopPlan(shop.shop_id, shop.shop_domain, "packed", note, part.plan.variants, [part.plan])
+            )
+        if parts:
+            try:
+                outcome.results = _retried(_export_together, conn, store, parts, fetch, pool, settings)
+                for result in outcome.results:
+                    result.graphql_cost = costs[result.shop_id]
+            except Exception as exc:
+                for part in parts:
+                    _record_failure(outcome, unit, ShopRef(part.plan.shop_id, part.plan.shop_domain), exc)
+                outcome.plans = []
     return outcome
+
+
+def _retried(body: Callable[..., T], *args: Any) -> T:
+    """Run ``body``, retrying what a retry may fix (not a PermanentError) with a short backoff."""
+    for attempt in Retrying(
+        retry=retry_if_not_exception_type(PermanentError),
+        stop=stop_after_attempt(UNIT_SHOP_ATTEMPTS),
+        wait=wait_exponential(multiplier=1, max=10),
+        reraise=True,
+    ):
+        with attempt:
+            return body(*args)
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def _record_failure(outcome: UnitResult, unit: ShopUnit, shop: ShopRef, exc: BaseException) -> None:
+    outcome.permanent = outcome.permanent and isinstance(exc, PermanentError)
+    reason = str(exc)[:500] if isinstance(exc, (ExportError, ValueError)) else type(exc).__name__
+    outcome.failures[shop.shop_id] = reason
+    log.error("Shop %s failed in unit %d: %s", shop.shop_domain, unit.index, reason)
+
+
+def _read_packed_shop(
+    shop: ShopRef, credentials: ShopCredentials | ShopConfigurationError, day: date, settings: Settings
+) -> tuple[ShopPart, str | None, float]:
+    """Read a small shop's whole catalog (one request when it fits) as its share of the unit's batch."""
+    if isinstance(credentials, ShopConfigurationError):
+        raise credentials
+    safe_key_part(shop.shop_id, "shop id")  # a hostile id fails its shop here, not the unit's shared export
+    _, day_end = day_bounds(day)
+    with ShopifyHook(credentials.api_domain, credentials.access_token) as shopify:
+        pages = shopify.shop_catalog_pages()
+        first = next(pages)
+        raw = first.products + [product for page in pages for product in page.products]
+        cost = shopify.cost_charged
+    products = [p for p in map(parse_product, raw) if existed_on(p.created_at, day_end)]
+    note = None
+    if first.products_count >= settings.bulk_threshold:
+        note = f"{first.products_count} products read page by page in a packed unit; it runs alone from tomorrow"
+    variants = sum(len(p.variants) for p in products)
+    plan = BatchPlan(shop.shop_id, shop.shop_domain, day.isoformat(), 1, 1, [], first.currency, variants)
+    return ShopPart(plan, products), note, cost
+
+
+def _export_together(
+    conn: Any, store: R2Hook, parts: list[ShopPart], fetch: ImageFetch, pool: ThreadPoolExecutor, settings: Settings
+) -> list[BatchResult]:
+    try:
+        return export_parts(conn, store, parts, fetch, pool=pool, max_revenue=settings.max_event_revenue)
+    except Exception:
+        # A retry needs a connection out of the failed transaction.
+        with suppress(psycopg.Error):
+            conn.rollback()
+        raise
 
 
 def fail_unit_if_any_shop_failed(unit: ShopUnit, outcome: UnitResult) -> int:
@@ -291,34 +356,6 @@ def fail_unit_if_any_shop_failed(unit: ShopUnit, outcome: UnitResult) -> int:
         f"{len(outcome.failures)} of {len(unit.shops)} shop(s) of unit {unit.index}/{unit.count} failed: {details}"
     )
     raise (UnitShopsFailedPermanently if outcome.permanent else UnitShopsFailed)(message)
-
-
-def _export_packed_shop(
-    conn: Any,
-    store: R2Hook,
-    shop: ShopRef,
-    day: date,
-    settings: Settings,
-    fetch: ImageFetch,
-    pool: ThreadPoolExecutor,
-) -> tuple[ShopPlan, BatchResult]:
-    """Read a small shop's whole catalog (one request when it fits) and export it as one batch."""
-    creds = shop_credentials(conn, shop.shop_id)
-    _, day_end = day_bounds(day)
-    with ShopifyHook(creds.api_domain, creds.access_token) as shopify:
-        pages = shopify.shop_catalog_pages()
-        first = next(pages)
-        raw = first.products + [product for page in pages for product in page.products]
-        cost = shopify.cost_charged
-    products = [p for p in map(parse_product, raw) if existed_on(p.created_at, day_end)]
-    note = None
-    if first.products_count >= settings.bulk_threshold:
-        note = f"{first.products_count} products read page by page in a packed unit; it runs alone from tomorrow"
-    variants = sum(len(p.variants) for p in products)
-    batch = BatchPlan(shop.shop_id, shop.shop_domain, day.isoformat(), 1, 1, [], first.currency, variants)
-    result = export_products(conn, store, batch, products, fetch, pool=pool, max_revenue=settings.max_event_revenue)
-    result.graphql_cost = cost
-    return ShopPlan(shop.shop_id, shop.shop_domain, "packed", note, variants, [batch]), result
 
 
 def write_report(report: RunReport) -> str:

@@ -3,6 +3,7 @@
 import json
 import os
 
+import psycopg
 import pytest
 
 from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, current_settings, product, register_shop
@@ -102,3 +103,26 @@ def test_a_larger_shop_in_a_unit_is_read_page_by_page_and_noted(db, sandbox, s3,
     assert outcome.results[0].variants == 25
     assert sandbox.stats("shop-big.myshopify.com")["requests"] == 3  # pages of 10 products
     assert "25 products read page by page in a packed unit" in outcome.plans[0].note
+
+
+def test_database_round_trips_do_not_grow_with_the_shops_of_a_unit(db, sandbox, connections, monkeypatch):
+    counted = []
+    real_execute = psycopg.Cursor.execute
+
+    def execute(cursor, query, *args, **kwargs):
+        counted.append(str(query)[:60])
+        return real_execute(cursor, query, *args, **kwargs)
+
+    statements = {}
+    for size in (2, 6):
+        shop_ids = [f"shop_{size}_{n}" for n in range(size)]
+        for n, shop_id in enumerate(shop_ids):
+            register_shop(db, sandbox, shop_id, [product(size * 100 + n, variants=2, images=1)])
+        monkeypatch.setattr(psycopg.Cursor, "execute", execute)
+        counted.clear()
+        outcome = tasks.export_unit(unit_of(*shop_ids), DAY, current_settings())
+        monkeypatch.setattr(psycopg.Cursor, "execute", real_execute)
+        assert outcome.failures == {} and len(outcome.results) == size
+        statements[size] = list(counted)
+    # tokens, metrics, image backups, recorded hashes, and the three upserts: the same for 2 shops as for 6.
+    assert len(statements[2]) == len(statements[6]) == 7, statements
