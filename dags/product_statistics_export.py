@@ -256,18 +256,23 @@ def product_statistics_export():
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
     def report(
-        day: str, shops: list[dict], single, plans, batches: list[dict], results, reconciliations, ti=None
+        day: str, shops: list[dict], single, units, plans, batches: list[dict], results, reconciliations, ti=None
     ) -> dict:
         """Log, return and write the day's report; fail the run when any shop failed or did not reconcile."""
-        alone = FleetPlan.from_xcom({"single": single or [], "units": []}).single
+        alone = [ShopRef.from_xcom(s) for s in single or []]
         planned, exported = as_list(plans, ShopPlan), as_list(results, BatchResult)
         mapped = [BatchPlan.from_xcom(b) for b in batches]
         reasons = failure_reasons(ti, alone, planned, mapped, exported)
-        units = unit_results(ti)
-        for unit in units:
-            reasons.update(unit.failures)
-            planned += unit.plans
-            exported += unit.results
+        finished = {unit.index: unit for unit in unit_results(ti)}
+        for index, unit in enumerate(ShopUnit.from_xcom(u) for u in units or []):
+            if unit.index in finished:
+                reasons.update(finished[unit.index].failures)
+                planned += finished[unit.index].plans
+                exported += finished[unit.index].results
+                continue
+            # The unit failed as a whole (its connection, a crash): its own failure reason stands for each shop.
+            reason = ti.xcom_pull(task_ids="export_shop_unit", key="failure", map_indexes=index)
+            reasons.update({shop.shop_id: f"export_shop_unit: {reason}" for shop in unit.shops if reason})
         listed = [ShopRef.from_xcom(s) for s in shops]
         summary = summarize_run(day, listed, planned, mapped, exported, list(reconciliations or []), reasons)
         return run(tasks.finish_day, summary)
@@ -290,10 +295,11 @@ def product_statistics_export():
     plans = read_shop_catalog.partial(day=day).expand(shop=single)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
-    units = export_shop_unit.partial(day=day).expand(unit=packed_units(fleet))
+    packed = packed_units(fleet)
+    units = export_shop_unit.partial(day=day).expand(unit=packed)
     reconciliations = reconcile(day, plans, results)
     units >> reconciliations
-    report(day, shops, single, plans, batches, results, reconciliations) >> clean_staging(day)
+    report(day, shops, single, packed, plans, batches, results, reconciliations) >> clean_staging(day)
 
 
 product_statistics_export()
