@@ -92,11 +92,11 @@ def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(
 
 
 def unit_instances(airflow_home) -> list[tuple[int, str, str]]:
-    """(map index, label, state) of every packed-unit task instance of the runs in this Airflow home."""
+    """(map index, label, state) of every packed-unit task instance of the latest run in this Airflow home."""
     with closing(sqlite3.connect(airflow_home / "airflow.db")) as conn:
         return conn.execute(
             "SELECT map_index, rendered_map_index, state FROM task_instance WHERE task_id = 'export_shop_unit' "
-            "ORDER BY map_index"
+            "AND run_id = (SELECT run_id FROM dag_run ORDER BY id DESC LIMIT 1) ORDER BY map_index"
         ).fetchall()
 
 
