@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test typecheck demo bench airflow constraints clean
+.PHONY: setup test typecheck demo bench bench-fleet airflow constraints clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,10 @@ clean:
 # The scale benchmark (bench/README.md); options through BENCH_ARGS, e.g. BENCH_ARGS="--variants 100000".
 bench: setup
 	$(PY) -m bench $(BENCH_ARGS)
+
+# The fleet benchmark (bench/fleet.py): 2,000 small shops against one shop of as many variants, real scheduler.
+bench-fleet: setup
+	$(PY) -m bench.fleet $(BENCH_ARGS)
 
 # Airflow's UI on http://localhost:8080 against the demo world (scheduler, dag-processor, api-server); Ctrl-C stops all.
 airflow: setup

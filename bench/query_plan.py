@@ -7,14 +7,14 @@ from datetime import date
 
 import psycopg
 
-from include.statistics_export.event_rules import rule_parameters
+from include.statistics_export.event_rules import day_parameters
 from include.statistics_export.ids import variant_keys
 from include.statistics_export.metrics import _VARIANT_METRICS
 
 
 def explain_metrics(app_db_url: str, shop_id: str, variant_ids: list[str], day: date) -> dict:
     """Run the batch's metrics query under EXPLAIN ANALYZE twice (cold, then warm) and return times and plan."""
-    params = {**rule_parameters(shop_id, day), "variant_keys": variant_keys(variant_ids)}
+    params = {**day_parameters(day), "shop_ids": [shop_id], "variant_keys": variant_keys(variant_ids)}
     runs = []
     with psycopg.connect(app_db_url) as conn:
         for _ in range(2):

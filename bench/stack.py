@@ -80,6 +80,9 @@ class SandboxService:
     def refill(self, domain: str) -> None:
         self.sandbox.refill(domain)
 
+    def revoke(self, domain: str) -> None:
+        self.sandbox.revoke_token(domain)
+
     def bulk_behaviour(self, domain: str, polls: int) -> None:
         self.sandbox.bulk_behaviour(domain, polls=polls)
 

@@ -25,13 +25,24 @@ from include.statistics_export import settings as export_settings
 from include.statistics_export import tasks
 from include.statistics_export.errors import ExportError, PermanentError
 from include.statistics_export.keys import EXPORTS_ASSET_NAME, EXPORTS_ASSET_URI
-from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, Handoff, ShopPlan, ShopRef
+from include.statistics_export.handoffs import (
+    BatchPlan,
+    BatchResult,
+    CatalogRead,
+    FleetPlan,
+    Handoff,
+    ShopPlan,
+    ShopRef,
+    ShopUnit,
+    UnitResult,
+)
 from include.statistics_export.report import summarize_run, unfinished
 from include.statistics_export.utc import export_day, midnight
 
 log = logging.getLogger(__name__)
 
 SETTINGS = export_settings.load()
+UNIT_RESULT = "unit_result"
 SHOP_TASKS = ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches")
 H = TypeVar("H", bound=Handoff)
 # Updated once a day is fully exported; downstream DAGs schedule on it (README: "Downstream DAGs").
@@ -91,6 +102,12 @@ def as_list(mapped_output: Any, kind: type[H]) -> list[H]:
     return [kind.from_xcom(item) for item in items]
 
 
+def unit_results(ti: Any) -> list[UnitResult]:
+    """Return what every packed unit pushed, finished or failed (a failed unit's healthy shops are in it)."""
+    pushed = ti.xcom_pull(task_ids="export_shop_unit", key=UNIT_RESULT) or []
+    return [UnitResult.from_xcom(item) for item in ([pushed] if isinstance(pushed, dict) else pushed) if item]
+
+
 def label(name: str, value: str) -> None:
     """Name this mapped task instance in the UI (its map_index_template reads the context)."""
     get_current_context()[name] = value
@@ -131,6 +148,39 @@ def product_statistics_export():
     def list_active_shops(params=None) -> list[dict]:
         """List the active shops to export (ids and domains only)."""
         return [shop.to_xcom() for shop in run(tasks.list_active_shops, only(params.get("shop_ids")))]
+
+    @task
+    def plan_fleet(shops: list[dict], day: str, params=None) -> dict:
+        """Split the shops into units of work: large shops (or every shop of a small fleet) alone, the rest packed."""
+        listed = [ShopRef.from_xcom(s) for s in shops]
+        if params.get("product_ids"):
+            return FleetPlan(single=listed, units=[]).to_xcom()  # some products only: the per-shop path filters
+        return run(tasks.plan_fleet, listed, date.fromisoformat(day), export_settings.load())
+
+    @task
+    def shops_alone(fleet: dict) -> list[dict]:
+        """The shops exported one task group each: large shops, or every shop of a small fleet."""
+        return fleet["single"]
+
+    @task
+    def packed_units(fleet: dict) -> list[dict]:
+        """The units of small shops, one task instance each."""
+        return fleet["units"]
+
+    @task(map_index_template="{{ unit_label }}")
+    def export_shop_unit(unit: dict, day: str, ti=None) -> int:
+        """Export a unit of small shops, each on its own; fail afterwards, naming them, if any shop failed."""
+        shop_unit = ShopUnit.from_xcom(unit)
+        label("unit_label", shop_unit.label)
+        outcome = UnitResult.from_xcom(
+            run(tasks.export_unit, shop_unit, date.fromisoformat(day), export_settings.load())
+        )
+        # Pushed whatever happens next: the report and the reconciliation read the shops that did finish.
+        ti.xcom_push(key=UNIT_RESULT, value=outcome.to_xcom())
+        if outcome.failures:
+            label("unit_label", f"{shop_unit.label} · failed: {', '.join(outcome.failed_domains(shop_unit))}")
+        run(tasks.fail_unit_if_any_shop_failed, shop_unit, outcome)
+        return len(outcome.results)
 
     @task(map_index_template="{{ shop_label }}")
     def start_catalog_read(shop: dict, params=None) -> dict:
@@ -198,17 +248,18 @@ def product_statistics_export():
         return result
 
     @task(trigger_rule=TriggerRule.ALL_DONE)
-    def reconcile(day: str, plans, results, params=None) -> list[dict]:
+    def reconcile(day: str, plans, results, params=None, ti=None) -> list[dict]:
         """Check each finished shop: files, rows, the day's events and the catalog must agree."""
         if params.get("product_ids"):
             # Some products only: their files cannot add up to the whole shop's events and rows.
             log.info("Reconciliation skipped: the run exported some products only")
             return []
+        units = unit_results(ti)
         return run(
             tasks.reconcile_day,
             date.fromisoformat(day),
-            as_list(plans, ShopPlan),
-            as_list(results, BatchResult),
+            as_list(plans, ShopPlan) + [plan for unit in units for plan in unit.plans],
+            as_list(results, BatchResult) + [result for unit in units for result in unit.results],
             export_settings.load(),
         )
 
@@ -221,6 +272,8 @@ def product_statistics_export():
     def report(
         day: str,
         shops: list[dict],
+        single,
+        units,
         plans,
         batches: list[dict],
         results,
@@ -230,10 +283,21 @@ def product_statistics_export():
         ti=None,
     ) -> dict:
         """Log, return and write the day's report; fail the run when any shop failed or did not reconcile."""
-        listed = [ShopRef.from_xcom(s) for s in shops]
+        alone = [ShopRef.from_xcom(s) for s in single or []]
         planned, exported = as_list(plans, ShopPlan), as_list(results, BatchResult)
         mapped = [BatchPlan.from_xcom(b) for b in batches]
-        reasons = failure_reasons(ti, listed, planned, mapped, exported)
+        reasons = failure_reasons(ti, alone, planned, mapped, exported)
+        finished = {unit.index: unit for unit in unit_results(ti)}
+        for index, unit in enumerate(ShopUnit.from_xcom(u) for u in units or []):
+            if unit.index in finished:
+                reasons.update(finished[unit.index].failures)
+                planned += finished[unit.index].plans
+                exported += finished[unit.index].results
+                continue
+            # The unit failed as a whole (its connection, a crash): its own failure reason stands for each shop.
+            reason = ti.xcom_pull(task_ids="export_shop_unit", key="failure", map_indexes=index)
+            reasons.update({shop.shop_id: f"export_shop_unit: {reason}" for shop in unit.shops if reason})
+        listed = [ShopRef.from_xcom(s) for s in shops]
         summary = summarize_run(day, listed, planned, mapped, exported, list(reconciliations or []), reasons)
         tasks.add_report_sections(summary, {"sessionLinks": links, "pixelHealth": pixel})
         return run(tasks.finish_day, summary)
@@ -255,12 +319,18 @@ def product_statistics_export():
     links = link_sessions()
     shops = list_active_shops()
     links >> shops
-    plans = read_shop_catalog.partial(day=day).expand(shop=shops)
+    fleet = plan_fleet(shops, day)
+    single = shops_alone(fleet)
+    plans = read_shop_catalog.partial(day=day).expand(shop=single)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
+    packed = packed_units(fleet)
+    units = export_shop_unit.partial(day=day).expand(unit=packed)
     reconciliations = reconcile(day, plans, results)
+    units >> reconciliations
     pixel = check_pixel_health(day, shops)
-    clean_staging(day, report(day, shops, plans, batches, results, reconciliations, pixel, links))
+    summary = report(day, shops, single, packed, plans, batches, results, reconciliations, pixel, links)
+    clean_staging(day, summary)
 
 
 product_statistics_export()

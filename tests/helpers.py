@@ -84,6 +84,28 @@ def register_shop(
     return shop
 
 
+def register_fleet(db, sandbox, count: int, *, prefix: str = "fleet") -> list[str]:
+    """Put ``count`` small shops (one product of one variant each, no image) in the sandbox and the app
+    database at once; returns their ids."""
+    shop_ids = [f"{prefix}_{n:05d}" for n in range(count)]
+    with db.cursor() as cur:
+        for n, shop_id in enumerate(shop_ids):
+            api_domain = f"{shop_id.replace('_', '-')}.myshopify.com"
+            shop = SandboxShop(
+                domain=api_domain,
+                access_token=f"shpat_{shop_id}",
+                products=[product(n + 1, variants=1, images=0)],
+            )
+            sandbox.add_shop(shop)
+            insert_shop(cur, shop_id, api_domain, api_domain, shop.access_token)
+        cur.executemany(
+            'INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
+            [(f"test_{shop_id}", shop_id, "test", "0") for shop_id in shop_ids],
+        )
+    db.commit()
+    return shop_ids
+
+
 def add_event(db, shop_id: str, variant_id: str, event_type: str, at: datetime, revenue=None, event_id=None) -> None:
     """Insert one event of the shop's test."""
     with db.cursor() as cur:

@@ -36,5 +36,13 @@ class DayFailed(PermanentError):
     """The day's export is incomplete: a shop failed or did not reconcile (the report names each and why)."""
 
 
+class UnitShopsFailed(ExportError):
+    """Shops of a packed unit failed after their retries; the others are exported. Airflow retries the unit."""
+
+
+class UnitShopsFailedPermanently(UnitShopsFailed, PermanentError):
+    """Shops of a packed unit failed in ways retrying cannot fix; the others are exported."""
+
+
 class BatchRowsError(ExportError):
     """A batch's files are written but its rows are not (the database went away or timed out): retry the batch."""

@@ -85,18 +85,19 @@ AND (e."eventType" IN ('IMPRESSION', 'ADD_TO_CART') OR ({COUNTED_PURCHASE}))
 """
 
 
+def day_parameters(
+    day: date, *, max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE, as_of: datetime | None = None
+) -> dict[str, Any]:
+    """Return the named parameters of the day fragments above (``as_of`` None: the query's now)."""
+    start, end = day_bounds(day)
+    return {"start": start, "end": end, "max_revenue": max_revenue, "as_of": naive_utc(as_of) if as_of else None}
+
+
 def rule_parameters(
     shop_id: str, day: date, *, max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE, as_of: datetime | None = None
 ) -> dict[str, Any]:
-    """Return the named parameters of the shop-and-day fragments above (``as_of`` None: the query's now)."""
-    start, end = day_bounds(day)
-    return {
-        "shop_id": shop_id,
-        "start": start,
-        "end": end,
-        "max_revenue": max_revenue,
-        "as_of": naive_utc(as_of) if as_of is not None else None,
-    }
+    """Return the named parameters of the shop-and-day fragments above."""
+    return {"shop_id": shop_id, **day_parameters(day, max_revenue=max_revenue, as_of=as_of)}
 
 
 def rejected_events(

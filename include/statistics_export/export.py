@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -23,12 +24,12 @@ from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE
 from include.statistics_export.formats import RenderedFiles, VariantExport, WrittenFiles, render_files
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopRef
 from include.statistics_export.ids import gid
-from include.statistics_export.images import ImageFetch, backup_images, existing_backups, image_owners
+from include.statistics_export.images import ImageFetch, backup_images, image_owners, shops_existing_backups
 from include.statistics_export.keys import export_key, staged_batch_key
-from include.statistics_export.metrics import ZERO, variant_metrics
+from include.statistics_export.metrics import ZERO, shops_variant_metrics
 from include.statistics_export.parquet import write_parquet_part
 from include.statistics_export.protocols import Catalog, ObjectStore
-from include.statistics_export.rows import recorded_hashes, write_rows
+from include.statistics_export.rows import shops_recorded_hashes, write_shops_rows
 from include.statistics_export.settings import Settings
 from include.statistics_export.staging import read_staged_batch, stage_batch
 from include.statistics_export.totals import csv_totals
@@ -130,68 +131,135 @@ def export_batch(
 ) -> BatchResult:
     """Export one batch: catalog, metrics, images, files in R2, then the rows in one transaction."""
     started = time.monotonic()
-    day = date.fromisoformat(plan.date)
-    result = BatchResult(shop_id=plan.shop_id, shop_domain=plan.shop_domain, batch=plan.index)
-    products, result.missing_products = batch_products(catalog, store, plan)
-    if result.missing_products:
-        log.warning("Shop %s: products no longer in Shopify, skipped: %s", plan.shop_id, result.missing_products)
-
-    variant_ids = [v.variant_id for p in products for v in p.variants]
-    metrics = variant_metrics(conn, plan.shop_id, variant_ids, day, max_revenue=max_revenue)
-
-    owners = image_owners(products)
-    already = existing_backups(conn, plan.shop_id, owners)
-    backups, new_images, result.image_failures = backup_images(
-        plan.shop_id, owners, already, fetch_image, store.put_object, store.object_url, pool
+    products, missing = batch_products(catalog, store, plan)
+    if missing:
+        log.warning("Shop %s: products no longer in Shopify, skipped: %s", plan.shop_id, missing)
+    return export_products(
+        conn, store, plan, products, fetch_image, pool=pool, max_revenue=max_revenue, missing=missing, started=started
     )
-    for failure in result.image_failures:
-        log.warning("Shop %s: image not backed up (tried again next run): %s", plan.shop_id, failure)
 
-    exports = [
-        VariantExport(
-            day=day,
-            shop_id=plan.shop_id,
-            shop_domain=plan.shop_domain,
-            product=product,
-            variant=variant,
-            metrics=metrics.get(variant.variant_id, ZERO),
-            images=tuple(backups[image.media_gid] for image in product.images_of(variant)),
-            currency=plan.currency,
+
+@dataclass(frozen=True)
+class ShopPart:
+    """One shop's share of a batch: its plan, its products already read, and the ids Shopify no longer knows."""
+
+    plan: BatchPlan
+    products: list[Product]
+    missing: list[str] = field(default_factory=list)
+
+
+def export_products(
+    conn: Any,
+    store: ObjectStore,
+    plan: BatchPlan,
+    products: list[Product],
+    fetch_image: ImageFetch,
+    *,
+    pool: ThreadPoolExecutor,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    missing: list[str] | None = None,
+    started: float | None = None,
+) -> BatchResult:
+    """Export one shop's products already read: metrics, images, files in R2, then the rows."""
+    part = ShopPart(plan, products, list(missing or []))
+    (result,) = export_parts(conn, store, [part], fetch_image, pool=pool, max_revenue=max_revenue, started=started)
+    return result
+
+
+def export_parts(
+    conn: Any,
+    store: ObjectStore,
+    parts: Sequence[ShopPart],
+    fetch_image: ImageFetch,
+    *,
+    pool: ThreadPoolExecutor,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    started: float | None = None,
+) -> list[BatchResult]:
+    """Export the products of one or more shops of one day together: one metrics query, one query for the
+    images already backed up and one for the recorded hashes, then every row in one transaction once the
+    files are in R2, however many shops there are."""
+    started = time.monotonic() if started is None else started
+    day = date.fromisoformat(parts[0].plan.date)
+    metrics = shops_variant_metrics(
+        conn,
+        {part.plan.shop_id: [v.variant_id for p in part.products for v in p.variants] for part in parts},
+        day,
+        max_revenue=max_revenue,
+    )
+    owners = {part.plan.shop_id: image_owners(part.products) for part in parts}
+    already = shops_existing_backups(conn, [(shop_id, gid) for shop_id, found in owners.items() for gid in found])
+
+    results, exports, new_images = [], [], []
+    for part in parts:
+        plan = part.plan
+        result = BatchResult(shop_id=plan.shop_id, shop_domain=plan.shop_domain, batch=plan.index)
+        result.missing_products = list(part.missing)
+        reused = {gid: b for (shop_id, gid), b in already.items() if shop_id == plan.shop_id}
+        backups, shop_new_images, result.image_failures = backup_images(
+            plan.shop_id, owners[plan.shop_id], reused, fetch_image, store.put_object, store.object_url, pool
         )
-        for product in products
-        for variant in product.variants
-    ]
+        for failure in result.image_failures:
+            log.warning("Shop %s: image not backed up (tried again next run): %s", plan.shop_id, failure)
+        new_images += [(plan.shop_id, owner, backup) for owner, backup in shop_new_images]
+        exports += [
+            VariantExport(
+                day=day,
+                shop_id=plan.shop_id,
+                shop_domain=plan.shop_domain,
+                product=product,
+                variant=variant,
+                metrics=metrics.get((plan.shop_id, variant.variant_id), ZERO),
+                images=tuple(backups[image.media_gid] for image in product.images_of(variant)),
+                currency=plan.currency,
+            )
+            for product in part.products
+            for variant in product.variants
+        ]
+        result.images_backed_up, result.images_reused = len(shop_new_images), len(reused)
+        result.images_failed = len(result.image_failures)
+        results.append(result)
+
     rendered = list(pool.map(render_files, exports))
-    known = recorded_hashes(conn, plan.shop_id, day, [(e.product.product_id, e.variant.variant_id) for e in exports])
+    known = shops_recorded_hashes(conn, day, [_natural_key(e) for e in exports])
     # Identical bytes are not written again: their objects keep LastModified and their rows stay as they are.
-    changed = [
-        (export, files)
-        for export, files in zip(exports, rendered)
-        if known.get((export.product.product_id, export.variant.variant_id)) != files.content_hash
-    ]
+    changed = [(e, files) for e, files in zip(exports, rendered) if known.get(_natural_key(e)) != files.content_hash]
     written = upload_files(store, changed, pool)
     try:
-        write_rows(conn, plan.shop_id, written, new_images)
+        write_shops_rows(conn, written, new_images)
     except Exception as exc:
+        where = ", ".join(f"Shop {p.plan.shop_id} batch {p.plan.index}/{p.plan.count}" for p in parts)
         raise BatchRowsError(
-            f"Shop {plan.shop_id} batch {plan.index}/{plan.count}: the files are in R2 but the rows were not "
-            f"written ({type(exc).__name__}: {exc}); a retry of the batch writes them"
+            f"{where}: the files are in R2 but the rows were not written ({type(exc).__name__}: {exc}); "
+            "a retry of the batch writes them"
         ) from exc
 
-    if plan.whole_shop:
-        part = write_parquet_part(store, exports, plan.shop_id, day, plan.index, plan.count)
-        result.parquet_key, result.parquet_written, result.parquet_totals = part.key, part.written, part.totals
+    unchanged = {
+        _natural_key(e) for e, files in zip(exports, rendered) if known.get(_natural_key(e)) == files.content_hash
+    }
+    seconds = round((time.monotonic() - started) / len(parts), 3)  # a shared phase, shared out evenly
+    for part, result in zip(parts, results):
+        mine = [(e, files) for e, files in zip(exports, rendered) if e.shop_id == result.shop_id]
+        if part.plan.whole_shop:
+            parquet = write_parquet_part(
+                store, [e for e, _ in mine], part.plan.shop_id, day, part.plan.index, part.plan.count
+            )
+            result.parquet_key, result.parquet_written, result.parquet_totals = (
+                parquet.key,
+                parquet.written,
+                parquet.totals,
+            )
+        result.products = len({e.product.product_id for e, _ in mine})
+        result.variants = len(mine)
+        result.files = 2 * len(mine)
+        result.files_unchanged = 2 * sum(1 for e, _ in mine if _natural_key(e) in unchanged)
+        result.file_totals = csv_totals(files.csv for _, files in mine)
+        result.seconds = seconds
+    return results
 
-    result.products = len(products)
-    result.variants = len(exports)
-    result.files = 2 * len(exports)
-    result.files_unchanged = 2 * (len(exports) - len(changed))
-    result.images_backed_up = len(new_images)
-    result.images_reused = len(already)
-    result.images_failed = len(result.image_failures)
-    result.file_totals = csv_totals(files.csv for files in rendered)
-    result.seconds = round(time.monotonic() - started, 3)
-    return result
+
+def _natural_key(export: VariantExport) -> tuple[str, str, str]:
+    return export.shop_id, export.product.product_id, export.variant.variant_id
 
 
 def upload_files(

@@ -1,7 +1,9 @@
 """What one task hands the next: small typed records, serialized one way each (``to_xcom``/``from_xcom``).
 
 XComs carry ids, domains, counts and object keys only: never a token, never a catalog.
-Per shop: ShopRef -> CatalogRead -> ShopPlan (its BatchPlans); per batch: BatchPlan -> BatchResult.
+The fleet: ShopRefs -> FleetPlan (shops alone, and ShopUnits of small shops packed together).
+Per shop alone: ShopRef -> CatalogRead -> ShopPlan (its BatchPlans); per batch: BatchPlan -> BatchResult.
+Per packed unit: ShopUnit -> UnitResult (each shop's ShopPlan and BatchResult, or why it failed).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Literal, TypeVar
 from include.statistics_export.totals import Totals
 
 H = TypeVar("H", bound="Handoff")
-ReadMode = Literal["pages", "bulk"]
+ReadMode = Literal["pages", "bulk", "packed"]
 
 
 class Handoff:
@@ -143,4 +145,69 @@ class BatchResult(Handoff):
                 "file_totals": Totals.from_document(data["file_totals"]),
                 "parquet_totals": Totals.from_document(parquet) if parquet is not None else None,
             }
+        )
+
+
+@dataclass(frozen=True)
+class ShopUnit(Handoff):
+    """Several small shops exported by one task instance, each on its own (a failed shop fails alone)."""
+
+    index: int
+    count: int
+    shops: list[ShopRef]
+
+    @property
+    def label(self) -> str:
+        """Return the label the UI shows for this unit."""
+        return f"{len(self.shops)} shops · unit {self.index}/{self.count}"
+
+    @classmethod
+    def from_xcom(cls, data: Mapping[str, Any]) -> ShopUnit:
+        return cls(**{**data, "shops": [ShopRef.from_xcom(s) for s in data["shops"]]})
+
+
+@dataclass(frozen=True)
+class FleetPlan(Handoff):
+    """The day's shops as units of work: large shops (and every shop of a small fleet) alone, the rest packed."""
+
+    single: list[ShopRef]
+    units: list[ShopUnit]
+
+    @classmethod
+    def from_xcom(cls, data: Mapping[str, Any]) -> FleetPlan:
+        return cls([ShopRef.from_xcom(s) for s in data["single"]], [ShopUnit.from_xcom(u) for u in data["units"]])
+
+
+@dataclass
+class UnitResult(Handoff):
+    """What a packed unit did: each exported shop's plan and result, and why each other shop failed."""
+
+    index: int
+    plans: list[ShopPlan] = field(default_factory=list)
+    results: list[BatchResult] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)
+    # True when every failure is one retrying cannot fix (the unit is then not retried by Airflow).
+    permanent: bool = True
+
+    def failed_domains(self, unit: ShopUnit) -> list[str]:
+        """Return the domains of the unit's failed shops, in the unit's order."""
+        return [shop.shop_domain for shop in unit.shops if shop.shop_id in self.failures]
+
+    def to_xcom(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "plans": [p.to_xcom() for p in self.plans],
+            "results": [r.to_xcom() for r in self.results],
+            "failures": dict(self.failures),
+            "permanent": self.permanent,
+        }
+
+    @classmethod
+    def from_xcom(cls, data: Mapping[str, Any]) -> UnitResult:
+        return cls(
+            index=data["index"],
+            plans=[ShopPlan.from_xcom(p) for p in data["plans"]],
+            results=[BatchResult.from_xcom(r) for r in data["results"]],
+            failures=dict(data["failures"]),
+            permanent=data["permanent"],
         )

@@ -103,26 +103,34 @@ def image_owners(products: Iterable[Product]) -> dict[str, ImageOwner]:
     return owners
 
 
+# Joined on the natural key (shop, "mediaId"): one probe of the unique index per image, any number of shops.
 _EXISTING = """
-SELECT "mediaId", "shopifyUrl", "r2Key", "r2Url", "backedUpAt"
-FROM "ProductImageBackup"
-WHERE shop = %(shop_id)s AND "mediaId" = ANY(%(media_ids)s::text[]) AND "r2Key" IS NOT NULL
+SELECT b.shop, b."mediaId", b."shopifyUrl", b."r2Key", b."r2Url", b."backedUpAt"
+FROM unnest(%(shops)s::text[], %(media_ids)s::text[]) AS k(shop, "mediaId")
+JOIN "ProductImageBackup" b ON b.shop = k.shop AND b."mediaId" = k."mediaId"
+WHERE b."r2Key" IS NOT NULL
 """
 
 
-def existing_backups(conn: Any, shop_id: str, media_gids: Iterable[str]) -> dict[str, ImageBackup]:
-    """Return the images of this list already backed up for the shop, in one query."""
-    ids = list(media_gids)
-    if not ids:
+def shops_existing_backups(conn: Any, images: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ImageBackup]:
+    """Return which of these (shop, media GID) images are already backed up, in one query."""
+    pairs = list(images)
+    if not pairs:
         return {}
     with conn.cursor() as cur:
-        cur.execute(_EXISTING, {"shop_id": shop_id, "media_ids": ids})
+        cur.execute(_EXISTING, {"shops": [p[0] for p in pairs], "media_ids": [p[1] for p in pairs]})
         return {
-            row[0]: ImageBackup(
-                row[0], row[1], r2_key=row[2], r2_url=row[3], backed_up_at=as_utc(row[4]) if row[4] else None
+            (row[0], row[1]): ImageBackup(
+                row[1], row[2], r2_key=row[3], r2_url=row[4], backed_up_at=as_utc(row[5]) if row[5] else None
             )
             for row in cur.fetchall()
         }
+
+
+def existing_backups(conn: Any, shop_id: str, media_gids: Iterable[str]) -> dict[str, ImageBackup]:
+    """Return the images of this list already backed up for one shop, in one query."""
+    found = shops_existing_backups(conn, ((shop_id, gid) for gid in media_gids))
+    return {gid: backup for (_, gid), backup in found.items()}
 
 
 def download_image(

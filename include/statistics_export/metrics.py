@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -13,7 +13,7 @@ from include.statistics_export.event_rules import (
     COUNTED_PURCHASE,
     DEFAULT_MAX_EVENT_REVENUE,
     NUMERIC_VARIANT_ID,
-    rule_parameters,
+    day_parameters,
 )
 from include.statistics_export.ids import variant_keys
 
@@ -69,15 +69,46 @@ WITH e AS MATERIALIZED (
       AND e."createdAt" < %(end)s
       AND e."createdAt" <= {AS_OF}
 )
-SELECT {NUMERIC_VARIANT_ID} AS variant_id,
+SELECT t.shop, {NUMERIC_VARIANT_ID} AS variant_id,
        count(*) FILTER (WHERE e."eventType" = 'IMPRESSION') AS impressions,
        count(*) FILTER (WHERE e."eventType" = 'ADD_TO_CART') AS add_to_carts,
        count(*) FILTER (WHERE {COUNTED_PURCHASE}) AS orders,
        coalesce(sum(e.revenue) FILTER (WHERE {COUNTED_PURCHASE}), 0) AS revenue
 FROM e
-WHERE e."testId" IN (SELECT t.id FROM "ABTest" t WHERE t.shop = %(shop_id)s)
-GROUP BY 1
+JOIN "ABTest" t ON t.id = e."testId"
+WHERE t.shop = ANY(%(shop_ids)s::text[])
+GROUP BY 1, 2
 """
+
+
+def shops_variant_metrics(
+    conn: Any,
+    variants_by_shop: Mapping[str, Iterable[str]],
+    day: date,
+    *,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    as_of: datetime | None = None,
+) -> dict[tuple[str, str], VariantMetrics]:
+    """Return the day's metrics of each (shop, variant) that had counted events, for any number of shops in
+    one query (see event_rules). A shop's events count only for that shop's own variants."""
+    wanted = {shop_id: set(variant_ids) for shop_id, variant_ids in variants_by_shop.items()}
+    keys = variant_keys(sorted(set().union(*wanted.values())))
+    if not keys:
+        return {}
+    params = {**day_parameters(day, max_revenue=max_revenue, as_of=as_of), "shop_ids": sorted(wanted)}
+    with conn.cursor() as cur:
+        cur.execute(_VARIANT_METRICS, {**params, "variant_keys": keys})
+        rows = cur.fetchall()
+    return {
+        (shop_id, variant_id): VariantMetrics(
+            impressions=int(impressions),
+            add_to_carts=int(add_to_carts),
+            orders=int(orders),
+            revenue=Decimal(revenue),
+        )
+        for shop_id, variant_id, impressions, add_to_carts, orders, revenue in rows
+        if variant_id in wanted[shop_id]
+    }
 
 
 def variant_metrics(
@@ -89,20 +120,6 @@ def variant_metrics(
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
     as_of: datetime | None = None,
 ) -> dict[str, VariantMetrics]:
-    """Return the day's metrics of each variant that had counted events (see event_rules)."""
-    keys = variant_keys(variant_ids)
-    if not keys:
-        return {}
-    params = rule_parameters(shop_id, day, max_revenue=max_revenue, as_of=as_of)
-    with conn.cursor() as cur:
-        cur.execute(_VARIANT_METRICS, {**params, "variant_keys": keys})
-        rows = cur.fetchall()
-    return {
-        variant_id: VariantMetrics(
-            impressions=int(impressions),
-            add_to_carts=int(add_to_carts),
-            orders=int(orders),
-            revenue=Decimal(revenue),
-        )
-        for variant_id, impressions, add_to_carts, orders, revenue in rows
-    }
+    """Return the day's metrics of one shop's variants that had counted events."""
+    found = shops_variant_metrics(conn, {shop_id: variant_ids}, day, max_revenue=max_revenue, as_of=as_of)
+    return {variant_id: metrics for (_, variant_id), metrics in found.items()}

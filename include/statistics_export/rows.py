@@ -45,23 +45,31 @@ ON CONFLICT (shop, "productId", "variantId", date) DO UPDATE SET
 # Joined on the full natural key so each lookup is one probe of the unique index, however many days
 # of history the shop has.
 _RECORDED_HASHES = """
-SELECT e."productId", e."variantId", e."contentHash"
-FROM unnest(%s::text[], %s::text[]) AS k("productId", "variantId")
+SELECT e.shop, e."productId", e."variantId", e."contentHash"
+FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(shop, "productId", "variantId")
 JOIN "StatisticsExport" e
-  ON e.shop = %s AND e."productId" = k."productId" AND e."variantId" = k."variantId" AND e.date = %s
+  ON e.shop = k.shop AND e."productId" = k."productId" AND e."variantId" = k."variantId" AND e.date = %s
 """
+
+
+def shops_recorded_hashes(
+    conn: Any, day: date, variants: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], str]:
+    """Return the content hash last recorded for each (shop, product id, variant id) of the day, in one query."""
+    if not variants:
+        return {}
+    with conn.cursor() as cur:
+        shops, products, variant_ids = _columns(variants, 3)
+        cur.execute(_RECORDED_HASHES, (shops, products, variant_ids, day))
+        return {(shop, product, variant): content_hash for shop, product, variant, content_hash in cur.fetchall()}
 
 
 def recorded_hashes(
     conn: Any, shop_id: str, day: date, variants: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], str]:
-    """Return the content hash last recorded for each (product id, variant id) of the day, in one query."""
-    if not variants:
-        return {}
-    with conn.cursor() as cur:
-        products, variant_ids = _columns(variants, 2)
-        cur.execute(_RECORDED_HASHES, (products, variant_ids, shop_id, day))
-        return {(product_id, variant_id): content_hash for product_id, variant_id, content_hash in cur.fetchall()}
+    """Return the content hash last recorded for each (product id, variant id) of one shop's day."""
+    found = shops_recorded_hashes(conn, day, [(shop_id, product, variant) for product, variant in variants])
+    return {(product, variant): content_hash for (_, product, variant), content_hash in found.items()}
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
@@ -74,7 +82,16 @@ def write_rows(
     exports: Sequence[tuple[VariantExport, WrittenFiles]],
     new_images: Sequence[tuple[ImageOwner, ImageBackup]],
 ) -> None:
-    """Upsert the batch's image backups, daily statistics and export records in one transaction.
+    """Upsert one shop's image backups, daily statistics and export records in one transaction."""
+    write_shops_rows(conn, exports, [(shop_id, owner, backup) for owner, backup in new_images])
+
+
+def write_shops_rows(
+    conn: Any,
+    exports: Sequence[tuple[VariantExport, WrittenFiles]],
+    new_images: Sequence[tuple[str, ImageOwner, ImageBackup]],
+) -> None:
+    """Upsert the image backups, daily statistics and export records of any number of shops in one transaction.
 
     ``exports`` pairs each variant's export with the files written for it. Call it only once they are in R2.
     """
@@ -91,11 +108,11 @@ def write_rows(
             backup.r2_key,
             naive_utc(backup.backed_up_at) if backup.backed_up_at else None,
         )
-        for owner, backup in new_images
+        for shop_id, owner, backup in new_images
     ]
     statistics, records = [], []
     for export, files in exports:
-        key = (shop_id, export.product.product_id, export.variant.variant_id, export.day)
+        key = (export.shop_id, export.product.product_id, export.variant.variant_id, export.day)
         m = export.metrics
         statistics.append(
             (

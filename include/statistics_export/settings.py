@@ -43,6 +43,13 @@ def _positive_int(raw: str) -> int:
     return value
 
 
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError("0 or more")
+    return value
+
+
 def _positive_float(raw: str) -> float:
     value = float(raw)
     if not value > 0:
@@ -101,6 +108,18 @@ DOWNLOAD_LINK_SECONDS = Setting(
     "STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS", "3600", _link_seconds, "a whole number of seconds from 1 to 604800",
     "lifetime of a download link the Statistics page signs when clicked (R2 allows up to 7 days)",
 )  # fmt: skip
+SHOP_TASKS_UP_TO = Setting(
+    "STATISTICS_EXPORT_SHOP_TASKS_UP_TO", "50", _non_negative_int, "a whole number",
+    "fleets of up to this many active shops get one mapped task group per shop; larger ones pack small shops into units",
+)  # fmt: skip
+UNIT_SHOPS = Setting(
+    "STATISTICS_EXPORT_UNIT_SHOPS", "50", _positive_int, "a whole number above 0",
+    "most small shops in one packed unit (more when the fleet would need over 500 units)",
+)  # fmt: skip
+UNIT_VARIANTS = Setting(
+    "STATISTICS_EXPORT_UNIT_VARIANTS", "1000", _positive_int, "a whole number above 0",
+    "variants a packed unit may hold, by each shop's last report (a shop alone may exceed it)",
+)  # fmt: skip
 
 # Each field of Settings and the variable it is read from.
 FIELDS: dict[str, Setting[Any]] = {
@@ -113,6 +132,9 @@ FIELDS: dict[str, Setting[Any]] = {
     "image_timeout": IMAGE_TIMEOUT,
     "max_event_revenue": MAX_EVENT_REVENUE,
     "download_link_seconds": DOWNLOAD_LINK_SECONDS,
+    "shop_tasks_up_to": SHOP_TASKS_UP_TO,
+    "unit_shops": UNIT_SHOPS,
+    "unit_variants": UNIT_VARIANTS,
 }
 ALL: tuple[Setting[Any], ...] = tuple(FIELDS.values())
 
@@ -130,6 +152,9 @@ class Settings:
     image_timeout: float = IMAGE_TIMEOUT.parse(IMAGE_TIMEOUT.default)
     max_event_revenue: Decimal = MAX_EVENT_REVENUE.parse(MAX_EVENT_REVENUE.default)
     download_link_seconds: int = DOWNLOAD_LINK_SECONDS.parse(DOWNLOAD_LINK_SECONDS.default)
+    shop_tasks_up_to: int = SHOP_TASKS_UP_TO.parse(SHOP_TASKS_UP_TO.default)
+    unit_shops: int = UNIT_SHOPS.parse(UNIT_SHOPS.default)
+    unit_variants: int = UNIT_VARIANTS.parse(UNIT_VARIANTS.default)
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

@@ -38,13 +38,12 @@ USABLE_SESSION = """(NOT s."isOnline" OR s.expires IS NULL OR s.expires > (now()
 # domain never equals the session's myshopify domain (sessions.py links unlinked sessions first).
 # Offline sessions first, then unexpired online sessions, newest expiry first.
 _CREDENTIALS = f"""
-SELECT c.id, c."shopDomain", s.shop, s."accessToken"
+SELECT DISTINCT ON (c.id) c.id, c."shopDomain", s.shop, s."accessToken"
 FROM "ShopCredential" c
 JOIN "Session" s ON s."shopId" = c.id
-WHERE c.id = %(shop_id)s
+WHERE c.id = ANY(%(shop_ids)s::text[])
   AND {USABLE_SESSION}
-ORDER BY s."isOnline" ASC, s.expires DESC NULLS FIRST, s.id
-LIMIT 1
+ORDER BY c.id, s."isOnline" ASC, s.expires DESC NULLS FIRST, s.id
 """
 
 
@@ -60,19 +59,35 @@ def active_shops(conn: Any, shop_ids: list[str] | None = None) -> list[ShopRef]:
         return [ShopRef(shop_id=row[0], shop_domain=display_domain(row[1])) for row in cur.fetchall()]
 
 
+def shops_credentials(conn: Any, shop_ids: list[str]) -> dict[str, ShopCredentials | ShopConfigurationError]:
+    """Return each shop's API domain and access token from its linked session, in one query; a shop that
+    has none gets the error naming it instead."""
+    with conn.cursor() as cur:
+        cur.execute(_CREDENTIALS, {"shop_ids": list(shop_ids)})
+        rows = {row[0]: row for row in cur.fetchall()}
+    found: dict[str, ShopCredentials | ShopConfigurationError] = {}
+    for shop_id in shop_ids:
+        if shop_id not in rows:
+            found[shop_id] = ShopConfigurationError(
+                f'Shop {shop_id}: no usable session is linked to it ("Session"."shopId"); '
+                "the merchant must open the app again to create one"
+            )
+            continue
+        _, shop_domain, api_domain, token = rows[shop_id]
+        if not token or not token.strip():
+            found[shop_id] = ShopConfigurationError(
+                f"Shop {shop_id} ({shop_domain}): its linked session has an empty access token"
+            )
+            continue
+        found[shop_id] = ShopCredentials(
+            shop_id=shop_id, shop_domain=display_domain(shop_domain), api_domain=api_domain, access_token=token
+        )
+    return found
+
+
 def shop_credentials(conn: Any, shop_id: str) -> ShopCredentials:
     """Return the shop's API domain and access token from its linked session, or raise naming the shop."""
-    with conn.cursor() as cur:
-        cur.execute(_CREDENTIALS, {"shop_id": shop_id})
-        row = cur.fetchone()
-    if row is None:
-        raise ShopConfigurationError(
-            f'Shop {shop_id}: no usable session is linked to it ("Session"."shopId"); '
-            "the merchant must open the app again to create one"
-        )
-    _, shop_domain, api_domain, token = row
-    if not token or not token.strip():
-        raise ShopConfigurationError(f"Shop {shop_id} ({shop_domain}): its linked session has an empty access token")
-    return ShopCredentials(
-        shop_id=shop_id, shop_domain=display_domain(shop_domain), api_domain=api_domain, access_token=token
-    )
+    found = shops_credentials(conn, [shop_id])[shop_id]
+    if isinstance(found, ShopConfigurationError):
+        raise found
+    return found

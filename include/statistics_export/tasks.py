@@ -9,42 +9,68 @@ Per shop: ``start_catalog_read`` (count the products; bulk query above the thres
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import requests
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 from requests.adapters import HTTPAdapter
+from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential
 
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyAuthError, ShopifyHook
 from export_hooks.shopify_bulk import BulkAccessDenied, BulkOperationFailed, BulkOperationInProgress, iter_bulk_result
 from export_hooks.shopify_queries import CATALOG_BULK_QUERY
+from include.statistics_export import fleet
 from include.statistics_export.bulk_catalog import assemble_products
-from include.statistics_export.errors import DatabasePermissionError, DayFailed
-from include.statistics_export.export import export_batch, plan_shop, stage_shop
-from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, ShopPlan, ShopRef
-from include.statistics_export.images import download_image
+from include.statistics_export.catalog import existed_on, parse_product
+from include.statistics_export.errors import (
+    DatabasePermissionError,
+    DayFailed,
+    ExportError,
+    PermanentError,
+    ShopConfigurationError,
+    UnitShopsFailed,
+    UnitShopsFailedPermanently,
+)
+from include.statistics_export.export import ShopPart, export_batch, export_parts, plan_shop, stage_shop
+from include.statistics_export.handoffs import (
+    BatchPlan,
+    BatchResult,
+    CatalogRead,
+    FleetPlan,
+    ShopPlan,
+    ShopRef,
+    ShopUnit,
+    UnitResult,
+)
+from include.statistics_export.images import ImageFetch, download_image
 from include.statistics_export.keys import EXPORTS_ROOT, report_key
 from include.statistics_export.pixel_health import pixel_health
 from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.report import RunReport
 from include.statistics_export.sessions import TokenAnswer, link_sessions
 from include.statistics_export.settings import Settings
-from include.statistics_export.shops import active_shops, shop_credentials
+from include.statistics_export.keys import safe_key_part
+from include.statistics_export.shops import ShopCredentials, active_shops, shop_credentials, shops_credentials
 from include.statistics_export.staging import clean_staging
 from include.statistics_export.totals import sum_totals
+from include.statistics_export.utc import day_bounds
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 APP_DB_CONN_ID = "app_db"
+# Tries of one shop inside a packed unit before it is recorded as failed (Airflow retries the unit later).
+UNIT_SHOP_ATTEMPTS = 3
 
 
 @contextmanager
@@ -256,6 +282,141 @@ def add_report_sections(report: RunReport, sections: dict[str, dict[str, Any] | 
             section = {"document": {"error": "its task did not finish"}, "line": f"{name}: its task did not finish"}
         report.add_section(name, section["document"], section["line"])
     return report
+
+
+def plan_fleet(shops: Sequence[ShopRef], day: date, settings: Settings) -> FleetPlan:
+    """Split the day's shops into shops alone and packed units, by their sizes in the previous day's report."""
+    try:
+        with closing(R2Hook().open_object(report_key(day - timedelta(days=1)))) as body:
+            previous = json.load(body)
+    except FileNotFoundError:
+        previous = None
+    plan = fleet.plan_fleet(shops, fleet.sizes_from_report(previous), settings)
+    log.info(
+        "%d active shop(s): %d alone, %d in %d packed unit(s)%s",
+        len(shops),
+        len(plan.single),
+        sum(len(u.shops) for u in plan.units),
+        len(plan.units),
+        "" if previous else " (no report of the previous day: every shop counted as small)",
+    )
+    return plan
+
+
+def export_unit(unit: ShopUnit, day: date, settings: Settings) -> UnitResult:
+    """Export the small shops of a packed unit, each on its own, together where it is cheaper.
+
+    Each shop's catalog is read on its own (one Shopify request when it fits), concurrently, its transient
+    failures retried; a shop that still fails is recorded and never stops the others. The shops read are
+    then exported together: one query for the tokens, one for the metrics, one each for the image backups
+    and the recorded hashes, and one transaction for the rows, however many shops the unit holds.
+    """
+    outcome = UnitResult(index=unit.index)
+    images = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency)
+    images.mount("https://", adapter)
+    images.mount("http://", adapter)
+    fetch = partial(download_image, images, max_bytes=settings.image_max_bytes, timeout=settings.image_timeout)
+    store = R2Hook(max_pool_connections=settings.concurrency)
+    with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool, closing(images):
+        credentials = shops_credentials(conn, [shop.shop_id for shop in unit.shops])
+        conn.commit()  # the reads below take a while: hold no transaction open meanwhile
+        reads = {
+            shop.shop_id: pool.submit(_retried, _read_packed_shop, shop, credentials[shop.shop_id], day, settings)
+            for shop in unit.shops
+        }
+        parts: list[ShopPart] = []
+        costs: dict[str, float] = {}
+        for shop in unit.shops:
+            try:
+                part, note, cost = reads[shop.shop_id].result()
+            except Exception as exc:
+                _record_failure(outcome, unit, shop, exc)
+                continue
+            parts.append(part)
+            costs[shop.shop_id] = cost
+            outcome.plans.append(
+                ShopPlan(shop.shop_id, shop.shop_domain, "packed", note, part.plan.variants, [part.plan])
+            )
+        if parts:
+            try:
+                outcome.results = _retried(_export_together, conn, store, parts, fetch, pool, settings)
+                for result in outcome.results:
+                    result.graphql_cost = costs[result.shop_id]
+            except Exception as exc:
+                for part in parts:
+                    _record_failure(outcome, unit, ShopRef(part.plan.shop_id, part.plan.shop_domain), exc)
+                outcome.plans = []
+    return outcome
+
+
+def _retried(body: Callable[..., T], *args: Any) -> T:
+    """Run ``body``, retrying what a retry may fix (not a PermanentError) with a short backoff."""
+    for attempt in Retrying(
+        retry=retry_if_not_exception_type(PermanentError),
+        stop=stop_after_attempt(UNIT_SHOP_ATTEMPTS),
+        wait=wait_exponential(multiplier=1, max=10),
+        reraise=True,
+    ):
+        with attempt:
+            return body(*args)
+    raise AssertionError("unreachable: tenacity reraises the last error")
+
+
+def _record_failure(outcome: UnitResult, unit: ShopUnit, shop: ShopRef, exc: BaseException) -> None:
+    outcome.permanent = outcome.permanent and isinstance(exc, PermanentError)
+    reason = str(exc)[:500] if isinstance(exc, (ExportError, ValueError)) else type(exc).__name__
+    outcome.failures[shop.shop_id] = reason
+    log.error("Shop %s failed in unit %d: %s", shop.shop_domain, unit.index, reason)
+
+
+def _read_packed_shop(
+    shop: ShopRef, credentials: ShopCredentials | ShopConfigurationError, day: date, settings: Settings
+) -> tuple[ShopPart, str | None, float]:
+    """Read a small shop's whole catalog (one request when it fits) as its share of the unit's batch."""
+    if isinstance(credentials, ShopConfigurationError):
+        raise credentials
+    safe_key_part(shop.shop_id, "shop id")  # a hostile id fails its shop here, not the unit's shared export
+    _, day_end = day_bounds(day)
+    with ShopifyHook(credentials.api_domain, credentials.access_token) as shopify:
+        pages = shopify.shop_catalog_pages()
+        first = next(pages)
+        raw = first.products + [product for page in pages for product in page.products]
+        cost = shopify.cost_charged
+    products = [p for p in map(parse_product, raw) if existed_on(p.created_at, day_end)]
+    note = None
+    if first.products_count >= settings.bulk_threshold:
+        note = f"{first.products_count} products read page by page in a packed unit; it runs alone from tomorrow"
+    variants = sum(len(p.variants) for p in products)
+    plan = BatchPlan(shop.shop_id, shop.shop_domain, day.isoformat(), 1, 1, [], first.currency, variants)
+    return ShopPart(plan, products), note, cost
+
+
+def _export_together(
+    conn: Any, store: R2Hook, parts: list[ShopPart], fetch: ImageFetch, pool: ThreadPoolExecutor, settings: Settings
+) -> list[BatchResult]:
+    try:
+        return export_parts(conn, store, parts, fetch, pool=pool, max_revenue=settings.max_event_revenue)
+    except Exception:
+        # A retry needs a connection out of the failed transaction.
+        with suppress(psycopg.Error):
+            conn.rollback()
+        raise
+
+
+def fail_unit_if_any_shop_failed(unit: ShopUnit, outcome: UnitResult) -> int:
+    """Return how many shops the unit exported; raise naming every failed shop and why if any failed."""
+    if not outcome.failures:
+        return len(outcome.results)
+    details = "; ".join(
+        f"{shop.shop_domain}: {outcome.failures[shop.shop_id]}"
+        for shop in unit.shops
+        if shop.shop_id in outcome.failures
+    )
+    message = (
+        f"{len(outcome.failures)} of {len(unit.shops)} shop(s) of unit {unit.index}/{unit.count} failed: {details}"
+    )
+    raise (UnitShopsFailedPermanently if outcome.permanent else UnitShopsFailed)(message)
 
 
 def write_report(report: RunReport) -> str:

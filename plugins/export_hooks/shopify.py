@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import requests
@@ -51,6 +52,15 @@ EXTRA_DEFAULTS: dict[str, float] = {
 # Picks a connection (``{pageInfo, nodes}``) out of a query's data.
 Selector = Callable[[dict[str, Any]], dict[str, Any]]
 _API_VERSION = re.compile(r"^\d{4}-(01|04|07|10)$|^unstable$")
+
+
+@dataclass(frozen=True)
+class ShopCatalogPage:
+    """One answer of the shop-catalog document: the shop's currency and product count, and full products."""
+
+    currency: str | None
+    products_count: int
+    products: list[dict[str, Any]]
 
 
 class ShopifyHook(BaseHook):
@@ -301,6 +311,44 @@ class ShopifyHook(BaseHook):
     def products_count(self) -> int:
         """Return how many products the shop has (uncapped)."""
         return int(self.execute(q.PRODUCTS_COUNT_QUERY)["productsCount"]["count"])
+
+    def shop_catalog_pages(self) -> Iterator[ShopCatalogPage]:
+        """Yield the shop's currency, product count and full products, a page of products per request.
+
+        A small shop is one request: everything fits the first page. A product with more media or variants
+        than the document's first pages is completed with the same follow-up queries as ``iter_products``.
+        """
+        after: str | None = None
+        first = q.SHOP_CATALOG_PRODUCTS
+        while True:
+            try:
+                data = self.execute(
+                    q.SHOP_CATALOG_QUERY,
+                    {
+                        "first": first,
+                        "after": after,
+                        "mediaFirst": q.SHOP_CATALOG_MEDIA_FIRST,
+                        "variantsFirst": q.SHOP_CATALOG_VARIANTS_FIRST,
+                        "variantMediaFirst": q.SHOP_CATALOG_VARIANT_MEDIA_FIRST,
+                    },
+                )
+            except ShopifyQueryCostError:
+                if first == 1:
+                    raise
+                first = max(1, first // 2)
+                log.warning(
+                    "Shop %s: query cost limit exceeded; catalog pages of %d products now", self.shop_domain, first
+                )
+                continue
+            page = data["products"]
+            yield ShopCatalogPage(
+                currency=(data.get("shop") or {}).get("currencyCode"),
+                products_count=int(data["productsCount"]["count"]),
+                products=[self._complete_product(node) for node in page["nodes"]],
+            )
+            if not page["pageInfo"]["hasNextPage"]:
+                return
+            after = page["pageInfo"]["endCursor"]
 
     # -- bulk operations ---------------------------------------------------------------------------
 

@@ -98,6 +98,44 @@ query ProductsForExport($ids: [ID!]!, $mediaFirst: Int!, $variantsFirst: Int!, $
     + _MEDIA_FIELDS
 )
 
+# A small shop whole, in one request when it fits: currency, product count, and a page of full products.
+# 1 (shop) + 1 (productsCount) + 2 + 10 x (product 1 + media 2+5x2 + variants 2+10x(1 + media 2+2x2)) = 854
+# points. A product with more media or variants than these first pages is completed like any other.
+SHOP_CATALOG_PRODUCTS = 10
+SHOP_CATALOG_MEDIA_FIRST = 5
+SHOP_CATALOG_VARIANTS_FIRST = 10
+SHOP_CATALOG_VARIANT_MEDIA_FIRST = 2
+
+SHOP_CATALOG_QUERY = (
+    """
+query ShopCatalog($first: Int!, $after: String, $mediaFirst: Int!, $variantsFirst: Int!, $variantMediaFirst: Int!) {
+  shop { currencyCode }
+  productsCount(limit: null) { count }
+  products(first: $first, after: $after, sortKey: ID) {
+    pageInfo { hasNextPage endCursor }
+    nodes {
+      id
+      legacyResourceId
+      title
+      handle
+      status
+      createdAt
+      media(first: $mediaFirst) {
+        pageInfo { hasNextPage endCursor }
+        nodes { ...MediaFields }
+      }
+      variants(first: $variantsFirst) {
+        pageInfo { hasNextPage endCursor }
+        nodes { ...VariantFields }
+      }
+    }
+  }
+}
+"""
+    + _VARIANT_FIELDS
+    + _MEDIA_FIELDS
+)
+
 PRODUCT_VARIANTS_PAGE_QUERY = (
     """
 query ProductVariantsPage($id: ID!, $first: Int!, $after: String, $variantMediaFirst: Int!) {

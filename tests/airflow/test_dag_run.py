@@ -8,7 +8,7 @@ from contextlib import closing
 
 import pytest
 
-from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, product, register_shop
+from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, product, register_fleet, register_shop
 
 pytestmark = pytest.mark.airflow
 
@@ -102,6 +102,57 @@ def test_full_run_exports_every_healthy_shop_and_fails_only_the_broken_ones(
     # The Parquet parts of the healthy shops (5 batches of alpha, 2 of boutique) hold their 21 rows.
     parts = sorted(k for k in objects if k.startswith("statistic-exports/_parquet/"))
     assert len(parts) == 5 + 2 and all(k.endswith(".parquet") for k in parts)
+
+
+def unit_instances(airflow_home) -> list[tuple[int, str, str]]:
+    """(map index, label, state) of every packed-unit task instance of the latest run in this Airflow home."""
+    with closing(sqlite3.connect(airflow_home / "airflow.db")) as conn:
+        return conn.execute(
+            "SELECT map_index, rendered_map_index, state FROM task_instance WHERE task_id = 'export_shop_unit' "
+            "AND run_id = (SELECT run_id FROM dag_run ORDER BY id DESC LIMIT 1) ORDER BY map_index"
+        ).fetchall()
+
+
+def test_packed_units_export_every_healthy_shop_and_name_the_failed_ones(
+    world, run_airflow, sandbox, s3, endpoints, airflow_home
+):
+    # Four active shops packed two by two in id order: alpha with boutique, nosession with revoked.
+    packing = {"STATISTICS_EXPORT_SHOP_TASKS_UP_TO": "0", "STATISTICS_EXPORT_UNIT_SHOPS": "2"}
+    result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat(), extra_env=packing)
+    output = result.stdout + result.stderr
+    objects = bucket_objects(s3, endpoints.bucket)
+
+    assert exported_shops(objects) == {"shop_alpha", "shop_boutique"}, output[-3000:]
+    assert len([k for k in objects if k.startswith("statistic-exports/shop_")]) == 2 * (15 + 6)
+    assert result.returncode != 0 and "2 shop(s) failed" in output
+    # Each unit ran as one task instance, ended failed, and its label names its failed shop.
+    assert unit_instances(airflow_home) == [
+        (0, "2 shops · unit 1/2", "success"),
+        (1, "2 shops · unit 2/2 · failed: shop-nosession.myshopify.com, shop-revoked.myshopify.com", "failed"),
+    ]
+    report = json.loads(objects["statistic-exports/_runs/20261121.json"])
+    assert "rejected the access token" in report["failedShops"]["shop_revoked"]
+    assert "no usable session is linked" in report["failedShops"]["shop_nosession"]
+    assert report["perShop"]["shop_alpha"]["catalog_read"] == "packed"
+    assert report["reconciliation"]["shop_alpha"]["ok"] is True and report["variants"] == 21
+    # A revoked token costs one request and no retry, inside the unit as alone.
+    assert sandbox.stats(world.domain)["requests"] == 1
+
+
+def test_a_fleet_over_max_map_length_exports_every_variant(db, sandbox, run_airflow, s3, endpoints, airflow_home):
+    shop_ids = register_fleet(db, sandbox, 1_100)
+    result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat())
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    objects = bucket_objects(s3, endpoints.bucket)
+    variants = 1_100
+    assert len([k for k in objects if k.startswith("statistic-exports/fleet_")]) == 2 * variants
+    report = json.loads(objects["statistic-exports/_runs/20261121.json"])
+    assert (report["ok"], report["shops"], report["variants"]) == (True, 1_100, variants)
+    assert set(report["reconciliation"]) == set(shop_ids)
+    # 1,100 shops in 22 task instances of 50 shops, one Shopify request each.
+    assert len(unit_instances(airflow_home)) == 22
+    assert {sandbox.stats(f"{s.replace('_', '-')}.myshopify.com")["requests"] for s in shop_ids} == {1}
 
 
 def test_a_large_shop_is_read_with_a_bulk_operation_and_its_staging_is_cleaned(db, sandbox, run_airflow, s3, endpoints):

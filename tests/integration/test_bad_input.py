@@ -123,7 +123,7 @@ def test_unknown_event_types_can_be_stored_as_in_production(db, events):
 def test_the_batch_query_with_its_rules_is_served_by_the_variant_index(db, events):
     events("shop_a", "100", "PURCHASE", NOON, Decimal("1.00"))
     params = {
-        "shop_id": "shop_a",
+        "shop_ids": ["shop_a"],
         "variant_keys": variant_keys(["100", "101"]),
         "start": datetime(2026, 11, 21),
         "end": datetime(2026, 11, 22),

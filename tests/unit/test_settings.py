@@ -22,6 +22,9 @@ def test_the_defaults_are_the_documented_ones():
         image_max_bytes=20 * 1024 * 1024,
         image_timeout=30.0,
         max_event_revenue=Decimal("1000000.00"),
+        shop_tasks_up_to=50,
+        unit_shops=50,
+        unit_variants=1000,
     )
 
 
@@ -36,9 +39,14 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         "STATISTICS_EXPORT_IMAGE_TIMEOUT": "0.5",
         "STATISTICS_EXPORT_MAX_EVENT_REVENUE": "99.99",
         "STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS": "604800",
+        "STATISTICS_EXPORT_SHOP_TASKS_UP_TO": "0",
+        "STATISTICS_EXPORT_UNIT_SHOPS": "20",
+        "STATISTICS_EXPORT_UNIT_VARIANTS": "300",
     }
     loaded = settings.load(environ)
-    assert loaded == settings.Settings(date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, Decimal("99.99"), 604800)
+    assert loaded == settings.Settings(
+        date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, Decimal("99.99"), 604800, 0, 20, 300
+    )
     assert set(environ) == {s.env for s in settings.ALL} and len(settings.ALL) == len(settings.FIELDS)
 
 

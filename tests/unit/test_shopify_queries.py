@@ -23,6 +23,13 @@ def example_variables() -> dict[str, dict]:
             "variantsFirst": q.VARIANTS_FIRST,
             "variantMediaFirst": q.VARIANT_MEDIA_FIRST,
         },
+        q.SHOP_CATALOG_QUERY: {
+            "first": q.SHOP_CATALOG_PRODUCTS,
+            "after": "cursor",
+            "mediaFirst": q.SHOP_CATALOG_MEDIA_FIRST,
+            "variantsFirst": q.SHOP_CATALOG_VARIANTS_FIRST,
+            "variantMediaFirst": q.SHOP_CATALOG_VARIANT_MEDIA_FIRST,
+        },
         q.PRODUCT_VARIANTS_PAGE_QUERY: {
             "id": gid,
             "first": q.VARIANT_PAGE,
@@ -61,6 +68,21 @@ def test_products_by_id_costs_what_the_module_says(real_schema):
     # The arithmetic in shopify_queries' comments: 4 products x (1 + 22 + 2 + 20 x 9) points.
     cost = requested_cost(parse(q.PRODUCTS_BY_ID_QUERY), DOCUMENTS[q.PRODUCTS_BY_ID_QUERY], real_schema)
     assert cost == 820
+
+
+def test_the_shop_catalog_costs_what_the_module_says(real_schema):
+    # shop 1 + productsCount 1 + 2 + 10 products x (1 + media 12 + variants 72).
+    cost = requested_cost(parse(q.SHOP_CATALOG_QUERY), DOCUMENTS[q.SHOP_CATALOG_QUERY], real_schema)
+    assert cost == 854
+
+
+def test_every_document_of_the_module_is_checked():
+    documents = {
+        v
+        for k, v in vars(q).items()
+        if isinstance(v, str) and k.endswith(("_QUERY", "_MUTATION")) and k != "CATALOG_BULK_QUERY"
+    }
+    assert documents == set(DOCUMENTS)
 
 
 def test_bulk_catalog_query_is_valid_and_within_shopifys_bulk_rules(real_schema):

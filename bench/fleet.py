@@ -1,0 +1,298 @@
+"""`make bench-fleet`: a fleet of small shops against one large shop of the same size, under the real scheduler.
+
+The fleet: ``--shops`` active shops with long-tail catalogs (about 2 products of 1-2 variants at the median),
+one large shop on the bulk path, ``--failing`` of them failing (half with a revoked token, half without a
+linked session), one image per product, a few events per variant. The single shop: one shop with as many
+variants as the fleet. Both are exported for the same day, one run each, by the same LocalExecutor stack
+(scheduler, dag-processor, api-server; metadata on PostgreSQL), with the sandbox throttling every shop like
+Shopify's Standard plan and the store behind the bench's latency proxy. The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import bench  # noqa: F401 - Airflow's environment for this process and its children
+from bench.stack import running_stack
+
+SINGLE_ID = "shop_single"
+LARGE_ID = "shop_large"
+BUCKET = "statistics-fleet"
+RUN_TIMEOUT = 3600
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__.splitlines()[0])
+    parser.add_argument("--shops", type=int, default=2000, help="active shops in the fleet (default 2000)")
+    parser.add_argument("--large-variants", type=int, default=4000, help="variants of the fleet's large shop")
+    parser.add_argument("--failing", type=float, default=0.03, help="share of the fleet's shops that fail")
+    parser.add_argument("--events-per-variant", type=int, default=2)
+    parser.add_argument("--shopify-latency", type=float, default=0.05)
+    parser.add_argument("--store-latency", type=float, default=0.04)
+    parser.add_argument("--parallelism", type=int, default=4, help="Airflow parallelism for this 2-core machine")
+    parser.add_argument("--seed", type=int, default=7)
+    return parser.parse_args(argv)
+
+
+def log(message: str) -> None:
+    print(f"[bench-fleet {datetime.now(timezone.utc):%H:%M:%S}] {message}", flush=True)
+
+
+def long_tail_products(rng: random.Random) -> int:
+    """Products of one small shop: median 2, a long tail (p95 about 10 products, so about 20 variants)."""
+    return max(1, min(60, round(rng.lognormvariate(0.7, 0.95))))
+
+
+def build_fleet(args: argparse.Namespace) -> tuple[list, dict[str, str], list[str], list[str]]:
+    """Return the sandbox shops, each shop's kind of failure (if any), the fleet's ids and the single shop's id."""
+    from shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
+
+    rng = random.Random(args.seed)
+    old = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    next_product = iter(range(1, 10_000_000))
+
+    def shop(shop_id: str, products: int, variants_of) -> SandboxShop:
+        catalog = []
+        for _ in range(products):
+            pid = next(next_product)
+            count = variants_of()
+            catalog.append(
+                SandboxProduct(
+                    id=pid,
+                    title=f"Product {pid}",
+                    created_at=old,
+                    media=[SandboxMedia(id=pid * 10 + 1, filename="photo.jpeg")],
+                    variants=[SandboxVariant(id=pid * 1000 + n, title=f"V{n}") for n in range(1, count + 1)],
+                )
+            )
+        return SandboxShop(
+            domain=f"{shop_id.replace('_', '-')}.myshopify.com",
+            access_token=f"shpat_bench_{shop_id}",
+            products=catalog,
+            restore_rate=100.0,
+            bucket_size=2000,
+        )
+
+    small = [f"shop_{n:05d}" for n in range(args.shops - 1)]
+    shops = [shop(shop_id, long_tail_products(rng), lambda: rng.choice((1, 2))) for shop_id in small]
+    shops.append(shop(LARGE_ID, math.ceil(args.large_variants / 3), lambda: 3))
+    failing = rng.sample(small, round(args.failing * args.shops))
+    kinds = {shop_id: ("revoked" if n % 2 else "unlinked") for n, shop_id in enumerate(failing)}
+    fleet_variants = sum(len(p.variants) for s in shops for p in s.products)
+    shops.append(shop(SINGLE_ID, math.ceil(fleet_variants / 3), lambda: 3))
+    return shops, kinds, [*small, LARGE_ID], [SINGLE_ID]
+
+
+def seed_database(app_db_url: str, shops, kinds: dict[str, str], day, events_per_variant: int) -> None:
+    """The shops, their sessions and tests, and the day's events (one COPY)."""
+    import psycopg
+
+    from local_stack.demo_world import insert_shop
+
+    noon = datetime.combine(day, datetime.min.time()) + timedelta(hours=12)
+    with psycopg.connect(app_db_url) as conn, conn.cursor() as cur:
+        for s in shops:
+            shop_id = s.domain.split(".")[0].replace("-", "_")
+            insert_shop(cur, shop_id, s.domain, s.domain, s.access_token, linked=kinds.get(shop_id) != "unlinked")
+        cur.executemany(
+            'INSERT INTO "ABTest" (id, shop, name, "productId", status) VALUES (%s, %s, %s, %s, %s)',
+            [
+                (f"test_{s.domain.split('.')[0]}", s.domain.split(".")[0].replace("-", "_"), "t", "0", "ACTIVE")
+                for s in shops
+            ],
+        )
+        with cur.copy(
+            'COPY "ABTestEvent" (id, "testId", "sessionId", "eventType", "productId", "variantId", "createdAt") FROM STDIN'
+        ) as copy:
+            n = 0
+            for s in shops:
+                for product in s.products:
+                    for variant in product.variants:
+                        for k in range(events_per_variant):
+                            n += 1
+                            kind = "IMPRESSION" if k % 2 == 0 else "ADD_TO_CART"
+                            test = f"test_{s.domain.split('.')[0]}"
+                            copy.write_row((f"e{n}", test, "s", kind, str(product.id), str(variant.id), noon))
+        cur.execute("ANALYZE")
+
+
+class ProcessSampler:
+    """Samples a process tree every half second: the CPU of each process seen (user + system) and peak RSS."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        import psutil
+
+        self.psutil = psutil
+        self.roots = roots
+        self.cpu: dict[str, dict[int, float]] = {name: {} for name in roots}
+        self.peak_rss = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            self.sample()
+
+    def sample(self) -> None:
+        for name, pid in self.roots.items():
+            try:
+                root = self.psutil.Process(pid)
+                tree = [root, *root.children(recursive=True)]
+            except self.psutil.Error:
+                continue
+            for process in tree:
+                try:
+                    times = process.cpu_times()
+                    self.cpu[name][process.pid] = times.user + times.system
+                    if process is not root:
+                        self.peak_rss = max(self.peak_rss, process.memory_info().rss / 2**20)
+                except self.psutil.Error:
+                    continue
+
+    def __enter__(self) -> ProcessSampler:
+        self.sample()
+        self.start = {name: dict(per) for name, per in self.cpu.items()}
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def cpu_seconds(self, name: str, *, own: bool) -> float:
+        """CPU used during the sampling by the root process (``own``) or by everything below it."""
+        root = self.roots[name]
+        return round(
+            sum(
+                value - self.start[name].get(pid, 0.0) for pid, value in self.cpu[name].items() if (pid == root) == own
+            ),
+            2,
+        )
+
+
+def run_day(stack, day, shop_ids: list[str]) -> tuple[dict, list[dict], float]:
+    """Trigger one run for these shops and day; return the run, its task instances and its seconds."""
+    conf = {"date": day.isoformat(), "shop_ids": shop_ids}
+    started = time.monotonic()
+    run_id = stack.api(
+        "POST", "/api/v2/dags/product_statistics_export/dagRuns", json={"logical_date": None, "conf": conf}
+    )["dag_run_id"]
+    run = stack.wait_for_run(run_id, timeout=RUN_TIMEOUT)
+    seconds = round(time.monotonic() - started, 1)
+    return run, stack.task_instances(run_id), seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from local_stack.airflow_stack import airflow_stack, metadata_database
+    from local_stack.services import Endpoints, create_bucket, postgres_server, s3_client, scratch_database
+
+    from include.statistics_export.keys import report_key
+
+    day = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    shops, kinds, fleet_ids, single_ids = build_fleet(args)
+    by_id = {s.domain.split(".")[0].replace("-", "_"): s for s in shops}
+    fleet_variants = sum(len(p.variants) for i in fleet_ids for p in by_id[i].products)
+    log(f"Fleet: {len(fleet_ids)} shops, {fleet_variants} variants, {len(kinds)} failing; single: {SINGLE_ID}")
+    report: dict[str, Any] = {}
+    with ExitStack() as stack:
+        home = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+        stack.callback(shutil.rmtree, home, True)
+        server = stack.enter_context(
+            postgres_server(os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL"))
+        )
+        app_db_url = stack.enter_context(scratch_database(server, prefix="fleet"))
+        seed_database(app_db_url, shops, kinds, day, args.events_per_variant)
+        services = stack.enter_context(running_stack(shops, args.shopify_latency, args.store_latency))
+        for shop_id, kind in kinds.items():
+            if kind == "revoked":
+                services.sandbox.call("revoke", by_id[shop_id].domain)
+        services.sandbox.call("bulk_behaviour", by_id[LARGE_ID].domain, 3)
+        services.sandbox.call("bulk_behaviour", by_id[SINGLE_ID].domain, 3)
+        create_bucket(services.moto.address, BUCKET)
+        s3 = s3_client(services.moto.address)
+        # What a production day finds: yesterday's report, naming the large shop's size (the fleet plan reads it).
+        yesterday = {
+            "perShop": {LARGE_ID: {"products": len(by_id[LARGE_ID].products), "variants": args.large_variants}}
+        }
+        s3.put_object(Bucket=BUCKET, Key=report_key(day - timedelta(days=1)), Body=json.dumps(yesterday).encode())
+        endpoints = Endpoints(app_db_url, services.store_endpoint, BUCKET, services.sandbox.address)
+        extra_env = {
+            "STATISTICS_EXPORT_START_DATE": datetime.now(timezone.utc).date().isoformat(),
+            "STATISTICS_EXPORT_BULK_POLL_SECONDS": "2",
+            "AIRFLOW__CORE__PARALLELISM": str(args.parallelism),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(args.parallelism),
+        }
+        metadata_url = stack.enter_context(metadata_database(server))
+        airflow = stack.enter_context(
+            airflow_stack(endpoints, home / "airflow-home", metadata_url, extra_env=extra_env)
+        )
+        airflow.unpause()
+        roots = {name: process.pid for name, process in airflow.processes.items() if name in ("scheduler",)}
+        with ProcessSampler(roots) as fleet_sample:
+            fleet_run, fleet_tis, fleet_seconds = run_day(airflow, day, fleet_ids)
+        log(f"Fleet run: {fleet_run['state']} in {fleet_seconds} s, {len(fleet_tis)} task instances")
+        # Read now: the single shop's run writes its own report under the same day's key.
+        fleet_report = json.loads(s3.get_object(Bucket=BUCKET, Key=report_key(day))["Body"].read())
+        with ProcessSampler(roots) as single_sample:
+            single_run, single_tis, single_seconds = run_day(airflow, day, single_ids)
+        log(f"Single-shop run: {single_run['state']} in {single_seconds} s, {len(single_tis)} task instances")
+
+        keys = set()
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="statistic-exports/shop_"):
+            keys.update(item["Key"] for item in page.get("Contents", ()))
+        healthy = [i for i in fleet_ids if i not in kinds]
+        missing = sum(
+            1
+            for shop_id in healthy
+            for p in by_id[shop_id].products
+            for v in p.variants
+            for ext in ("csv", "json")
+            if f"statistic-exports/{shop_id}/{p.id}/{v.id}/{day:%Y%m%d}.{ext}" not in keys
+        )
+        report = {
+            "shops": len(fleet_ids),
+            "variants": fleet_variants,
+            "task_instances": len(fleet_tis),
+            "seconds": fleet_seconds,
+            "single_shop_seconds": single_seconds,
+            "fleet_ratio": round(fleet_seconds / single_seconds, 3),
+            "scheduler_cpu_seconds": fleet_sample.cpu_seconds("scheduler", own=True),
+            "worker_cpu_seconds": fleet_sample.cpu_seconds("scheduler", own=False),
+            "peak_rss_mb": round(fleet_sample.peak_rss, 1),
+            "failed_shops_reported": len(set(fleet_report["failedShops"]) & set(kinds)),
+            "failed_shops_named_in_labels": failed_shops_named(fleet_tis, kinds),
+            "failed_shops_generated": len(kinds),
+            "files_missing_for_healthy_shops": missing,
+            "fleet_state": fleet_run["state"],
+            "single_state": single_run["state"],
+            "single_shop_task_instances": len(single_tis),
+            "single_shop_scheduler_cpu_seconds": single_sample.cpu_seconds("scheduler", own=True),
+            "single_shop_worker_cpu_seconds": single_sample.cpu_seconds("scheduler", own=False),
+            "parallelism": args.parallelism,
+        }
+    print(json.dumps(report))
+    return 0
+
+
+def failed_shops_named(task_instances: list[dict], kinds: dict[str, str]) -> int:
+    """Count the generated failing shops the labels of the run's failed task instances name."""
+    labels = " ".join(ti.get("rendered_map_index") or "" for ti in task_instances if ti["state"] == "failed")
+    return sum(1 for shop_id in kinds if shop_id.replace("_", "-") + ".myshopify.com" in labels)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
