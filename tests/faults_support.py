@@ -32,7 +32,7 @@ TIMESTAMP_COLUMNS = {"exportedAt", "backedUpAt", "contentHash"}
 
 
 def catalog():
-    """Four products: own and shared media, a product without images; 8 variants, 4 images, 20 objects."""
+    """Four products: own and shared media, a product without images; 8 variants, 4 images, 21 objects (with the Parquet part)."""
     return [
         product(1, variants=2, images=2, own_media={2: [102]}),
         product(2, variants=1, images=1),
@@ -175,7 +175,8 @@ def world_fixture(pg_server_url, app_db_url, s3_endpoint, bucket, sandbox, monke
         use_connections(monkeypatch, connection_env(reference))
         run_shop(SHOP)
         expected = snapshot(s3, reference_bucket, reference_url)
-    assert len(expected.objects) == 20 and len(expected.rows["StatisticsExport"]) == 8
+    # 8 variants x 2 files, 4 images, and the shop's day as one Parquet part.
+    assert len(expected.objects) == 21 and len(expected.rows["StatisticsExport"]) == 8
     with psycopg.connect(app_db_url) as db:
         seed(db, sandbox)
     with FaultProxy(s3_endpoint) as proxy:

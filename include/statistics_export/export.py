@@ -225,6 +225,18 @@ def export_parts(
     # Identical bytes are not written again: their objects keep LastModified and their rows stay as they are.
     changed = [(e, files) for e, files in zip(exports, rendered) if known.get(_natural_key(e)) != files.content_hash]
     written = upload_files(store, changed, pool)
+    # Each shop's Parquet part too, before any row: a committed row always has every file behind it.
+    for part, result in zip(parts, results):
+        if part.plan.whole_shop:
+            parquet = write_parquet_part(
+                store, [e for e in exports if e.shop_id == result.shop_id], part.plan.shop_id, day, part.plan.index,
+                part.plan.count,
+            )  # fmt: skip
+            result.parquet_key, result.parquet_written, result.parquet_totals = (
+                parquet.key,
+                parquet.written,
+                parquet.totals,
+            )
     try:
         write_shops_rows(conn, written, new_images)
     except Exception as exc:
@@ -238,17 +250,8 @@ def export_parts(
         _natural_key(e) for e, files in zip(exports, rendered) if known.get(_natural_key(e)) == files.content_hash
     }
     seconds = round((time.monotonic() - started) / len(parts), 3)  # a shared phase, shared out evenly
-    for part, result in zip(parts, results):
+    for result in results:
         mine = [(e, files) for e, files in zip(exports, rendered) if e.shop_id == result.shop_id]
-        if part.plan.whole_shop:
-            parquet = write_parquet_part(
-                store, [e for e, _ in mine], part.plan.shop_id, day, part.plan.index, part.plan.count
-            )
-            result.parquet_key, result.parquet_written, result.parquet_totals = (
-                parquet.key,
-                parquet.written,
-                parquet.totals,
-            )
         result.products = len({e.product.product_id for e, _ in mine})
         result.variants = len(mine)
         result.files = 2 * len(mine)

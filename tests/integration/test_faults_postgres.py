@@ -101,7 +101,7 @@ def test_rows_are_written_only_once_every_file_is_in_r2(world):
 
     world.run()
 
-    assert hook.errors == [] and len(seen_at_each_put) == 20
+    assert hook.errors == [] and len(seen_at_each_put) == 21
     # At every upload, nothing is committed and no upsert has even started.
     assert all(counts == NO_ROWS and locks == [] for counts, locks in seen_at_each_put)
     assert world.state() == world.expected

@@ -24,7 +24,7 @@ def test_slowdown_and_internal_errors_are_retried_and_the_export_completes(world
     world.run()
 
     assert (slowdown.applied, internal.applied) == (2, 1)
-    assert sum(puts_per_key(world.proxy).values()) == 20 + 3  # each failed PUT was sent once more
+    assert sum(puts_per_key(world.proxy).values()) == 21 + 3  # each failed PUT was sent once more
     assert world.state() == world.expected
 
 
