@@ -42,6 +42,10 @@ def test_flow_and_trigger_rules(dag):
         "resolve_export_day",
         "link_sessions",
         "list_active_shops",
+        "plan_fleet",
+        "shops_alone",
+        "packed_units",
+        "export_shop_unit",
         "shop.start_catalog_read",
         "shop.wait_for_catalog",
         "shop.plan_shop_batches",
@@ -60,6 +64,12 @@ def test_flow_and_trigger_rules(dag):
     for name in ("collect_batches", "reconcile", "report"):
         assert tasks[name].trigger_rule == "all_done"
     assert tasks["export_product_batch"].upstream_task_ids == {"collect_batches"}
+    # The fleet is planned once; shops alone go through the task group, small shops through packed units,
+    # and reconcile waits for the units (they hand their results over by XCom key, not as an argument).
+    assert tasks["shop.start_catalog_read"].upstream_task_ids == {"shops_alone"}
+    assert tasks["export_shop_unit"].upstream_task_ids == {"packed_units", "resolve_export_day"}
+    assert "export_shop_unit" in tasks["reconcile"].upstream_task_ids
+    assert tasks["export_shop_unit"].map_index_template == "{{ unit_label }}"
     # Staging is cleaned only after a day that fully succeeded (a cleared shop still needs it otherwise).
     assert tasks["clean_staging"].trigger_rule == "all_success"
     assert tasks["clean_staging"].upstream_task_ids == {"report", "resolve_export_day"}
