@@ -44,6 +44,27 @@ fragment VariantFields on ProductVariant {
 }
 """
 
+# A product with its first media and variants, as both full-product documents read it (their operation
+# defines $mediaFirst, $variantsFirst and $variantMediaFirst).
+_PRODUCT_FIELDS = """
+fragment ProductFields on Product {
+  id
+  legacyResourceId
+  title
+  handle
+  status
+  createdAt
+  media(first: $mediaFirst) {
+    pageInfo { hasNextPage endCursor }
+    nodes { ...MediaFields }
+  }
+  variants(first: $variantsFirst) {
+    pageInfo { hasNextPage endCursor }
+    nodes { ...VariantFields }
+  }
+}
+"""
+
 SHOP_QUERY = """
 query ShopInfo {
   shop { name myshopifyDomain currencyCode }
@@ -75,25 +96,11 @@ PRODUCTS_BY_ID_QUERY = (
     """
 query ProductsForExport($ids: [ID!]!, $mediaFirst: Int!, $variantsFirst: Int!, $variantMediaFirst: Int!) {
   nodes(ids: $ids) {
-    ... on Product {
-      id
-      legacyResourceId
-      title
-      handle
-      status
-      createdAt
-      media(first: $mediaFirst) {
-        pageInfo { hasNextPage endCursor }
-        nodes { ...MediaFields }
-      }
-      variants(first: $variantsFirst) {
-        pageInfo { hasNextPage endCursor }
-        nodes { ...VariantFields }
-      }
-    }
+    ...ProductFields
   }
 }
 """
+    + _PRODUCT_FIELDS
     + _VARIANT_FIELDS
     + _MEDIA_FIELDS
 )
@@ -113,25 +120,11 @@ query ShopCatalog($first: Int!, $after: String, $mediaFirst: Int!, $variantsFirs
   productsCount(limit: null) { count }
   products(first: $first, after: $after, sortKey: ID) {
     pageInfo { hasNextPage endCursor }
-    nodes {
-      id
-      legacyResourceId
-      title
-      handle
-      status
-      createdAt
-      media(first: $mediaFirst) {
-        pageInfo { hasNextPage endCursor }
-        nodes { ...MediaFields }
-      }
-      variants(first: $variantsFirst) {
-        pageInfo { hasNextPage endCursor }
-        nodes { ...VariantFields }
-      }
-    }
+    nodes { ...ProductFields }
   }
 }
 """
+    + _PRODUCT_FIELDS
     + _VARIANT_FIELDS
     + _MEDIA_FIELDS
 )
