@@ -2,14 +2,15 @@
 Daily export of Shopify product statistics: every variant of every product of every active shop.
 
 resolve the export day, link unlinked sessions to their shops (sessions.py), list the active shops
--> per shop (a mapped task group): start reading its catalog (a bulk operation for a large shop), wait for
-   it without holding a worker slot, cut it into batches of about 500 variants
--> collect the batches of all shops -> export each batch (mapped): metrics, images, files in R2, rows
--> reconcile each shop (files = rows = events = catalog) -> report the day (statistic-exports/_runs/),
-   with each shop's pixel health (checked beside the export) and the session links
--> clean the staged catalogs once the day succeeded.
+-> plan the fleet (fleet.py): large shops (or every shop of a small fleet) alone, small shops packed in units
+-> per shop alone (a mapped task group): start reading its catalog (a bulk operation for a large shop), wait
+   for it without holding a worker slot, cut it into batches of about 500 variants; then every batch of every
+   such shop (mapped): metrics, images, files in R2, rows
+-> per packed unit (mapped): each small shop read on its own in about one request, all exported together
+-> reconcile each shop (files = rows = events = catalog) -> report the day (keys.report_key), with each
+   shop's pixel health (checked beside the export) and the session links
+-> clean the staged catalogs once the day succeeded, and tell the asset.
 """
-
 from __future__ import annotations
 
 import logging
@@ -24,7 +25,6 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 from include.statistics_export import settings as export_settings
 from include.statistics_export import tasks
 from include.statistics_export.errors import ExportError, PermanentError
-from include.statistics_export.keys import EXPORTS_ASSET_NAME, EXPORTS_ASSET_URI
 from include.statistics_export.handoffs import (
     BatchPlan,
     BatchResult,
@@ -36,6 +36,7 @@ from include.statistics_export.handoffs import (
     ShopUnit,
     UnitResult,
 )
+from include.statistics_export.keys import EXPORTS_ASSET_NAME, EXPORTS_ASSET_URI
 from include.statistics_export.report import summarize_run, unfinished
 from include.statistics_export.utc import export_day, midnight
 
