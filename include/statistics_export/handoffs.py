@@ -122,6 +122,8 @@ class BatchResult(Handoff):
     file_totals: Totals = field(default_factory=Totals)
     seconds: float = 0.0
     graphql_cost: float = 0.0
+    # Per phase of the batch (catalog, metrics_sql, images, rendering, uploads, rows): [wall s, process CPU s].
+    phases: dict[str, list[float]] = field(default_factory=dict)
 
     def to_xcom(self) -> dict[str, Any]:
         return {**asdict(self), "file_totals": self.file_totals.document()}
