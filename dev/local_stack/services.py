@@ -221,14 +221,14 @@ def _stop_group(process: subprocess.Popen) -> None:
             process.wait()
 
 
-def s3_client(endpoint_url: str):
-    """Return a boto3 client for the local S3 server."""
+def s3_client(endpoint_url: str, key_id: str = S3_KEY_ID, secret: str = S3_SECRET):
+    """Return a boto3 client for the local S3 server (signing with the local key pair unless told otherwise)."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
         region_name=S3_REGION,
-        aws_access_key_id=S3_KEY_ID,
-        aws_secret_access_key=S3_SECRET,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
         config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
     )
 
@@ -240,9 +240,9 @@ def read_bucket(client, bucket: str):
             yield item["Key"], client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
 
 
-def create_bucket(endpoint_url: str, bucket: str) -> None:
+def create_bucket(endpoint_url: str, bucket: str, key_id: str = S3_KEY_ID, secret: str = S3_SECRET) -> None:
     """Create a bucket on the local S3 server (a no-op when it exists)."""
-    client = s3_client(endpoint_url)
+    client = s3_client(endpoint_url, key_id, secret)
     if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
         client.create_bucket(Bucket=bucket)
 
