@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from bench.floor import FLOOR_CONNECTIONS, image_floor, object_sizes, put_floor, throttle_floor
 from bench.ours import batch_pool, run_export
 from bench.query_plan import explain_metrics
-from bench.stack import STORES, running_stack
+from bench.stack import STORES, cpu_snapshot, running_stack
 from bench.world import SHOP_DOMAIN, SHOP_ID, build_world, seed_events, seed_shop
 
 BUCKET = "bench"
@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         puts_before = services.proxy.call("count", "PUT") if services.proxy else 0
 
         shop = ShopRef(SHOP_ID, SHOP_DOMAIN)
+        cpu_before = cpu_snapshot(services)
         ours = run_export(shop, day, settings, poll_interval=args.poll_interval, pool=pool)
+        cpu = {name: value - cpu_before[name] for name, value in cpu_snapshot(services).items()}
+        busy = cpu["machine_busy"] / cpu["machine_total"] if cpu["machine_total"] else 0.0
         shopify = services.sandbox.call("stats", SHOP_DOMAIN)
         sizes = object_sizes(services.store_address, BUCKET)
         # Without a proxy counting requests: one PUT per object written (a first run into an empty bucket).
@@ -112,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
             f"({cpu_per_1000:.2f} s per 1,000 variants)"
         )
         log("Batch phases, summed over batches, [wall s, CPU s]: " + json.dumps(ours.phases))
+        log(
+            f"CPU during our export: the store {cpu['store']:.1f} s, the sandbox {cpu['sandbox']:.1f} s, "
+            f"workers {ours.worker_cpu_seconds} s; the machine's cores {100 * busy:.0f}% busy (everyone's work)"
+        )
         if ours.variants != world.variants:
             raise SystemExit(f"the export wrote {ours.variants} variants, the shop has {world.variants}")
 
@@ -153,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mb": ours.peak_rss_mb,
             "worker_cpu_seconds_per_1000_variants": round(cpu_per_1000, 3),
             "worker_cpu_seconds": ours.worker_cpu_seconds,
-            "phases": {name: {"wall_s": wall, "cpu_s": cpu} for name, (wall, cpu) in ours.phases.items()},
+            "phases": {name: {"wall_s": wall, "cpu_s": spent} for name, (wall, spent) in ours.phases.items()},
+            "store_cpu_seconds": round(cpu["store"], 2),
+            "sandbox_cpu_seconds": round(cpu["sandbox"], 2),
+            "machine_cpu_busy": round(busy, 3),
             "graphql_cost": shopify["cost_charged"],
             "throttled": shopify["throttled"],
             "puts": puts,

@@ -42,6 +42,11 @@ class RemoteService:
         self._process.start()
         self.address = self._conn.recv()
 
+    @property
+    def pid(self) -> int | None:
+        """The child process's id (for its CPU figures)."""
+        return self._process.pid
+
     def call(self, method: str, *args: Any) -> Any:
         """Run ``method(*args)`` on the served object and return its result."""
         self._conn.send((method, args))
@@ -131,6 +136,7 @@ class Stack:
     store: str
     store_address: str
     proxy: RemoteService | None
+    moto_pid: int | None = None
 
     @property
     def store_endpoint(self) -> str:
@@ -149,16 +155,42 @@ def running_stack(shops, shopify_latency: float, store_latency: float, store: st
     with ExitStack() as stack:
         sandbox = RemoteService(SandboxService, shops, shopify_latency)
         stack.callback(sandbox.stop)
+        moto_pid = None
         if store == "seaweedfs":
             address = stack.enter_context(seaweedfs_server())
         elif store == "moto":
             moto = RemoteService(MotoService)
             stack.callback(moto.stop)
-            address = moto.address
+            address, moto_pid = moto.address, moto.pid
         else:
             raise ValueError(f"unknown store {store!r}: one of {STORES}")
         proxy = None
         if store_latency > 0:
             proxy = RemoteService(LatencyProxy, address, store_latency)
             stack.callback(proxy.stop)
-        yield Stack(sandbox, store, address, proxy)
+        yield Stack(sandbox, store, address, proxy, moto_pid)
+
+
+def cpu_snapshot(stack: Stack) -> dict[str, float]:
+    """Return CPU seconds (user + system) so far of the store and the sandbox processes, and of the machine.
+
+    ``machine_busy`` is every core's non-idle time (other users of the machine included); ``machine_total``
+    every core's time, idle included.
+    """
+    import psutil
+
+    def used(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    if stack.moto_pid:
+        store = used(psutil.Process(stack.moto_pid))
+    else:  # weed, a child of this process
+        store = sum(used(child) for child in psutil.Process().children(recursive=True) if child.name() == "weed")
+    machine = psutil.cpu_times()
+    return {
+        "store": store,
+        "sandbox": used(psutil.Process(stack.sandbox.pid)),
+        "machine_busy": machine.user + machine.nice + machine.system + machine.irq + machine.softirq + machine.steal,
+        "machine_total": sum(machine),
+    }

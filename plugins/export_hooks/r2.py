@@ -197,12 +197,7 @@ class R2Hook(S3Hook):
         except FileNotFoundError:  # obstore's NotFoundError is one
             raise FileNotFoundError(f"No object {key!r} in R2 bucket {self.bucket!r}") from None
         except ObstoreError as exc:
-            code, message, attempts = _answer_of(exc)
-            self._refuse_if_credentials(exc, code, f"reading {key!r}")
-            raise R2ReadError(
-                f"Reading {key!r} from R2 bucket {self.bucket!r} (connection {self.r2_conn_id!r}) failed "
-                f"after {attempts} attempt(s): {code}: {message}"
-            ) from None
+            raise self._failure(exc, key, writing=False) from None
         return io.BytesIO(memoryview(data))
 
     def keys_under(self, prefix: str) -> Iterator[str]:
@@ -240,19 +235,26 @@ class R2Hook(S3Hook):
         try:
             obstore.put(self.store, key, body, attributes={"Content-Type": content_type})
         except ObstoreError as exc:
-            # Raised "from None": obstore's text holds the error body, where S3 may echo the access key id.
-            code, message, attempts = _answer_of(exc)
-            self._refuse_if_credentials(exc, code, f"writing {key!r}")
-            raise R2WriteError(
-                f"Writing {key!r} to R2 bucket {self.bucket!r} (connection {self.r2_conn_id!r}) failed "
-                f"after {attempts} attempt(s): {code}: {message}"
-            ) from None
+            raise self._failure(exc, key, writing=True) from None
 
-    def _refuse_if_credentials(self, exc: ObstoreError, code: str, doing: str) -> None:
-        """Raise R2CredentialsError (and remember it) when R2 refused the connection's credentials."""
+    def _failure(self, exc: ObstoreError, key: str, *, writing: bool) -> ExportError:
+        """Return the error to raise for a request that failed after the client's retries.
+
+        :class:`R2CredentialsError` (remembered, so the hook's later writes fail without a request) when R2
+        refused the connection's credentials, else :class:`R2WriteError` / :class:`R2ReadError` naming the
+        key, the bucket, the connection, the attempts and R2's code. Raise it "from None": obstore's text
+        holds the error body, where S3 may echo the access key id.
+        """
+        code, message, attempts = _answer_of(exc)
+        verb, direction = ("Writing", "to") if writing else ("Reading", "from")
         if code in CREDENTIAL_ERRORS or isinstance(exc, (PermissionDeniedError, UnauthenticatedError)):
             self._refusal = (
                 f"R2 refused the credentials of connection {self.r2_conn_id!r} for bucket {self.bucket!r} "
-                f"({code}) {doing}: check the access key id and secret in the connection"
+                f"({code}) {verb.lower()} {key!r}: check the access key id and secret in the connection"
             )
-            raise R2CredentialsError(self._refusal) from None
+            return R2CredentialsError(self._refusal)
+        error = R2WriteError if writing else R2ReadError
+        return error(
+            f"{verb} {key!r} {direction} R2 bucket {self.bucket!r} (connection {self.r2_conn_id!r}) failed "
+            f"after {attempts} attempt(s): {code}: {message}"
+        )
