@@ -25,6 +25,8 @@ BUCKET = "bench"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Read the bench's options."""
+    from include.statistics_export.settings import Settings
+
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--variants", type=int, default=10_000, help="variants of the shop (default 10,000)")
     p.add_argument("--products", type=int, default=None, help="products (default: 30%% of the variants)")
@@ -41,7 +43,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "itself caps the store at about 560 requests/s)",
     )
     p.add_argument("--batch-parallelism", type=int, default=2, help="batch processes at a time (2: a 2-core worker)")
-    p.add_argument("--concurrency", type=int, default=8, help="threads per batch (STATISTICS_EXPORT_CONCURRENCY)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=Settings().concurrency,
+        help="threads per batch (STATISTICS_EXPORT_CONCURRENCY)",
+    )
     p.add_argument("--batch-variants", type=int, default=500, help="variants per batch")
     p.add_argument("--bulk-threshold", type=int, default=None, help="products from which bulk is used (default: ours)")
     p.add_argument("--bulk-polls", type=int, default=4, help="status polls before the sandbox's bulk query completes")
