@@ -49,7 +49,7 @@ _RETRIES = re.compile(r"\bretries: (\d+)")
 
 
 class R2WriteError(ExportError):
-    """An object could not be written to R2, after botocore's retries."""
+    """An object could not be written to R2, after the client's retries."""
 
 
 class R2ReadError(ExportError):
@@ -147,7 +147,7 @@ class R2Hook(S3Hook):
 
     @cached_property
     def client(self) -> Any:
-        """Return the one boto3 S3 client this hook uses for every object."""
+        """Return the boto3 S3 client: listing and deleting, off the hot path (see :attr:`store`)."""
         return self.get_conn()
 
     @cached_property
@@ -191,7 +191,10 @@ class R2Hook(S3Hook):
         )
 
     def open_object(self, key: str) -> BinaryIO:
-        """Return a stream of an object's bytes; raise FileNotFoundError naming the key when it is absent."""
+        """Return a stream of an object's bytes; raise FileNotFoundError naming the key when it is absent.
+
+        The object is read whole, in one GET: the staged catalogs are one batch each (a few hundred KB).
+        """
         try:
             data = obstore.get(self.store, key).bytes()
         except FileNotFoundError:  # obstore's NotFoundError is one
