@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             "floor_seconds": round(floor, 2),
             "overhead_ratio": round(ours.seconds / floor, 3),
             "peak_rss_mb": ours.peak_rss_mb,
+            "peak_rss_mb_by_tenth": ours.peak_rss_mb_by_tenth,
             "worker_cpu_seconds_per_1000_variants": round(cpu_per_1000, 3),
             "worker_cpu_seconds": ours.worker_cpu_seconds,
             "phases": {name: {"wall_s": wall, "cpu_s": spent} for name, (wall, spent) in ours.phases.items()},

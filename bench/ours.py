@@ -37,6 +37,8 @@ class ExportRun:
     worker_cpu_seconds: float = 0.0
     phases: dict[str, list[float]] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
+    # The workers' peak RSS after each tenth of the batches (in completion order): flat memory shows as a flat list.
+    peak_rss_mb_by_tenth: list[float] = field(default_factory=list)
     worker_start_rss_mb: float = 0.0
     first_batch: BatchPlan | None = None
 
@@ -110,8 +112,15 @@ def run_export(
         worker_cpu_seconds=round(cpu, 2),
         phases=summed_phases(results),
         peak_rss_mb=round(max(peaks, default=0.0), 1),
+        peak_rss_mb_by_tenth=by_tenth(peaks),
         first_batch=plan.batches[0] if plan.batches else None,
     )
+
+
+def by_tenth(peaks: list[float]) -> list[float]:
+    """Return the highest peak so far at the end of each tenth of ``peaks`` (fewer when there are fewer)."""
+    tenths = min(10, len(peaks))
+    return [round(max(peaks[: round(len(peaks) * (n + 1) / tenths)]), 1) for n in range(tenths)]
 
 
 def summed_phases(results: list[BatchResult]) -> dict[str, list[float]]:
