@@ -14,10 +14,10 @@ import time
 from contextlib import ExitStack
 from datetime import datetime, timedelta, timezone
 
-from bench.floor import object_sizes, put_floor, throttle_floor
+from bench.floor import FLOOR_CONNECTIONS, image_floor, object_sizes, put_floor, throttle_floor
 from bench.ours import batch_pool, run_export
 from bench.query_plan import explain_metrics
-from bench.stack import running_stack
+from bench.stack import STORES, cpu_snapshot, running_stack
 from bench.world import SHOP_DOMAIN, SHOP_ID, build_world, seed_events, seed_shop
 
 BUCKET = "bench"
@@ -25,14 +25,30 @@ BUCKET = "bench"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Read the bench's options."""
+    from include.statistics_export.settings import Settings
+
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--variants", type=int, default=10_000, help="variants of the shop (default 10,000)")
     p.add_argument("--products", type=int, default=None, help="products (default: 30%% of the variants)")
     p.add_argument("--events", type=int, default=1_000_000, help="events over 30 days (default 1,000,000)")
     p.add_argument("--shopify-latency", type=float, default=0.05, help="seconds the sandbox adds to every answer")
-    p.add_argument("--store-latency", type=float, default=0.04, help="seconds the proxy adds to every S3 request")
+    p.add_argument(
+        "--store", choices=STORES, default="seaweedfs", help="the S3 server (default seaweedfs; moto as before)"
+    )
+    p.add_argument(
+        "--store-latency",
+        type=float,
+        default=0.0,
+        help="seconds a proxy in front of the store adds to every request (default 0: no proxy; the Python proxy "
+        "itself caps the store at about 560 requests/s)",
+    )
     p.add_argument("--batch-parallelism", type=int, default=2, help="batch processes at a time (2: a 2-core worker)")
-    p.add_argument("--concurrency", type=int, default=8, help="threads per batch (STATISTICS_EXPORT_CONCURRENCY)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=Settings().concurrency,
+        help="threads per batch (STATISTICS_EXPORT_CONCURRENCY)",
+    )
     p.add_argument("--batch-variants", type=int, default=500, help="variants per batch")
     p.add_argument("--bulk-threshold", type=int, default=None, help="products from which bulk is used (default: ours)")
     p.add_argument("--bulk-polls", type=int, default=4, help="status polls before the sandbox's bulk query completes")
@@ -76,34 +92,52 @@ def main(argv: list[str] | None = None) -> int:
             seed_shop(conn, world)
             seed_events(conn, world, args.events, args.seed)
         log(f"Seeded the app database in {time.monotonic() - started:.1f} s")
-        services = stack.enter_context(running_stack([world.shop], args.shopify_latency, args.store_latency))
-        create_bucket(services.moto.address, BUCKET)
+        services = stack.enter_context(
+            running_stack([world.shop], args.shopify_latency, args.store_latency, args.store)
+        )
+        create_bucket(services.store_address, BUCKET)
         endpoints = Endpoints(app_db_url, services.store_endpoint, BUCKET, services.sandbox.address)
         os.environ.update(connection_env(endpoints))
         services.sandbox.call("bulk_behaviour", SHOP_DOMAIN, args.bulk_polls)
         pool, start_rss = batch_pool(args.batch_parallelism)
         stack.callback(pool.shutdown)
         services.sandbox.call("reset_stats")
-        puts_before = services.proxy.call("count", "PUT")
+        puts_before = services.proxy.call("count", "PUT") if services.proxy else 0
 
         shop = ShopRef(SHOP_ID, SHOP_DOMAIN)
+        cpu_before = cpu_snapshot(services)
         ours = run_export(shop, day, settings, poll_interval=args.poll_interval, pool=pool)
+        cpu = {name: value - cpu_before[name] for name, value in cpu_snapshot(services).items()}
+        busy = cpu["machine_busy"] / cpu["machine_total"] if cpu["machine_total"] else 0.0
         shopify = services.sandbox.call("stats", SHOP_DOMAIN)
-        puts = services.proxy.call("count", "PUT") - puts_before
+        sizes = object_sizes(services.store_address, BUCKET)
+        # Without a proxy counting requests: one PUT per object written (a first run into an empty bucket).
+        puts = services.proxy.call("count", "PUT") - puts_before if services.proxy else len(sizes)
+        cpu_per_1000 = 1000 * ours.worker_cpu_seconds / max(1, ours.variants)
         log(
             f"Our export: {ours.seconds} s ({ours.mode}, {ours.batches} batches, planning {ours.plan_seconds} s "
             f"of which bulk wait {ours.bulk_wait_seconds} s), {puts} PUTs, cost {shopify['cost_charged']}, "
             f"throttled {shopify['throttled']}, {shopify['cdn_requests']} image downloads, "
-            f"batch peak RSS {ours.peak_rss_mb} MB"
+            f"batch peak RSS {ours.peak_rss_mb} MB, worker CPU {ours.worker_cpu_seconds} s "
+            f"({cpu_per_1000:.2f} s per 1,000 variants)"
+        )
+        log("Batch phases, summed over batches, [wall s, CPU s]: " + json.dumps(ours.phases))
+        log(
+            f"CPU during our export: the store {cpu['store']:.1f} s, the sandbox {cpu['sandbox']:.1f} s, "
+            f"workers {ours.worker_cpu_seconds} s; the machine's cores {100 * busy:.0f}% busy (everyone's work)"
         )
         if ours.variants != world.variants:
             raise SystemExit(f"the export wrote {ours.variants} variants, the shop has {world.variants}")
 
-        sizes = object_sizes(services.moto.address, BUCKET)
-        floor_puts = put_floor(services.store_endpoint, BUCKET, sizes)
+        floor_puts = put_floor(sizes)
         floor_throttle = throttle_floor(shopify["cost_charged"], world.shop.restore_rate)
-        floor = max(floor_puts, floor_throttle)
-        log(f"Floor: {len(sizes)} PUTs with 64 connections in {floor_puts:.2f} s; throttle {floor_throttle:.2f} s")
+        floor_images, image_bytes = image_floor(app_db_url, SHOP_ID, args.batch_parallelism * args.concurrency)
+        floor = max(floor_puts, floor_throttle, floor_images)
+        log(
+            f"Floor: {len(sizes)} PUTs through obstore, {FLOOR_CONNECTIONS} in flight, in {floor_puts:.2f} s; "
+            f"throttle {floor_throttle:.2f} s; {ours.images} images ({image_bytes} bytes) downloaded again with "
+            f"{args.batch_parallelism * args.concurrency} threads in {floor_images:.2f} s"
+        )
 
         plan = explain_metrics(app_db_url, SHOP_ID, [str(v) for v in world.variant_ids[: args.batch_variants]], day)
         log(f"Metrics query, {plan['variants']} variants: {plan['warm_ms']} ms warm ({plan['cold_ms']} ms cold)")
@@ -123,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         report = {
+            "store": args.store,
             "variants": world.variants,
             "seconds": ours.seconds,
             "baseline_seconds": round(baseline_seconds, 1),
@@ -130,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
             "floor_seconds": round(floor, 2),
             "overhead_ratio": round(ours.seconds / floor, 3),
             "peak_rss_mb": ours.peak_rss_mb,
+            "peak_rss_mb_by_tenth": ours.peak_rss_mb_by_tenth,
+            "worker_cpu_seconds_per_1000_variants": round(cpu_per_1000, 3),
+            "worker_cpu_seconds": ours.worker_cpu_seconds,
+            "phases": {name: {"wall_s": wall, "cpu_s": spent} for name, (wall, spent) in ours.phases.items()},
+            "store_cpu_seconds": round(cpu["store"], 2),
+            "sandbox_cpu_seconds": round(cpu["sandbox"], 2),
+            "machine_cpu_busy": round(busy, 3),
             "graphql_cost": shopify["cost_charged"],
             "throttled": shopify["throttled"],
             "puts": puts,
@@ -147,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             "objects_written": len(sizes),
             "floor_put_seconds": round(floor_puts, 2),
             "floor_throttle_seconds": round(floor_throttle, 2),
+            "floor_image_seconds": round(floor_images, 2),
+            "floor_image_bytes": image_bytes,
             "worker_start_rss_mb": start_rss,
             "metrics_query_ms": plan["warm_ms"],
             "metrics_query_cold_ms": plan["cold_ms"],

@@ -65,7 +65,7 @@ def measure(products: int, args, day: date, server_url: str) -> dict:
         with psycopg.connect(app_db_url) as conn:
             seed_shop(conn, world)
         services = stack.enter_context(running_stack([world.shop], args.shopify_latency, args.store_latency))
-        create_bucket(services.moto.address, BUCKET)
+        create_bucket(services.store_address, BUCKET)
         os.environ.update(
             connection_env(Endpoints(app_db_url, services.store_endpoint, BUCKET, services.sandbox.address))
         )

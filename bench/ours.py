@@ -34,27 +34,57 @@ class ExportRun:
     plan_seconds: float
     bulk_wait_seconds: float
     batch_seconds: list[float] = field(default_factory=list)
+    worker_cpu_seconds: float = 0.0
+    phases: dict[str, list[float]] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
+    # The workers' peak RSS after each tenth of the batches (in completion order): flat memory shows as a flat list.
+    peak_rss_mb_by_tenth: list[float] = field(default_factory=list)
     worker_start_rss_mb: float = 0.0
     first_batch: BatchPlan | None = None
 
 
-def _worker_ready() -> float:
-    """Import the export code in a fresh worker (as a warm Airflow worker has) and return its RSS in MB."""
-    from include.statistics_export import tasks  # noqa: F401
+def peak_rss_mb() -> float:
+    """Return this process's own peak RSS in MB: ``VmHWM`` of /proc/self/status where there is one.
 
+    Not ``getrusage``'s ``ru_maxrss``: Linux carries it across exec, so a spawned worker starts with the peak
+    of the fork it was exec'd from, i.e. the bench process's RSS at that moment (201.6 MB at 100,000 variants,
+    the world being in memory), whatever the worker itself uses.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / MB  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MB
 
 
-def _run_batch(batch: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], float]:
-    """Export one batch in a worker process; return its result and the worker's peak RSS so far in MB.
+def _worker_ready() -> float:
+    """Import the export code in a fresh worker (as a warm Airflow worker has) and return its peak RSS in MB."""
+    from include.statistics_export import tasks  # noqa: F401
+
+    return peak_rss_mb()
+
+
+def _cpu_seconds() -> float:
+    """Return this process's CPU seconds so far, user plus system, every thread."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run_batch(batch: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], float, float]:
+    """Export one batch in a worker process; return its result, the worker's peak RSS so far in MB and the
+    CPU seconds the batch cost the worker (user plus system, all its threads).
 
     The plan and the result cross the process boundary as the dicts an XCom carries, as in the DAG.
     """
     from include.statistics_export.tasks import export_product_batch
 
+    cpu = _cpu_seconds()
     result = export_product_batch(BatchPlan.from_xcom(batch), settings)
-    return result.to_xcom(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MB
+    cpu = _cpu_seconds() - cpu
+    return result.to_xcom(), peak_rss_mb(), cpu
 
 
 def run_export(
@@ -78,11 +108,12 @@ def run_export(
     plan = tasks.plan_shop_batches(ready, day, settings)
     plan_seconds = time.monotonic() - started
     futures = [pool.submit(_run_batch, batch.to_xcom(), settings) for batch in plan.batches]
-    results, peaks = [], []
+    results, peaks, cpu = [], [], 0.0
     for future in as_completed(futures):
-        result, peak = future.result()
+        result, peak, batch_cpu = future.result()
         results.append(BatchResult.from_xcom(result))
         peaks.append(peak)
+        cpu += batch_cpu
     seconds = time.monotonic() - started
     results.sort(key=lambda r: r.batch)
     return ExportRun(
@@ -95,9 +126,29 @@ def run_export(
         plan_seconds=round(plan_seconds, 2),
         bulk_wait_seconds=round(bulk_wait, 2) if ready.mode == "bulk" else 0.0,
         batch_seconds=[r.seconds for r in results],
+        worker_cpu_seconds=round(cpu, 2),
+        phases=summed_phases(results),
         peak_rss_mb=round(max(peaks, default=0.0), 1),
+        peak_rss_mb_by_tenth=by_tenth(peaks),
         first_batch=plan.batches[0] if plan.batches else None,
     )
+
+
+def by_tenth(peaks: list[float]) -> list[float]:
+    """Return the highest peak so far at the end of each tenth of ``peaks`` (fewer when there are fewer)."""
+    tenths = min(10, len(peaks))
+    return [round(max(peaks[: round(len(peaks) * (n + 1) / tenths)]), 1) for n in range(tenths)]
+
+
+def summed_phases(results: list[BatchResult]) -> dict[str, list[float]]:
+    """Return each phase's wall and CPU seconds summed over the batches (both sum over parallel batches)."""
+    phases: dict[str, list[float]] = {}
+    for result in results:
+        for name, (wall, cpu) in result.phases.items():
+            spent = phases.setdefault(name, [0.0, 0.0])
+            spent[0] += wall
+            spent[1] += cpu
+    return {name: [round(wall, 2), round(cpu, 2)] for name, (wall, cpu) in phases.items()}
 
 
 def batch_pool(batch_parallelism: int) -> tuple[ProcessPoolExecutor, float]:

@@ -1,6 +1,8 @@
 """The bench's servers, each in its own process so the export's GIL does not slow them (nor theirs the export).
 
 A served object lives in a child process; the parent calls its methods over a pipe (``RemoteService.call``).
+The store is SeaweedFS (``weed mini``, a Go process of its own) or, with ``--store moto``, moto as before;
+with a store latency, the project's fault proxy sits in front of it adding that latency to every request.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ class RemoteService:
         self._process = SPAWN.Process(target=_serve, args=(factory, args, child), daemon=True)
         self._process.start()
         self.address = self._conn.recv()
+
+    @property
+    def pid(self) -> int | None:
+        """The child process's id (for its CPU figures)."""
+        return self._process.pid
 
     def call(self, method: str, *args: Any) -> Any:
         """Run ``method(*args)`` on the served object and return its result."""
@@ -109,7 +116,7 @@ class MotoService:
 
 
 class LatencyProxy:
-    """The project's FaultProxy in front of moto, adding a fixed latency to every request (R2 from a cloud worker)."""
+    """The project's FaultProxy in front of the store, adding a fixed latency to every request (R2 from a cloud worker)."""
 
     def __init__(self, upstream: str, latency: float) -> None:
         from local_stack.fault_proxy import FaultProxy
@@ -126,25 +133,67 @@ class LatencyProxy:
 
 @dataclass
 class Stack:
-    """The running servers: the sandbox, moto, and the latency proxy clients use instead of moto."""
+    """The running servers: the sandbox, the store, and the latency proxy in front of it (None: no latency)."""
 
     sandbox: RemoteService
-    moto: RemoteService
-    proxy: RemoteService
+    store: str
+    store_address: str
+    proxy: RemoteService | None
+    moto_pid: int | None = None
 
     @property
     def store_endpoint(self) -> str:
-        return self.proxy.address
+        """Where the clients write: the proxy when there is one, else the store itself."""
+        return self.proxy.address if self.proxy else self.store_address
+
+
+STORES = ("seaweedfs", "moto")
 
 
 @contextmanager
-def running_stack(shops, shopify_latency: float, store_latency: float) -> Iterator[Stack]:
-    """Start the three servers in their own processes and stop them all at the end."""
+def running_stack(shops, shopify_latency: float, store_latency: float, store: str = "seaweedfs") -> Iterator[Stack]:
+    """Start the sandbox, the store and (with a store latency) the proxy in their own processes; stop all at the end."""
+    from local_stack.services import seaweedfs_server
+
     with ExitStack() as stack:
         sandbox = RemoteService(SandboxService, shops, shopify_latency)
         stack.callback(sandbox.stop)
-        moto = RemoteService(MotoService)
-        stack.callback(moto.stop)
-        proxy = RemoteService(LatencyProxy, moto.address, store_latency)
-        stack.callback(proxy.stop)
-        yield Stack(sandbox, moto, proxy)
+        moto_pid = None
+        if store == "seaweedfs":
+            address = stack.enter_context(seaweedfs_server())
+        elif store == "moto":
+            moto = RemoteService(MotoService)
+            stack.callback(moto.stop)
+            address, moto_pid = moto.address, moto.pid
+        else:
+            raise ValueError(f"unknown store {store!r}: one of {STORES}")
+        proxy = None
+        if store_latency > 0:
+            proxy = RemoteService(LatencyProxy, address, store_latency)
+            stack.callback(proxy.stop)
+        yield Stack(sandbox, store, address, proxy, moto_pid)
+
+
+def cpu_snapshot(stack: Stack) -> dict[str, float]:
+    """Return CPU seconds (user + system) so far of the store and the sandbox processes, and of the machine.
+
+    ``machine_busy`` is every core's non-idle time (other users of the machine included); ``machine_total``
+    every core's time, idle included.
+    """
+    import psutil
+
+    def used(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system + times.children_user + times.children_system
+
+    if stack.moto_pid:
+        store = used(psutil.Process(stack.moto_pid))
+    else:  # weed, a child of this process
+        store = sum(used(child) for child in psutil.Process().children(recursive=True) if child.name() == "weed")
+    machine = psutil.cpu_times()
+    return {
+        "store": store,
+        "sandbox": used(psutil.Process(stack.sandbox.pid)),
+        "machine_busy": machine.user + machine.nice + machine.system + machine.irq + machine.softirq + machine.steal,
+        "machine_total": sum(machine),
+    }

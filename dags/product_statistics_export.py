@@ -11,6 +11,7 @@ resolve the export day, link unlinked sessions to their shops (sessions.py), lis
    shop's pixel health (checked beside the export) and the session links
 -> clean the staged catalogs once the day succeeded, and tell the asset.
 """
+
 from __future__ import annotations
 
 import logging

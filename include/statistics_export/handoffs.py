@@ -131,6 +131,8 @@ class BatchResult(Handoff):
     parquet_key: str | None = None
     parquet_written: bool = False
     parquet_totals: Totals | None = None
+    # Per phase of the batch (catalog, metrics_sql, images, rendering, uploads, rows): [wall s, process CPU s].
+    phases: dict[str, list[float]] = field(default_factory=dict)
 
     def to_xcom(self) -> dict[str, Any]:
         parquet = self.parquet_totals.document() if self.parquet_totals is not None else None

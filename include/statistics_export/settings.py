@@ -80,7 +80,7 @@ BATCH_VARIANTS = Setting(
     "target variants per batch (a product is never split)",
 )  # fmt: skip
 CONCURRENCY = Setting(
-    "STATISTICS_EXPORT_CONCURRENCY", "8", _positive_int, "a whole number above 0",
+    "STATISTICS_EXPORT_CONCURRENCY", "16", _positive_int, "a whole number above 0",
     "threads (and pooled HTTP connections) per batch for image copies and uploads",
 )  # fmt: skip
 BULK_THRESHOLD = Setting(

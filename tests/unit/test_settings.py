@@ -16,7 +16,7 @@ def test_the_defaults_are_the_documented_ones():
     assert settings.Settings() == settings.Settings(
         start_date=date(2026, 11, 1),
         batch_variants=500,
-        concurrency=8,
+        concurrency=16,
         bulk_threshold=150,
         bulk_poll_seconds=30.0,
         image_max_bytes=20 * 1024 * 1024,

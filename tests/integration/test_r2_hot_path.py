@@ -1,0 +1,89 @@
+"""The R2 hook's hot path (obstore): built from the r2_default connection, what it sends on the wire, reads back.
+
+Its faults (retries, timeouts, dropped connections, bad credentials, a cut batch) are test_faults_r2.py's,
+run through this very path.
+"""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from export_hooks.r2 import R2Hook
+from local_stack.services import Endpoints, connection_env, s3_client
+
+FORBIDDEN_HEADER_PREFIXES = ("x-amz-checksum-", "x-amz-sdk-checksum", "x-amz-acl", "x-amz-tagging", "x-amz-server-side")
+
+
+def use_r2(monkeypatch, endpoint: str, bucket: str, **extra) -> None:
+    """Point r2_default at ``endpoint``/``bucket`` with the local key pair, plus more extra."""
+    env = connection_env(Endpoints("postgresql://unused/unused", endpoint, bucket, "http://unused/{shop}"))
+    r2 = json.loads(env["AIRFLOW_CONN_R2_DEFAULT"])
+    r2["extra"].update(extra)
+    monkeypatch.setenv("AIRFLOW_CONN_R2_DEFAULT", json.dumps(r2))
+
+
+@pytest.mark.parametrize("scheme", ["https", "http"])
+def test_the_client_is_built_from_the_connection_and_allows_http_only_for_an_http_endpoint(monkeypatch, scheme):
+    config_kwargs = {"retries": {"mode": "standard", "max_attempts": 4}, "read_timeout": 7, "connect_timeout": 3}
+    use_r2(monkeypatch, f"{scheme}://acct.r2.example.test", "stats", region_name="auto", config_kwargs=config_kwargs)
+
+    store = R2Hook(max_pool_connections=12).store
+
+    assert store.config["bucket"] == "stats" and store.config["region"] == "auto"
+    assert store.config["endpoint"] == f"{scheme}://acct.r2.example.test"
+    assert store.config["access_key_id"] == "local-access-key-id"
+    assert "checksum_algorithm" not in store.config  # no checksum header R2 could reject
+    assert store.retry_config["max_retries"] == 4  # botocore's max_attempts counts the retries
+    options = store.client_options
+    assert (options["read_timeout"], options["connect_timeout"]) == ("7s", "3s")  # obstore reports them as text
+    assert options["pool_max_idle_per_host"] == "12"
+    assert options.get("allow_http", "false") == ("true" if scheme == "http" else "false")
+    assert "local-secret-access-key" not in repr(store)
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    seen: list = []
+
+    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        pass
+
+    def do_PUT(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(200)
+        self.send_header("ETag", '"0"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_a_put_sends_its_content_type_signed_and_no_checksum_acl_tagging_or_encryption_header(monkeypatch):
+    _Recorder.seen = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        use_r2(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}", "stats")
+        R2Hook().put_object("statistic-exports/s/1/2/20261121.csv", b"a,b\n1,2\n", "text/csv; charset=utf-8")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    [(path, headers, body)] = _Recorder.seen
+    assert path == "/stats/statistic-exports/s/1/2/20261121.csv" and body == b"a,b\n1,2\n"
+    assert headers["content-type"] == "text/csv; charset=utf-8"
+    assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=local-access-key-id/")
+    assert [name for name in headers if name.startswith(FORBIDDEN_HEADER_PREFIXES)] == []
+
+
+def test_objects_written_read_back_and_a_missing_one_is_named(monkeypatch, s3_endpoint, bucket):
+    use_r2(monkeypatch, s3_endpoint, bucket)
+    hook = R2Hook()
+    hook.put_object("a/b.json", b'{"x": 1}', "application/json")
+
+    assert hook.open_object("a/b.json").read() == b'{"x": 1}'
+    head = s3_client(s3_endpoint).head_object(Bucket=bucket, Key="a/b.json")
+    assert head["ContentType"] == "application/json"
+    with pytest.raises(FileNotFoundError, match="'a/missing.json'"):
+        hook.open_object("a/missing.json")
