@@ -131,7 +131,7 @@ class BatchResult(Handoff):
     parquet_key: str | None = None
     parquet_written: bool = False
     parquet_totals: Totals | None = None
-    # Per phase of the batch (catalog, metrics_sql, images, rendering, uploads, rows): [wall s, process CPU s].
+    # Per phase of the batch (catalog, metrics_sql, images, rendering, uploads, parquet, rows): [wall s, CPU s].
     phases: dict[str, list[float]] = field(default_factory=dict)
 
     def to_xcom(self) -> dict[str, Any]:
