@@ -5,7 +5,7 @@ one large shop on the bulk path, ``--failing`` of them failing (half with a revo
 linked session), one image per product, a few events per variant. The single shop: one shop with as many
 variants as the fleet. Both are exported for the same day, one run each, by the same LocalExecutor stack
 (scheduler, dag-processor, api-server; metadata on PostgreSQL), with the sandbox throttling every shop like
-Shopify's Standard plan and the store behind the bench's latency proxy. The last line is one JSON object.
+Shopify's Standard plan, on the bench's store (SeaweedFS by default). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--failing", type=float, default=0.03, help="share of the fleet's shops that fail")
     parser.add_argument("--events-per-variant", type=int, default=2)
     parser.add_argument("--shopify-latency", type=float, default=0.05)
-    parser.add_argument("--store-latency", type=float, default=0.04)
+    parser.add_argument("--store", choices=("seaweedfs", "moto"), default="seaweedfs", help="the local S3 server")
+    parser.add_argument("--store-latency", type=float, default=0.0, help="added per store request (as make bench)")
     parser.add_argument("--parallelism", type=int, default=4, help="Airflow parallelism for this 2-core machine")
     parser.add_argument("--seed", type=int, default=7)
     return parser.parse_args(argv)
@@ -216,14 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         app_db_url = stack.enter_context(scratch_database(server, prefix="fleet"))
         seed_database(app_db_url, shops, kinds, day, args.events_per_variant)
-        services = stack.enter_context(running_stack(shops, args.shopify_latency, args.store_latency))
+        services = stack.enter_context(running_stack(shops, args.shopify_latency, args.store_latency, args.store))
         for shop_id, kind in kinds.items():
             if kind == "revoked":
                 services.sandbox.call("revoke", by_id[shop_id].domain)
         services.sandbox.call("bulk_behaviour", by_id[LARGE_ID].domain, 3)
         services.sandbox.call("bulk_behaviour", by_id[SINGLE_ID].domain, 3)
-        create_bucket(services.moto.address, BUCKET)
-        s3 = s3_client(services.moto.address)
+        create_bucket(services.store_address, BUCKET)
+        s3 = s3_client(services.store_address)
         # What a production day finds: yesterday's report, naming the large shop's size (the fleet plan reads it).
         yesterday = {
             "perShop": {LARGE_ID: {"products": len(by_id[LARGE_ID].products), "variants": args.large_variants}}
@@ -283,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             "single_shop_scheduler_cpu_seconds": single_sample.cpu_seconds("scheduler", own=True),
             "single_shop_worker_cpu_seconds": single_sample.cpu_seconds("scheduler", own=False),
             "parallelism": args.parallelism,
+            "store": args.store,
+            "store_latency": args.store_latency,
         }
     print(json.dumps(report))
     return 0
