@@ -25,7 +25,7 @@ from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE
 from include.statistics_export.formats import RenderedFiles, VariantExport, WrittenFiles, render_files
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopRef
 from include.statistics_export.ids import gid
-from include.statistics_export.images import ImageFetch, backup_images, image_owners, shops_existing_backups
+from include.statistics_export.images import ImageFetch, image_owners, shops_existing_backups, start_image_backups
 from include.statistics_export.keys import export_key, staged_batch_key
 from include.statistics_export.metrics import ZERO, shops_variant_metrics
 from include.statistics_export.parquet import write_parquet_part
@@ -220,16 +220,29 @@ def export_parts(
         owners = {part.plan.shop_id: image_owners(part.products) for part in parts}
         already = shops_existing_backups(conn, [(s, gid) for s, found in owners.items() for gid in found])
 
+        # Every shop's copies are started before any is awaited: a unit's small shops copy concurrently.
+        reused = {
+            part.plan.shop_id: {gid: b for (s, gid), b in already.items() if s == part.plan.shop_id} for part in parts
+        }
+        pending = [
+            start_image_backups(
+                part.plan.shop_id,
+                owners[part.plan.shop_id],
+                reused[part.plan.shop_id],
+                fetch_image,
+                store.put_object,
+                store.object_url,
+                pool,
+            )
+            for part in parts
+        ]
     results, exports, new_images = [], [], []
-    for part in parts:
+    for part, collect in zip(parts, pending):
         plan = part.plan
         result = BatchResult(shop_id=plan.shop_id, shop_domain=plan.shop_domain, batch=plan.index)
         result.missing_products = list(part.missing)
-        reused = {gid: b for (shop_id, gid), b in already.items() if shop_id == plan.shop_id}
         with clock.phase("images"):
-            backups, shop_new_images, result.image_failures = backup_images(
-                plan.shop_id, owners[plan.shop_id], reused, fetch_image, store.put_object, store.object_url, pool
-            )
+            backups, shop_new_images, result.image_failures = collect()
         for failure in result.image_failures:
             log.warning("Shop %s: image not backed up (tried again next run): %s", plan.shop_id, failure)
         new_images += [(plan.shop_id, owner, backup) for owner, backup in shop_new_images]
@@ -247,7 +260,7 @@ def export_parts(
             for product in part.products
             for variant in product.variants
         ]
-        result.images_backed_up, result.images_reused = len(shop_new_images), len(reused)
+        result.images_backed_up, result.images_reused = len(shop_new_images), len(reused[plan.shop_id])
         result.images_failed = len(result.image_failures)
         results.append(result)
 
@@ -262,16 +275,28 @@ def export_parts(
         written = upload_files(store, changed, pool)
     # Each shop's Parquet part too, before any row: a committed row always has every file behind it.
     with clock.phase("parquet"):
-        for part, result in zip(parts, results):
-            if not part.plan.whole_shop:
-                continue
-            shop_exports = [e for e in exports if e.shop_id == result.shop_id]
-            parquet = write_parquet_part(store, shop_exports, part.plan.shop_id, day, part.plan.index, part.plan.count)
-            result.parquet_key, result.parquet_written, result.parquet_totals = (
-                parquet.key,
-                parquet.written,
-                parquet.totals,
+        # One part per shop: a packed unit's shops write theirs concurrently (each is a GET, a LIST and a PUT).
+        writes = {
+            result.shop_id: pool.submit(
+                write_parquet_part,
+                store,
+                [e for e in exports if e.shop_id == result.shop_id],
+                part.plan.shop_id,
+                day,
+                part.plan.index,
+                part.plan.count,
             )
+            for part, result in zip(parts, results)
+            if part.plan.whole_shop
+        }
+        for result in results:
+            if result.shop_id in writes:
+                parquet = writes[result.shop_id].result()
+                result.parquet_key, result.parquet_written, result.parquet_totals = (
+                    parquet.key,
+                    parquet.written,
+                    parquet.totals,
+                )
     with clock.phase("rows"):
         try:
             write_shops_rows(conn, written, new_images)

@@ -191,6 +191,9 @@ def _download_once(session: requests.Session, url: str, max_bytes: int, timeout:
         return body, content_type
 
 
+BackupOutcome = tuple[dict[str, ImageBackup], list[tuple[ImageOwner, ImageBackup]], list[str]]
+
+
 def backup_images(
     shop_id: str,
     owners: dict[str, ImageOwner],
@@ -199,12 +202,26 @@ def backup_images(
     put: Callable[[str, bytes, str], None],
     object_url: Callable[[str], str],
     pool: ThreadPoolExecutor,
-) -> tuple[dict[str, ImageBackup], list[tuple[ImageOwner, ImageBackup]], list[str]]:
+) -> BackupOutcome:
     """Copy the images not yet in R2, concurrently on ``pool``.
 
     Returns every image's backup (old or new), the new backups to record, and one message per
     image that could not be copied (those keep null R2 fields and are tried again next run).
     """
+    return start_image_backups(shop_id, owners, already, fetch, put, object_url, pool)()
+
+
+def start_image_backups(
+    shop_id: str,
+    owners: dict[str, ImageOwner],
+    already: dict[str, ImageBackup],
+    fetch: ImageFetch,
+    put: Callable[[str, bytes, str], None],
+    object_url: Callable[[str], str],
+    pool: ThreadPoolExecutor,
+) -> Callable[[], BackupOutcome]:
+    """Start copying the images not yet in R2 on ``pool`` and return what collects the outcome
+    (several shops' copies can then run at once)."""
     # The Shopify URL shown is today's; the R2 copy is the one made when the image was first seen.
     backups = {
         gid: replace(already[gid], shopify_url=owner.image.url) for gid, owner in owners.items() if gid in already
@@ -217,14 +234,19 @@ def backup_images(
         put(key, data, content_type)
         return ImageBackup(owner.image.media_gid, owner.image.url, key, object_url(key), now_ms())
 
-    new, failures = [], []
-    for owner, future in [(owner, pool.submit(copy, owner)) for owner in todo]:
-        try:
-            backup = future.result()
-        except ImageDownloadError as exc:
-            failures.append(f"shop {shop_id} product {owner.product_id} image {owner.image.media_gid}: {exc}")
-            backup = ImageBackup(owner.image.media_gid, owner.image.url)
-        else:
-            new.append((owner, backup))
-        backups[owner.image.media_gid] = backup
-    return backups, new, failures
+    started = [(owner, pool.submit(copy, owner)) for owner in todo]
+
+    def collect() -> BackupOutcome:
+        new, failures = [], []
+        for owner, future in started:
+            try:
+                backup = future.result()
+            except ImageDownloadError as exc:
+                failures.append(f"shop {shop_id} product {owner.product_id} image {owner.image.media_gid}: {exc}")
+                backup = ImageBackup(owner.image.media_gid, owner.image.url)
+            else:
+                new.append((owner, backup))
+            backups[owner.image.media_gid] = backup
+        return backups, new, failures
+
+    return collect
