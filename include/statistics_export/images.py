@@ -194,23 +194,6 @@ def _download_once(session: requests.Session, url: str, max_bytes: int, timeout:
 BackupOutcome = tuple[dict[str, ImageBackup], list[tuple[ImageOwner, ImageBackup]], list[str]]
 
 
-def backup_images(
-    shop_id: str,
-    owners: dict[str, ImageOwner],
-    already: dict[str, ImageBackup],
-    fetch: ImageFetch,
-    put: Callable[[str, bytes, str], None],
-    object_url: Callable[[str], str],
-    pool: ThreadPoolExecutor,
-) -> BackupOutcome:
-    """Copy the images not yet in R2, concurrently on ``pool``.
-
-    Returns every image's backup (old or new), the new backups to record, and one message per
-    image that could not be copied (those keep null R2 fields and are tried again next run).
-    """
-    return start_image_backups(shop_id, owners, already, fetch, put, object_url, pool)()
-
-
 def start_image_backups(
     shop_id: str,
     owners: dict[str, ImageOwner],
@@ -220,8 +203,12 @@ def start_image_backups(
     object_url: Callable[[str], str],
     pool: ThreadPoolExecutor,
 ) -> Callable[[], BackupOutcome]:
-    """Start copying the images not yet in R2 on ``pool`` and return what collects the outcome
-    (several shops' copies can then run at once)."""
+    """Start copying the images not yet in R2 on ``pool``; return what waits for them (so several shops'
+    copies run at once).
+
+    Waiting returns every image's backup (old or new), the new backups to record, and one message per
+    image that could not be copied (those keep null R2 fields and are tried again next run).
+    """
     # The Shopify URL shown is today's; the R2 copy is the one made when the image was first seen.
     backups = {
         gid: replace(already[gid], shopify_url=owner.image.url) for gid, owner in owners.items() if gid in already
