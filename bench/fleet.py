@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import bench  # noqa: F401 - Airflow's environment for this process and its children
-from bench.stack import running_stack
+from bench.stack import cpu_snapshot, running_stack
 
 SINGLE_ID = "shop_single"
 LARGE_ID = "shop_large"
@@ -44,6 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store-latency", type=float, default=0.0, help="added per store request (as make bench)")
     parser.add_argument("--parallelism", type=int, default=4, help="Airflow parallelism for this 2-core machine")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeline", type=Path, help="write both runs' task instances (start, end, state) here")
     return parser.parse_args(argv)
 
 
@@ -108,7 +109,9 @@ def seed_database(app_db_url: str, shops, kinds: dict[str, str], day, events_per
             shop_id = s.domain.split(".")[0].replace("-", "_")
             insert_shop(cur, shop_id, s.domain, s.domain, s.access_token)
         # A shop without any session: nothing the run's session linking could link, so it fails by name.
-        cur.execute('DELETE FROM "Session" WHERE "shopId" = ANY(%s)', ([i for i, k in kinds.items() if k == "no session"],))
+        cur.execute(
+            'DELETE FROM "Session" WHERE "shopId" = ANY(%s)', ([i for i, k in kinds.items() if k == "no session"],)
+        )
         cur.executemany(
             'INSERT INTO "ABTest" (id, shop, name, "productId", status) VALUES (%s, %s, %s, %s, %s)',
             [
@@ -245,15 +248,21 @@ def main(argv: list[str] | None = None) -> int:
         )
         airflow.unpause()
         roots = {name: process.pid for name, process in airflow.processes.items() if name in ("scheduler",)}
+        before = cpu_snapshot(services)
         with ProcessSampler(roots) as fleet_sample:
             fleet_run, fleet_tis, fleet_seconds = run_day(airflow, day, fleet_ids)
+        fleet_cpu = cpu_delta(before, cpu_snapshot(services))
         log(f"Fleet run: {fleet_run['state']} in {fleet_seconds} s, {len(fleet_tis)} task instances")
         # Read now: the single shop's run writes its own report under the same day's key.
         fleet_report = json.loads(s3.get_object(Bucket=BUCKET, Key=report_key(day))["Body"].read())
+        before = cpu_snapshot(services)
         with ProcessSampler(roots) as single_sample:
             single_run, single_tis, single_seconds = run_day(airflow, day, single_ids)
+        single_cpu = cpu_delta(before, cpu_snapshot(services))
         log(f"Single-shop run: {single_run['state']} in {single_seconds} s, {len(single_tis)} task instances")
 
+        if args.timeline:
+            args.timeline.write_text(json.dumps({"fleet": fleet_tis, "single": single_tis}, indent=1))
         keys = set()
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="statistic-exports/shop_"):
             keys.update(item["Key"] for item in page.get("Contents", ()))
@@ -285,12 +294,29 @@ def main(argv: list[str] | None = None) -> int:
             "single_shop_task_instances": len(single_tis),
             "single_shop_scheduler_cpu_seconds": single_sample.cpu_seconds("scheduler", own=True),
             "single_shop_worker_cpu_seconds": single_sample.cpu_seconds("scheduler", own=False),
+            "store_cpu_seconds": fleet_cpu["store"],
+            "sandbox_cpu_seconds": fleet_cpu["sandbox"],
+            "machine_cpu_busy": fleet_cpu["busy"],
+            "single_shop_store_cpu_seconds": single_cpu["store"],
+            "single_shop_sandbox_cpu_seconds": single_cpu["sandbox"],
+            "single_shop_machine_cpu_busy": single_cpu["busy"],
             "parallelism": args.parallelism,
             "store": args.store,
             "store_latency": args.store_latency,
         }
     print(json.dumps(report))
     return 0
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The store's and the sandbox's CPU seconds between two snapshots, and how busy the machine's cores were."""
+    total = after["machine_total"] - before["machine_total"]
+    busy = (after["machine_busy"] - before["machine_busy"]) / total if total else 0.0
+    return {
+        "store": round(after["store"] - before["store"], 2),
+        "sandbox": round(after["sandbox"] - before["sandbox"], 2),
+        "busy": round(busy, 3),
+    }
 
 
 def failed_shops_named(task_instances: list[dict], kinds: dict[str, str]) -> int:

@@ -93,7 +93,7 @@ def _measure_write(args: tuple[int, str]) -> dict[str, Any]:
     written = rows = 0
     if mode == "part-per-batch":  # what the export does: one part per batch task
         for batch in _chain(first, batches):
-            body = render_parquet(batch)
+            body = render_parquet(parquet_table(batch))
             written += len(body)
             rows += len(batch)
     else:  # the alternative: one file per shop and day, streaming a row group per batch
@@ -126,7 +126,7 @@ def sizes(variants: int) -> dict[str, float]:
             files = render_files(record)
             csv_bytes += len(files.csv)
             json_bytes += len(files.json)
-        parquet_bytes += len(render_parquet(batch))
+        parquet_bytes += len(render_parquet(parquet_table(batch)))
         count += len(batch)
     return {
         "csv_bytes_per_variant": round(csv_bytes / count, 1),
@@ -148,7 +148,9 @@ def read_test(variants: int, days: int, threads: int) -> dict[str, float]:
             day = DAY - timedelta(days=n)
             batches = list(exports_of(variants, day))
             for index, batch in enumerate(batches, 1):
-                uploads.append((parquet_part_key(SHOP_ID, day, index, len(batches)), render_parquet(batch)))
+                uploads.append(
+                    (parquet_part_key(SHOP_ID, day, index, len(batches)), render_parquet(parquet_table(batch)))
+                )
                 for record in batch:
                     key = export_key(SHOP_ID, record.product.product_id, record.variant.variant_id, day, "csv")
                     uploads.append((key, render_files(record).csv))

@@ -36,6 +36,7 @@ from include.statistics_export.handoffs import (
     ShopRef,
     ShopUnit,
     UnitResult,
+    fit_label,
 )
 from include.statistics_export.keys import EXPORTS_ASSET_NAME, EXPORTS_ASSET_URI
 from include.statistics_export.report import summarize_run, unfinished
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS = export_settings.load()
 UNIT_RESULT = "unit_result"
+SENSOR_RETRIES = 6
 SHOP_TASKS = ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches")
 H = TypeVar("H", bound=Handoff)
 # Updated once a day is fully exported; downstream DAGs schedule on it (README: "Downstream DAGs").
@@ -112,7 +114,7 @@ def unit_results(ti: Any) -> list[UnitResult]:
 
 def label(name: str, value: str) -> None:
     """Name this mapped task instance in the UI (its map_index_template reads the context)."""
-    get_current_context()[name] = value
+    get_current_context()[name] = fit_label(value)
 
 
 def only(ids: Sequence[str] | None) -> list[str] | None:
@@ -180,7 +182,7 @@ def product_statistics_export():
         # Pushed whatever happens next: the report and the reconciliation read the shops that did finish.
         ti.xcom_push(key=UNIT_RESULT, value=outcome.to_xcom())
         if outcome.failures:
-            label("unit_label", f"{shop_unit.label} · failed: {', '.join(outcome.failed_domains(shop_unit))}")
+            label("unit_label", outcome.failed_label(shop_unit))
         run(tasks.fail_unit_if_any_shop_failed, shop_unit, outcome)
         return len(outcome.results)
 
@@ -191,11 +193,16 @@ def product_statistics_export():
         label("shop_label", ref.shop_domain)
         return run(tasks.start_catalog_read, ref, export_settings.load(), only(params.get("product_ids")))
 
+    # Airflow 3.3 may fail a poke whose predecessor's executor event arrives late (apache/airflow#71172): such a
+    # failure is retried one poll later, not after the DAG's minute-long backoff, and has tries to spare.
     @task.sensor(
         map_index_template="{{ shop_label }}",
         mode="reschedule",
         poke_interval=SETTINGS.bulk_poll_seconds,
         timeout=timedelta(hours=6).total_seconds(),
+        retries=SENSOR_RETRIES,
+        retry_delay=timedelta(seconds=SETTINGS.bulk_poll_seconds),
+        retry_exponential_backoff=False,
     )
     def wait_for_catalog(read: dict) -> PokeReturnValue:
         """Wait, without holding a worker slot, until Shopify has finished the shop's bulk query."""

@@ -6,9 +6,10 @@ import json
 import re
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from graphql import GraphQLError, parse, validate
+from graphql import DocumentNode, GraphQLError, parse, validate
 
 from .catalog import CatalogIndex
 from .cost import MAX_QUERY_COST, actual_cost, is_mutation, requested_cost
@@ -33,6 +34,16 @@ _VALIDATION_CODES = [
     (re.compile(r"cannot represent|^Expected value of type|^Enum .* has no value"), "argumentLiteralsIncompatible"),
     (re.compile(r"^Schema is not configured"), "missingOperationType"),
 ]
+
+
+@lru_cache(maxsize=256)
+def checked_document(query: str) -> tuple[DocumentNode | GraphQLError, tuple[GraphQLError, ...]]:
+    """Parse and validate a query once per text: a fleet's thousands of shops send the same few documents."""
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        return exc, ()
+    return document, tuple(validate(sandbox_schema(), document))
 
 
 def error_body(error: GraphQLError, code: str) -> dict[str, Any]:
@@ -156,11 +167,9 @@ def run_graphql(
         state.stats.queries.append(query)
 
     schema = sandbox_schema()
-    try:
-        document = parse(query)
-    except GraphQLError as exc:
-        return 200, {"errors": [error_body(exc, "PARSE_ERROR")]}
-    errors = validate(schema, document)
+    document, errors = checked_document(query)
+    if isinstance(document, GraphQLError):
+        return 200, {"errors": [error_body(document, "PARSE_ERROR")]}
     if errors:
         return 200, {"errors": [error_body(e, validation_code(e)) for e in errors]}
     try:

@@ -15,6 +15,9 @@ from typing import Any, Literal, TypeVar
 from include.statistics_export.totals import Totals
 
 H = TypeVar("H", bound="Handoff")
+# What Airflow stores of a mapped task instance's label (task_instance.rendered_map_index is a String(250)): a
+# longer one is refused by the database and the task instance cannot even record that it failed.
+MAX_LABEL = 250
 ReadMode = Literal["pages", "bulk", "packed"]
 
 
@@ -150,6 +153,11 @@ class BatchResult(Handoff):
         )
 
 
+def fit_label(text: str) -> str:
+    """Return a task instance's label cut to what Airflow stores (its ``rendered_map_index`` column)."""
+    return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
+
+
 @dataclass(frozen=True)
 class ShopUnit(Handoff):
     """Several small shops exported by one task instance, each on its own (a failed shop fails alone)."""
@@ -194,6 +202,17 @@ class UnitResult(Handoff):
     def failed_domains(self, unit: ShopUnit) -> list[str]:
         """Return the domains of the unit's failed shops, in the unit's order."""
         return [shop.shop_domain for shop in unit.shops if shop.shop_id in self.failures]
+
+    def failed_label(self, unit: ShopUnit) -> str:
+        """Return the unit's label naming its failed shops, as many as the UI's label holds (then "and N more":
+        the day's report names every one)."""
+        head, domains = f"{unit.label} · failed: ", self.failed_domains(unit)
+        for shown in range(len(domains), 0, -1):
+            more = len(domains) - shown
+            text = head + ", ".join(domains[:shown]) + (f" and {more} more" if more else "")
+            if len(text) <= MAX_LABEL:
+                return text
+        return fit_label(f"{head}{len(domains)} shops (see the day's report)")
 
     def to_xcom(self) -> dict[str, Any]:
         return {

@@ -8,10 +8,11 @@ revenue, lists for the image columns), plus the product and variant titles, SKU 
 partition keys ``shop`` and ``date`` live in the path only, so engines that add them from the path
 (pyarrow, DuckDB, Spark, Trino) see no clash; the file's own columns are ``shopId`` and ``day``.
 
-Built from the batch's records, never by reading the CSVs back. A part whose bytes would be identical to
-the stored one is not written again (compared by sha256, as the CSV and JSON are by their content hash).
-Parts of an earlier plan of the same day (another batch count) are deleted, so a re-planned day never
-holds a row twice.
+Built from the batch's records, never by reading the CSVs back. One listing of the partition decides the
+rest: a part whose bytes would be identical to the stored one is not written again (its ETag, the MD5 of
+a single-PUT object on S3, R2 and the local stand-ins, is the MD5 of the new bytes), and parts of an earlier
+plan of the same day (another batch count) are deleted, so a re-planned day never holds a row twice. A part
+costs one LIST and, when it changed, one PUT: a packed unit writes one per small shop.
 """
 
 from __future__ import annotations
@@ -102,19 +103,18 @@ def parquet_table(exports: Sequence[VariantExport]) -> pa.Table:
     return pa.table(columns, schema=SCHEMA)
 
 
-def render_parquet(exports: Sequence[VariantExport]) -> bytes:
+def render_parquet(table: pa.Table) -> bytes:
     """Return the batch's Parquet bytes: zstd, dictionary-encoded strings, statistics for pruning.
 
     The same rows give the same bytes (pyarrow writes no timestamp), which is what lets a rerun skip.
     """
     buffer = io.BytesIO()
-    pq.write_table(parquet_table(exports), buffer, compression="zstd", write_statistics=True)
+    pq.write_table(table, buffer, compression="zstd", write_statistics=True)
     return buffer.getvalue()
 
 
-def parquet_totals(body: bytes) -> Totals:
-    """Sum what a Parquet part's rows say, read back from its bytes (for the reconciliation)."""
-    table = pq.read_table(io.BytesIO(body), columns=["impressions", "addToCarts", "orders", "revenue"])
+def table_totals(table: pa.Table) -> Totals:
+    """Sum what a part's rows say (for the reconciliation): the table its bytes were written from."""
 
     def total(name: str) -> int:
         return int(pc.sum(table[name]).as_py() or 0)
@@ -134,25 +134,19 @@ def write_parquet_part(
 ) -> ParquetPart:
     """Write the batch's part unless identical bytes are stored, and drop parts of another plan of the day."""
     key = parquet_part_key(shop_id, day, index, count)
-    body = render_parquet(exports)
-    written = stored_sha256(store, key) != hashlib.sha256(body).hexdigest()
+    table = parquet_table(exports)
+    body = render_parquet(table)
+    stored = store.etags_under(parquet_partition(shop_id, day))
+    written = not same_bytes(stored.get(key), body)
     if written:
         store.put_object(key, body, "application/vnd.apache.parquet")
-    stale = [
-        other
-        for other in store.keys_under(parquet_partition(shop_id, day))
-        if (found := _PART.search(other)) is None or int(found.group(1)) != count
-    ]
+    stale = [other for other in stored if (found := _PART.search(other)) is None or int(found.group(1)) != count]
     if stale:
         store.delete_keys(stale)
-    return ParquetPart(key, written, parquet_totals(body))
+    return ParquetPart(key, written, table_totals(table))
 
 
-def stored_sha256(store: ObjectStore, key: str) -> str | None:
-    """Return the sha256 of a stored object's bytes, or None when there is none."""
-    try:
-        stream = store.open_object(key)
-    except FileNotFoundError:
-        return None
-    with stream:
-        return hashlib.sha256(stream.read()).hexdigest()
+def same_bytes(etag: str | None, body: bytes) -> bool:
+    """Return whether a stored object's ETag says it holds ``body``: a single-PUT ETag is the MD5 of the bytes
+    (a multipart one, ``<md5>-<parts>``, never matches, so such an object is written again)."""
+    return etag is not None and etag.strip('"') == hashlib.md5(body, usedforsecurity=False).hexdigest()

@@ -40,6 +40,10 @@ class ObjectStore(Protocol):
         """Yield the keys that start with ``prefix``."""
         ...
 
+    def etags_under(self, prefix: str, start_after: str = "") -> dict[str, str]:
+        """Return {key: ETag} of the objects under the folder ``prefix`` (after ``start_after``)."""
+        ...
+
     def prefixes_under(self, prefix: str) -> list[str]:
         """Return the 'folders' directly under ``prefix`` (keys cut at the next '/', with it)."""
         ...

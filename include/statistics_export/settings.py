@@ -113,11 +113,11 @@ SHOP_TASKS_UP_TO = Setting(
     "fleets of up to this many active shops get one mapped task group per shop; larger ones pack small shops into units",
 )  # fmt: skip
 UNIT_SHOPS = Setting(
-    "STATISTICS_EXPORT_UNIT_SHOPS", "50", _positive_int, "a whole number above 0",
+    "STATISTICS_EXPORT_UNIT_SHOPS", "200", _positive_int, "a whole number above 0",
     "most small shops in one packed unit (more when the fleet would need over 500 units)",
 )  # fmt: skip
 UNIT_VARIANTS = Setting(
-    "STATISTICS_EXPORT_UNIT_VARIANTS", "1000", _positive_int, "a whole number above 0",
+    "STATISTICS_EXPORT_UNIT_VARIANTS", "2000", _positive_int, "a whole number above 0",
     "variants a packed unit may hold, by each shop's last report (a shop alone may exceed it)",
 )  # fmt: skip
 

@@ -41,7 +41,7 @@ from include.statistics_export.errors import (
     UnitShopsFailed,
     UnitShopsFailedPermanently,
 )
-from include.statistics_export.export import ShopPart, export_batch, export_parts, plan_shop, stage_shop
+from include.statistics_export.export import PhaseClock, ShopPart, export_batch, export_parts, plan_shop, stage_shop
 from include.statistics_export.handoffs import (
     BatchPlan,
     BatchResult,
@@ -318,9 +318,11 @@ def export_unit(unit: ShopUnit, day: date, settings: Settings) -> UnitResult:
     images.mount("http://", adapter)
     fetch = partial(download_image, images, max_bytes=settings.image_max_bytes, timeout=settings.image_timeout)
     store = R2Hook(max_pool_connections=settings.concurrency)
+    clock = PhaseClock()
     with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool, closing(images):
-        credentials = shops_credentials(conn, [shop.shop_id for shop in unit.shops])
-        conn.commit()  # the reads below take a while: hold no transaction open meanwhile
+        with clock.phase("credentials"):
+            credentials = shops_credentials(conn, [shop.shop_id for shop in unit.shops])
+            conn.commit()  # the reads below take a while: hold no transaction open meanwhile
         reads = {
             shop.shop_id: pool.submit(_retried, _read_packed_shop, shop, credentials[shop.shop_id], day, settings)
             for shop in unit.shops
@@ -329,7 +331,8 @@ def export_unit(unit: ShopUnit, day: date, settings: Settings) -> UnitResult:
         costs: dict[str, float] = {}
         for shop in unit.shops:
             try:
-                part, note, cost = reads[shop.shop_id].result()
+                with clock.phase("catalog"):
+                    part, note, cost = reads[shop.shop_id].result()
             except Exception as exc:
                 _record_failure(outcome, unit, shop, exc)
                 continue
@@ -340,7 +343,7 @@ def export_unit(unit: ShopUnit, day: date, settings: Settings) -> UnitResult:
             )
         if parts:
             try:
-                outcome.results = _retried(_export_together, conn, store, parts, fetch, pool, settings)
+                outcome.results = _retried(_export_together, conn, store, parts, fetch, pool, settings, clock)
                 for result in outcome.results:
                     result.graphql_cost = costs[result.shop_id]
             except Exception as exc:
@@ -393,10 +396,16 @@ def _read_packed_shop(
 
 
 def _export_together(
-    conn: Any, store: R2Hook, parts: list[ShopPart], fetch: ImageFetch, pool: ThreadPoolExecutor, settings: Settings
+    conn: Any,
+    store: R2Hook,
+    parts: list[ShopPart],
+    fetch: ImageFetch,
+    pool: ThreadPoolExecutor,
+    settings: Settings,
+    clock: PhaseClock,
 ) -> list[BatchResult]:
     try:
-        return export_parts(conn, store, parts, fetch, pool=pool, max_revenue=settings.max_event_revenue)
+        return export_parts(conn, store, parts, fetch, pool=pool, max_revenue=settings.max_event_revenue, clock=clock)
     except Exception:
         # A retry needs a connection out of the failed transaction.
         with suppress(psycopg.Error):

@@ -150,8 +150,8 @@ def test_a_fleet_over_max_map_length_exports_every_variant(db, sandbox, run_airf
     report = json.loads(objects["statistic-exports/_runs/20261121.json"])
     assert (report["ok"], report["shops"], report["variants"]) == (True, 1_100, variants)
     assert set(report["reconciliation"]) == set(shop_ids)
-    # 1,100 shops in 22 task instances of 50 shops, one Shopify request each.
-    assert len(unit_instances(airflow_home)) == 22
+    # 1,100 shops in 6 task instances of at most 200 shops, one Shopify request each.
+    assert len(unit_instances(airflow_home)) == 6
     assert {sandbox.stats(f"{s.replace('_', '-')}.myshopify.com")["requests"] for s in shop_ids} == {1}
 
 

@@ -105,6 +105,13 @@ def test_a_rerun_writes_nothing_and_a_replanned_day_keeps_no_stale_part(db, sand
     assert [r.parquet_written for r in again] == [False, False]
     assert {k: s3.head_object(Bucket=connections.bucket, Key=k)["LastModified"] for k in parts()} == modified
 
+    # A stored part that no longer holds the batch's bytes (its ETag, the MD5, differs) is written again.
+    first = parts()[0]
+    s3.put_object(Bucket=connections.bucket, Key=first, Body=b"not the part")
+    again = [run_batch(batch) for batch in plan("shop_q", batch_variants=4)]
+    assert [r.parquet_written for r in again] == [True, False]
+    assert parquet_dataset(connections.s3_endpoint, connections.bucket).count_rows() == 8
+
     (replanned,) = [run_batch(batch) for batch in plan("shop_q", batch_variants=500)]
     assert [k.rsplit("/", 1)[1] for k in parts()] == ["part-00001-of-00001.parquet"]
     assert parquet_dataset(connections.s3_endpoint, connections.bucket).count_rows() == 8 == replanned.variants

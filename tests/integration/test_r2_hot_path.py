@@ -87,3 +87,18 @@ def test_objects_written_read_back_and_a_missing_one_is_named(monkeypatch, s3_en
     assert head["ContentType"] == "application/json"
     with pytest.raises(FileNotFoundError, match="'a/missing.json'"):
         hook.open_object("a/missing.json")
+
+
+def test_listings_are_by_folder_with_etags_and_start_after(monkeypatch, s3_endpoint, bucket):
+    use_r2(monkeypatch, s3_endpoint, bucket)
+    hook = R2Hook()
+    for key in ("runs/20261120.json", "runs/20261121.json", "runs/20261122.json", "runsx/other.json"):
+        hook.put_object(key, key.encode(), "application/json")
+    s3 = s3_client(s3_endpoint)
+
+    assert sorted(hook.keys_under("runs/")) == ["runs/20261120.json", "runs/20261121.json", "runs/20261122.json"]
+    listed = hook.etags_under("runs/", start_after="runs/20261120.json")
+    assert listed == {key: s3.head_object(Bucket=bucket, Key=key)["ETag"] for key in listed}
+    assert sorted(listed) == ["runs/20261121.json", "runs/20261122.json"]
+    with pytest.raises(ValueError, match="must be a folder ending with '/', got 'runs'"):
+        list(hook.keys_under("runs"))

@@ -5,7 +5,17 @@ from decimal import Decimal
 
 import pytest
 
-from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead, ShopPlan, ShopRef
+from include.statistics_export.handoffs import (
+    MAX_LABEL,
+    BatchPlan,
+    BatchResult,
+    CatalogRead,
+    ShopPlan,
+    ShopRef,
+    ShopUnit,
+    UnitResult,
+    fit_label,
+)
 from include.statistics_export.totals import Totals
 
 BATCH = BatchPlan("shop_a", "a.example", "2026-11-21", 1, 2, ["1", "2"], "EUR", variants=5)
@@ -48,3 +58,33 @@ def test_a_catalog_read_falls_back_to_pages_saying_why():
     read = RECORDS[1].as_pages("FAILED; read page by page instead")
     assert (read.mode, read.operation_id, read.note) == ("pages", None, "FAILED; read page by page instead")
     assert BATCH.label == "a.example · batch 1/2"
+
+
+def unit_with_failures(shops: int, failed: int, *, long_domains: bool = False) -> tuple[ShopUnit, UnitResult]:
+    refs = [
+        ShopRef(f"shop_{n:04d}", ("x" * 300 if long_domains else f"shop-{n:04d}") + ".myshopify.com")
+        for n in range(shops)
+    ]
+    unit = ShopUnit(3, 20, refs)
+    return unit, UnitResult(3, failures={ref.shop_id: "revoked" for ref in refs[:failed]})
+
+
+def test_a_failed_unit_label_names_every_failed_shop_when_they_fit():
+    unit, outcome = unit_with_failures(100, 3)
+    assert outcome.failed_label(unit) == (
+        "100 shops · unit 3/20 · failed: shop-0000.myshopify.com, shop-0001.myshopify.com, shop-0002.myshopify.com"
+    )
+
+
+def test_a_failed_unit_label_fits_airflow_s_column_and_counts_the_shops_it_cannot_name():
+    unit, outcome = unit_with_failures(100, 30)
+    label = outcome.failed_label(unit)
+    assert len(label) <= MAX_LABEL and label.startswith("100 shops · unit 3/20 · failed: shop-0000.myshopify.com, ")
+    named = label.count(".myshopify.com")
+    assert label.endswith(f" and {30 - named} more") and 5 <= named < 30
+
+
+def test_a_label_of_domains_too_long_to_name_still_fits():
+    unit, outcome = unit_with_failures(4, 2, long_domains=True)
+    assert outcome.failed_label(unit) == "4 shops · unit 3/20 · failed: 2 shops (see the day's report)"
+    assert len(fit_label("x" * 400)) == MAX_LABEL and fit_label("short") == "short"

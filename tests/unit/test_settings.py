@@ -23,8 +23,8 @@ def test_the_defaults_are_the_documented_ones():
         image_timeout=30.0,
         max_event_revenue=Decimal("1000000.00"),
         shop_tasks_up_to=50,
-        unit_shops=50,
-        unit_variants=1000,
+        unit_shops=200,
+        unit_variants=2000,
     )
 
 
