@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any, TypeVar
 
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 SETTINGS = export_settings.load()
 UNIT_RESULT = "unit_result"
+BATCH_VARIANTS = "batch_variants"
 SENSOR_RETRIES = 6
 SHOP_TASKS = ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches")
 H = TypeVar("H", bound=Handoff)
@@ -154,12 +156,17 @@ def product_statistics_export():
         return [shop.to_xcom() for shop in run(tasks.list_active_shops, only(params.get("shop_ids")))]
 
     @task
-    def plan_fleet(shops: list[dict], day: str, params=None) -> dict:
+    def plan_fleet(shops: list[dict], day: str, params=None, ti=None) -> dict:
         """Split the shops into units of work: large shops (or every shop of a small fleet) alone, the rest packed."""
         listed = [ShopRef.from_xcom(s) for s in shops]
-        if params.get("product_ids"):
-            return FleetPlan(single=listed, units=[]).to_xcom()  # some products only: the per-shop path filters
-        return run(tasks.plan_fleet, listed, date.fromisoformat(day), export_settings.load())
+        settings = export_settings.load()
+        if params.get("product_ids"):  # some products only: the per-shop path filters
+            plan = FleetPlan(single=listed, units=[], batch_variants=settings.batch_variants)
+        else:
+            plan = FleetPlan.from_xcom(run(tasks.plan_fleet, listed, date.fromisoformat(day), settings))
+        # The shops alone cut their catalogs by the day's batch size (it grows for a fleet of many large shops).
+        ti.xcom_push(key=BATCH_VARIANTS, value=plan.batch_variants)
+        return plan.to_xcom()
 
     @task
     def shops_alone(fleet: dict) -> list[dict]:
@@ -212,15 +219,15 @@ def product_statistics_export():
         return PokeReturnValue(is_done=ready is not None, xcom_value=ready)
 
     @task(map_index_template="{{ shop_label }}")
-    def plan_shop_batches(read: dict, day: str, params=None) -> dict:
-        """Cut the shop's catalog into batches of about STATISTICS_EXPORT_BATCH_VARIANTS variants."""
+    def plan_shop_batches(read: dict, day: str, batch_variants: int, params=None) -> dict:
+        """Cut the shop's catalog into batches of the day's size (STATISTICS_EXPORT_BATCH_VARIANTS, or more)."""
         catalog_read = CatalogRead.from_xcom(read)
         label("shop_label", catalog_read.shop_domain)
         plan = run(
             tasks.plan_shop_batches,
             catalog_read,
             date.fromisoformat(day),
-            export_settings.load(),
+            replace(export_settings.load(), batch_variants=batch_variants),
             only(params.get("product_ids")),
         )
         log.info(
@@ -321,8 +328,8 @@ def product_statistics_export():
     # A task group mapped per shop: each shop's three steps depend on that shop's own previous step, so
     # one shop failing leaves the others going (a task mapped over a mapped task's whole output would not).
     @task_group(group_id="shop")
-    def read_shop_catalog(shop: dict, day: str):
-        return plan_shop_batches(wait_for_catalog(start_catalog_read(shop)), day)
+    def read_shop_catalog(shop: dict, day: str, batch_variants: int):
+        return plan_shop_batches(wait_for_catalog(start_catalog_read(shop)), day, batch_variants)
 
     day = resolve_export_day()
     links = link_sessions()
@@ -330,7 +337,7 @@ def product_statistics_export():
     links >> shops
     fleet = plan_fleet(shops, day)
     single = shops_alone(fleet)
-    plans = read_shop_catalog.partial(day=day).expand(shop=single)
+    plans = read_shop_catalog.partial(day=day, batch_variants=fleet[BATCH_VARIANTS]).expand(shop=single)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
     packed = packed_units(fleet)

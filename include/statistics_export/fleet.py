@@ -8,7 +8,8 @@
   common case, and if it is large after all its unit reads it page by page this once.
 - About ``MAX_UNITS`` units at most (greedy packing may leave units half full: under 1,000 in the worst
   case) and ``MAX_SINGLE`` shops alone: past those, units take more shops and the smallest large shops are
-  packed too, so each mapped task stays under Airflow's ``max_map_length`` (1024) whatever the fleet's size.
+  packed too; and about ``MAX_BATCHES`` batches for the shops alone: past those, the day's batches grow. So
+  each mapped task stays under Airflow's ``max_map_length`` (1024) whatever the fleet's size.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from include.statistics_export.settings import Settings
 MAX_UNITS = 500
 # Large shops alone at most: past this (a fleet of giants), the smallest of them are packed too.
 MAX_SINGLE = 500
+# Batches of the shops alone the day aims at, at most, by their sizes in the last report: past it the batches
+# grow, so export_product_batch stays under max_map_length with room for shops grown since.
+MAX_BATCHES = 800
 # What a shop without a report is assumed to hold: the long tail's typical size.
 UNKNOWN_SHOP_VARIANTS = 10
 
@@ -48,7 +52,7 @@ def sizes_from_report(document: Mapping[str, Any] | None) -> dict[str, ShopSize]
 def plan_fleet(shops: Sequence[ShopRef], sizes: Mapping[str, ShopSize], settings: Settings) -> FleetPlan:
     """Split the active shops into shops alone and packed units (see the module's rules)."""
     if len(shops) <= settings.shop_tasks_up_to:
-        return FleetPlan(single=list(shops), units=[])
+        return FleetPlan(single=list(shops), units=[], batch_variants=batch_variants(shops, sizes, settings))
     large = [s for s in shops if s.shop_id in sizes and sizes[s.shop_id].products >= settings.bulk_threshold]
     single = sorted(large, key=lambda s: -sizes[s.shop_id].variants)[:MAX_SINGLE]
     alone = {s.shop_id for s in single}
@@ -66,7 +70,24 @@ def plan_fleet(shops: Sequence[ShopRef], sizes: Mapping[str, ShopSize], settings
             groups.append([shop])
             load = variants
     units = [ShopUnit(n, len(groups), group) for n, group in enumerate(groups, start=1)]
-    return FleetPlan(single=single, units=units)
+    return FleetPlan(single=single, units=units, batch_variants=batch_variants(single, sizes, settings))
+
+
+def batch_variants(alone: Sequence[ShopRef], sizes: Mapping[str, ShopSize], settings: Settings) -> int:
+    """Return the day's batch size: the setting, or the least above it that cuts the shops alone (by their last
+    report) into at most MAX_BATCHES batches."""
+    known = [sizes[s.shop_id].variants for s in alone if s.shop_id in sizes and sizes[s.shop_id].variants > 0]
+
+    def batches(size: int) -> int:
+        return sum(math.ceil(variants / size) for variants in known)
+
+    low, high = settings.batch_variants, max([settings.batch_variants, *known])
+    if batches(low) <= MAX_BATCHES:
+        return low
+    while low < high:  # batches() only falls as the size grows; at the largest shop's size it is len(known)
+        middle = (low + high) // 2
+        low, high = (low, middle) if batches(middle) <= MAX_BATCHES else (middle + 1, high)
+    return low
 
 
 def _variants(shops: Sequence[ShopRef], sizes: Mapping[str, ShopSize]) -> int:

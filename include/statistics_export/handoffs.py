@@ -182,10 +182,16 @@ class FleetPlan(Handoff):
 
     single: list[ShopRef]
     units: list[ShopUnit]
+    # The variants per batch of the shops alone today (the setting, or more for a fleet of many large shops).
+    batch_variants: int
 
     @classmethod
     def from_xcom(cls, data: Mapping[str, Any]) -> FleetPlan:
-        return cls([ShopRef.from_xcom(s) for s in data["single"]], [ShopUnit.from_xcom(u) for u in data["units"]])
+        return cls(
+            [ShopRef.from_xcom(s) for s in data["single"]],
+            [ShopUnit.from_xcom(u) for u in data["units"]],
+            data["batch_variants"],
+        )
 
 
 @dataclass

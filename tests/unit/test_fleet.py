@@ -1,12 +1,14 @@
 """How the day's shops become units of work: pure packing rules."""
 
+import math
+
 import pytest
 
-from include.statistics_export.fleet import MAX_UNITS, ShopSize, plan_fleet, sizes_from_report
+from include.statistics_export.fleet import MAX_BATCHES, MAX_UNITS, ShopSize, plan_fleet, sizes_from_report
 from include.statistics_export.handoffs import FleetPlan, ShopRef
 from include.statistics_export.settings import Settings
 
-SETTINGS = Settings(shop_tasks_up_to=50, unit_shops=50, unit_variants=1000, bulk_threshold=150)
+SETTINGS = Settings(shop_tasks_up_to=50, unit_shops=50, unit_variants=1000, bulk_threshold=150, batch_variants=500)
 
 
 def fleet(n: int) -> list[ShopRef]:
@@ -15,7 +17,7 @@ def fleet(n: int) -> list[ShopRef]:
 
 def test_a_small_fleet_keeps_one_task_group_per_shop():
     shops = fleet(50)
-    assert plan_fleet(shops, {}, SETTINGS) == FleetPlan(single=shops, units=[])
+    assert plan_fleet(shops, {}, SETTINGS) == FleetPlan(single=shops, units=[], batch_variants=500)
 
 
 def test_large_shops_stay_alone_and_the_rest_are_packed_by_shop_and_variant_budgets():
@@ -57,3 +59,15 @@ def test_sizes_come_from_the_previous_report():
 def test_the_unit_records_cross_an_xcom():
     plan = plan_fleet(fleet(60), {}, SETTINGS)
     assert FleetPlan.from_xcom(plan.to_xcom()) == plan
+
+
+def test_the_batches_of_the_shops_alone_stay_under_max_map_length_by_growing():
+    refs = fleet(2_000)
+    # 1,000 large shops of 1,000 variants: 2,000 batches of 500 would be over max_map_length.
+    sizes = {s.shop_id: ShopSize(products=300, variants=1_000) for s in refs[:1_000]}
+    plan = plan_fleet(refs, sizes, SETTINGS)
+    batches = sum(math.ceil(sizes[s.shop_id].variants / plan.batch_variants) for s in plan.single)
+    assert len(plan.single) == 500 and plan.batch_variants > 500 and batches <= MAX_BATCHES < 1024
+    assert sum(math.ceil(sizes[s.shop_id].variants / (plan.batch_variants - 1)) for s in plan.single) > MAX_BATCHES
+    # A fleet whose large shops fit keeps the configured size.
+    assert plan_fleet(refs, dict(list(sizes.items())[:10]), SETTINGS).batch_variants == 500
