@@ -49,6 +49,13 @@ SETTINGS = export_settings.load()
 UNIT_RESULT = "unit_result"
 BATCH_VARIANTS = "batch_variants"
 SENSOR_RETRIES = 6
+# Which ready task instance takes a free slot first: a shop alone's short steps towards its batches (they gate
+# the batches), then packed units (the longest tasks, so they start early), then batches (short, they fill the
+# slots at the end). With Airflow's default (the downstream sum) the last unit could start after every batch
+# and run alone at the end of the day.
+SHOP_CHAIN_PRIORITY: dict[str, Any] = {"priority_weight": 3, "weight_rule": "absolute"}
+PACKED_UNIT_PRIORITY: dict[str, Any] = {"priority_weight": 2, "weight_rule": "absolute"}
+BATCH_PRIORITY: dict[str, Any] = {"priority_weight": 1, "weight_rule": "absolute"}
 SHOP_TASKS = ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches")
 H = TypeVar("H", bound=Handoff)
 # Updated once a day is fully exported; downstream DAGs schedule on it (README: "Downstream DAGs").
@@ -178,7 +185,7 @@ def product_statistics_export():
         """The units of small shops, one task instance each."""
         return fleet["units"]
 
-    @task(map_index_template="{{ unit_label }}")
+    @task(map_index_template="{{ unit_label }}", **PACKED_UNIT_PRIORITY)
     def export_shop_unit(unit: dict, day: str, ti=None) -> int:
         """Export a unit of small shops, each on its own; fail afterwards, naming them, if any shop failed."""
         shop_unit = ShopUnit.from_xcom(unit)
@@ -193,7 +200,7 @@ def product_statistics_export():
         run(tasks.fail_unit_if_any_shop_failed, shop_unit, outcome)
         return len(outcome.results)
 
-    @task(map_index_template="{{ shop_label }}")
+    @task(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
     def start_catalog_read(shop: dict, params=None) -> dict:
         """Count the shop's products and, for a large shop, start a Shopify bulk query of its catalog."""
         ref = ShopRef.from_xcom(shop)
@@ -210,6 +217,7 @@ def product_statistics_export():
         retries=SENSOR_RETRIES,
         retry_delay=timedelta(seconds=SETTINGS.bulk_poll_seconds),
         retry_exponential_backoff=False,
+        **SHOP_CHAIN_PRIORITY,
     )
     def wait_for_catalog(read: dict) -> PokeReturnValue:
         """Wait, without holding a worker slot, until Shopify has finished the shop's bulk query."""
@@ -218,7 +226,7 @@ def product_statistics_export():
         ready = run(tasks.poll_catalog_read, catalog_read)
         return PokeReturnValue(is_done=ready is not None, xcom_value=ready)
 
-    @task(map_index_template="{{ shop_label }}")
+    @task(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
     def plan_shop_batches(read: dict, day: str, batch_variants: int, params=None) -> dict:
         """Cut the shop's catalog into batches of the day's size (STATISTICS_EXPORT_BATCH_VARIANTS, or more)."""
         catalog_read = CatalogRead.from_xcom(read)
@@ -239,12 +247,12 @@ def product_statistics_export():
         )
         return plan
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
+    @task(trigger_rule=TriggerRule.ALL_DONE, **SHOP_CHAIN_PRIORITY)
     def collect_batches(plans) -> list[dict]:
         """Flatten the batches of every shop that planned; a shop that failed has nothing here."""
         return [batch.to_xcom() for plan in as_list(plans, ShopPlan) for batch in plan.batches]
 
-    @task(map_index_template="{{ batch_label }}")
+    @task(map_index_template="{{ batch_label }}", **BATCH_PRIORITY)
     def export_product_batch(batch: dict) -> dict:
         """Export one batch of one shop's products end to end."""
         plan = BatchPlan.from_xcom(batch)

@@ -74,6 +74,10 @@ def test_flow_and_trigger_rules(dag):
     assert tasks["clean_staging"].trigger_rule == "all_success"
     assert tasks["clean_staging"].upstream_task_ids == {"report", "resolve_export_day"}
     assert [t.task_id for t in dag.leaves] == ["clean_staging"]
+    # A free slot goes to a shop alone's steps towards its batches, then to packed units (long), then batches.
+    chain = ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches", "collect_batches")
+    weight = {name: tasks[name].priority_weight_total for name in (*chain, "export_shop_unit", "export_product_batch")}
+    assert min(weight[name] for name in chain) > weight["export_shop_unit"] > weight["export_product_batch"]
 
 
 def test_the_bulk_wait_frees_its_worker_slot_between_polls(dag):
