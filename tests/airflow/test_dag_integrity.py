@@ -76,7 +76,8 @@ def test_flow_and_trigger_rules(dag):
     assert [t.task_id for t in dag.leaves] == ["clean_staging"]
     # A free slot goes to a shop alone's steps towards its batches, then to packed units (long), then batches.
     chain = ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches", "collect_batches")
-    weight = {name: tasks[name].priority_weight_total for name in (*chain, "export_shop_unit", "export_product_batch")}
+    weight = {name: tasks[name].priority_weight for name in (*chain, "export_shop_unit", "export_product_batch")}
+    assert {tasks[name].weight_rule for name in weight} == {"absolute"}
     assert min(weight[name] for name in chain) > weight["export_shop_unit"] > weight["export_product_batch"]
 
 
