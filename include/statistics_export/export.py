@@ -25,7 +25,13 @@ from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE
 from include.statistics_export.formats import RenderedFiles, VariantExport, WrittenFiles, render_files
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopRef
 from include.statistics_export.ids import gid
-from include.statistics_export.images import ImageFetch, image_owners, shops_existing_backups, start_image_backups
+from include.statistics_export.images import (
+    ImageBackup,
+    ImageFetch,
+    image_owners,
+    shops_existing_backups,
+    start_image_backups,
+)
 from include.statistics_export.keys import export_key, staged_batch_key
 from include.statistics_export.metrics import ZERO, shops_variant_metrics
 from include.statistics_export.parquet import write_parquet_part
@@ -174,24 +180,6 @@ class ShopPart:
     missing: list[str] = field(default_factory=list)
 
 
-def export_products(
-    conn: Any,
-    store: ObjectStore,
-    plan: BatchPlan,
-    products: list[Product],
-    fetch_image: ImageFetch,
-    *,
-    pool: ThreadPoolExecutor,
-    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
-    missing: list[str] | None = None,
-    started: float | None = None,
-) -> BatchResult:
-    """Export one shop's products already read: metrics, images, files in R2, then the rows."""
-    part = ShopPart(plan, products, list(missing or []))
-    (result,) = export_parts(conn, store, [part], fetch_image, pool=pool, max_revenue=max_revenue, started=started)
-    return result
-
-
 def export_parts(
     conn: Any,
     store: ObjectStore,
@@ -221,9 +209,9 @@ def export_parts(
         already = shops_existing_backups(conn, [(s, gid) for s, found in owners.items() for gid in found])
 
         # Every shop's copies are started before any is awaited: a unit's small shops copy concurrently.
-        reused = {
-            part.plan.shop_id: {gid: b for (s, gid), b in already.items() if s == part.plan.shop_id} for part in parts
-        }
+        reused: dict[str, dict[str, ImageBackup]] = {part.plan.shop_id: {} for part in parts}
+        for (shop_id, media_gid), backup in already.items():
+            reused[shop_id][media_gid] = backup
         pending = [
             start_image_backups(
                 part.plan.shop_id,
@@ -274,13 +262,19 @@ def export_parts(
     with clock.phase("uploads"):
         written = upload_files(store, changed, pool)
     # Each shop's Parquet part too, before any row: a committed row always has every file behind it.
+    # Each shop's variants, grouped once: a packed unit holds up to hundreds of shops.
+    shop_exports: dict[str, list[VariantExport]] = {part.plan.shop_id: [] for part in parts}
+    shop_files: dict[str, list[tuple[VariantExport, RenderedFiles]]] = {part.plan.shop_id: [] for part in parts}
+    for export, files in zip(exports, rendered):
+        shop_exports[export.shop_id].append(export)
+        shop_files[export.shop_id].append((export, files))
     with clock.phase("parquet"):
         # One part per shop: a packed unit's shops write theirs concurrently (each is a GET, a LIST and a PUT).
         writes = {
             result.shop_id: pool.submit(
                 write_parquet_part,
                 store,
-                [e for e in exports if e.shop_id == result.shop_id],
+                shop_exports[result.shop_id],
                 part.plan.shop_id,
                 day,
                 part.plan.index,
@@ -312,7 +306,7 @@ def export_parts(
     }
     seconds = round((time.monotonic() - started) / len(parts), 3)  # a shared phase, shared out evenly
     for result in results:
-        mine = [(e, files) for e, files in zip(exports, rendered) if e.shop_id == result.shop_id]
+        mine = shop_files[result.shop_id]
         result.products = len({e.product.product_id for e, _ in mine})
         result.variants = len(mine)
         result.files = 2 * len(mine)
