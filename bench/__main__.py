@@ -12,6 +12,7 @@ import shutil
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from bench.floor import FLOOR_CONNECTIONS, image_floor, object_sizes, put_floor, throttle_floor
@@ -67,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the whole bench and print its JSON as the last line."""
     args = parse_args(argv)
     from local_stack.services import Endpoints, connection_env, create_bucket, postgres_server
-    from local_stack.services import scratch_database
+    from local_stack.services import image_hosts_env, scratch_database
     from include.statistics_export.handoffs import ShopRef
-    from include.statistics_export.settings import Settings
+    from include.statistics_export.settings import IMAGE_HOSTS, Settings
 
     # The other settings keep their defaults (the image limits and revenue cap do not bound the bench).
     threshold = {} if args.bulk_threshold is None else {"bulk_threshold": args.bulk_threshold}
@@ -97,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         create_bucket(services.store_address, BUCKET)
         endpoints = Endpoints(app_db_url, services.store_endpoint, BUCKET, services.sandbox.address)
-        os.environ.update(connection_env(endpoints))
+        os.environ.update({**connection_env(endpoints), **image_hosts_env(endpoints)})
+        # The sandbox's CDN serves the images: its origin allowed as the local stack allows it.
+        settings = replace(settings, image_hosts=IMAGE_HOSTS.read(os.environ))
         services.sandbox.call("bulk_behaviour", SHOP_DOMAIN, args.bulk_polls)
         pool, start_rss = batch_pool(args.batch_parallelism)
         stack.callback(pool.shutdown)

@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import psycopg
 
-from bench.stack import running_stack
+from bench.stack import bench_writer, running_stack
 from bench.world import SHOP_DOMAIN, SHOP_ID, build_world, seed_shop
 
 BUCKET = "bench-crossover"
@@ -39,7 +39,7 @@ def read_catalog(settings, day: date, poll_interval: float, parallelism: int) ->
     read = tasks.start_catalog_read(shop, settings)
     while (ready := tasks.poll_catalog_read(read)) is None:
         time.sleep(poll_interval)  # the sensor's poke interval
-    plan = tasks.plan_shop_batches(ready, day, settings)
+    plan = tasks.plan_shop_batches(ready, bench_writer(day), settings)
 
     def fetch(batch: BatchPlan) -> int:
         # As export_product_batch: a staged batch reads the bucket and opens no Shopify hook.

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from bench.stack import SPAWN
+from bench.stack import BENCH_RUN, SPAWN, bench_writer
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopRef
 from include.statistics_export.settings import Settings
 
@@ -82,7 +82,7 @@ def _run_batch(batch: dict[str, Any], settings: Settings) -> tuple[dict[str, Any
     from include.statistics_export.tasks import export_product_batch
 
     cpu = _cpu_seconds()
-    result = export_product_batch(BatchPlan.from_xcom(batch), settings)
+    result = export_product_batch(BatchPlan.from_xcom(batch), settings, BENCH_RUN)
     cpu = _cpu_seconds() - cpu
     return result.to_xcom(), peak_rss_mb(), cpu
 
@@ -105,7 +105,7 @@ def run_export(
         # The sensor's poke interval: the bench's one deliberate wait.
         time.sleep(poll_interval)
     bulk_wait = time.monotonic() - bulk_started
-    plan = tasks.plan_shop_batches(ready, day, settings)
+    plan = tasks.plan_shop_batches(ready, bench_writer(day), settings)
     plan_seconds = time.monotonic() - started
     futures = [pool.submit(_run_batch, batch.to_xcom(), settings) for batch in plan.batches]
     results, peaks, cpu = [], [], 0.0

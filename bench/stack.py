@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import date
 from typing import Any, Callable, Iterator
 
 SPAWN = multiprocessing.get_context("spawn")
@@ -197,3 +198,17 @@ def cpu_snapshot(stack: Stack) -> dict[str, float]:
         "machine_busy": machine.user + machine.nice + machine.system + machine.irq + machine.softirq + machine.steal,
         "machine_total": sum(machine),
     }
+
+
+# The run id the bench exports under: it claims its day first, as the DAG's claim_export_day does.
+BENCH_RUN = "bench"
+
+
+def bench_writer(day: date) -> Any:
+    """Claim ``day`` for the bench's run (taking it over from any run) and return the writer."""
+    from include.statistics_export import tasks
+    from include.statistics_export.day_claims import DayWriter
+
+    writer = DayWriter(day, BENCH_RUN)
+    tasks.claim_export_day(writer, lambda other: False)
+    return writer

@@ -26,6 +26,7 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from include.statistics_export import settings as export_settings
 from include.statistics_export import tasks
+from include.statistics_export.day_claims import DayWriter
 from include.statistics_export.errors import ExportError, PermanentError
 from include.statistics_export.handoffs import (
     BatchPlan,
@@ -41,11 +42,13 @@ from include.statistics_export.handoffs import (
 )
 from include.statistics_export.keys import EXPORTS_ASSET_NAME, EXPORTS_ASSET_URI
 from include.statistics_export.report import summarize_run, unfinished
-from include.statistics_export.utc import export_day, midnight
+from include.statistics_export.utc import export_day, midnight, require_finished
 
 log = logging.getLogger(__name__)
 
 SETTINGS = export_settings.load()
+DAG_ID = "product_statistics_export"
+ACTIVE_RUN_STATES = ["queued", "running"]
 UNIT_RESULT = "unit_result"
 BATCH_VARIANTS = "batch_variants"
 SENSOR_RETRIES = 6
@@ -126,13 +129,18 @@ def label(name: str, value: str) -> None:
     get_current_context()[name] = fit_label(value)
 
 
+def writer(day: str, run_id: str) -> DayWriter:
+    """Return this run as the writer of its day."""
+    return DayWriter(date.fromisoformat(day), run_id)
+
+
 def only(ids: Sequence[str] | None) -> list[str] | None:
     """Return a list param as a filter: None when empty (everything)."""
     return list(ids) if ids else None
 
 
 @dag(
-    dag_id="product_statistics_export",
+    dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=midnight(SETTINGS.start_date),
     catchup=True,
@@ -149,8 +157,27 @@ def only(ids: Sequence[str] | None) -> list[str] | None:
 def product_statistics_export():
     @task
     def resolve_export_day(params=None, logical_date=None, dag_run=None) -> str:
-        """Fix, once per run, the UTC day every task of this run exports."""
-        return export_day(params.get("date"), logical_date, getattr(dag_run, "run_after", None)).isoformat()
+        """Fix, once per run, the UTC day every task of this run exports: a day that has ended, never today."""
+        return run(
+            require_finished, export_day(params.get("date"), logical_date, getattr(dag_run, "run_after", None))
+        ).isoformat()
+
+    # One day, one writer (day_claims): a second run of the day waits here, holding no worker slot, until the
+    # run writing the day has finished; then it takes the day over. Every writing task checks the claim.
+    @task.sensor(
+        mode="reschedule",
+        poke_interval=SETTINGS.bulk_poll_seconds,
+        timeout=timedelta(hours=12).total_seconds(),
+        **SHOP_CHAIN_PRIORITY,
+    )
+    def claim_export_day(day: str, run_id=None, ti=None) -> PokeReturnValue:
+        """Claim the day for this run, or wait while another run of the same day is still going."""
+
+        def is_active(other_run_id: str) -> bool:
+            return ti.get_dr_count(dag_id=DAG_ID, run_ids=[other_run_id], states=ACTIVE_RUN_STATES) > 0
+
+        claim = run(tasks.claim_export_day, writer(day, run_id), is_active)
+        return PokeReturnValue(is_done=claim.held, xcom_value=claim.taken_from)
 
     @task
     def link_sessions(params=None) -> dict:
@@ -186,13 +213,11 @@ def product_statistics_export():
         return fleet["units"]
 
     @task(map_index_template="{{ unit_label }}", **PACKED_UNIT_PRIORITY)
-    def export_shop_unit(unit: dict, day: str, ti=None) -> int:
+    def export_shop_unit(unit: dict, day: str, run_id=None, ti=None) -> int:
         """Export a unit of small shops, each on its own; fail afterwards, naming them, if any shop failed."""
         shop_unit = ShopUnit.from_xcom(unit)
         label("unit_label", shop_unit.label)
-        outcome = UnitResult.from_xcom(
-            run(tasks.export_unit, shop_unit, date.fromisoformat(day), export_settings.load())
-        )
+        outcome = UnitResult.from_xcom(run(tasks.export_unit, shop_unit, writer(day, run_id), export_settings.load()))
         # Pushed whatever happens next: the report and the reconciliation read the shops that did finish.
         ti.xcom_push(key=UNIT_RESULT, value=outcome.to_xcom())
         if outcome.failures:
@@ -227,14 +252,14 @@ def product_statistics_export():
         return PokeReturnValue(is_done=ready is not None, xcom_value=ready)
 
     @task(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
-    def plan_shop_batches(read: dict, day: str, batch_variants: int, params=None) -> dict:
+    def plan_shop_batches(read: dict, day: str, batch_variants: int, params=None, run_id=None) -> dict:
         """Cut the shop's catalog into batches of the day's size (STATISTICS_EXPORT_BATCH_VARIANTS, or more)."""
         catalog_read = CatalogRead.from_xcom(read)
         label("shop_label", catalog_read.shop_domain)
         plan = run(
             tasks.plan_shop_batches,
             catalog_read,
-            date.fromisoformat(day),
+            writer(day, run_id),
             replace(export_settings.load(), batch_variants=batch_variants),
             only(params.get("product_ids")),
         )
@@ -253,11 +278,11 @@ def product_statistics_export():
         return [batch.to_xcom() for plan in as_list(plans, ShopPlan) for batch in plan.batches]
 
     @task(map_index_template="{{ batch_label }}", **BATCH_PRIORITY)
-    def export_product_batch(batch: dict) -> dict:
+    def export_product_batch(batch: dict, run_id=None) -> dict:
         """Export one batch of one shop's products end to end."""
         plan = BatchPlan.from_xcom(batch)
         label("batch_label", plan.label)
-        result = run(tasks.export_product_batch, plan, export_settings.load())
+        result = run(tasks.export_product_batch, plan, export_settings.load(), run_id)
         log.info(
             "%s: %d/%d variants, %d files (%d unchanged), %d images backed up, %d failed, %.2fs",
             plan.label,
@@ -304,6 +329,7 @@ def product_statistics_export():
         reconciliations,
         pixel=None,
         links=None,
+        run_id=None,
         ti=None,
     ) -> dict:
         """Log, return and write the day's report; fail the run when any shop failed or did not reconcile."""
@@ -324,12 +350,12 @@ def product_statistics_export():
         listed = [ShopRef.from_xcom(s) for s in shops]
         summary = summarize_run(day, listed, planned, mapped, exported, list(reconciliations or []), reasons)
         tasks.add_report_sections(summary, {"sessionLinks": links, "pixelHealth": pixel})
-        return run(tasks.finish_day, summary)
+        return run(tasks.finish_day, summary, writer(day, run_id))
 
     @task(outlets=[EXPORTS_ASSET])
-    def clean_staging(day: str, summary: dict, outlet_events=None) -> int:
-        """Delete the day's staged catalogs once the whole day has succeeded; tell the asset what the day holds."""
-        deleted = tasks.clean_day_staging(date.fromisoformat(day))
+    def clean_staging(day: str, summary: dict, run_id=None, outlet_events=None) -> int:
+        """Delete the run's staged catalogs once the whole day has succeeded; tell the asset what the day holds."""
+        deleted = tasks.clean_day_staging(writer(day, run_id))
         outlet_events[EXPORTS_ASSET].extra = tasks.exports_asset_extra(summary)
         return deleted
 
@@ -340,9 +366,10 @@ def product_statistics_export():
         return plan_shop_batches(wait_for_catalog(start_catalog_read(shop)), day, batch_variants)
 
     day = resolve_export_day()
+    claimed = claim_export_day(day)
     links = link_sessions()
     shops = list_active_shops()
-    links >> shops
+    claimed >> links >> shops
     fleet = plan_fleet(shops, day)
     single = shops_alone(fleet)
     plans = read_shop_catalog.partial(day=day, batch_variants=fleet[BATCH_VARIANTS]).expand(shop=single)

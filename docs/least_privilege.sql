@@ -1,9 +1,13 @@
--- The least privileges of the export's PostgreSQL role in the Shopify app's database.
--- Run as the tables' owner:  psql -v export_role=statistics_export -f docs/least_privilege.sql
--- (tests/airflow/test_least_privilege.py runs this very file, then the whole DAG as that role).
--- The role needs CONNECT on the database (PUBLIC has it unless revoked) and nothing else: no DDL,
--- no DELETE, no TRUNCATE, no write on the app's own tables but "Session"."shopId" (below).
+-- The least privileges of the export's PostgreSQL role, and of the Statistics page's, in the Shopify app's database.
+-- Run as the tables' owner:
+--   psql -v ON_ERROR_STOP=1 -v export_role=statistics_export -v page_role=statistics_page -f docs/least_privilege.sql
+-- (each part runs when its variable is given: without -v page_role only the export role is granted, without
+-- -v export_role only the page role; tests/airflow/test_least_privilege.py runs this very file, then the whole
+-- DAG as the export role and the page's queries as the page role).
+-- Each role needs CONNECT on the database (PUBLIC has it unless revoked) and nothing else: no DDL,
+-- no DELETE, no TRUNCATE, no write on the app's own tables but the export's "Session"."shopId" (below).
 
+\if :{?export_role}
 GRANT USAGE ON SCHEMA public TO :"export_role";
 
 -- Sources, read only, column by column: the export never sees "apiKey"/"apiSecret" or the sessions'
@@ -24,3 +28,17 @@ GRANT UPDATE ("shopId") ON "Session" TO :"export_role";
 GRANT SELECT, INSERT, UPDATE ON "StatisticsExport" TO :"export_role";
 GRANT SELECT, INSERT, UPDATE ON "VariantDailyStatistics" TO :"export_role";
 GRANT SELECT, INSERT, UPDATE ON "ProductImageBackup" TO :"export_role";
+-- Which run writes a day (day_claims.py): claimed with INSERT, taken over with UPDATE, checked with
+-- SELECT ... FOR SHARE / FOR UPDATE (row locks need UPDATE, which the takeover needs anyway).
+GRANT SELECT, INSERT, UPDATE ON "StatisticsExportDay" TO :"export_role";
+\endif
+
+-- The Statistics page's role (the api-server's statistics_page_db connection): SELECT on exactly the columns the
+-- page reads (plugins/statistics_ui, include/statistics_export/statistics_queries.py), nothing of "Session",
+-- "ABTest" or "ABTestEvent" (never an access token), no write anywhere. Granted when -v page_role is given.
+\if :{?page_role}
+GRANT USAGE ON SCHEMA public TO :"page_role";
+GRANT SELECT (id, "shopDomain") ON "ShopCredential" TO :"page_role";
+GRANT SELECT (shop, date, "productId", "variantId", "csvR2Key", "jsonR2Key") ON "StatisticsExport" TO :"page_role";
+GRANT SELECT (date, impressions, orders, revenue) ON "VariantDailyStatistics" TO :"page_role";
+\endif

@@ -27,6 +27,7 @@ from local_stack.services import (  # noqa: E402
     airflow_env,
     connection_env,
     create_bucket,
+    image_hosts_env,
     postgres_server,
     s3_client,
     s3_server,
@@ -113,8 +114,9 @@ def endpoints(app_db_url, s3_endpoint, bucket, sandbox):
 
 @pytest.fixture
 def connections(endpoints, monkeypatch):
-    """Set the app_db, r2_default and shopify_default connections for hooks used in this process."""
-    for name, value in connection_env(endpoints).items():
+    """Set the app_db, r2_default and shopify_default connections for hooks used in this process, and the image
+    origins the sandbox's CDN needs."""
+    for name, value in {**connection_env(endpoints), **image_hosts_env(endpoints)}.items():
         monkeypatch.setenv(name, value)
     return endpoints
 

@@ -19,7 +19,8 @@ import pytest
 
 from helpers import NOON_ON_DAY as NOON, add_event, bucket_objects, product, register_shop, run_shop
 from local_stack.fault_proxy import FaultProxy
-from local_stack.services import Endpoints, connection_env, create_bucket, s3_client, scratch_database
+from local_stack.services import Endpoints, connection_env, create_bucket, image_hosts_env, s3_client
+from local_stack.services import scratch_database
 from include.statistics_export.formats import RenderedFiles
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,8 +144,9 @@ class FaultWorld:
 
 
 def r2_env(endpoints: Endpoints, **extra: Any) -> dict[str, str]:
-    """Return the three connections, the R2 one with more extra (e.g. config_kwargs)."""
-    env = connection_env(endpoints)
+    """Return the three connections, the R2 one with more extra (e.g. config_kwargs), and the image origins
+    the sandbox's CDN needs."""
+    env = {**connection_env(endpoints), **image_hosts_env(endpoints)}
     r2 = json.loads(env["AIRFLOW_CONN_R2_DEFAULT"])
     r2["extra"].update(extra)
     env["AIRFLOW_CONN_R2_DEFAULT"] = json.dumps(r2)
@@ -172,7 +174,7 @@ def world_fixture(pg_server_url, app_db_url, s3_endpoint, bucket, sandbox, monke
         with psycopg.connect(reference_url) as reference_db:
             seed(reference_db, sandbox)
         reference = Endpoints(reference_url, s3_endpoint, reference_bucket, sandbox.endpoint_template, PUBLIC_BASE_URL)
-        use_connections(monkeypatch, connection_env(reference))
+        use_connections(monkeypatch, {**connection_env(reference), **image_hosts_env(reference)})
         run_shop(SHOP)
         expected = snapshot(s3, reference_bucket, reference_url)
     # 8 variants x 2 files, 4 images, and the shop's day as one Parquet part.

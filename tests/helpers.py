@@ -11,11 +11,14 @@ from local_stack.demo_world import insert_shop
 from local_stack.services import read_bucket
 from shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
 from include.statistics_export import tasks
+from include.statistics_export.day_claims import DayWriter
 from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead
 from include.statistics_export.settings import Settings, load as load_settings
 from include.statistics_export.shops import shop_credentials
 
 DAY = date(2026, 11, 21)
+# The run id the tests export under: tasks called outside a DAG run claim their day for it first.
+TEST_RUN = "tests"
 
 
 def current_settings(**changes) -> Settings:
@@ -117,17 +120,26 @@ def add_event(db, shop_id: str, variant_id: str, event_type: str, at: datetime, 
     db.commit()
 
 
+def writer_for(day: date = DAY, run_id: str = TEST_RUN) -> DayWriter:
+    """Claim ``day`` for ``run_id`` (taking it over from any run, as no DAG run is going) and return the writer."""
+    writer = DayWriter(day, run_id)
+    assert tasks.claim_export_day(writer, lambda other: False).held
+    return writer
+
+
 def plan(shop_id: str, day: date = DAY, batch_variants: int = 500, product_ids=None) -> list[BatchPlan]:
     """Plan a shop's batches page by page, through the task the DAG runs (connections from the environment)."""
     with tasks.app_db() as conn:
         shop_domain = shop_credentials(conn, shop_id).shop_domain
     read = CatalogRead(shop_id, shop_domain)
-    return tasks.plan_shop_batches(read, day, current_settings(batch_variants=batch_variants), product_ids).batches
+    settings = current_settings(batch_variants=batch_variants)
+    return tasks.plan_shop_batches(read, writer_for(day), settings, product_ids).batches
 
 
 def run_batch(batch: BatchPlan) -> BatchResult:
     """Export one batch through the task the DAG runs."""
-    return tasks.export_product_batch(batch, current_settings())
+    writer_for(date.fromisoformat(batch.date))
+    return tasks.export_product_batch(batch, current_settings(), TEST_RUN)
 
 
 def run_shop(shop_id: str, **kwargs) -> list[BatchResult]:

@@ -291,10 +291,28 @@ def connection_env(endpoints: Endpoints) -> dict[str, str]:
     }
 
 
+def image_hosts_env(endpoints: Endpoints) -> dict[str, str]:
+    """Return STATISTICS_EXPORT_IMAGE_HOSTS allowing Shopify's CDN and the sandbox's origin.
+
+    The sandbox serves its CDN where its GraphQL API is (``http://127.0.0.1:PORT/cdn/...``): that origin comes
+    from the endpoint template, and only the local stack adds it (the default is Shopify's CDN alone). A
+    template whose host is ``{shop}`` (Shopify's own) adds nothing.
+    """
+    from include.statistics_export.settings import IMAGE_HOSTS
+
+    parts = urlsplit(endpoints.shopify_endpoint_template)
+    origins = [IMAGE_HOSTS.default]
+    if parts.scheme and parts.netloc and "{" not in parts.netloc:
+        origins.append(f"{parts.scheme}://{parts.netloc}")
+    return {IMAGE_HOSTS.env: ",".join(origins)}
+
+
 def airflow_env(airflow_home: Path, endpoints: Endpoints) -> dict[str, str]:
-    """Return the environment of the configuration contract, for running the airflow CLI."""
+    """Return the environment of the configuration contract, for running the airflow CLI (with the image
+    origins the local stack allows, :func:`image_hosts_env`)."""
     env = dict(os.environ)
     env.update(connection_env(endpoints))
+    env.update(image_hosts_env(endpoints))
     env.update(
         {
             "AIRFLOW_HOME": str(airflow_home),

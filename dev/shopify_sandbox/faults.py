@@ -185,6 +185,15 @@ class FaultControls:
             else:
                 state.image_faults[media_id] = fault
 
+    def foreign_image_url(self, domain: str, media_id: int, url: str | None) -> None:
+        """Hand out `url` as a media's image URL instead of the sandbox CDN's (None: the CDN's again)."""
+        shop = self._require(domain).shop
+        found = [media for product in shop.products for media in product.media if media.id == media_id]
+        if not found:
+            raise KeyError(f"unknown media {media_id} in {domain!r}")
+        for media in found:
+            media.url = url
+
     def bulk_behaviour(
         self,
         domain: str,

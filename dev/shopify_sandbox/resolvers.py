@@ -304,7 +304,10 @@ class ImageView:
         self.width, self.height = image_dimensions(media.id)
 
     def url(self, _info, transform: dict[str, Any] | None = None) -> str:
-        """Resolve `url(transform:)`: the CDN URL, with resize/format parameters as Shopify's CDN takes them."""
+        """Resolve `url(transform:)`: the CDN URL, with resize/format parameters as Shopify's CDN takes them
+        (a media's foreign `url` as it is)."""
+        if self.m.url:
+            return self.m.url
         base = f"{self.ctx.base_url}/cdn/{self.ctx.shop.domain}/{self.m.id}/{quote(self.m.filename)}"
         if not transform:
             return base

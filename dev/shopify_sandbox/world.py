@@ -46,12 +46,16 @@ def slugify(title: str) -> str:
 
 @dataclass
 class SandboxMedia:
-    """One product media; for IMAGE, `filename=None` means the image is still processing."""
+    """One product media; for IMAGE, `filename=None` means the image is still processing.
+
+    `url`, when set, is the image URL handed out instead of the sandbox CDN's (a foreign host, for tests).
+    """
 
     id: int
     content_type: str = "IMAGE"
     filename: str | None = "image.jpg"
     alt: str = ""
+    url: str | None = None
 
     def __post_init__(self) -> None:
         if self.content_type not in MEDIA_CONTENT_TYPES:
@@ -69,7 +73,8 @@ class SandboxMedia:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
-        return {"id": self.id, "content_type": self.content_type, "filename": self.filename, "alt": self.alt}
+        data = {"id": self.id, "content_type": self.content_type, "filename": self.filename, "alt": self.alt}
+        return {**data, "url": self.url} if self.url else data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SandboxMedia":
@@ -79,6 +84,7 @@ class SandboxMedia:
             content_type=data.get("content_type", "IMAGE"),
             filename=data.get("filename", "image.jpg"),
             alt=data.get("alt", ""),
+            url=data.get("url"),
         )
 
 

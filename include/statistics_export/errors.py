@@ -29,7 +29,15 @@ class DatabasePermissionError(PermanentError):
 
 
 class StagedCatalogMissing(PermanentError):
-    """A staged catalog batch is gone (cleaned after a successful run): its shop's catalog must be read again."""
+    """A staged catalog batch is gone and its bulk result has expired: its shop's catalog must be read again."""
+
+
+class DayNotFinished(PermanentError, ValueError):
+    """The day asked for has not ended (UTC): only a finished day is exported."""
+
+
+class DayWrittenByAnotherRun(PermanentError):
+    """Another run of the DAG holds the day's claim: this run must not write any of the day."""
 
 
 class DayFailed(PermanentError):

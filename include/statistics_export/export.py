@@ -20,7 +20,8 @@ from include.statistics_export.catalog import (
     parse_product,
     parse_summary,
 )
-from include.statistics_export.errors import BatchRowsError
+from include.statistics_export.day_claims import DayWriter
+from include.statistics_export.errors import BatchRowsError, DayWrittenByAnotherRun, StagedCatalogMissing
 from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE
 from include.statistics_export.formats import RenderedFiles, VariantExport, WrittenFiles, render_files
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopRef
@@ -84,23 +85,61 @@ def stage_shop(
     store: ObjectStore,
     shop: ShopRef,
     day: date,
+    run_id: str,
     products: Iterable[dict[str, Any]],
     *,
     batch_variants: int = DEFAULT_BATCH_VARIANTS,
     currency: str | None = None,
+    bulk_result_url: str | None = None,
 ) -> list[BatchPlan]:
-    """Cut a bulk-read catalog into batches by variant count and stage each in the bucket."""
-    _, day_end = day_bounds(day)
-    existing = (raw for raw in products if existed_on(created_at(raw), day_end))
+    """Cut a bulk-read catalog into batches by variant count and stage each under the run's own prefix."""
     staged = []
-    for n, batch in enumerate(batched_by_variants(existing, lambda raw: len(raw["variants"]), batch_variants), 1):
-        key = staged_batch_key(shop.shop_id, day, n)
+    for n, batch in enumerate(cut_catalog(products, day, batch_variants), start=1):
+        key = staged_batch_key(shop.shop_id, day, run_id, n)
         stage_batch(store, key, batch)
         staged.append((key, sum(len(raw["variants"]) for raw in batch)))
     return [
-        BatchPlan(shop.shop_id, shop.shop_domain, day.isoformat(), n, len(staged), [], currency, variants, key)
+        BatchPlan(
+            shop.shop_id,
+            shop.shop_domain,
+            day.isoformat(),
+            n,
+            len(staged),
+            [],
+            currency,
+            variants,
+            key,
+            bulk_result_url=bulk_result_url,
+            cut_variants=batch_variants,
+        )
         for n, (key, variants) in enumerate(staged, start=1)
     ]
+
+
+def cut_catalog(products: Iterable[dict[str, Any]], day: date, batch_variants: int) -> Iterator[list[dict[str, Any]]]:
+    """Yield a bulk-read catalog's products that existed on ``day`` in batches: the same catalog and size give
+    the same batches, so one batch can be staged again alone."""
+    _, day_end = day_bounds(day)
+    existing = (raw for raw in products if existed_on(created_at(raw), day_end))
+    yield from batched_by_variants(existing, lambda raw: len(raw["variants"]), batch_variants)
+
+
+def restage_batch(store: ObjectStore, plan: BatchPlan, products: Iterable[dict[str, Any]]) -> None:
+    """Stage one batch again from the catalog it was cut from (its staging was deleted); raise naming the
+    batch when the catalog no longer cuts into the planned batches."""
+    if plan.staged_key is None:
+        raise ValueError(f"{plan.label}: only a staged batch can be staged again")
+    batches = cut_catalog(products, date.fromisoformat(plan.date), plan.cut_variants)
+    for n, batch in enumerate(batches, start=1):
+        if n == plan.index:
+            variants = sum(len(raw["variants"]) for raw in batch)
+            if variants != plan.variants:
+                break
+            stage_batch(store, plan.staged_key, batch)
+            return
+    raise StagedCatalogMissing(
+        f"{plan.label}: its staged catalog is gone and the bulk result no longer cuts into the planned batches"
+    )
 
 
 def fetch_products(catalog: Catalog, product_ids: list[str], day: date) -> tuple[list[Product], list[str]]:
@@ -156,6 +195,7 @@ def export_batch(
     *,
     pool: ThreadPoolExecutor,
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    writer: DayWriter | None = None,
 ) -> BatchResult:
     """Export one batch: catalog, metrics, images, files in R2, then the rows in one transaction."""
     started = time.monotonic()
@@ -166,7 +206,15 @@ def export_batch(
         log.warning("Shop %s: products no longer in Shopify, skipped: %s", plan.shop_id, missing)
     part = ShopPart(plan, products, missing)
     (result,) = export_parts(
-        conn, store, [part], fetch_image, pool=pool, max_revenue=max_revenue, started=started, clock=clock
+        conn,
+        store,
+        [part],
+        fetch_image,
+        pool=pool,
+        max_revenue=max_revenue,
+        started=started,
+        clock=clock,
+        writer=writer,
     )
     return result
 
@@ -190,10 +238,12 @@ def export_parts(
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
     started: float | None = None,
     clock: PhaseClock | None = None,
+    writer: DayWriter | None = None,
 ) -> list[BatchResult]:
     """Export the products of one or more shops of one day together: one metrics query, one query for the
     images already backed up and one for the recorded hashes, then every row in one transaction once the
-    files are in R2, however many shops there are."""
+    files are in R2, however many shops there are. With a ``writer``, the rows are committed only while its
+    run holds the day (day_claims)."""
     started = time.monotonic() if started is None else started
     clock = clock or PhaseClock()
     day = date.fromisoformat(parts[0].plan.date)
@@ -293,7 +343,9 @@ def export_parts(
                 )
     with clock.phase("rows"):
         try:
-            write_shops_rows(conn, written, new_images)
+            write_shops_rows(conn, written, new_images, writer)
+        except DayWrittenByAnotherRun:
+            raise
         except Exception as exc:
             where = ", ".join(f"Shop {p.plan.shop_id} batch {p.plan.index}/{p.plan.count}" for p in parts)
             raise BatchRowsError(

@@ -88,6 +88,10 @@ class BatchPlan(Handoff):
     # False when the run exports some products only: such a batch writes no Parquet part (a part holds every
     # variant of its batch of the whole shop's plan, and a partial plan would replace the day's parts).
     whole_shop: bool = True
+    # A staged batch: the bulk result it was cut from (Shopify keeps it a week) and the cut's size, so the
+    # batch can stage itself again if its staging was deleted.
+    bulk_result_url: str | None = None
+    cut_variants: int = 0
 
     @property
     def label(self) -> str:

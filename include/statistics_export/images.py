@@ -8,20 +8,46 @@ run; a 4xx, a page that is not an image or an oversized file is the same answer 
 is not. A page instead of an image (a CDN's error page) and an oversized file (the merchant may replace
 it, the operator may raise the cap) are retried next run too: the cost is bounded, as an oversized
 file is refused from its Content-Length, or at the cap when it has none, never read whole.
+
+Where images may come from (the URL is Shopify's answer, but nothing else stops it pointing inside our
+network): a URL is fetched only when it is http or https, its origin (scheme, host and port, https's
+default port 443) is one of STATISTICS_EXPORT_IMAGE_HOSTS (default ``https://cdn.shopify.com``), and its
+host name resolves (``socket.getaddrinfo``) to public addresses only: none loopback, private, link-local,
+multicast, reserved or unspecified, IPv4-mapped IPv6 included. An IP address listed as an origin (the
+local sandbox's ``http://127.0.0.1:PORT``) is the operator's own choice and is not checked further; a
+name is, whatever it is (``localhost`` is refused). Redirects are followed here, not by requests: at most
+3, each Location checked the same way before it is requested. A refused URL raises
+:class:`ImageURLRefused`, an image failure like the others: reported, not retried within the run, tried
+again next run; no connection is opened for it.
+
+DNS rebinding (a name answering a public address to the check and a private one when requests connects):
+the session of :func:`image_fetcher` checks the address every new connection reached, right after the
+TCP handshake and before TLS or any byte of the request, and closes a connection that reached a
+non-public address. What remains: that handshake itself with the address; ``download_image`` called with
+a session made elsewhere has no such check (the checks before each request still apply); behind an
+HTTP(S) proxy (HTTPS_PROXY, ...) the proxy resolves and connects, so only the checks before each request
+apply.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from include.statistics_export import settings
 from include.statistics_export.catalog import ImageRef, Product
@@ -32,8 +58,18 @@ from include.statistics_export.utc import as_utc, now_ms
 log = logging.getLogger(__name__)
 
 DOWNLOAD_ATTEMPTS = 3
+MAX_REDIRECTS = 3
 _DEFAULTS = settings.Settings()
 ImageFetch = Callable[[str], tuple[bytes, str]]
+# The ipaddress properties that make an address unfit to serve images, in the order a message names them.
+_NOT_PUBLIC = (
+    ("a loopback", "is_loopback"),
+    ("an unspecified", "is_unspecified"),
+    ("a link-local", "is_link_local"),
+    ("a multicast", "is_multicast"),
+    ("a private", "is_private"),
+    ("a reserved", "is_reserved"),
+)
 
 # The leading bytes of the formats a product image can be in (ISO BMFF "ftyp" at offset 4: AVIF, HEIC).
 _IMAGE_SIGNATURES = (
@@ -56,6 +92,15 @@ class ImageDownloadError(ExportError):
 
 class _TransientDownloadError(ImageDownloadError):
     pass
+
+
+class ImageURLRefused(ImageDownloadError):
+    """An image URL, or a redirect's target, that may not be fetched: not http(s), an origin not allowed, or a
+    host that is not public. Never retried within the run."""
+
+
+class _PeerRefused(ImageURLRefused):
+    """A new connection reached a non-public address (raised from the connection, before the request)."""
 
 
 def is_image(body: bytes, content_type: str) -> bool:
@@ -133,18 +178,171 @@ def existing_backups(conn: Any, shop_id: str, media_gids: Iterable[str]) -> dict
     return {gid: backup for (_, gid), backup in found.items()}
 
 
+def address_refusal(address: str) -> str | None:
+    """Return why an IP address may not serve images ("a loopback address", ...), or None when it is public.
+
+    An IPv4-mapped IPv6 address (``::ffff:10.0.0.1``) is judged as the IPv4 address it carries.
+    """
+    try:
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return "not an IP address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for kind, attribute in _NOT_PUBLIC:
+        if getattr(ip, attribute):
+            return f"{kind} address"
+    return None if ip.is_global else "not a public address"
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def url_refusal(url: str, allowed_origins: Collection[str]) -> str | None:
+    """Return why ``url`` may not be fetched, or None: it must be http(s), of an allowed origin, and a host
+    name must resolve to public addresses only (an allowed IP address is not checked further).
+
+    ``allowed_origins`` are canonical (:func:`settings.canonical_origin`, as STATISTICS_EXPORT_IMAGE_HOSTS
+    parses them). Raises :class:`_TransientDownloadError` when the name does not resolve (retried).
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        return f"{scheme or 'no'} scheme, only http and https are fetched"
+    try:
+        host, port = parts.hostname or "", parts.port
+        if parts.username is not None or parts.password is not None:
+            return "the URL carries credentials"
+        origin = settings.canonical_origin(scheme, host, port)
+    except ValueError as exc:
+        return f"not a URL requests can fetch ({exc})"
+    if origin not in allowed_origins:
+        return f"{origin} is not an allowed image origin ({settings.IMAGE_HOSTS.env})"
+    if _is_ip_literal(host):
+        return None  # listed by the operator or the local stack, as an address: trusted as is
+    try:
+        answers = socket.getaddrinfo(host, port or (443 if scheme == "https" else 80), type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise _TransientDownloadError(f"{host} does not resolve ({exc}) fetching {url}") from None
+    for *_, sockaddr in answers:
+        address = str(sockaddr[0])
+        reason = address_refusal(address)
+        if reason is not None:
+            return f"{host} resolves to {address}, {reason}"
+    return None
+
+
+def _as_sent(url: str) -> str:
+    """Return the URL as requests will send it (IDNA host, quoted path), so the checks see what is fetched."""
+    prepared = requests.PreparedRequest()
+    try:
+        prepared.prepare_url(url, None)
+    except (requests.RequestException, ValueError):
+        return url  # requests cannot send it either; the checks say why
+    return prepared.url or url
+
+
+def _checked(url: str, allowed_origins: Collection[str], refused: str) -> str:
+    """Return ``url`` as it will be requested, or raise ImageURLRefused with ``refused`` and the reason."""
+    sent = _as_sent(url)
+    reason = url_refusal(sent, allowed_origins)
+    if reason is not None:
+        raise ImageURLRefused(f"{refused}: {reason}")
+    return sent
+
+
+def _allowed(origins: Iterable[str] | None) -> frozenset[str]:
+    """Return the allowed origins in their canonical spelling; None: STATISTICS_EXPORT_IMAGE_HOSTS as set now."""
+    if origins is None:
+        return frozenset(settings.load().image_hosts)
+    listed = ",".join(origins)
+    return frozenset(settings.IMAGE_HOSTS.parse(listed)) if listed.strip(", ") else frozenset()
+
+
+def _peer_checked(conn: HTTPConnection, sock: socket.socket) -> socket.socket:
+    """Close and refuse a new connection whose peer is not public (a name whose DNS answer changed since its
+    check); an IP address host passed the origin check as itself, and a proxy's peer is the proxy."""
+    if conn.proxy is not None or _is_ip_literal(conn.host):
+        return sock
+    peer = str(sock.getpeername()[0])
+    reason = address_refusal(peer)
+    if reason is not None:
+        sock.close()
+        raise _PeerRefused(f"the connection to {conn.host} reached {peer}, {reason}")
+    return sock
+
+
+class _PeerCheckedHTTPConnection(HTTPConnection):
+    def _new_conn(self) -> socket.socket:
+        return _peer_checked(self, super()._new_conn())
+
+
+class _PeerCheckedHTTPSConnection(HTTPSConnection):
+    def _new_conn(self) -> socket.socket:
+        return _peer_checked(self, super()._new_conn())
+
+
+class _PeerCheckedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _PeerCheckedHTTPConnection
+
+
+class _PeerCheckedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _PeerCheckedHTTPSConnection
+
+
+class _PeerCheckedAdapter(HTTPAdapter):
+    """requests' HTTPAdapter whose connections check the address they reached (not through a proxy)."""
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _PeerCheckedHTTPPool, "https": _PeerCheckedHTTPSPool}
+
+
+def image_session(pool_maxsize: int) -> requests.Session:
+    """Return a session for image downloads: pooled (4 hosts, ``pool_maxsize`` connections each, for http and
+    https), each new connection refused if it reached a non-public address."""
+    session = requests.Session()
+    adapter = _PeerCheckedAdapter(pool_connections=4, pool_maxsize=pool_maxsize)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def image_fetcher(config: settings.Settings) -> tuple[ImageFetch, requests.Session]:
+    """Return a batch's image fetch, bound to the settings' size cap, timeout and allowed origins, and the
+    pooled session it uses (``config.concurrency`` connections; the caller closes it)."""
+    session = image_session(config.concurrency)
+    fetch = partial(
+        download_image,
+        session,
+        max_bytes=config.image_max_bytes,
+        timeout=config.image_timeout,
+        allowed_origins=config.image_hosts,
+    )
+    return fetch, session
+
+
 def download_image(
     session: requests.Session,
     url: str,
     *,
     max_bytes: int = _DEFAULTS.image_max_bytes,
     timeout: float = _DEFAULTS.image_timeout,
+    allowed_origins: Iterable[str] | None = None,
 ) -> tuple[bytes, str]:
     """Fetch an image (retrying 5xx, 429, connection errors and timeouts) and return its bytes and content type.
 
-    ``max_bytes`` caps the body; ``timeout`` bounds each attempt as a whole (settings IMAGE_MAX_BYTES and
-    IMAGE_TIMEOUT).
+    ``max_bytes`` caps the body; ``timeout`` bounds each attempt as a whole, redirects included (settings
+    IMAGE_MAX_BYTES and IMAGE_TIMEOUT). ``allowed_origins`` are the origins the URL and every redirect must
+    be of (setting IMAGE_HOSTS; None: as the environment sets it now). A refused URL raises
+    :class:`ImageURLRefused` before any connection to it.
     """
+    allowed = _allowed(allowed_origins)
     retrying = Retrying(
         retry=retry_if_exception_type((_TransientDownloadError, requests.ConnectionError, requests.Timeout)),
         stop=stop_after_attempt(DOWNLOAD_ATTEMPTS),
@@ -152,7 +350,7 @@ def download_image(
         reraise=True,
     )
     try:
-        return retrying(_download_once, session, url, max_bytes, timeout)
+        return retrying(_download_once, session, url, max_bytes, timeout, allowed)
     except requests.Timeout:
         raise ImageDownloadError(
             f"timed out after {timeout:g} s ({DOWNLOAD_ATTEMPTS} attempts) fetching {url}"
@@ -161,34 +359,58 @@ def download_image(
         raise ImageDownloadError(f"{type(exc).__name__} ({DOWNLOAD_ATTEMPTS} attempts) fetching {url}") from None
 
 
-def _download_once(session: requests.Session, url: str, max_bytes: int, timeout: float) -> tuple[bytes, str]:
+def _download_once(
+    session: requests.Session, url: str, max_bytes: int, timeout: float, allowed: frozenset[str]
+) -> tuple[bytes, str]:
     deadline = time.monotonic() + timeout
-    # requests' read timeout bounds each wait for bytes; the deadline bounds a body that trickles in.
-    with session.get(url, timeout=(timeout, timeout), stream=True) as response:
-        if response.status_code >= 500 or response.status_code == 429:
-            raise _TransientDownloadError(f"HTTP {response.status_code} fetching {url}")
-        if response.status_code != 200:
-            raise ImageDownloadError(f"HTTP {response.status_code} fetching {url}")
-        content_type = response.headers.get("Content-Type", "application/octet-stream")
-        if not content_type.lower().startswith("image/"):
-            raise ImageDownloadError(f"the CDN answered {content_type.split(';')[0]}, not an image, for {url}")
-        declared = response.headers.get("Content-Length", "")
-        if declared.isdigit() and int(declared) > max_bytes:
-            raise ImageDownloadError(
-                f"{url} is {declared} bytes, over the {max_bytes}-byte cap ({settings.IMAGE_MAX_BYTES.env})"
-            )
-        chunks, size = [], 0
-        for chunk in response.iter_content(64 * 1024):
-            size += len(chunk)
-            if size > max_bytes:
-                raise ImageDownloadError(f"{url} is over the {max_bytes}-byte cap ({settings.IMAGE_MAX_BYTES.env})")
-            if time.monotonic() > deadline:
-                raise requests.Timeout(f"the body of {url} took over {timeout:g} s")
-            chunks.append(chunk)
-        body = b"".join(chunks)
-        if not is_image(body, content_type):
-            raise ImageDownloadError(f"the body of {url} is not an image file (declared {content_type.split(';')[0]})")
-        return body, content_type
+    target = _checked(url, allowed, f"image URL {url} refused")
+    for hop in range(MAX_REDIRECTS + 1):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise requests.Timeout(f"{url} took over {timeout:g} s, redirects included")
+        try:
+            # requests' read timeout bounds each wait for bytes; the deadline bounds a body that trickles in.
+            response = session.get(target, timeout=(left, left), stream=True, allow_redirects=False)
+        except _PeerRefused as exc:
+            raise ImageURLRefused(f"image URL {url} refused: {exc}") from None
+        with response:
+            location = session.get_redirect_target(response)
+            if location is None:
+                return _read_image(response, url, max_bytes, timeout, deadline)
+            if hop == MAX_REDIRECTS:
+                raise ImageURLRefused(f"image URL {url} refused: more than {MAX_REDIRECTS} redirects")
+            after = urljoin(response.url, location)
+            target = _checked(after, allowed, f"image URL {url}: redirect to {after} refused")
+    raise AssertionError("unreachable: the last hop returns or raises")
+
+
+def _read_image(
+    response: requests.Response, url: str, max_bytes: int, timeout: float, deadline: float
+) -> tuple[bytes, str]:
+    if response.status_code >= 500 or response.status_code == 429:
+        raise _TransientDownloadError(f"HTTP {response.status_code} fetching {url}")
+    if response.status_code != 200:
+        raise ImageDownloadError(f"HTTP {response.status_code} fetching {url}")
+    content_type = response.headers.get("Content-Type", "application/octet-stream")
+    if not content_type.lower().startswith("image/"):
+        raise ImageDownloadError(f"the CDN answered {content_type.split(';')[0]}, not an image, for {url}")
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise ImageDownloadError(
+            f"{url} is {declared} bytes, over the {max_bytes}-byte cap ({settings.IMAGE_MAX_BYTES.env})"
+        )
+    chunks, size = [], 0
+    for chunk in response.iter_content(64 * 1024):
+        size += len(chunk)
+        if size > max_bytes:
+            raise ImageDownloadError(f"{url} is over the {max_bytes}-byte cap ({settings.IMAGE_MAX_BYTES.env})")
+        if time.monotonic() > deadline:
+            raise requests.Timeout(f"the body of {url} took over {timeout:g} s")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not is_image(body, content_type):
+        raise ImageDownloadError(f"the body of {url} is not an image file (declared {content_type.split(';')[0]})")
+    return body, content_type
 
 
 BackupOutcome = tuple[dict[str, ImageBackup], list[tuple[ImageOwner, ImageBackup]], list[str]]

@@ -3,7 +3,8 @@
 - ``statistic-exports/{shopId}/{productId}/{variantId}/{YYYYMMDD}.{csv|json}``: one variant's day;
 - ``{shopId}/products/{productId}/media/{mediaId}.{ext}``: one image, backed up once per shop;
 - ``statistic-exports/_runs/{YYYYMMDD}.json``: the day's report;
-- ``statistic-exports/_staging/{YYYYMMDD}/{shopId}/batch-{n}.jsonl.gz``: a bulk-read catalog's batches;
+- ``statistic-exports/_staging/{YYYYMMDD}/{runKey}/{shopId}/batch-{n}.jsonl.gz``: a bulk-read catalog's batches,
+  under the staging run's own prefix;
 - ``statistic-exports/_parquet/shop={shopId}/date={YYYY-MM-DD}/part-{n}-of-{count}.parquet``: the day's rows
   of one batch of a shop, under a Hive layout query engines read directly.
 
@@ -12,6 +13,7 @@ Ids enter keys only through :func:`safe_key_part`, so no id can climb out of its
 
 from __future__ import annotations
 
+import hashlib
 import mimetypes
 import posixpath
 import re
@@ -80,22 +82,17 @@ def parquet_part_key(shop_id: str, day: date, index: int, count: int) -> str:
     return f"{parquet_partition(shop_id, day)}part-{index:05d}-of-{count:05d}.parquet"
 
 
-def staging_prefix(day: date) -> str:
-    """Return the prefix under which a day's catalogs are staged."""
-    return f"{STAGING_ROOT}{day:%Y%m%d}/"
+def run_staging_prefix(day: date, run_id: str) -> str:
+    """Return the prefix under which one run stages its day's catalogs: the run's own, which only it deletes.
+
+    A run id (``scheduled__2026-11-21T00:00:00+00:00``, ``manual__...``, ``backfill__...``) is cut to the key's
+    safe characters, and a digest of the whole id keeps two runs apart whatever their ids share.
+    """
+    readable = re.sub(r"[^A-Za-z0-9_-]+", "-", run_id).strip("-")[:80] or "run"
+    digest = hashlib.sha256(run_id.encode("utf-8")).hexdigest()[:12]
+    return f"{STAGING_ROOT}{day:%Y%m%d}/{readable}-{digest}/"
 
 
-def staged_batch_key(shop_id: str, day: date, index: int) -> str:
-    """Return the key of one staged batch of one shop's catalog."""
-    return f"{staging_prefix(day)}{safe_key_part(shop_id, 'shop id')}/batch-{index:05d}.jsonl.gz"
-
-
-def staged_day(prefix: str) -> date | None:
-    """Return the day of a ``statistic-exports/_staging/{YYYYMMDD}/`` prefix, or None for anything else."""
-    stamp = prefix[len(STAGING_ROOT) :].strip("/") if prefix.startswith(STAGING_ROOT) else ""
-    if len(stamp) != 8 or not stamp.isdigit():
-        return None
-    try:
-        return date(int(stamp[:4]), int(stamp[4:6]), int(stamp[6:]))
-    except ValueError:
-        return None
+def staged_batch_key(shop_id: str, day: date, run_id: str, index: int) -> str:
+    """Return the key of one staged batch of one shop's catalog, under the staging run's own prefix."""
+    return f"{run_staging_prefix(day, run_id)}{safe_key_part(shop_id, 'shop id')}/batch-{index:05d}.jsonl.gz"

@@ -1,7 +1,8 @@
 """Pixel health (the original's ``check-pixel-status``): is each shop's storefront pixel recording events?
 
 Per shop, for the exported UTC day: the events by type (raw, as the pixel sent them, whether or not they
-count), the shop's active AB tests, and two flags:
+count; every type but IMPRESSION, ADD_TO_CART and PURCHASE under one ``other`` key, since "eventType" is a free
+string from the storefront and the report must not grow with it), the shop's active AB tests, and two flags:
 
 - ``silent``: the shop has active tests but recorded no event at all that day (the pixel is not firing,
   or was removed from the theme);
@@ -20,20 +21,30 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from include.statistics_export.event_rules import EVENT_TYPES
 from include.statistics_export.handoffs import ShopRef
 from include.statistics_export.utc import day_bounds
 
+# Every event type the storefront may send that the export does not know is counted under this one key.
+OTHER_EVENT_TYPE = "other"
+
 # A shop's active tests with their events of the day (none: one row with a NULL type), and its other tests
-# only when they received events that day.
+# only when they received events that day. Unknown types are grouped in SQL: at most four rows per test.
 _PIXEL_HEALTH = """
-SELECT t.shop, t.id, t.name, t.status, e."eventType", count(e."testId")
+SELECT t.shop, t.id, t.name, t.status,
+  CASE
+    WHEN e."testId" IS NULL THEN NULL
+    WHEN e."eventType" = ANY(%(known_types)s::text[]) THEN e."eventType"
+    ELSE %(other)s
+  END AS event_type,
+  count(e."testId")
 FROM "ABTest" t
 LEFT JOIN "ABTestEvent" e
   ON e."testId" = t.id AND e."createdAt" >= %(start)s AND e."createdAt" < %(end)s
 WHERE t.shop = ANY(%(shop_ids)s::text[])
-GROUP BY t.shop, t.id, t.name, t.status, e."eventType"
+GROUP BY t.shop, t.id, t.name, t.status, event_type
 HAVING t.status = 'ACTIVE' OR count(e."testId") > 0
-ORDER BY t.shop, t.id, e."eventType"
+ORDER BY t.shop, t.id, event_type
 """
 
 
@@ -102,7 +113,14 @@ def pixel_health(conn: Any, shops: Sequence[ShopRef], day: date) -> PixelHealth:
     start, end = day_bounds(day)
     health = {shop.shop_id: ShopPixelHealth(shop.shop_id, shop.shop_domain) for shop in shops}
     with conn.cursor() as cur:
-        cur.execute(_PIXEL_HEALTH, {"shop_ids": list(health), "start": start, "end": end})
+        parameters = {
+            "shop_ids": list(health),
+            "start": start,
+            "end": end,
+            "known_types": list(EVENT_TYPES),
+            "other": OTHER_EVENT_TYPE,
+        }
+        cur.execute(_PIXEL_HEALTH, parameters)
         rows = cur.fetchall()
     for shop_id, test_id, name, status, event_type, count in rows:
         shop = health[shop_id]

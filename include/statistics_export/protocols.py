@@ -6,6 +6,7 @@ The hooks (plugins/export_hooks) implement these; the logic never reaches past t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
 
@@ -44,8 +45,8 @@ class ObjectStore(Protocol):
         """Return {key: ETag} of the objects under the folder ``prefix`` (after ``start_after``)."""
         ...
 
-    def prefixes_under(self, prefix: str) -> list[str]:
-        """Return the 'folders' directly under ``prefix`` (keys cut at the next '/', with it)."""
+    def modified_under(self, prefix: str) -> dict[str, datetime]:
+        """Return {key: LastModified} (aware UTC) of the objects under the folder ``prefix``."""
         ...
 
     def delete_keys(self, keys: Sequence[str]) -> None:

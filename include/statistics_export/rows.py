@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 
+from include.statistics_export.day_claims import DayWriter, check_writer
 from include.statistics_export.formats import VariantExport, WrittenFiles, images_document, metrics_document
 from include.statistics_export.ids import row_id
 from include.statistics_export.images import ImageBackup, ImageOwner
@@ -90,10 +91,13 @@ def write_shops_rows(
     conn: Any,
     exports: Sequence[tuple[VariantExport, WrittenFiles]],
     new_images: Sequence[tuple[str, ImageOwner, ImageBackup]],
+    writer: DayWriter | None = None,
 ) -> None:
     """Upsert the image backups, daily statistics and export records of any number of shops in one transaction.
 
     ``exports`` pairs each variant's export with the files written for it. Call it only once they are in R2.
+    With a ``writer``, the transaction first checks that its run still holds the day, and keeps the day's
+    claim from being taken over until it commits.
     """
     exported_at = naive_utc(now_ms())
     images = [
@@ -142,6 +146,8 @@ def write_shops_rows(
         )
     # Commit explicitly: earlier reads on this connection may already have opened a transaction.
     try:
+        if writer is not None:
+            check_writer(conn, writer)
         with conn.cursor() as cur:
             if images:
                 cur.execute(_UPSERT_IMAGES, _columns(images, 9))

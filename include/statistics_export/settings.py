@@ -7,12 +7,15 @@ new DAG version.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -71,6 +74,50 @@ def _amount(raw: str) -> Decimal:
     return value
 
 
+_HOST_NAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def canonical_origin(scheme: str, host: str, port: int | None) -> str:
+    """Return ``scheme://host[:port]`` in one spelling: lower case, the default port left out, an IP address
+    in its short form (IPv6 in brackets); raise ValueError for a host that is neither a name nor an IP."""
+    scheme, host = scheme.lower(), host.lower().strip("[]")
+    if scheme not in _DEFAULT_PORTS:
+        raise ValueError(f"the scheme must be http or https, not {scheme or 'none'!r}")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME.match(host):
+            raise ValueError(f"{host!r} is not a host name or an IP address") from None
+        shown = host
+    else:
+        shown = f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range")
+    return f"{scheme}://{shown}" if port in (None, _DEFAULT_PORTS[scheme]) else f"{scheme}://{shown}:{port}"
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins: list[str] = []
+    for entry in (piece.strip() for piece in raw.split(",")):
+        if not entry:
+            continue  # a trailing comma
+        if "://" not in entry:
+            raise ValueError(f"{entry!r} lacks its scheme (https://...)")
+        parts = urlsplit(entry)
+        if parts.username is not None or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(f"{entry!r} is more than scheme://host[:port]")
+        try:
+            origin = canonical_origin(parts.scheme, parts.hostname or "", parts.port)
+        except ValueError as exc:
+            raise ValueError(f"{entry!r}: {exc}") from None
+        if origin not in origins:
+            origins.append(origin)
+    if not origins:
+        raise ValueError("no origin")
+    return tuple(origins)
+
+
 START_DATE = Setting(
     "STATISTICS_EXPORT_START_DATE", "2026-11-01", date.fromisoformat, "a day YYYY-MM-DD",
     "the DAG's start date (UTC); with catchup on, every day since is exported",
@@ -98,6 +145,12 @@ IMAGE_MAX_BYTES = Setting(
 IMAGE_TIMEOUT = Setting(
     "STATISTICS_EXPORT_IMAGE_TIMEOUT", "30", _positive_float, "a number of seconds above 0",
     "seconds one image download may take in all",
+)  # fmt: skip
+IMAGE_HOSTS = Setting(
+    "STATISTICS_EXPORT_IMAGE_HOSTS", "https://cdn.shopify.com", _origins,
+    "a comma-separated list of origins scheme://host[:port]",
+    "the only origins (comma-separated `scheme://host[:port]`) images are downloaded from, redirects included; a "
+    "host name must resolve to public addresses only (an IP address listed is trusted as is)",
 )  # fmt: skip
 MAX_EVENT_REVENUE = Setting(
     "STATISTICS_EXPORT_MAX_EVENT_REVENUE", "1000000.00", _amount, "a non-negative decimal amount",
@@ -130,6 +183,7 @@ FIELDS: dict[str, Setting[Any]] = {
     "bulk_poll_seconds": BULK_POLL_SECONDS,
     "image_max_bytes": IMAGE_MAX_BYTES,
     "image_timeout": IMAGE_TIMEOUT,
+    "image_hosts": IMAGE_HOSTS,
     "max_event_revenue": MAX_EVENT_REVENUE,
     "download_link_seconds": DOWNLOAD_LINK_SECONDS,
     "shop_tasks_up_to": SHOP_TASKS_UP_TO,
@@ -150,6 +204,7 @@ class Settings:
     bulk_poll_seconds: float = BULK_POLL_SECONDS.parse(BULK_POLL_SECONDS.default)
     image_max_bytes: int = IMAGE_MAX_BYTES.parse(IMAGE_MAX_BYTES.default)
     image_timeout: float = IMAGE_TIMEOUT.parse(IMAGE_TIMEOUT.default)
+    image_hosts: tuple[str, ...] = IMAGE_HOSTS.parse(IMAGE_HOSTS.default)
     max_event_revenue: Decimal = MAX_EVENT_REVENUE.parse(MAX_EVENT_REVENUE.default)
     download_link_seconds: int = DOWNLOAD_LINK_SECONDS.parse(DOWNLOAD_LINK_SECONDS.default)
     shop_tasks_up_to: int = SHOP_TASKS_UP_TO.parse(SHOP_TASKS_UP_TO.default)

@@ -1,5 +1,6 @@
 """What the Statistics page reads from the app's database: the fleet's totals per day, shop domains, a
-shop's files of a day. Read-only; the export's role already has SELECT on all of it."""
+shop's files of a day. Read-only, and exactly the columns docs/least_privilege.sql grants the page role
+(tests/airflow/test_least_privilege.py runs every query here as that role)."""
 
 from __future__ import annotations
 

@@ -16,17 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import replace
 from datetime import date, timedelta
-from functools import partial
 from typing import Any, TypeVar
 
 import psycopg
-import requests
 from airflow.providers.postgres.hooks.postgres import PostgresHook
-from requests.adapters import HTTPAdapter
 from tenacity import Retrying, retry_if_not_exception_type, stop_after_attempt, wait_exponential
 
 from export_hooks.r2 import R2Hook
-from export_hooks.shopify import ShopifyAuthError, ShopifyHook
+from export_hooks.shopify import ShopifyAuthError, ShopifyError, ShopifyHook
 from export_hooks.shopify_bulk import BulkAccessDenied, BulkOperationFailed, BulkOperationInProgress, iter_bulk_result
 from export_hooks.shopify_queries import CATALOG_BULK_QUERY
 from include.statistics_export import fleet
@@ -38,10 +35,20 @@ from include.statistics_export.errors import (
     ExportError,
     PermanentError,
     ShopConfigurationError,
+    StagedCatalogMissing,
     UnitShopsFailed,
     UnitShopsFailedPermanently,
 )
-from include.statistics_export.export import PhaseClock, ShopPart, export_batch, export_parts, plan_shop, stage_shop
+from include.statistics_export.day_claims import Claim, DayWriter, check_writer, claim_day
+from include.statistics_export.export import (
+    PhaseClock,
+    ShopPart,
+    export_batch,
+    export_parts,
+    plan_shop,
+    restage_batch,
+    stage_shop,
+)
 from include.statistics_export.handoffs import (
     BatchPlan,
     BatchResult,
@@ -52,7 +59,7 @@ from include.statistics_export.handoffs import (
     ShopUnit,
     UnitResult,
 )
-from include.statistics_export.images import ImageFetch, download_image
+from include.statistics_export.images import ImageFetch, image_fetcher
 from include.statistics_export.keys import EXPORTS_ROOT, report_key
 from include.statistics_export.pixel_health import pixel_health
 from include.statistics_export.reconcile import reconcile_shop
@@ -181,14 +188,45 @@ def poll_catalog_read(read: CatalogRead) -> CatalogRead | None:
     return replace(read, result_url=url, objects=operation.object_count)
 
 
+def claim_export_day(writer: DayWriter, is_active: Callable[[str], bool]) -> Claim:
+    """Claim the run's day unless another run that ``is_active`` is writing it (day_claims)."""
+    with app_db() as conn:
+        claim = claim_day(conn, writer, is_active)
+    if not claim.held:
+        log.warning(
+            "Day %s is being written by run %s (still queued or running): run %s waits for it to finish",
+            writer.day,
+            claim.holder,
+            writer.run_id,
+        )
+    return claim
+
+
+def check_day_writer(writer: DayWriter) -> None:
+    """Raise DayWrittenByAnotherRun unless the run still holds its day (before a task writes anything)."""
+    with app_db() as conn:
+        check_writer(conn, writer)
+        conn.commit()
+
+
 def plan_shop_batches(
-    read: CatalogRead, day: date, settings: Settings, product_ids: Sequence[str] | None = None
+    read: CatalogRead, writer: DayWriter, settings: Settings, product_ids: Sequence[str] | None = None
 ) -> ShopPlan:
-    """Cut one shop's catalog into batches: a bulk result is staged in the bucket, pages are listed by id."""
+    """Cut one shop's catalog into batches: a bulk result is staged under the run's own prefix, pages are listed
+    by id."""
+    day = writer.day
     if read.mode == "bulk":
+        check_day_writer(writer)
         products = assemble_products(iter_bulk_result(read.result_url)) if read.result_url else ()
         batches = stage_shop(
-            R2Hook(), read.shop, day, products, batch_variants=settings.batch_variants, currency=read.currency
+            R2Hook(),
+            read.shop,
+            day,
+            writer.run_id,
+            products,
+            batch_variants=settings.batch_variants,
+            currency=read.currency,
+            bulk_result_url=read.result_url,
         )
     else:
         with shopify_for(read.shop_id) as shopify:
@@ -207,23 +245,49 @@ def plan_shop_batches(
     )
 
 
-def export_product_batch(batch: BatchPlan, settings: Settings) -> BatchResult:
+def export_product_batch(batch: BatchPlan, settings: Settings, run_id: str) -> BatchResult:
     """Export one batch end to end with one database connection, one R2 client, one image session, and a
-    Shopify hook unless the batch's products are staged."""
-    images = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency)
-    images.mount("https://", adapter)
-    images.mount("http://", adapter)
-    fetch = partial(download_image, images, max_bytes=settings.image_max_bytes, timeout=settings.image_timeout)
+    Shopify hook unless the batch's products are staged (staged again from the bulk result if its staging
+    is gone)."""
+    writer = DayWriter(date.fromisoformat(batch.date), run_id)
+    fetch, images = image_fetcher(settings)
     with ExitStack() as stack:
         shopify = None if batch.staged_key else stack.enter_context(shopify_for(batch.shop_id))
         conn = stack.enter_context(app_db())
+        check_writer(conn, writer)
+        conn.commit()
         pool = stack.enter_context(ThreadPoolExecutor(settings.concurrency))
         stack.enter_context(closing(images))
         store = R2Hook(max_pool_connections=settings.concurrency)
-        result = export_batch(conn, shopify, store, batch, fetch, pool=pool, max_revenue=settings.max_event_revenue)
+
+        def export() -> BatchResult:
+            return export_batch(
+                conn, shopify, store, batch, fetch, pool=pool, max_revenue=settings.max_event_revenue, writer=writer
+            )
+
+        try:
+            result = export()
+        except StagedCatalogMissing:
+            restage(store, batch)
+            result = export()
     result.graphql_cost = shopify.cost_charged if shopify else 0.0
     return result
+
+
+def restage(store: R2Hook, batch: BatchPlan) -> None:
+    """Stage a batch again from the bulk result it was cut from; raise naming the clear that reads the shop's
+    catalog again when that result is gone too (Shopify keeps it a week)."""
+    log.warning("%s: its staged catalog is gone; staging it again from the bulk result", batch.label)
+    try:
+        if not batch.bulk_result_url:
+            raise StagedCatalogMissing(f"{batch.label}: no bulk result recorded")
+        restage_batch(store, batch, assemble_products(iter_bulk_result(batch.bulk_result_url)))
+    except (StagedCatalogMissing, ShopifyError) as exc:
+        raise StagedCatalogMissing(
+            f"{batch.label}: its staged catalog is gone and cannot be staged again ({exc}). Clear the shop's "
+            f"shop.start_catalog_read task ({batch.shop_domain}) with downstream: its catalog is read and staged "
+            "anew"
+        ) from None
 
 
 def reconcile_day(
@@ -303,7 +367,7 @@ def plan_fleet(shops: Sequence[ShopRef], day: date, settings: Settings) -> Fleet
     return plan
 
 
-def export_unit(unit: ShopUnit, day: date, settings: Settings) -> UnitResult:
+def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitResult:
     """Export the small shops of a packed unit, each on its own, together where it is cheaper.
 
     Each shop's catalog is read on its own (one Shopify request when it fits), concurrently, its transient
@@ -311,16 +375,14 @@ def export_unit(unit: ShopUnit, day: date, settings: Settings) -> UnitResult:
     then exported together: one query for the tokens, one for the metrics, one each for the image backups
     and the recorded hashes, and one transaction for the rows, however many shops the unit holds.
     """
+    day = writer.day
     outcome = UnitResult(index=unit.index)
-    images = requests.Session()
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=settings.concurrency)
-    images.mount("https://", adapter)
-    images.mount("http://", adapter)
-    fetch = partial(download_image, images, max_bytes=settings.image_max_bytes, timeout=settings.image_timeout)
+    fetch, images = image_fetcher(settings)
     store = R2Hook(max_pool_connections=settings.concurrency)
     clock = PhaseClock()
     with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool, closing(images):
         with clock.phase("credentials"):
+            check_writer(conn, writer)
             credentials = shops_credentials(conn, [shop.shop_id for shop in unit.shops])
             conn.commit()  # the reads below take a while: hold no transaction open meanwhile
         reads = {
@@ -343,7 +405,7 @@ def export_unit(unit: ShopUnit, day: date, settings: Settings) -> UnitResult:
             )
         if parts:
             try:
-                outcome.results = _retried(_export_together, conn, store, parts, fetch, pool, settings, clock)
+                outcome.results = _retried(_export_together, conn, store, parts, fetch, pool, settings, clock, writer)
                 for result in outcome.results:
                     result.graphql_cost = costs[result.shop_id]
             except Exception as exc:
@@ -403,9 +465,12 @@ def _export_together(
     pool: ThreadPoolExecutor,
     settings: Settings,
     clock: PhaseClock,
+    writer: DayWriter,
 ) -> list[BatchResult]:
     try:
-        return export_parts(conn, store, parts, fetch, pool=pool, max_revenue=settings.max_event_revenue, clock=clock)
+        return export_parts(
+            conn, store, parts, fetch, pool=pool, max_revenue=settings.max_event_revenue, clock=clock, writer=writer
+        )
     except Exception:
         # A retry needs a connection out of the failed transaction.
         with suppress(psycopg.Error):
@@ -435,9 +500,10 @@ def write_report(report: RunReport) -> str:
     return key
 
 
-def finish_day(report: RunReport) -> dict[str, Any]:
+def finish_day(report: RunReport, writer: DayWriter) -> dict[str, Any]:
     """Log and write the day's report and return it; raise DayFailed naming every failed shop if any failed."""
     log.info(report.text())
+    check_day_writer(writer)
     log.info("Report written to %s", write_report(report))
     if report.failed:
         raise DayFailed(report.failure_message())
@@ -457,6 +523,6 @@ def exports_asset_extra(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def clean_day_staging(day: date) -> int:
-    """Delete the day's staged catalogs (and staging left by failed runs over a week ago)."""
-    return clean_staging(R2Hook(), day)
+def clean_day_staging(writer: DayWriter) -> int:
+    """Delete the run's own staged catalogs of its day (and staging written over a week ago)."""
+    return clean_staging(R2Hook(), writer.day, writer.run_id)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta, timezone
 
+from include.statistics_export.errors import DayNotFinished
+
 
 def export_day(date_param: str | None, logical_date: datetime | None, run_after: datetime | None) -> date:
     """Return the day to export: the ``date`` param, else the logical date, else the day before the run."""
@@ -19,6 +21,22 @@ def export_day(date_param: str | None, logical_date: datetime | None, run_after:
         return as_utc(logical_date).date()
     reference = as_utc(run_after).date() if run_after is not None else today()
     return reference - timedelta(days=1)
+
+
+def require_finished(day: date, now: datetime | None = None) -> date:
+    """Return ``day`` if it has ended in UTC; raise naming the day and the time otherwise.
+
+    A day still running would be counted "as of now", batch by batch, and reported as complete.
+    """
+    current = as_utc(now) if now is not None else datetime.now(timezone.utc)
+    if midnight(day) + timedelta(days=1) > current:
+        yesterday = current.date() - timedelta(days=1)
+        raise DayNotFinished(
+            f"Day {day.isoformat()} has not ended (UTC now {current:%Y-%m-%d %H:%M}): only a finished day is "
+            f"exported. Trigger with the date param, e.g. date={yesterday.isoformat()}, or with a logical date "
+            "before today"
+        )
+    return day
 
 
 def today() -> date:

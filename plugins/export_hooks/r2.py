@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import urlsplit
@@ -219,6 +219,10 @@ class R2Hook(S3Hook):
         request per 1,000 objects."""
         return {item["path"]: item["e_tag"] or "" for item in self._listing(prefix, start_after)}
 
+    def modified_under(self, prefix: str) -> dict[str, datetime]:
+        """Return {key: LastModified} (aware UTC) of the objects under the folder ``prefix``."""
+        return {item["path"]: item["last_modified"] for item in self._listing(prefix)}
+
     def _listing(self, prefix: str, start_after: str = "") -> Iterator[ObjectMeta]:
         # obstore lists whole path segments: a prefix that is not a folder would silently list nothing of it.
         if not prefix.endswith("/"):
@@ -239,10 +243,6 @@ class R2Hook(S3Hook):
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
         return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in))
-
-    def prefixes_under(self, prefix: str) -> list[str]:
-        """Return the 'folders' directly under ``prefix``."""
-        return list(self.list_prefixes(bucket_name=self.bucket, prefix=prefix, delimiter="/") or [])
 
     def delete_keys(self, keys: Sequence[str]) -> None:
         """Delete these objects (in requests of at most 1,000 keys, as S3 allows)."""

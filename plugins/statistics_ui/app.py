@@ -15,6 +15,7 @@ import httpx
 from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
 from airflow.api_fastapi.core_api.security import requires_access_dag
+from airflow.configuration import conf
 from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
@@ -24,11 +25,11 @@ from export_hooks.r2 import R2Hook
 from include.statistics_export import settings as export_settings
 from include.statistics_export.run_reports import DayReport, ReportCache, days_ending, read_report
 from include.statistics_export.statistics_queries import fleet_days, shop_domains, shop_file, shop_files
-from include.statistics_export.tasks import app_db
 from include.statistics_export.utc import today
 from include.statistics_export.zip_stream import stream_zip
 from statistics_ui.airflow_api import DAG_ID, AirflowApi, RetryRefused, RunInfo
 from statistics_ui.charts import Series, chart
+from statistics_ui.page_connections import page_db, page_store
 
 ROOT_APP_KEY = "statistics_ui.root_app"
 MAX_DAYS = 365
@@ -63,9 +64,9 @@ def airflow_api(request: Request) -> AirflowApi:
 
 
 def report_store() -> R2Hook:
-    """Return the bucket the export writes, read through the export's own R2 connection (one pooled
+    """Return the bucket the export writes, read through the page's read-only R2 connection (one pooled
     connection per thread the report cache fetches with)."""
-    return R2Hook(max_pool_connections=_REPORTS.threads)
+    return page_store(max_pool_connections=_REPORTS.threads)
 
 
 def valid_day(day: str) -> date:
@@ -83,11 +84,48 @@ def valid_shop(shop_id: str) -> str:
     return shop_id
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(scheme: str, host: str | None, port: int | None) -> str:
+    """Return an origin as browsers serialize it: lower case, the scheme's default port left out."""
+    scheme, host = scheme.lower(), (host or "").lower()
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    return f"{scheme}://{host}" if port in (None, _DEFAULT_PORTS.get(scheme)) else f"{scheme}://{host}:{port}"
+
+
+def expected_origin(request: Request) -> str:
+    """Return the origin the page is served from: ``[api] base_url``'s, else the request's scheme and Host."""
+    base = urlsplit(conf.get("api", "base_url", fallback=None) or "")
+    try:
+        if base.scheme and base.hostname:
+            return origin_of(base.scheme, base.hostname, base.port)
+        host = urlsplit(f"//{request.headers.get('host', '')}")
+        if host.hostname:
+            return origin_of(request.url.scheme, host.hostname, host.port)
+    except ValueError:  # a port that is not a number
+        pass
+    raise HTTPException(403, "Request refused: neither [api] base_url nor the Host header names this server")
+
+
 def same_origin(request: Request) -> None:
-    """Refuse a state-changing request another site's page sent (the session cookie is SameSite=Lax too)."""
-    origin = request.headers.get("origin")
-    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host", ""):
-        raise HTTPException(403, "Cross-origin request refused")
+    """Refuse a state-changing request unless its Origin header is the page's own origin.
+
+    Browsers send Origin with every POST; a request without one, or with ``Origin: null`` (a sandboxed frame,
+    a redirect across sites, a ``data:`` page), cannot prove where it came from and is refused too. The session
+    cookie is SameSite=Lax as well.
+    """
+    origin = request.headers.get("origin", "").strip()
+    if not origin or origin == "null":
+        raise HTTPException(
+            403,
+            "Request refused: a Retry must be sent from the Statistics page itself "
+            f"(the request carried {'Origin: null' if origin else 'no Origin header'})",
+        )
+    expected = expected_origin(request)
+    if origin.lower() != expected:  # browsers send exactly scheme://host[:port], the host in lower case
+        raise HTTPException(403, f"Cross-origin request refused: Origin {origin[:100]!r} is not {expected!r}")
 
 
 def overview_context(days: int) -> dict[str, Any]:
@@ -95,7 +133,7 @@ def overview_context(days: int) -> dict[str, Any]:
     listed = days_ending(today() - timedelta(days=1), days)
     reports = _REPORTS.reports(report_store(), listed)
     oldest_first = list(reversed(listed))
-    with app_db() as conn:
+    with page_db() as conn:
         fleet = {f.day: f for f in fleet_days(conn, oldest_first[0], oldest_first[-1])}
     variants = [float(r.variants) if (r := reports.get(d)) else 0.0 for d in oldest_first]
     failed = [float(r.failed_shops) if (r := reports.get(d)) else 0.0 for d in oldest_first]
@@ -125,7 +163,7 @@ def day_context(day: date) -> dict[str, Any]:
     report = read_report(report_store(), day)
     domains: dict[str, str] = {}
     if report is not None:
-        with app_db() as conn:
+        with page_db() as conn:
             domains = shop_domains(conn, [s.shop_id for s in report.shop_days])
     return {"report": report, "domains": domains}
 
@@ -145,25 +183,30 @@ def create_app() -> FastAPI:
         return render(request, "overview.html", overview_context(days))
 
     async def day_page(
-        request: Request, day: date, run: RunInfo | None, notice: str = "", in_tab: bool = False
+        request: Request, day: date, run: RunInfo | None, retried: str | None = None, in_tab: bool = False
     ) -> HTMLResponse:
         context = await run_in_threadpool(day_context, day)
         # The UI sandboxes a run tab's frame (no same-origin): a form posted from it would carry no session
         # cookie, so the tab links to the Browse page for Retry instead of offering a button that cannot work.
         nav_page = f"{base_path(request).rsplit('/', 1)[0]}/plugin/statistics-exports"
-        extra = {"day": day, "run": run, "notice": notice, "in_tab": in_tab, "nav_page": nav_page}
+        extra = {"day": day, "run": run, "retried": retried, "in_tab": in_tab, "nav_page": nav_page}
         return render(request, "day.html", {**extra, **context})
 
     @app.get("/day/{day}", response_class=HTMLResponse, dependencies=[CAN_READ, CAN_READ_RUNS])
     async def day_view(
-        request: Request, day: str, run_id: str | None = None, notice: str = "", api: AirflowApi = Depends(airflow_api)
+        request: Request,
+        day: str,
+        run_id: str | None = None,
+        retried: str | None = None,
+        api: AirflowApi = Depends(airflow_api),
     ) -> HTMLResponse:
-        exported = valid_day(day)
+        # The page says what was retried in its own words: only a valid shop id comes from the address.
+        exported, retried_shop = valid_day(day), valid_shop(retried) if retried else None
         try:
             run = await (api.run(run_id) if run_id else api.run_of_day(exported))
         except RetryRefused:
             run = None
-        return await day_page(request, exported, run, notice[:200])
+        return await day_page(request, exported, run, retried_shop)
 
     @app.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse, dependencies=[CAN_READ, CAN_READ_RUNS])
     async def run_tab(request: Request, dag_id: str, run_id: str, api: AirflowApi = Depends(airflow_api)) -> Response:
@@ -187,7 +230,7 @@ def create_app() -> FastAPI:
         exported, shop = valid_day(day), valid_shop(shop_id)
 
         def domain_of() -> str | None:
-            with app_db() as conn:
+            with page_db() as conn:
                 return shop_domains(conn, [shop]).get(shop)
 
         domain = await run_in_threadpool(domain_of)
@@ -197,14 +240,13 @@ def create_app() -> FastAPI:
             await api.retry_shop(run_id, exported, shop, domain)
         except RetryRefused as refused:
             return render(request, "message.html", {"message": str(refused), "day": exported}, refused.status_code)
-        notice = quote(f"Retrying {shop}: its failed tasks and everything after them were cleared.")
-        target = f"{base_path(request)}/day/{exported.isoformat()}?run_id={quote(run_id)}&notice={notice}"
+        target = f"{base_path(request)}/day/{exported.isoformat()}?run_id={quote(run_id)}&retried={quote(shop)}"
         return RedirectResponse(target, status_code=303)
 
     @app.get("/day/{day}/shops/{shop_id}/files", response_class=HTMLResponse, dependencies=[CAN_READ])
     def files(request: Request, day: str, shop_id: str) -> HTMLResponse:
         exported, shop = valid_day(day), valid_shop(shop_id)
-        with app_db() as conn:
+        with page_db() as conn:
             listed = shop_files(conn, shop, exported)
         return render(request, "files.html", {"day": exported, "shop_id": shop, "files": listed})
 
@@ -213,7 +255,7 @@ def create_app() -> FastAPI:
         exported, shop = valid_day(day), valid_shop(shop_id)
         if extension not in ("csv", "json"):
             raise HTTPException(404, "Files are csv or json")
-        with app_db() as conn:
+        with page_db() as conn:
             found = shop_file(conn, shop, exported, valid_shop(variant_id))
         if found is None:
             raise HTTPException(404, f"No file of variant {variant_id} of {shop} on {exported}")
@@ -226,7 +268,7 @@ def create_app() -> FastAPI:
     @app.get("/day/{day}/shops/{shop_id}.zip", dependencies=[CAN_READ])
     def shop_zip(day: str, shop_id: str) -> StreamingResponse:
         exported, shop = valid_day(day), valid_shop(shop_id)
-        with app_db() as conn:
+        with page_db() as conn:
             listed = shop_files(conn, shop, exported)
         if not listed:
             raise HTTPException(404, f"No files of {shop} on {exported}")

@@ -40,6 +40,7 @@ def test_flow_and_trigger_rules(dag):
     tasks = {t.task_id: t for t in dag.tasks}
     assert set(tasks) == {
         "resolve_export_day",
+        "claim_export_day",
         "link_sessions",
         "list_active_shops",
         "plan_fleet",
@@ -59,6 +60,11 @@ def test_flow_and_trigger_rules(dag):
     # Unlinked sessions are linked before the shops are listed, so a linked shop is exported in the same run;
     # the pixel check and the links feed the report (both only inform: their task bodies never raise).
     assert tasks["list_active_shops"].upstream_task_ids == {"link_sessions"}
+    # One day, one writer: everything after the day is fixed waits for this run's claim of it, and the claim
+    # waits without holding a worker slot.
+    assert tasks["claim_export_day"].upstream_task_ids == {"resolve_export_day"}
+    assert tasks["link_sessions"].upstream_task_ids == {"claim_export_day"}
+    assert tasks["claim_export_day"].mode == "reschedule"
     assert {"link_sessions", "check_pixel_health"} <= tasks["report"].upstream_task_ids
     # One shop's failure must not stop the other shops' batches; reconcile and report must run to fail the run.
     for name in ("collect_batches", "reconcile", "report"):

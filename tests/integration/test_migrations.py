@@ -210,13 +210,22 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
     after = catalog(fixture_db)
 
     assert before["columns"] <= after["columns"]
-    assert after["columns"] - before["columns"] == {("StatisticsExport", 13, "contentHash", "text", False, None)}
+    assert after["columns"] - before["columns"] == {
+        ("StatisticsExport", 13, "contentHash", "text", False, None),
+        # The export's own table of which run writes a day (0006), new and empty.
+        ("StatisticsExportDay", 1, "date", "date", True, None),
+        ("StatisticsExportDay", 2, "runId", "text", True, None),
+        ("StatisticsExportDay", 3, "claimedAt", "timestamp(3) without time zone", True, None),
+    }
     assert before["indexes"] <= after["indexes"]
     added = after["indexes"] - before["indexes"]
+    day_key = 'CREATE UNIQUE INDEX "StatisticsExportDay_pkey" ON public."StatisticsExportDay" USING btree (date)'
     assert {(row[1], row[2], row[3], row[4], row[5]) for row in added} == {
         (name, definition, True, True, False) for name, definition in ADDED_INDEX_DEFINITIONS.items()
-    }
-    assert after["constraints"] == before["constraints"]  # nothing of the app's dropped or changed
+    } | {("StatisticsExportDay_pkey", day_key, True, True, True)}
+    # Nothing of the app's dropped or changed; the one constraint added is the new table's primary key.
+    assert before["constraints"] <= after["constraints"]
+    assert {row[0] for row in after["constraints"] - before["constraints"]} == {"StatisticsExportDay"}
     assert views(fixture_db) == TREND_VIEWS
 
     # Again, while the app has a transaction open with a snapshot and a write on "ABTestEvent": every
@@ -327,7 +336,7 @@ def strip_comments(text: str) -> str:
 
 
 ALLOWED_STATEMENTS = [
-    re.compile(r'^CREATE TABLE IF NOT EXISTS "(StatisticsExport|VariantDailyStatistics|ProductImageBackup)" \('),
+    re.compile(r'^CREATE TABLE IF NOT EXISTS "(StatisticsExport|VariantDailyStatistics|ProductImageBackup|StatisticsExportDay)" \('),
     re.compile(r'^CREATE (UNIQUE )?INDEX CONCURRENTLY IF NOT EXISTS "\w+"\s+ON "\w+" \([^;]*\)$'),
     re.compile(r'^ALTER TABLE "StatisticsExport" ADD COLUMN IF NOT EXISTS "\w+" TEXT$'),
     re.compile(r"^SET lock_timeout = '\d+s'$"),
@@ -346,6 +355,7 @@ def test_migration_files_are_ordered_and_hold_only_safe_statements():
         "0003_abtestevent_indexes.sql",
         "0004_variant_daily_statistics_date_index.sql",
         "0005_trend_views.sql",
+        "0006_statistics_export_day.sql",
     ]
     for path in files:
         text = path.read_text()

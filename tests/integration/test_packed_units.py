@@ -6,7 +6,7 @@ import os
 import psycopg
 import pytest
 
-from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, current_settings, product, register_shop
+from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, current_settings, product, register_shop, writer_for
 from include.statistics_export import tasks
 from include.statistics_export.errors import PermanentError, UnitShopsFailed
 from include.statistics_export.handoffs import ShopRef, ShopUnit
@@ -37,7 +37,7 @@ def small_shops(db, sandbox, connections):
 
 
 def test_each_small_shop_costs_one_shopify_request_and_every_variant_is_exported(small_shops, sandbox, s3, connections):
-    outcome = tasks.export_unit(unit_of(*small_shops), DAY, current_settings())
+    outcome = tasks.export_unit(unit_of(*small_shops), writer_for(DAY), current_settings())
     assert outcome.failures == {} and [r.variants for r in outcome.results] == [2, 2, 1]
     for shop_id in small_shops:
         assert sandbox.stats(f"{shop_id.replace('_', '-')}.myshopify.com")["requests"] == 1
@@ -53,7 +53,7 @@ def test_a_failed_shop_fails_alone_and_is_named_with_its_reason(small_shops, db,
         cur.execute('UPDATE "Session" SET "shopId" = NULL WHERE "shopId" = %s', ("shop_c",))
     db.commit()
     unit = unit_of(*small_shops)
-    outcome = tasks.export_unit(unit, DAY, current_settings())
+    outcome = tasks.export_unit(unit, writer_for(DAY), current_settings())
     assert [r.shop_id for r in outcome.results] == ["shop_a"]
     assert len(exported(s3, connections.bucket, "shop_a")) == 4
     assert exported(s3, connections.bucket, "shop_b") == {} == exported(s3, connections.bucket, "shop_c")
@@ -69,7 +69,7 @@ def test_a_failed_shop_fails_alone_and_is_named_with_its_reason(small_shops, db,
 def test_a_transient_failure_is_retried_inside_the_unit(small_shops, sandbox, s3, connections, monkeypatch):
     fast_shopify_retries(monkeypatch, attempts=2)
     sandbox.fail_next("shop-a.myshopify.com", 503, count=2)  # the hook's two attempts both fail: the unit tries again
-    outcome = tasks.export_unit(unit_of(*small_shops), DAY, current_settings())
+    outcome = tasks.export_unit(unit_of(*small_shops), writer_for(DAY), current_settings())
     assert outcome.failures == {} and len(outcome.results) == 3
     assert sandbox.stats("shop-a.myshopify.com")["requests"] == 3
 
@@ -81,7 +81,7 @@ def test_a_transient_failure_that_lasts_fails_the_unit_for_airflow_to_retry(
     monkeypatch.setattr(tasks, "UNIT_SHOP_ATTEMPTS", 2)
     sandbox.fail_next("shop-c.myshopify.com", 503, count=5)
     unit = unit_of(*small_shops)
-    outcome = tasks.export_unit(unit, DAY, current_settings())
+    outcome = tasks.export_unit(unit, writer_for(DAY), current_settings())
     assert sorted(r.shop_id for r in outcome.results) == ["shop_a", "shop_b"] and not outcome.permanent
     with pytest.raises(UnitShopsFailed) as failure:
         tasks.fail_unit_if_any_shop_failed(unit, outcome)
@@ -89,9 +89,9 @@ def test_a_transient_failure_that_lasts_fails_the_unit_for_airflow_to_retry(
 
 
 def test_a_rerun_of_the_unit_writes_nothing_new(small_shops, s3, connections):
-    tasks.export_unit(unit_of(*small_shops), DAY, current_settings())
+    tasks.export_unit(unit_of(*small_shops), writer_for(DAY), current_settings())
     before = {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=connections.bucket)["Contents"]}
-    again = tasks.export_unit(unit_of(*small_shops), DAY, current_settings())
+    again = tasks.export_unit(unit_of(*small_shops), writer_for(DAY), current_settings())
     assert sum(r.files_unchanged for r in again.results) == sum(r.files for r in again.results) == 10
     after = {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=connections.bucket)["Contents"]}
     assert after == before
@@ -99,7 +99,7 @@ def test_a_rerun_of_the_unit_writes_nothing_new(small_shops, s3, connections):
 
 def test_a_larger_shop_in_a_unit_is_read_page_by_page_and_noted(db, sandbox, s3, connections):
     register_shop(db, sandbox, "shop_big", [product(n, variants=1, images=0) for n in range(1, 26)])
-    outcome = tasks.export_unit(unit_of("shop_big"), DAY, current_settings(bulk_threshold=20))
+    outcome = tasks.export_unit(unit_of("shop_big"), writer_for(DAY), current_settings(bulk_threshold=20))
     assert outcome.results[0].variants == 25
     assert sandbox.stats("shop-big.myshopify.com")["requests"] == 3  # pages of 10 products
     assert "25 products read page by page in a packed unit" in outcome.plans[0].note
@@ -118,11 +118,13 @@ def test_database_round_trips_do_not_grow_with_the_shops_of_a_unit(db, sandbox, 
         shop_ids = [f"shop_{size}_{n}" for n in range(size)]
         for n, shop_id in enumerate(shop_ids):
             register_shop(db, sandbox, shop_id, [product(size * 100 + n, variants=2, images=1)])
+        writer = writer_for(DAY)
         monkeypatch.setattr(psycopg.Cursor, "execute", execute)
         counted.clear()
-        outcome = tasks.export_unit(unit_of(*shop_ids), DAY, current_settings())
+        outcome = tasks.export_unit(unit_of(*shop_ids), writer, current_settings())
         monkeypatch.setattr(psycopg.Cursor, "execute", real_execute)
         assert outcome.failures == {} and len(outcome.results) == size
         statements[size] = list(counted)
-    # tokens, metrics, image backups, recorded hashes, and the three upserts: the same for 2 shops as for 6.
-    assert len(statements[2]) == len(statements[6]) == 7, statements
+    # The day's claim, tokens, metrics, image backups, recorded hashes, the claim again under the rows'
+    # transaction, and the three upserts: the same for 2 shops as for 6.
+    assert len(statements[2]) == len(statements[6]) == 9, statements

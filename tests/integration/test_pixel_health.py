@@ -49,7 +49,7 @@ def fleet(db):
     event("t_busy", "IMPRESSION", n=5)
     event("t_busy", "ADD_TO_CART", n=2)
     event("t_busy", "PURCHASE")
-    event("t_busy", "SCROLL")  # an unknown type is still a sign of life, shown as it came
+    event("t_busy", "SCROLL")  # an unknown type is still a sign of life, counted under "other"
     event("t_silent", "IMPRESSION", at=datetime(2026, 11, 20, 23, 59, 59))  # the day before: not this day
     event("t_silent", "IMPRESSION", at=datetime(2026, 11, 22, 0, 0))  # the day after
     event("t_stale_done", "IMPRESSION", n=3)
@@ -61,11 +61,49 @@ def fleet(db):
 def test_events_by_type_and_active_tests(db, fleet):
     health = pixel_health(db, fleet, DAY)
     busy = health.shops["busy"].document()
-    assert busy["events"] == {"ADD_TO_CART": 2, "IMPRESSION": 5, "PURCHASE": 1, "SCROLL": 1}
+    assert busy["events"] == {"ADD_TO_CART": 2, "IMPRESSION": 5, "PURCHASE": 1, "other": 1}
     assert busy["activeTests"] == [{"id": "t_busy", "name": "name of t_busy"}]
     assert (busy["silent"], busy["inactiveTestEvents"]) == (False, {})
     # Events of every test of the shop, active or not, are the shop's events of the day.
     assert health.shops["stale"].events == {"IMPRESSION": 5, "ADD_TO_CART": 1}
+
+
+def test_unknown_event_types_are_counted_under_one_other_key_whatever_the_storefront_sends(db, fleet):
+    # "eventType" is a free string from the storefront: 50 distinct unknown types (and known types in the
+    # wrong case, an empty string) must not give 50 keys to the report, in any shop or test.
+    with db.cursor() as cur:
+        for n in range(50):
+            cur.execute(
+                'INSERT INTO "ABTestEvent" (id, "testId", "sessionId", "eventType", "productId", "variantId",'
+                ' "createdAt") VALUES (gen_random_uuid()::text, %s, %s, %s, %s, %s, %s)',
+                ("t_stale_done", "s", f"<b>type {n}</b> {'x' * n}", "1", "11", NOON),
+            )
+        for odd in ("impression", "", " PURCHASE"):
+            cur.execute(
+                'INSERT INTO "ABTestEvent" (id, "testId", "sessionId", "eventType", "productId", "variantId",'
+                ' "createdAt") VALUES (gen_random_uuid()::text, %s, %s, %s, %s, %s, %s)',
+                ("t_stale_on", "s", odd, "1", "11", NOON),
+            )
+    db.commit()
+
+    health = pixel_health(db, fleet, DAY)
+    stale = health.shops["stale"].document()
+    assert stale["events"] == {"IMPRESSION": 5, "ADD_TO_CART": 1, "other": 53}
+    assert stale["inactiveTestEvents"]["t_stale_done"] == {"status": "COMPLETED", "events": 53}
+    assert health.shops["busy"].events["other"] == 1
+    assert all(set(s.events) <= {"IMPRESSION", "ADD_TO_CART", "PURCHASE", "other"} for s in health.shops.values())
+
+
+def test_fifty_distinct_unknown_types_give_one_other_count_of_fifty(db, fleet):
+    with db.cursor() as cur:
+        for n in range(50):
+            cur.execute(
+                'INSERT INTO "ABTestEvent" (id, "testId", "sessionId", "eventType", "productId", "variantId",'
+                ' "createdAt") VALUES (gen_random_uuid()::text, %s, %s, %s, %s, %s, %s)',
+                ("t_silent", "s", f"CUSTOM_{n}", "1", "11", NOON),
+            )
+    db.commit()
+    assert pixel_health(db, fleet, DAY).shops["silent"].document()["events"] == {"other": 50}
 
 
 def test_silent_pixel_flag(db, fleet):

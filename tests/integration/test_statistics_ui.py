@@ -6,26 +6,34 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
+import subprocess
 import uuid
 import zipfile
+from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import psycopg
 import pytest
 import requests
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from psycopg import sql
 
 from include.statistics_export.keys import export_key, report_key
 from include.statistics_export.utc import today
-from local_stack.services import S3_SECRET
+from local_stack.services import S3_SECRET, connection_env, with_user
 
 YESTERDAY = today() - timedelta(days=1)
 HOSTILE_SHOP = "shop_<script>alert(1)</script>"
 HOSTILE_REASON = '<img src=x onerror="alert(2)"> token rejected & "quoted"'
 PREFIX = "/statistics-exports"
+ORIGIN = "http://airflow.test"  # the test client's: [api] base_url is not set in this process, so the Host's
+GRANTS = Path(__file__).resolve().parents[2] / "docs" / "least_privilege.sql"
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +71,11 @@ def client(airflow_app, connections):
 
 def as_user(role: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(role)}"}
+
+
+def posting(role: str | None, origin: str | None = ORIGIN) -> dict[str, str]:
+    """Headers of a form POST by a user of ``role``, sent from ``origin`` as a browser would (None: no Origin)."""
+    return {**as_user(role), **({"Origin": origin} if origin is not None else {})}
 
 
 def put_report(s3, bucket: str, day, document: dict) -> None:
@@ -225,20 +238,70 @@ def test_retry_goes_to_airflows_rest_api_as_the_user_and_names_what_it_refuses(c
     # The run does not exist in this metadata database: Airflow's REST API, called in process with the user's
     # token (or it would answer 401), says so, and the page says it.
     answer = client.post(
-        f"{PREFIX}/day/{YESTERDAY}/retry", data={"shop_id": "shop_alpha", "run_id": "nope"}, headers=as_user("admin")
+        f"{PREFIX}/day/{YESTERDAY}/retry", data={"shop_id": "shop_alpha", "run_id": "nope"}, headers=posting("admin")
     )
     assert answer.status_code == 404 and "Airflow does not know this run" in answer.text
     unknown = client.post(
-        f"{PREFIX}/day/{YESTERDAY}/retry", data={"shop_id": "shop_zzz", "run_id": "nope"}, headers=as_user("admin")
+        f"{PREFIX}/day/{YESTERDAY}/retry", data={"shop_id": "shop_zzz", "run_id": "nope"}, headers=posting("admin")
     )
     assert unknown.status_code == 404 and "not in the app" in unknown.text
-    cross_site = client.post(
+    assert client.get(f"{PREFIX}/day/{YESTERDAY}/retry", headers=as_user("admin")).status_code == 405  # POST only
+
+
+@pytest.mark.parametrize(
+    ("origin", "refusal"),
+    [
+        (None, "no Origin header"),
+        ("null", "Origin: null"),
+        ("", "no Origin header"),
+        ("https://evil.example", "Cross-origin request refused"),
+        ("https://airflow.test", "Cross-origin request refused"),  # another scheme is another origin
+        ("http://airflow.test:8080", "Cross-origin request refused"),  # and another port
+        ("http://airflow.test.evil.example", "Cross-origin request refused"),
+    ],
+)
+def test_a_retry_without_the_pages_own_origin_is_refused(client, alpha_files, origin, refusal):
+    answer = client.post(
         f"{PREFIX}/day/{YESTERDAY}/retry",
         data={"shop_id": "shop_alpha", "run_id": "nope"},
-        headers={**as_user("admin"), "Origin": "https://evil.example"},
+        headers=posting("admin", origin),
     )
-    assert cross_site.status_code == 403
-    assert client.get(f"{PREFIX}/day/{YESTERDAY}/retry", headers=as_user("admin")).status_code == 405  # POST only
+    assert answer.status_code == 403 and refusal in answer.json()["detail"], answer.text
+
+
+def test_a_retry_must_come_from_the_base_urls_origin_when_it_is_set(client, alpha_files, monkeypatch):
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "https://Airflow.Example.com:443/team/airflow/")
+    form = {"shop_id": "shop_alpha", "run_id": "nope"}
+    own_host = client.post(f"{PREFIX}/day/{YESTERDAY}/retry", data=form, headers=posting("admin"))
+    assert own_host.status_code == 403 and "'https://airflow.example.com'" in own_host.json()["detail"]
+    right = client.post(
+        f"{PREFIX}/day/{YESTERDAY}/retry", data=form, headers=posting("admin", "https://airflow.example.com")
+    )
+    assert right.status_code == 404 and "Airflow does not know this run" in right.text  # it went on to Airflow
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://localhost:8080")
+    assert (
+        client.post(
+            f"{PREFIX}/day/{YESTERDAY}/retry", data=form, headers=posting("admin", "http://localhost:8080")
+        ).status_code
+        == 404
+    )
+
+
+def test_the_day_page_shows_no_notice_text_from_the_address(client, s3, connections):
+    put_report(s3, connections.bucket, YESTERDAY, failed_day_report(YESTERDAY))
+    hostile = "<script>alert(3)</script> your session expired, sign in at https://evil.example"
+    page = client.get(f"{PREFIX}/day/{YESTERDAY}", params={"notice": hostile}, headers=as_user("viewer"))
+    assert page.status_code == 200
+    assert "alert(3)" not in page.text and "evil.example" not in page.text and 'class="notice"' not in page.text
+
+    retried = client.get(f"{PREFIX}/day/{YESTERDAY}", params={"retried": "shop_alpha"}, headers=as_user("viewer"))
+    assert retried.status_code == 200
+    assert (
+        '<p class="notice">Retrying shop_alpha: its failed tasks and everything after them were cleared.</p>'
+        in retried.text
+    )
+    refused = client.get(f"{PREFIX}/day/{YESTERDAY}", params={"retried": hostile}, headers=as_user("viewer"))
+    assert refused.status_code == 404 and "alert(3)" not in refused.text
 
 
 def test_the_page_works_under_a_path_prefix(airflow_app, connections):
@@ -366,3 +429,108 @@ def test_the_report_cache_serves_a_rewritten_report_and_forgets_nothing_else(con
     second = cache.reports(store, [YESTERDAY, older])
     assert second[YESTERDAY].ok is True and second[YESTERDAY].failed_shops == 0
     assert second[older] is first[older]  # unchanged: served from the cache, not fetched again
+
+
+def test_a_retry_from_the_pages_origin_clears_the_shop_and_says_so_in_the_pages_words(airflow_app, db, connections):
+    from statistics_ui import app as page
+    from statistics_ui.airflow_api import AirflowApi
+    from statistics_ui_plugin import RootAppInScope
+
+    with db.cursor() as cur:
+        cur.execute('INSERT INTO "ShopCredential" (id, "shopDomain") VALUES (%s, %s)', ("shop_b", "b.myshopify.com"))
+    db.commit()
+    airflow = RecordingAirflow("failed", TASK_INSTANCES)
+    sub = page.create_app()
+    sub.dependency_overrides[page.airflow_api] = lambda: AirflowApi(airflow, "the-users-token")
+    outer = FastAPI()
+    outer.mount(PREFIX, sub)
+    outer.add_middleware(RootAppInScope)
+    with TestClient(outer, base_url="http://airflow.test", follow_redirects=False) as browser:
+        answer = browser.post(
+            f"{PREFIX}/day/{YESTERDAY}/retry",
+            data={"shop_id": "shop_b", "run_id": "scheduled__x"},
+            headers=posting("admin"),
+        )
+        assert answer.status_code == 303, answer.text
+        target = answer.headers["location"]
+        assert target == f"{PREFIX}/day/{YESTERDAY}?run_id=scheduled__x&retried=shop_b"
+        assert [r.url.path.rsplit("/", 1)[-1] for r in airflow.sent if r.method == "POST"] == ["clearTaskInstances"]
+        shown = browser.get(target, headers=as_user("admin"))
+    assert shown.status_code == 200
+    assert "Retrying shop_b: its failed tasks and everything after them were cleared." in shown.text
+
+
+# The page as its own least-privilege role (docs/least_privilege.sql's page role, run with psql as the README
+# says) and its own read-only R2 key, with the export's connections broken: nothing of the page uses them.
+
+
+def psql_binary() -> str:
+    """Return a psql: the PATH's, else the one the embedded server's package ships."""
+    found = shutil.which("psql")
+    if found:
+        return found
+    try:
+        import pgserver
+    except ImportError:
+        pytest.skip("no psql on PATH and no pgserver")
+    bundled = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+    if not bundled.exists():
+        pytest.skip("no psql on PATH or in pgserver")
+    return str(bundled)
+
+
+@pytest.fixture
+def page_connections(pg_server_url, app_db_url, connections, monkeypatch):
+    """statistics_page_db as a new role granted by `psql -v page_role=<role> -f docs/least_privilege.sql`,
+    r2_page with its own key id, and app_db and r2_default pointing nowhere."""
+    role = f"page_ui_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        granted = subprocess.run(
+            [psql_binary(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"page_role={role}", "-f", str(GRANTS)]
+            + ["-d", app_db_url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert granted.returncode == 0, granted.stderr
+        page = connection_env(replace(connections, app_db_url=with_user(app_db_url, role), s3_key_id="page-read-key"))
+        monkeypatch.setenv("AIRFLOW_CONN_STATISTICS_PAGE_DB", page["AIRFLOW_CONN_APP_DB"])
+        monkeypatch.setenv("AIRFLOW_CONN_R2_PAGE", page["AIRFLOW_CONN_R2_DEFAULT"])
+        nowhere = connection_env(
+            replace(connections, app_db_url=f"{app_db_url}_gone", s3_endpoint="http://127.0.0.1:9")
+        )
+        monkeypatch.setenv("AIRFLOW_CONN_APP_DB", nowhere["AIRFLOW_CONN_APP_DB"])
+        monkeypatch.setenv("AIRFLOW_CONN_R2_DEFAULT", nowhere["AIRFLOW_CONN_R2_DEFAULT"])
+        yield role
+    finally:
+        with psycopg.connect(app_db_url, autocommit=True) as owner:
+            owner.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        with psycopg.connect(pg_server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+
+
+def test_every_route_works_with_the_pages_own_role_and_read_only_key(
+    alpha_files, page_connections, s3, connections, client, db
+):
+    put_report(s3, connections.bucket, YESTERDAY, failed_day_report(YESTERDAY))
+    viewer = as_user("viewer")
+    overview = client.get(f"{PREFIX}/?days=3", headers=viewer)
+    assert overview.status_code == 200 and f'<tr data-day="{YESTERDAY}">' in overview.text
+    day = client.get(f"{PREFIX}/day/{YESTERDAY}", headers=viewer)
+    assert day.status_code == 200 and "shop-alpha.example" in day.text  # the domain, read as the page role
+    assert "1001.csv" in client.get(f"{PREFIX}/day/{YESTERDAY}/shops/shop_alpha/files", headers=viewer).text
+    link = client.get(f"{PREFIX}/day/{YESTERDAY}/shops/shop_alpha/files/1001.csv", headers=viewer)
+    assert link.status_code == 307
+    credential = parse_qs(urlsplit(link.headers["location"]).query)["X-Amz-Credential"][0]
+    assert credential.startswith("page-read-key/")  # signed with r2_page's key, not r2_default's
+    archive = client.get(f"{PREFIX}/day/{YESTERDAY}/shops/shop_alpha.zip", headers=viewer)
+    assert archive.status_code == 200 and len(zipfile.ZipFile(io.BytesIO(archive.content)).namelist()) == 4
+    retry = client.post(
+        f"{PREFIX}/day/{YESTERDAY}/retry", data={"shop_id": "shop_alpha", "run_id": "nope"}, headers=posting("admin")
+    )
+    assert retry.status_code == 404 and "Airflow does not know this run" in retry.text  # the domain was read
+    with db.cursor() as cur:
+        cur.execute("SELECT has_column_privilege(%s, '\"Session\"', 'accessToken', 'SELECT')", (page_connections,))
+        assert cur.fetchone()[0] is False

@@ -107,3 +107,17 @@ def test_the_logic_never_reaches_into_a_client():
         return [line for line, text in enumerate(path.read_text().splitlines(), 1) if ".client." in text]
 
     assert offenders(sorted(LOGIC.glob("*.py")), set(), reaches) == []
+
+
+def test_the_statistics_page_never_imports_the_task_bodies_nor_names_the_exports_connections():
+    # The page reads with its own connections; only page_connections.py names the export's, as the fallback.
+    page = sorted((REPO / "plugins" / "statistics_ui").rglob("*.py")) + [REPO / "plugins" / "statistics_ui_plugin.py"]
+
+    def task_imports(path):
+        return [m for m in imported_modules(path) if m == "include.statistics_export.tasks"]
+
+    def export_connections(path):
+        return [line for line, text in code_strings(path) if text in ("app_db", "r2_default")]
+
+    assert offenders(page, set(), task_imports) == []
+    assert offenders(page, {"page_connections.py"}, export_connections) == []

@@ -37,6 +37,7 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         "STATISTICS_EXPORT_BULK_POLL_SECONDS": "2.5",
         "STATISTICS_EXPORT_IMAGE_MAX_BYTES": "1000",
         "STATISTICS_EXPORT_IMAGE_TIMEOUT": "0.5",
+        "STATISTICS_EXPORT_IMAGE_HOSTS": "https://cdn.shopify.com,http://127.0.0.1:8300",
         "STATISTICS_EXPORT_MAX_EVENT_REVENUE": "99.99",
         "STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS": "604800",
         "STATISTICS_EXPORT_SHOP_TASKS_UP_TO": "0",
@@ -44,8 +45,9 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         "STATISTICS_EXPORT_UNIT_VARIANTS": "300",
     }
     loaded = settings.load(environ)
+    hosts = ("https://cdn.shopify.com", "http://127.0.0.1:8300")
     assert loaded == settings.Settings(
-        date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, Decimal("99.99"), 604800, 0, 20, 300
+        date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, hosts, Decimal("99.99"), 604800, 0, 20, 300
     )
     assert set(environ) == {s.env for s in settings.ALL} and len(settings.ALL) == len(settings.FIELDS)
 
