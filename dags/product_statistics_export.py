@@ -118,9 +118,10 @@ def as_list(mapped_output: Any, kind: type[H]) -> list[H]:
     return [kind.from_xcom(item) for item in items]
 
 
-def unit_results(ti: Any) -> list[UnitResult]:
-    """Return what every packed unit pushed, finished or failed (a failed unit's healthy shops are in it)."""
-    pushed = ti.xcom_pull(task_ids="export_shop_unit", key=UNIT_RESULT) or []
+def unit_results(ti: Any, task_id: str = "export_shop_unit") -> list[UnitResult]:
+    """Return what every packed unit (or every shop that left one) pushed, finished or failed (a failed unit's
+    healthy shops are in it)."""
+    pushed = ti.xcom_pull(task_ids=task_id, key=UNIT_RESULT) or []
     return [UnitResult.from_xcom(item) for item in ([pushed] if isinstance(pushed, dict) else pushed) if item]
 
 
@@ -225,6 +226,22 @@ def product_statistics_export():
         run(tasks.fail_unit_if_any_shop_failed, shop_unit, outcome)
         return len(outcome.results)
 
+    @task(trigger_rule=TriggerRule.ALL_DONE)
+    def moved_shops(ti=None) -> list[dict]:
+        """The shops found large on their first page in a packed unit: each is exported alone."""
+        return [shop.to_xcom() for unit in unit_results(ti) for shop in unit.moved]
+
+    @task(map_index_template="{{ shop_label }}", **PACKED_UNIT_PRIORITY)
+    def export_moved_shop(shop: dict, day: str, run_id=None, ti=None) -> int:
+        """Export alone a shop that left its packed unit; fail afterwards, naming it, if it failed."""
+        ref = ShopRef.from_xcom(shop)
+        label("shop_label", ref.shop_domain)
+        outcome = tasks.export_moved_shop(ref, writer(day, run_id), export_settings.load())
+        ti.xcom_push(key=UNIT_RESULT, value=outcome.to_xcom())
+        if outcome.failures:
+            run(tasks.fail_unit_if_any_shop_failed, ShopUnit(0, 0, [ref]), outcome)
+        return len(outcome.results)
+
     @task(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
     def start_catalog_read(shop: dict, params=None) -> dict:
         """Count the shop's products and, for a large shop, start a Shopify bulk query of its catalog."""
@@ -303,7 +320,7 @@ def product_statistics_export():
             # Some products only: their files cannot add up to the whole shop's events and rows.
             log.info("Reconciliation skipped: the run exported some products only")
             return []
-        units = unit_results(ti)
+        units = unit_results(ti) + unit_results(ti, "export_moved_shop")
         return run(
             tasks.reconcile_day,
             date.fromisoformat(day),
@@ -347,9 +364,14 @@ def product_statistics_export():
             # The unit failed as a whole (its connection, a crash): its own failure reason stands for each shop.
             reason = ti.xcom_pull(task_ids="export_shop_unit", key="failure", map_indexes=index)
             reasons.update({shop.shop_id: f"export_shop_unit: {reason}" for shop in unit.shops if reason})
+        for moved in unit_results(ti, "export_moved_shop"):
+            reasons.update(moved.failures)
+            planned += moved.plans
+            exported += moved.results
         listed = [ShopRef.from_xcom(s) for s in shops]
         summary = summarize_run(day, listed, planned, mapped, exported, list(reconciliations or []), reasons)
         tasks.add_report_sections(summary, {"sessionLinks": links, "pixelHealth": pixel})
+        tasks.carry_sizes(summary)
         return run(tasks.finish_day, summary, writer(day, run_id))
 
     @task(outlets=[EXPORTS_ASSET])
@@ -377,8 +399,11 @@ def product_statistics_export():
     results = export_product_batch.expand(batch=batches)
     packed = packed_units(fleet)
     units = export_shop_unit.partial(day=day).expand(unit=packed)
+    leaving = moved_shops()
+    units >> leaving
+    moved = export_moved_shop.partial(day=day).expand(shop=leaving)
     reconciliations = reconcile(day, plans, results)
-    units >> reconciliations
+    [units, moved] >> reconciliations
     pixel = check_pixel_health(day, shops)
     summary = report(day, shops, single, packed, plans, batches, results, reconciliations, pixel, links)
     clean_staging(day, summary)

@@ -66,6 +66,7 @@ def register_shop(
     linked: bool = True,
     restore_rate: float = 100.0,
     primary_domain: str | None = None,
+    currency: str = "USD",
 ) -> SandboxShop:
     """Put a shop in the sandbox and in the app database (credential + offline session)."""
     api_domain = f"{shop_id.replace('_', '-')}.myshopify.com"
@@ -75,6 +76,7 @@ def register_shop(
         products=products,
         restore_rate=restore_rate,
         primary_domain=primary_domain,
+        currency=currency,
     )
     sandbox.add_shop(shop)
     with db.cursor() as cur:

@@ -40,6 +40,14 @@ class DayWrittenByAnotherRun(PermanentError):
     """Another run of the DAG holds the day's claim: this run must not write any of the day."""
 
 
+class RevenueOverflow(BadInputError):
+    """Shops whose day's revenue of a variant is over what the rows hold; each fails alone (``by_shop``)."""
+
+    def __init__(self, by_shop: dict[str, str]) -> None:
+        super().__init__("; ".join(by_shop.values()))
+        self.by_shop = by_shop
+
+
 class DayFailed(PermanentError):
     """The day's export is incomplete: a shop failed or did not reconcile (the report names each and why)."""
 

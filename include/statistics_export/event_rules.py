@@ -13,8 +13,11 @@ checked in this order; the first failing check is its one rejection reason:
    ``gid://shopify/ProductVariant/<number>`` exactly (``.../abc``, another resource's GID such as
    ``gid://shopify/Product/123``, padding whitespace, a query suffix).
 5. ``negative_revenue``: a PURCHASE with revenue below 0 (a refund is not a purchase).
-6. ``revenue_above_cap``: a PURCHASE with revenue above STATISTICS_EXPORT_MAX_EVENT_REVENUE
-   (a setting, default 1000000.00), almost surely a unit or parsing error.
+6. ``revenue_above_cap``: a PURCHASE with revenue above the shop's cap, almost surely a unit or parsing
+   error. The cap knows the currency (:func:`revenue_cap`): STATISTICS_EXPORT_MAX_EVENT_REVENUE (a setting,
+   default 1000000.00) is in units of about a US dollar, and a currency whose unit is worth far less
+   (VND, IDR, KRW, COP, JPY, ...) has it times the power of ten at or above its units per dollar, so an
+   ordinary purchase of 30,000,000 VND (about 1,200 USD) counts.
 
 Everything else counts: a PURCHASE with null revenue is an order worth 0.00, revenue on other
 event types is ignored. Rejected events are never silently dropped: ``rejected_events`` counts them
@@ -45,9 +48,15 @@ REJECTION_REASONS = (
 # %(max_revenue)s. They are constants: values only ever travel as parameters.
 AS_OF = "coalesce(%(as_of)s::timestamp, (now() AT TIME ZONE 'UTC'))"
 WELL_FORMED_VARIANT = "e.\"variantId\" ~ '^(gid://shopify/ProductVariant/)?[0-9]{1,20}$'"
-COUNTED_PURCHASE = (
-    "e.\"eventType\" = 'PURCHASE' AND (e.revenue IS NULL OR (e.revenue >= 0 AND e.revenue <= %(max_revenue)s))"
-)
+
+
+def counted_purchase(cap: str) -> str:
+    """Return the SQL condition of a counted PURCHASE whose revenue cap is the SQL expression ``cap``."""
+    return f"e.\"eventType\" = 'PURCHASE' AND (e.revenue IS NULL OR (e.revenue >= 0 AND e.revenue <= {cap}))"
+
+
+# One shop's queries: its cap is the parameter %(max_revenue)s (rule_parameters gives the shop's).
+COUNTED_PURCHASE = counted_purchase("%(max_revenue)s")
 NUMERIC_VARIANT_ID = "regexp_replace(e.\"variantId\", '^gid://shopify/ProductVariant/', '')"
 
 _REJECTION_REASON = f"""
@@ -83,6 +92,130 @@ e."createdAt" <= {AS_OF}
 AND {WELL_FORMED_VARIANT}
 AND (e."eventType" IN ('IMPRESSION', 'ADD_TO_CART') OR ({COUNTED_PURCHASE}))
 """
+
+
+# Units of each currency per US dollar, as a power of ten at or above the rate (late 2026): the factor of the
+# cap. Order-of-magnitude only, so exchange-rate moves do not change it; currencies not listed are worth a
+# dollar or more (USD, EUR, GBP, CHF, KWD, ...) keep the setting as it is.
+CURRENCY_CAP_FACTORS: dict[str, int] = {
+    **dict.fromkeys(("VND", "IDR", "LAK", "UZS", "LBP", "SLL", "IRR", "STD"), 100_000),
+    **dict.fromkeys(
+        ("KRW", "COP", "MMK", "KHR", "PYG", "UGX", "TZS", "MGA", "GNF", "IQD", "MNT", "NGN", "ARS", "RWF", "BIF"),
+        10_000,
+    ),
+    **dict.fromkeys(  # fmt: skip
+        (
+            "JPY",
+            "HUF",
+            "CLP",
+            "ISK",
+            "PKR",
+            "KZT",
+            "LKR",
+            "XOF",
+            "XAF",
+            "CRC",
+            "AMD",
+            "KES",
+            "DZD",
+            "BDT",
+            "MWK",
+            "CDF",
+            "KMF",
+            "DJF",
+            "YER",
+            "SOS",
+            "SYP",
+            "AOA",
+            "HTG",
+            "XPF",
+            "JMD",
+            "NPR",
+            "RSD",
+            "MKD",
+            "ALL",
+            "KGS",
+            "GYD",
+            "SDG",
+            "MRU",
+            "ZMW",
+        ),
+        1_000,
+    ),
+    **dict.fromkeys(
+        (
+            "INR",
+            "RUB",
+            "PHP",
+            "THB",
+            "TWD",
+            "UAH",
+            "TRY",
+            "EGP",
+            "MXN",
+            "ZAR",
+            "CZK",
+            "DOP",
+            "HNL",
+            "NIO",
+            "UYU",
+            "ETB",
+            "MUR",
+            "BTN",
+            "AFN",
+            "MZN",
+            "TJS",
+            "MDL",
+            "VUV",
+            "GMD",
+            "LRD",
+            "BWP",
+            "SCR",
+            "NAD",
+            "SZL",
+            "LSL",
+            "SEK",
+            "NOK",
+        ),
+        100,
+    ),
+    **dict.fromkeys(
+        (
+            "DKK",
+            "HKD",
+            "CNY",
+            "MOP",
+            "BOB",
+            "GTQ",
+            "TTD",
+            "MAD",
+            "BRL",
+            "PLN",
+            "AED",
+            "SAR",
+            "ILS",
+            "MYR",
+            "RON",
+            "PEN",
+            "QAR",
+            "GHS",
+            "TND",
+            "SGD",
+            "NZD",
+            "AUD",
+            "CAD",
+            "BGN",
+            "GEL",
+            "AZN",
+        ),
+        10,
+    ),
+}
+
+
+def revenue_cap(currency: str | None, max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE) -> Decimal:
+    """Return the largest PURCHASE revenue counted for a shop in ``currency`` (its ISO 4217 code)."""
+    return max_revenue * CURRENCY_CAP_FACTORS.get((currency or "").upper(), 1)
 
 
 def day_parameters(

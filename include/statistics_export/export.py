@@ -21,7 +21,12 @@ from include.statistics_export.catalog import (
     parse_summary,
 )
 from include.statistics_export.day_claims import DayWriter
-from include.statistics_export.errors import BatchRowsError, DayWrittenByAnotherRun, StagedCatalogMissing
+from include.statistics_export.errors import (
+    BatchRowsError,
+    DayWrittenByAnotherRun,
+    RevenueOverflow,
+    StagedCatalogMissing,
+)
 from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE
 from include.statistics_export.formats import RenderedFiles, VariantExport, WrittenFiles, render_files
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopRef
@@ -34,7 +39,7 @@ from include.statistics_export.images import (
     start_image_backups,
 )
 from include.statistics_export.keys import export_key, staged_batch_key
-from include.statistics_export.metrics import ZERO, shops_variant_metrics
+from include.statistics_export.metrics import MAX_ROW_REVENUE, ZERO, VariantMetrics, shops_variant_metrics
 from include.statistics_export.parquet import write_parquet_part
 from include.statistics_export.protocols import Catalog, ObjectStore
 from include.statistics_export.rows import shops_recorded_hashes, write_shops_rows
@@ -253,7 +258,9 @@ def export_parts(
             {part.plan.shop_id: [v.variant_id for p in part.products for v in p.variants] for part in parts},
             day,
             max_revenue=max_revenue,
+            currencies={part.plan.shop_id: part.plan.currency for part in parts},
         )
+    check_revenue_fits(parts, metrics)
     with clock.phase("images"):
         owners = {part.plan.shop_id: image_owners(part.products) for part in parts}
         already = shops_existing_backups(conn, [(s, gid) for s, found in owners.items() for gid in found])
@@ -367,6 +374,30 @@ def export_parts(
         result.seconds = seconds
         result.phases = clock.phases  # a unit's shops share them: they were exported together
     return results
+
+
+def check_revenue_fits(parts: Sequence[ShopPart], metrics: dict[tuple[str, str], VariantMetrics]) -> None:
+    """Raise RevenueOverflow naming every shop, product and variant whose day's revenue the rows cannot hold,
+    before anything of the batch is written."""
+    overflowing: dict[str, list[str]] = {}
+    for part in parts:
+        for product in part.products:
+            for variant in product.variants:
+                found = metrics.get((part.plan.shop_id, variant.variant_id))
+                if found is not None and found.revenue_rounded > MAX_ROW_REVENUE:
+                    overflowing.setdefault(part.plan.shop_id, []).append(
+                        f"product {product.product_id} variant {variant.variant_id}: "
+                        f"{found.revenue_rounded} {part.plan.currency or ''}".rstrip()
+                    )
+    if overflowing:
+        raise RevenueOverflow(
+            {
+                shop_id: f"Shop {shop_id} on {parts[0].plan.date}: the day's revenue of "
+                f"{'; '.join(found)} is over {MAX_ROW_REVENUE}, the most "
+                '"VariantDailyStatistics".revenue DECIMAL(12, 2) holds (nothing of the shop was written)'
+                for shop_id, found in overflowing.items()
+            }
+        )
 
 
 def _natural_key(export: VariantExport) -> tuple[str, str, str]:

@@ -4,8 +4,9 @@
 - Otherwise a shop whose last report says it is large (at least ``bulk_threshold`` products) stays alone,
   on the per-shop path (bulk read, batches mapped in parallel); every other shop is packed with others
   into units of at most ``unit_shops`` shops and about ``unit_variants`` variants, each exported by one
-  task instance. A shop without a report (new, or a first run) counts as small: it fits a unit in the
-  common case, and if it is large after all its unit reads it page by page this once.
+  task instance. Sizes come from the newest report (``shopSizes``: each shop's last measured size, carried
+  forward over days it failed). A shop without one (new, or a first run) counts as small: it fits a unit in
+  the common case, and if its first page shows it large it leaves the unit and is exported alone.
 - About ``MAX_UNITS`` units at most (greedy packing may leave units half full: under 1,000 in the worst
   case) and ``MAX_SINGLE`` shops alone: past those, units take more shops and the smallest large shops are
   packed too; and about ``MAX_BATCHES`` batches for the shops alone: past those, the day's batches grow. So
@@ -15,7 +16,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +42,27 @@ class ShopSize:
 
 
 def sizes_from_report(document: Mapping[str, Any] | None) -> dict[str, ShopSize]:
-    """Return each shop's size from a day's report (its ``perShop`` figures); nothing when there is none."""
-    per_shop = (document or {}).get("perShop") or {}
+    """Return each shop's size from a day's report: its ``shopSizes`` (every shop ever measured, carried
+    forward), else, in a report from before they were kept, the ``perShop`` figures of the shops exported."""
+    figures_by_shop = (document or {}).get("shopSizes") or (document or {}).get("perShop") or {}
     return {
         shop_id: ShopSize(int(figures.get("products", 0)), int(figures.get("variants", 0)))
-        for shop_id, figures in per_shop.items()
+        for shop_id, figures in figures_by_shop.items()
     }
+
+
+def carried_sizes(
+    previous: Mapping[str, ShopSize], per_shop: Mapping[str, Mapping[str, Any]], failed: Iterable[str]
+) -> dict[str, dict[str, int]]:
+    """Return the sizes the day's report keeps for the next day: each shop the day exported whole as it was
+    measured, and every other shop as the last report that had it said, so a shop whose day failed is not
+    taken for a small one tomorrow."""
+    unfinished = set(failed)
+    sizes = {shop_id: {"products": size.products, "variants": size.variants} for shop_id, size in previous.items()}
+    for shop_id, figures in per_shop.items():
+        if (shop_id not in unfinished or shop_id not in sizes) and "variants" in figures:
+            sizes[shop_id] = {"products": int(figures.get("products", 0)), "variants": int(figures["variants"])}
+    return dict(sorted(sizes.items()))
 
 
 def plan_fleet(shops: Sequence[ShopRef], sizes: Mapping[str, ShopSize], settings: Settings) -> FleetPlan:

@@ -208,6 +208,8 @@ class UnitResult(Handoff):
     failures: dict[str, str] = field(default_factory=dict)
     # True when every failure is one retrying cannot fix (the unit is then not retried by Airflow).
     permanent: bool = True
+    # The shops found large on their first page: they left the unit and are exported alone.
+    moved: list[ShopRef] = field(default_factory=list)
 
     def failed_domains(self, unit: ShopUnit) -> list[str]:
         """Return the domains of the unit's failed shops, in the unit's order."""
@@ -231,6 +233,7 @@ class UnitResult(Handoff):
             "results": [r.to_xcom() for r in self.results],
             "failures": dict(self.failures),
             "permanent": self.permanent,
+            "moved": [s.to_xcom() for s in self.moved],
         }
 
     @classmethod
@@ -241,4 +244,5 @@ class UnitResult(Handoff):
             results=[BatchResult.from_xcom(r) for r in data["results"]],
             failures=dict(data["failures"]),
             permanent=data["permanent"],
+            moved=[ShopRef.from_xcom(s) for s in data.get("moved", [])],
         )

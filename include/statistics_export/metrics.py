@@ -10,14 +10,17 @@ from typing import Any
 
 from include.statistics_export.event_rules import (
     AS_OF,
-    COUNTED_PURCHASE,
     DEFAULT_MAX_EVENT_REVENUE,
     NUMERIC_VARIANT_ID,
+    counted_purchase,
     day_parameters,
+    revenue_cap,
 )
 from include.statistics_export.ids import variant_keys
 
 CENTS = Decimal("0.01")
+# The largest day's revenue of one variant the rows hold: "VariantDailyStatistics".revenue is DECIMAL(12, 2).
+MAX_ROW_REVENUE = Decimal("9999999999.99")
 CTR_PLACES = Decimal("0.0001")
 
 
@@ -53,6 +56,9 @@ class VariantMetrics:
 
 ZERO = VariantMetrics()
 
+# Each shop's own revenue cap (its currency's): a packed unit's shops are of any currencies.
+_COUNTED_PURCHASE = counted_purchase("cap.max_revenue")
+
 # Events carry a variant id as a GID or as a bare number: match both spellings through the
 # ("variantId", "createdAt") index, then fold them into the numeric id. Only the shop's own tests
 # count, and the day is the half-open interval [start, end). The rules of event_rules apply inside
@@ -72,11 +78,11 @@ WITH e AS MATERIALIZED (
 SELECT t.shop, {NUMERIC_VARIANT_ID} AS variant_id,
        count(*) FILTER (WHERE e."eventType" = 'IMPRESSION') AS impressions,
        count(*) FILTER (WHERE e."eventType" = 'ADD_TO_CART') AS add_to_carts,
-       count(*) FILTER (WHERE {COUNTED_PURCHASE}) AS orders,
-       coalesce(sum(e.revenue) FILTER (WHERE {COUNTED_PURCHASE}), 0) AS revenue
+       count(*) FILTER (WHERE {_COUNTED_PURCHASE}) AS orders,
+       coalesce(sum(e.revenue) FILTER (WHERE {_COUNTED_PURCHASE}), 0) AS revenue
 FROM e
 JOIN "ABTest" t ON t.id = e."testId"
-WHERE t.shop = ANY(%(shop_ids)s::text[])
+JOIN unnest(%(shop_ids)s::text[], %(max_revenues)s::numeric[]) AS cap(shop, max_revenue) ON cap.shop = t.shop
 GROUP BY 1, 2
 """
 
@@ -87,15 +93,19 @@ def shops_variant_metrics(
     day: date,
     *,
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    currencies: Mapping[str, str | None] | None = None,
     as_of: datetime | None = None,
 ) -> dict[tuple[str, str], VariantMetrics]:
     """Return the day's metrics of each (shop, variant) that had counted events, for any number of shops in
-    one query (see event_rules). A shop's events count only for that shop's own variants."""
+    one query (see event_rules). A shop's events count only for that shop's own variants, each purchase up
+    to the cap of the shop's currency (``currencies``: shop id -> ISO code)."""
     wanted = {shop_id: set(variant_ids) for shop_id, variant_ids in variants_by_shop.items()}
     keys = variant_keys(sorted(set().union(*wanted.values())))
     if not keys:
         return {}
-    params = {**day_parameters(day, max_revenue=max_revenue, as_of=as_of), "shop_ids": sorted(wanted)}
+    shop_ids = sorted(wanted)
+    caps = [revenue_cap((currencies or {}).get(shop_id), max_revenue) for shop_id in shop_ids]
+    params = {**day_parameters(day, max_revenue=max_revenue, as_of=as_of), "shop_ids": shop_ids, "max_revenues": caps}
     with conn.cursor() as cur:
         cur.execute(_VARIANT_METRICS, {**params, "variant_keys": keys})
         rows = cur.fetchall()
@@ -118,8 +128,11 @@ def variant_metrics(
     day: date,
     *,
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    currency: str | None = None,
     as_of: datetime | None = None,
 ) -> dict[str, VariantMetrics]:
     """Return the day's metrics of one shop's variants that had counted events."""
-    found = shops_variant_metrics(conn, {shop_id: variant_ids}, day, max_revenue=max_revenue, as_of=as_of)
+    found = shops_variant_metrics(
+        conn, {shop_id: variant_ids}, day, max_revenue=max_revenue, currencies={shop_id: currency}, as_of=as_of
+    )
     return {variant_id: metrics for (_, variant_id), metrics in found.items()}

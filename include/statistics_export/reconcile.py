@@ -26,6 +26,7 @@ from include.statistics_export.event_rules import (
     NUMERIC_VARIANT_ID,
     SHOP_DAY_EVENTS,
     rejected_events,
+    revenue_cap,
     rule_parameters,
 )
 from include.statistics_export.totals import METRICS, Totals
@@ -141,10 +142,14 @@ def reconcile_shop(
     files: Totals,
     *,
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    currency: str | None = None,
     as_of: datetime | None = None,
     parquet: Totals | None = None,
 ) -> ShopReconciliation:
-    """Compare the shop's files, rows, counted events and catalog for ``day``; list every difference."""
+    """Compare the shop's files, rows, counted events and catalog for ``day``; list every difference.
+
+    Purchases count up to the cap of the shop's ``currency``, as in the batches' metrics."""
+    max_revenue = revenue_cap(currency, max_revenue)
     rows = row_totals(conn, shop_id, day)
     events, unknown, unknown_ids = event_totals(conn, shop_id, day, max_revenue=max_revenue, as_of=as_of)
     result = ShopReconciliation(

@@ -57,6 +57,8 @@ class RunReport:
     # They inform and never fail the day.
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     section_lines: list[str] = field(default_factory=list)
+    # Every shop's last measured size, carried forward (fleet.carried_sizes): how the next day packs its shops.
+    shop_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def add_section(self, name: str, document: dict[str, Any], line: str) -> None:
         """Add a section to the report's document and its line to the report's text."""
@@ -90,6 +92,7 @@ class RunReport:
             "failedShops": self.failed_shops,
             "perShop": self.per_shop,
             "reconciliation": self.reconciliation,
+            "shopSizes": self.shop_sizes,
             **self.sections,
         }
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager, suppress
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, TypeVar
 
 import psycopg
@@ -34,6 +34,7 @@ from include.statistics_export.errors import (
     DayFailed,
     ExportError,
     PermanentError,
+    RevenueOverflow,
     ShopConfigurationError,
     StagedCatalogMissing,
     UnitShopsFailed,
@@ -60,7 +61,7 @@ from include.statistics_export.handoffs import (
     UnitResult,
 )
 from include.statistics_export.images import ImageFetch, image_fetcher
-from include.statistics_export.keys import EXPORTS_ROOT, report_key
+from include.statistics_export.keys import EXPORTS_ROOT, RUNS_PREFIX, report_key
 from include.statistics_export.pixel_health import pixel_health
 from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.report import RunReport
@@ -313,7 +314,14 @@ def reconcile_day(
             parts = [r.parquet_totals for r in shop_results]
             parquet = sum_totals(p for p in parts if p is not None) if all(p is not None for p in parts) else None
             reconciliation = reconcile_shop(
-                conn, plan.shop_id, day, catalog, files, max_revenue=settings.max_event_revenue, parquet=parquet
+                conn,
+                plan.shop_id,
+                day,
+                catalog,
+                files,
+                max_revenue=settings.max_event_revenue,
+                currency=plan.batches[0].currency if plan.batches else None,
+                parquet=parquet,
             )
             for difference in reconciliation.differences:
                 log.error("%s", difference)
@@ -348,13 +356,30 @@ def add_report_sections(report: RunReport, sections: dict[str, dict[str, Any] | 
     return report
 
 
+def nearest_report(day: date) -> dict[str, Any] | None:
+    """Return the report nearest before ``day`` (a backfill of days long past: the oldest after it), or None."""
+    store = R2Hook()
+    own = report_key(day)
+    keys = sorted(key for key in store.keys_under(RUNS_PREFIX) if key.endswith(".json") and key != own)
+    before = [key for key in keys if key < own]
+    chosen = before[-1] if before else next(iter(keys), None)
+    if chosen is None:
+        return None
+    with closing(store.open_object(chosen)) as body:
+        document: dict[str, Any] = json.load(body)
+    return document
+
+
+def carry_sizes(report: RunReport) -> RunReport:
+    """Keep in the day's report every shop's last measured size, carried over the days it failed."""
+    previous = fleet.sizes_from_report(nearest_report(date.fromisoformat(report.date)))
+    report.shop_sizes = fleet.carried_sizes(previous, report.per_shop, report.failed_shops)
+    return report
+
+
 def plan_fleet(shops: Sequence[ShopRef], day: date, settings: Settings) -> FleetPlan:
-    """Split the day's shops into shops alone and packed units, by their sizes in the previous day's report."""
-    try:
-        with closing(R2Hook().open_object(report_key(day - timedelta(days=1)))) as body:
-            previous = json.load(body)
-    except FileNotFoundError:
-        previous = None
+    """Split the day's shops into shops alone and packed units, by their sizes in the nearest report."""
+    previous = nearest_report(day)
     plan = fleet.plan_fleet(shops, fleet.sizes_from_report(previous), settings)
     log.info(
         "%d active shop(s): %d alone, %d in %d packed unit(s)%s",
@@ -362,7 +387,7 @@ def plan_fleet(shops: Sequence[ShopRef], day: date, settings: Settings) -> Fleet
         len(plan.single),
         sum(len(u.shops) for u in plan.units),
         len(plan.units),
-        "" if previous else " (no report of the previous day: every shop counted as small)",
+        "" if previous else " (no report yet: every shop counted as small)",
     )
     return plan
 
@@ -395,6 +420,10 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
             try:
                 with clock.phase("catalog"):
                     part, note, cost = reads[shop.shop_id].result()
+            except ShopTooLargeForUnit as large:
+                log.warning("%s", large)
+                outcome.moved.append(shop)
+                continue
             except Exception as exc:
                 _record_failure(outcome, unit, shop, exc)
                 continue
@@ -403,22 +432,31 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
             outcome.plans.append(
                 ShopPlan(shop.shop_id, shop.shop_domain, "packed", note, part.plan.variants, [part.plan])
             )
-        if parts:
+        while parts:
             try:
                 outcome.results = _retried(_export_together, conn, store, parts, fetch, pool, settings, clock, writer)
-                for result in outcome.results:
-                    result.graphql_cost = costs[result.shop_id]
+            except RevenueOverflow as overflow:
+                # Found before anything was written: those shops fail alone, the others are exported without them.
+                for part in [part for part in parts if part.plan.shop_id in overflow.by_shop]:
+                    ref = ShopRef(part.plan.shop_id, part.plan.shop_domain)
+                    _record_failure(outcome, unit, ref, RevenueOverflow({ref.shop_id: overflow.by_shop[ref.shop_id]}))
+                parts = [part for part in parts if part.plan.shop_id not in overflow.by_shop]
+                outcome.plans = [plan for plan in outcome.plans if plan.shop_id not in overflow.by_shop]
+                continue
             except Exception as exc:
                 for part in parts:
                     _record_failure(outcome, unit, ShopRef(part.plan.shop_id, part.plan.shop_domain), exc)
                 outcome.plans = []
+            for result in outcome.results:
+                result.graphql_cost = costs[result.shop_id]
+            break
     return outcome
 
 
 def _retried(body: Callable[..., T], *args: Any) -> T:
     """Run ``body``, retrying what a retry may fix (not a PermanentError) with a short backoff."""
     for attempt in Retrying(
-        retry=retry_if_not_exception_type(PermanentError),
+        retry=retry_if_not_exception_type((PermanentError, ShopTooLargeForUnit)),
         stop=stop_after_attempt(UNIT_SHOP_ATTEMPTS),
         wait=wait_exponential(multiplier=1, max=10),
         reraise=True,
@@ -428,17 +466,31 @@ def _retried(body: Callable[..., T], *args: Any) -> T:
     raise AssertionError("unreachable: tenacity reraises the last error")
 
 
+def failure_text(exc: BaseException) -> str:
+    """Return why a shop failed, for the report: the export's own errors name the shop and carry no secret;
+    any other is reduced to its type."""
+    return str(exc)[:500] if isinstance(exc, (ExportError, ValueError)) else type(exc).__name__
+
+
 def _record_failure(outcome: UnitResult, unit: ShopUnit, shop: ShopRef, exc: BaseException) -> None:
     outcome.permanent = outcome.permanent and isinstance(exc, PermanentError)
-    reason = str(exc)[:500] if isinstance(exc, (ExportError, ValueError)) else type(exc).__name__
+    reason = failure_text(exc)
     outcome.failures[shop.shop_id] = reason
     log.error("Shop %s failed in unit %d: %s", shop.shop_domain, unit.index, reason)
+
+
+MOVED_NOTE = "found large on its first page in a packed unit: exported alone, page by page"
+
+
+class ShopTooLargeForUnit(Exception):
+    """A shop of a packed unit has, by its first page, as many products as a shop read alone: it leaves the unit."""
 
 
 def _read_packed_shop(
     shop: ShopRef, credentials: ShopCredentials | ShopConfigurationError, day: date, settings: Settings
 ) -> tuple[ShopPart, str | None, float]:
-    """Read a small shop's whole catalog (one request when it fits) as its share of the unit's batch."""
+    """Read a small shop's whole catalog (one request when it fits) as its share of the unit's batch; a shop
+    found large on its first page leaves the unit (ShopTooLargeForUnit) before the rest is read."""
     if isinstance(credentials, ShopConfigurationError):
         raise credentials
     safe_key_part(shop.shop_id, "shop id")  # a hostile id fails its shop here, not the unit's shared export
@@ -446,15 +498,38 @@ def _read_packed_shop(
     with ShopifyHook(credentials.api_domain, credentials.access_token) as shopify:
         pages = shopify.shop_catalog_pages()
         first = next(pages)
+        if first.products_count >= settings.bulk_threshold:
+            raise ShopTooLargeForUnit(
+                f"Shop {shop.shop_domain}: {first.products_count} products (at least {settings.bulk_threshold}) on "
+                "its first page in a packed unit: it leaves the unit and is exported alone"
+            )
         raw = first.products + [product for page in pages for product in page.products]
         cost = shopify.cost_charged
     products = [p for p in map(parse_product, raw) if existed_on(p.created_at, day_end)]
-    note = None
-    if first.products_count >= settings.bulk_threshold:
-        note = f"{first.products_count} products read page by page in a packed unit; it runs alone from tomorrow"
     variants = sum(len(p.variants) for p in products)
     plan = BatchPlan(shop.shop_id, shop.shop_domain, day.isoformat(), 1, 1, [], first.currency, variants)
-    return ShopPart(plan, products), note, cost
+    return ShopPart(plan, products), None, cost
+
+
+def export_moved_shop(shop: ShopRef, writer: DayWriter, settings: Settings) -> UnitResult:
+    """Export alone, in this one task, a shop that left its packed unit: its catalog read page by page in
+    batches, each batch exported in turn (memory stays that of one batch). From the next day its size in the
+    report puts it on the per-shop path."""
+    outcome = UnitResult(index=0)
+    try:
+        with shopify_for(shop.shop_id) as shopify:
+            currency = shopify.shop_info().get("currencyCode")
+        read = CatalogRead(shop.shop_id, shop.shop_domain, currency=currency, note=MOVED_NOTE)
+        plan = plan_shop_batches(read, writer, settings)
+        outcome.plans.append(plan)
+        outcome.results = [export_product_batch(batch, settings, writer.run_id) for batch in plan.batches]
+    except Exception as exc:
+        outcome.plans = []
+        outcome.results = []
+        outcome.permanent = isinstance(exc, PermanentError)
+        outcome.failures[shop.shop_id] = failure_text(exc)
+        log.error("Shop %s failed, exported alone after leaving its unit: %s", shop.shop_domain, outcome.failures)
+    return outcome
 
 
 def _export_together(

@@ -47,6 +47,8 @@ def test_flow_and_trigger_rules(dag):
         "shops_alone",
         "packed_units",
         "export_shop_unit",
+        "moved_shops",
+        "export_moved_shop",
         "shop.start_catalog_read",
         "shop.wait_for_catalog",
         "shop.plan_shop_batches",
@@ -75,6 +77,11 @@ def test_flow_and_trigger_rules(dag):
     assert tasks["shop.start_catalog_read"].upstream_task_ids == {"shops_alone"}
     assert tasks["export_shop_unit"].upstream_task_ids == {"packed_units", "resolve_export_day"}
     assert "export_shop_unit" in tasks["reconcile"].upstream_task_ids
+    # A shop found large in its unit leaves it: it is exported alone once the units are done, before reconcile.
+    assert tasks["moved_shops"].upstream_task_ids == {"export_shop_unit"}
+    assert tasks["moved_shops"].trigger_rule == "all_done"
+    assert tasks["export_moved_shop"].upstream_task_ids == {"moved_shops", "resolve_export_day"}
+    assert "export_moved_shop" in tasks["reconcile"].upstream_task_ids
     assert tasks["export_shop_unit"].map_index_template == "{{ unit_label }}"
     # Staging is cleaned only after a day that fully succeeded (a cleared shop still needs it otherwise).
     assert tasks["clean_staging"].trigger_rule == "all_success"

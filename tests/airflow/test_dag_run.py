@@ -139,6 +139,33 @@ def test_packed_units_export_every_healthy_shop_and_name_the_failed_ones(
     assert sandbox.stats(world.domain)["requests"] == 1
 
 
+def test_a_shop_found_large_in_its_unit_is_exported_alone_and_sized_for_the_next_day(
+    world, run_airflow, s3, endpoints, airflow_home
+):
+    # No report yet, so every shop is packed; alpha's first page shows 5 products, at the bulk threshold.
+    packing = {"STATISTICS_EXPORT_SHOP_TASKS_UP_TO": "0", "STATISTICS_EXPORT_BULK_THRESHOLD": "5"}
+    result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat(), extra_env=packing)
+    output = result.stdout + result.stderr
+    objects = bucket_objects(s3, endpoints.bucket)
+
+    assert exported_shops(objects) == {"shop_alpha", "shop_boutique"}, output[-3000:]
+    assert len([k for k in objects if k.startswith("statistic-exports/shop_alpha/")]) == 2 * 15
+    with closing(sqlite3.connect(airflow_home / "airflow.db")) as conn:
+        moved = conn.execute(
+            "SELECT rendered_map_index, state FROM task_instance WHERE task_id = 'export_moved_shop' "
+            "AND run_id = (SELECT run_id FROM dag_run ORDER BY id DESC LIMIT 1)"
+        ).fetchall()
+    assert moved == [("shop-alpha.myshopify.com", "success")]
+    report = json.loads(objects["statistic-exports/_runs/20261121.json"])
+    assert "exported alone" in report["perShop"]["shop_alpha"]["catalog_note"]
+    assert report["reconciliation"]["shop_alpha"]["ok"] is True
+    # The next day reads these sizes: alpha is alone then; the two failed shops were never measured.
+    assert report["shopSizes"] == {
+        "shop_alpha": {"products": 5, "variants": 15},
+        "shop_boutique": {"products": 3, "variants": 6},
+    }
+
+
 def test_a_fleet_over_max_map_length_exports_every_variant(db, sandbox, run_airflow, s3, endpoints, airflow_home):
     shop_ids = register_fleet(db, sandbox, 1_100)
     result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat())

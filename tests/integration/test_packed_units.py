@@ -97,12 +97,26 @@ def test_a_rerun_of_the_unit_writes_nothing_new(small_shops, s3, connections):
     assert after == before
 
 
-def test_a_larger_shop_in_a_unit_is_read_page_by_page_and_noted(db, sandbox, s3, connections):
-    register_shop(db, sandbox, "shop_big", [product(n, variants=1, images=0) for n in range(1, 26)])
-    outcome = tasks.export_unit(unit_of("shop_big"), writer_for(DAY), current_settings(bulk_threshold=20))
-    assert outcome.results[0].variants == 25
-    assert sandbox.stats("shop-big.myshopify.com")["requests"] == 3  # pages of 10 products
-    assert "25 products read page by page in a packed unit" in outcome.plans[0].note
+def test_a_shop_found_large_on_its_first_page_leaves_the_unit_and_is_exported_alone(
+    db, sandbox, s3, small_shops, connections
+):
+    register_shop(db, sandbox, "shop_big", [product(n, variants=1, images=0) for n in range(10, 35)])
+    settings = current_settings(bulk_threshold=20, batch_variants=10)
+    outcome = tasks.export_unit(unit_of("shop_a", "shop_big", "shop_b"), writer_for(DAY), settings)
+
+    # Its first page said 25 products: the rest was never read, and the unit's other shops are exported.
+    assert [s.shop_id for s in outcome.moved] == ["shop_big"]
+    assert outcome.failures == {} and {r.shop_id for r in outcome.results} == {"shop_a", "shop_b"}
+    assert sandbox.stats("shop-big.myshopify.com")["requests"] == 1
+    assert not exported(s3, connections.bucket, "shop_big")
+
+    alone = tasks.export_moved_shop(outcome.moved[0], writer_for(DAY), settings)
+    assert alone.failures == {}
+    (plan,) = alone.plans
+    assert (plan.mode, plan.variants, len(plan.batches)) == ("pages", 25, 3)
+    assert "exported alone" in plan.note
+    assert sum(r.variants for r in alone.results) == 25
+    assert len(exported(s3, connections.bucket, "shop_big")) == 2 * 25
 
 
 def test_database_round_trips_do_not_grow_with_the_shops_of_a_unit(db, sandbox, connections, monkeypatch):

@@ -4,7 +4,14 @@ import math
 
 import pytest
 
-from include.statistics_export.fleet import MAX_BATCHES, MAX_UNITS, ShopSize, plan_fleet, sizes_from_report
+from include.statistics_export.fleet import (
+    MAX_BATCHES,
+    MAX_UNITS,
+    ShopSize,
+    carried_sizes,
+    plan_fleet,
+    sizes_from_report,
+)
 from include.statistics_export.handoffs import FleetPlan, ShopRef
 from include.statistics_export.settings import Settings
 
@@ -71,3 +78,22 @@ def test_the_batches_of_the_shops_alone_stay_under_max_map_length_by_growing():
     assert sum(math.ceil(sizes[s.shop_id].variants / (plan.batch_variants - 1)) for s in plan.single) > MAX_BATCHES
     # A fleet whose large shops fit keeps the configured size.
     assert plan_fleet(refs, dict(list(sizes.items())[:10]), SETTINGS).batch_variants == 500
+
+
+def test_sizes_are_carried_over_a_failed_day_and_measured_again_once_exported():
+    previous = {"big": ShopSize(400, 9000), "gone_small": ShopSize(2, 3)}
+    per_shop = {"big": {"catalog_read": "bulk"}, "new": {"products": 3.0, "variants": 7.0}}
+    # big's planning failed today: it keeps yesterday's size, so tomorrow it is alone again, not packed.
+    carried = carried_sizes(previous, per_shop, failed=["big"])
+    assert carried == {
+        "big": {"products": 400, "variants": 9000},
+        "gone_small": {"products": 2, "variants": 3},
+        "new": {"products": 3, "variants": 7},
+    }
+    report = {"shopSizes": carried, "perShop": {"new": {"products": 3, "variants": 7}}}
+    assert sizes_from_report(report)["big"] == ShopSize(400, 9000)
+    plan = plan_fleet([ShopRef(s, f"{s}.example") for s in ("big", "new", *(f"s{n}" for n in range(60)))],
+                      sizes_from_report(report), SETTINGS)  # fmt: skip
+    assert [s.shop_id for s in plan.single] == ["big"]
+    # A report from before shopSizes were kept: its perShop figures still count.
+    assert sizes_from_report({"perShop": {"x": {"products": 5, "variants": 9}}}) == {"x": ShopSize(5, 9)}
