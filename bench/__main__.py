@@ -67,10 +67,16 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the whole bench and print its JSON as the last line."""
     args = parse_args(argv)
-    from local_stack.services import Endpoints, connection_env, create_bucket, postgres_server
-    from local_stack.services import image_hosts_env, scratch_database
     from include.statistics_export.handoffs import ShopRef
     from include.statistics_export.settings import IMAGE_HOSTS, Settings
+    from local_stack.services import (
+        Endpoints,
+        connection_env,
+        create_bucket,
+        image_hosts_env,
+        postgres_server,
+        scratch_database,
+    )
 
     # The other settings keep their defaults (the image limits and revenue cap do not bound the bench).
     threshold = {} if args.bulk_threshold is None else {"bulk_threshold": args.bulk_threshold}

@@ -55,8 +55,8 @@ def read_catalog(settings, day: date, poll_interval: float, parallelism: int) ->
 
 def measure(products: int, args, day: date, server_url: str) -> dict:
     """Build a shop of ``products`` products and read its catalog by pages and in bulk."""
-    from local_stack.services import Endpoints, connection_env, create_bucket, scratch_database
     from include.statistics_export.settings import Settings
+    from local_stack.services import Endpoints, connection_env, create_bucket, scratch_database
 
     world = build_world(max(products, round(products * args.variants_per_product)), products, day, args.seed)
     row = {"products": products, "variants": world.variants}

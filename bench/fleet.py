@@ -203,10 +203,9 @@ def run_day(stack, day, shop_ids: list[str]) -> tuple[dict, list[dict], float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from include.statistics_export.keys import report_key
     from local_stack.airflow_stack import airflow_stack, metadata_database
     from local_stack.services import Endpoints, create_bucket, postgres_server, s3_client, scratch_database
-
-    from include.statistics_export.keys import report_key
 
     day = (datetime.now(timezone.utc) - timedelta(days=1)).date()
     shops, kinds, fleet_ids, single_ids = build_fleet(args)

@@ -1,4 +1,4 @@
-"""Our export of one day for one shop, through the functions the DAG's tasks run (include/statistics_export/tasks.py).
+"""Our export of one day for one shop, through the functions the DAG's tasks run (include/statistics_export/tasks/).
 
 Planning runs in this process, as its own Airflow task would; the batches run in a pool of
 ``batch_parallelism`` worker processes (2 by default: a 2-core Airflow worker running one task per

@@ -16,11 +16,11 @@ import statistics
 import time
 from datetime import timedelta
 
-import bench  # noqa: F401 - the bench's Airflow home
 import psycopg
 
+import bench  # noqa: F401 - the bench's Airflow home
 from include.statistics_export.keys import report_key
-from include.statistics_export.statistics_queries import FLEET_DAYS_SQL
+from include.statistics_export.page.statistics_queries import FLEET_DAYS_SQL
 from include.statistics_export.utc import today
 from local_stack.services import (
     Endpoints,

@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store-latency", type=float, default=0.0, help="seconds a proxy adds per request (default 0)")
     args = p.parse_args(argv)
 
-    from bench.stack import RemoteService, LatencyProxy
+    from bench.stack import LatencyProxy, RemoteService
     from local_stack.services import Endpoints, connection_env, create_bucket, seaweedfs_server
 
     with ExitStack() as stack:

@@ -34,7 +34,7 @@ GRANT SELECT, INSERT, UPDATE ON "StatisticsExportDay" TO :"export_role";
 \endif
 
 -- The Statistics page's role (the api-server's statistics_page_db connection): SELECT on exactly the columns the
--- page reads (plugins/statistics_ui, include/statistics_export/statistics_queries.py), nothing of "Session",
+-- page reads (plugins/statistics_ui, include/statistics_export/page/statistics_queries.py), nothing of "Session",
 -- "ABTest" or "ABTestEvent" (never an access token), no write anywhere. Granted when -v page_role is given.
 \if :{?page_role}
 GRANT USAGE ON SCHEMA public TO :"page_role";

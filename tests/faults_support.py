@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from helpers import NOON_ON_DAY as NOON, add_event, bucket_objects, product, register_shop, run_shop
-from local_stack.fault_proxy import FaultProxy
-from local_stack.services import Endpoints, connection_env, create_bucket, image_hosts_env, s3_client
-from local_stack.services import scratch_database
+from helpers import NOON_ON_DAY as NOON
+from helpers import add_event, bucket_objects, product, register_shop, run_shop
 from include.statistics_export.formats import RenderedFiles
+from local_stack.fault_proxy import FaultProxy
+from local_stack.services import Endpoints, connection_env, create_bucket, image_hosts_env, s3_client, scratch_database
 
 REPO = Path(__file__).resolve().parents[1]
 SHOP = "shop_a"

@@ -7,14 +7,15 @@ import uuid
 from dataclasses import replace
 from datetime import date, datetime, timezone
 
-from local_stack.demo_world import insert_shop
-from local_stack.services import read_bucket
-from shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
 from include.statistics_export import tasks
 from include.statistics_export.day_claims import DayWriter
 from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead
-from include.statistics_export.settings import Settings, load as load_settings
+from include.statistics_export.settings import Settings
+from include.statistics_export.settings import load as load_settings
 from include.statistics_export.shops import shop_credentials
+from local_stack.demo_world import insert_shop
+from local_stack.services import read_bucket
+from shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
 
 DAY = date(2026, 11, 21)
 # The run id the tests export under: tasks called outside a DAG run claim their day for it first.

@@ -17,7 +17,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-
 from local_stack.airflow_stack import DAG_ID, airflow_stack, check_alive, metadata_database
 from local_stack.demo_world import build_world, running_world
 

@@ -1,19 +1,15 @@
 """The export's errors. Every message names the shop, product or row concerned and never carries a secret.
 
-:class:`PermanentError` is the one "do not retry" base: raised by the hooks and the logic when retrying
-cannot help (the shop's data or token, the database role's grants, the R2 credentials), and turned into
+:class:`PermanentError` (from ``export_hooks.errors``, which the hooks own) is the one "do not retry" base:
+raised by the hooks and the logic when retrying cannot help (the shop's data or token, the database role's grants, the R2 credentials), and turned into
 Airflow's fail-fast exception in one place, the DAG's task wrapper. Any other error is retried by Airflow.
 """
 
 from __future__ import annotations
 
+from export_hooks.errors import ExportError, PermanentError, TransientError
 
-class ExportError(Exception):
-    """The export cannot go on as things are; the message says which shop, product or row and why."""
-
-
-class PermanentError(ExportError):
-    """Retrying cannot fix this: the task fails at once, alone, and the day's report names the reason."""
+__all__ = ["ExportError", "PermanentError", "TransientError"]  # the bases, re-exported: one tree
 
 
 class ShopConfigurationError(PermanentError):
@@ -60,5 +56,13 @@ class UnitShopsFailedPermanently(UnitShopsFailed, PermanentError):
     """Shops of a packed unit failed in ways retrying cannot fix; the others are exported."""
 
 
-class BatchRowsError(ExportError):
+class BatchRowsError(TransientError):
     """A batch's files are written but its rows are not (the database went away or timed out): retry the batch."""
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Return why a task or a shop failed, for the day's report: the export's own errors name the shop and
+    never carry a secret; any other error is reduced to its type (its message may hold anything)."""
+    if isinstance(exc, (ExportError, ValueError)):
+        return str(exc)[:500]
+    return f"{type(exc).__name__} (see the task log)"

@@ -8,9 +8,12 @@ Per packed unit: ShopUnit -> UnitResult (each shop's ShopPlan and BatchResult, o
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Literal, TypeVar
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from include.statistics_export.totals import Totals
 
@@ -246,3 +249,46 @@ class UnitResult(Handoff):
             permanent=data["permanent"],
             moved=[ShopRef.from_xcom(s) for s in data.get("moved", [])],
         )
+
+
+def decode_xcom(value: Any, annotation: Any) -> Any:
+    """Return an XCom value as the record (or list of records) ``annotation`` names; other values as they are.
+
+    A list of records also accepts the bare value: Airflow 3.3 hands a downstream task the value itself, not a
+    one-item list, when a single map index of a task inside a mapped task group produced a result.
+    """
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:  # Optional[X]
+        return None if value is None else decode_xcom(value, args[0])
+    if isinstance(annotation, type) and issubclass(annotation, Handoff):
+        return value if isinstance(value, annotation) else annotation.from_xcom(value)
+    if get_origin(annotation) is list and args and isinstance(args[0], type) and issubclass(args[0], Handoff):
+        items = [value] if isinstance(value, Mapping) else list(value or [])
+        return [decode_xcom(item, args[0]) for item in items]
+    return value
+
+
+def encode_xcom(value: Any) -> Any:
+    """Return a record (or a list of records) as the JSON-ready value an XCom carries; other values as they are."""
+    if isinstance(value, Handoff):
+        return value.to_xcom()
+    if isinstance(value, list) and value and all(isinstance(item, Handoff) for item in value):
+        return [item.to_xcom() for item in value]
+    return value
+
+
+def handoff_task(body: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a task body so it takes and returns records: each argument is decoded by its annotation, the
+    result encoded for its XCom. The wrapper keeps the body's signature (Airflow reads it for the context)."""
+    hints = get_type_hints(body)
+    signature = inspect.signature(body)
+
+    @functools.wraps(body)
+    def typed(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind_partial(*args, **kwargs)
+        for name, value in bound.arguments.items():
+            if name in hints:
+                bound.arguments[name] = decode_xcom(value, hints[name])
+        return encode_xcom(body(*bound.args, **bound.kwargs))
+
+    return typed

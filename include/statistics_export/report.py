@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopPlan, ShopRef
+from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopPlan, ShopRef, ShopUnit, UnitResult
 
 _SUMMED = ("products", "variants", "files", "files_unchanged", "images_backed_up", "images_failed", "seconds")
 
@@ -167,3 +167,55 @@ def summarize_run(
 
 def _rounded(value: Any) -> Any:
     return round(value, 3) if isinstance(value, float) else value
+
+
+# The per-shop steps of a shop alone, in order: the first whose failure left a reason says why the shop failed.
+SHOP_STEPS = ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches")
+BATCH_STEP = "export_product_batch"
+UNIT_STEP = "export_shop_unit"
+
+
+@dataclass(frozen=True)
+class DayOutcome:
+    """Everything the day's shops did, whichever path they took, and why each failed shop failed."""
+
+    plans: list[ShopPlan]
+    results: list[BatchResult]
+    reasons: dict[str, str]
+
+
+def collect_failures(
+    alone: Sequence[ShopRef],
+    plans: Sequence[ShopPlan],
+    batches: Sequence[BatchPlan],
+    results: Sequence[BatchResult],
+    units: Sequence[ShopUnit],
+    unit_outcomes: Sequence[UnitResult],
+    moved_outcomes: Sequence[UnitResult],
+    reason_of: Callable[[str, int], str | None],
+) -> DayOutcome:
+    """Merge the shops alone's, the packed units' and the moved shops' plans and results, and say why each
+    failed shop failed: ``reason_of(task_id, map_index)`` is the reason a failed task instance left."""
+    reasons: dict[str, str] = {}
+    missing = unfinished(alone, plans, batches, results)
+    for index in missing.shops:
+        for task_id in SHOP_STEPS:
+            reason = reason_of(task_id, index)
+            if reason:
+                reasons[alone[index].shop_id] = f"{task_id.split('.')[-1]}: {reason}"
+                break
+    for index in missing.batches:
+        reason = reason_of(BATCH_STEP, index)
+        if reason:
+            reasons.setdefault(batches[index].shop_id, reason)
+    merged_plans, merged_results = list(plans), list(results)
+    for outcome in [*unit_outcomes, *moved_outcomes]:
+        reasons.update(outcome.failures)
+        merged_plans += outcome.plans
+        merged_results += outcome.results
+    finished = {outcome.index for outcome in unit_outcomes}
+    for index, unit in enumerate(units):
+        if unit.index not in finished:  # failed as a whole (its connection, a crash): its reason stands for each shop
+            reason = reason_of(UNIT_STEP, index)
+            reasons.update({shop.shop_id: f"{UNIT_STEP}: {reason}" for shop in unit.shops if reason})
+    return DayOutcome(merged_plans, merged_results, reasons)

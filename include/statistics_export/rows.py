@@ -16,7 +16,6 @@ from include.statistics_export.ids import row_id
 from include.statistics_export.images import ImageBackup, ImageOwner
 from include.statistics_export.utc import naive_utc, now_ms
 
-
 _UPSERT_IMAGES = """
 INSERT INTO "ProductImageBackup" (id, shop, "productId", "variantId", "mediaId", "shopifyUrl", "r2Url", "r2Key", "backedUpAt")
 SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamp[])

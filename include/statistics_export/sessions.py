@@ -39,7 +39,7 @@ class TokenAnswer:
     detail: str = ""
 
 
-# Ask Shopify which shop a token belongs to: (api domain, token) -> answer. Supplied by tasks.py (the hook).
+# Ask Shopify which shop a token belongs to: (api domain, token) -> answer. Supplied by the task layer (the hook).
 AskShop = Callable[[str, str], TokenAnswer]
 
 _SHOPS_WITHOUT_USABLE_SESSION = f"""

@@ -24,7 +24,7 @@ from obstore.exceptions import BaseError as ObstoreError
 from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
-from include.statistics_export.errors import ExportError, PermanentError
+from export_hooks.errors import ExportError, PermanentError, TransientError
 
 if TYPE_CHECKING:
     from obstore import ObjectMeta
@@ -52,11 +52,11 @@ _STATUS = re.compile(r"status code: (\d{3})")
 _RETRIES = re.compile(r"\bretries: (\d+)")
 
 
-class R2WriteError(ExportError):
+class R2WriteError(TransientError):
     """An object could not be written to R2, after the client's retries."""
 
 
-class R2ReadError(ExportError):
+class R2ReadError(TransientError):
     """An object could not be read from R2, after the client's retries."""
 
 

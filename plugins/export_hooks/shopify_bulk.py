@@ -14,8 +14,8 @@ from typing import Any
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from export_hooks.errors import PermanentError
 from export_hooks.shopify_protocol import ShopifyError
-from include.statistics_export.errors import PermanentError
 
 # Finished, one way or another: Shopify will not change these any more.
 FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})

@@ -11,7 +11,7 @@ from typing import Any
 
 import requests
 
-from include.statistics_export.errors import ExportError, PermanentError
+from export_hooks.errors import ExportError, PermanentError, TransientError
 
 _MYSHOPIFY_DOMAIN = re.compile(r"^[a-z0-9][a-z0-9-]*\.myshopify\.com$")
 
@@ -28,7 +28,7 @@ class ShopifyQueryCostError(ShopifyError):
     """A query requested more points than Shopify allows for a single query."""
 
 
-class ShopifyRetryableError(ShopifyError):
+class ShopifyRetryableError(ShopifyError, TransientError):
     """A transient answer (429, 5xx, broken body, internal error); ``wait_seconds`` says how long to back off."""
 
     def __init__(self, message: str, wait_seconds: float | None = None):

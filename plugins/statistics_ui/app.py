@@ -23,10 +23,10 @@ from fastapi.templating import Jinja2Templates
 
 from export_hooks.r2 import R2Hook
 from include.statistics_export import settings as export_settings
-from include.statistics_export.run_reports import DayReport, ReportCache, days_ending, read_report
-from include.statistics_export.statistics_queries import fleet_days, shop_domains, shop_file, shop_files
+from include.statistics_export.page.run_reports import DayReport, ReportCache, days_ending, read_report
+from include.statistics_export.page.statistics_queries import fleet_days, shop_domains, shop_file, shop_files
+from include.statistics_export.page.zip_stream import stream_zip
 from include.statistics_export.utc import today
-from include.statistics_export.zip_stream import stream_zip
 from statistics_ui.airflow_api import DAG_ID, AirflowApi, RetryRefused, RunInfo
 from statistics_ui.charts import Series, chart
 from statistics_ui.page_connections import page_db, page_store

@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 
 from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, product, register_shop, run_shop
-from include.statistics_export.statistics_queries import fleet_days, shop_domains, shop_file, shop_files
+from include.statistics_export.page.statistics_queries import fleet_days, shop_domains, shop_file, shop_files
 from local_stack.services import Endpoints, connection_env, with_user
 
 pytestmark = pytest.mark.airflow

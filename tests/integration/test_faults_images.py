@@ -7,10 +7,10 @@ import pytest
 import requests
 
 from faults_support import DOMAIN, SHOP, world_fixture  # noqa: F401 - provides the `world` fixture
-from shopify_sandbox.faults import HTML_ERROR_PAGE
-from shopify_sandbox.images import image_bytes
 from include.statistics_export import settings
 from include.statistics_export.images import ImageDownloadError, download_image, is_image
+from shopify_sandbox.faults import HTML_ERROR_PAGE
+from shopify_sandbox.images import image_bytes
 
 MAX_BYTES_ENV, TIMEOUT_ENV = settings.IMAGE_MAX_BYTES.env, settings.IMAGE_TIMEOUT.env
 

@@ -5,8 +5,13 @@ import signal
 
 import pytest
 
-from faults_support import TABLES, order_export, row_counts, start_worker
-from faults_support import world_fixture  # noqa: F401 - provides the `world` fixture
+from faults_support import (
+    TABLES,
+    order_export,
+    row_counts,
+    start_worker,
+    world_fixture,  # noqa: F401 - provides the `world` fixture
+)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import psycopg
 import pytest
 
 from export_hooks.r2 import R2WriteError
-from include.statistics_export.export import BatchRowsError
 from faults_support import (
     TABLES,
     database_name,
@@ -15,6 +14,7 @@ from faults_support import (
     row_counts,
     world_fixture,  # noqa: F401 - provides the `world` fixture
 )
+from include.statistics_export.export import BatchRowsError
 
 NO_ROWS = dict.fromkeys(TABLES, 0)
 

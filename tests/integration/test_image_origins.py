@@ -19,10 +19,10 @@ import pytest
 
 from faults_support import DOMAIN, SHOP, world_fixture  # noqa: F401 - provides the `world` fixture
 from helpers import product
-from shopify_sandbox.images import image_bytes
-from shopify_sandbox.world import SandboxShop
 from include.statistics_export import settings
 from include.statistics_export.images import ImageURLRefused, download_image, image_session, is_image
+from shopify_sandbox.images import image_bytes
+from shopify_sandbox.world import SandboxShop
 
 HOSTS_ENV = settings.IMAGE_HOSTS.env
 CDN = settings.IMAGE_HOSTS.default

@@ -3,7 +3,6 @@
 from datetime import date, datetime
 from decimal import Decimal
 
-
 from include.statistics_export.metrics import VariantMetrics, variant_metrics
 
 DAY = date(2026, 11, 21)

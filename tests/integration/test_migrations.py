@@ -336,7 +336,9 @@ def strip_comments(text: str) -> str:
 
 
 ALLOWED_STATEMENTS = [
-    re.compile(r'^CREATE TABLE IF NOT EXISTS "(StatisticsExport|VariantDailyStatistics|ProductImageBackup|StatisticsExportDay)" \('),
+    re.compile(
+        r'^CREATE TABLE IF NOT EXISTS "(StatisticsExport|VariantDailyStatistics|ProductImageBackup|StatisticsExportDay)" \('
+    ),
     re.compile(r'^CREATE (UNIQUE )?INDEX CONCURRENTLY IF NOT EXISTS "\w+"\s+ON "\w+" \([^;]*\)$'),
     re.compile(r'^ALTER TABLE "StatisticsExport" ADD COLUMN IF NOT EXISTS "\w+" TEXT$'),
     re.compile(r"^SET lock_timeout = '\d+s'$"),

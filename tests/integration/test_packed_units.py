@@ -10,6 +10,7 @@ from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, current_setting
 from include.statistics_export import tasks
 from include.statistics_export.errors import PermanentError, UnitShopsFailed
 from include.statistics_export.handoffs import ShopRef, ShopUnit
+from include.statistics_export.tasks import packed_units
 
 
 def unit_of(*shops) -> ShopUnit:
@@ -78,7 +79,7 @@ def test_a_transient_failure_that_lasts_fails_the_unit_for_airflow_to_retry(
     small_shops, sandbox, connections, monkeypatch
 ):
     fast_shopify_retries(monkeypatch, attempts=1)
-    monkeypatch.setattr(tasks, "UNIT_SHOP_ATTEMPTS", 2)
+    monkeypatch.setattr(packed_units, "UNIT_SHOP_ATTEMPTS", 2)
     sandbox.fail_next("shop-c.myshopify.com", 503, count=5)
     unit = unit_of(*small_shops)
     outcome = tasks.export_unit(unit, writer_for(DAY), current_settings())

@@ -9,11 +9,11 @@ from decimal import Decimal
 import pytest
 
 from helpers import DAY, add_event, bucket_objects, plan, product, register_shop, run_batch, run_shop
-from local_stack.demo_world import insert_shop
-from shopify_sandbox.world import SandboxShop
 from include.statistics_export.errors import ShopConfigurationError
 from include.statistics_export.keys import export_key, image_key
 from include.statistics_export.shops import active_shops, shop_credentials
+from local_stack.demo_world import insert_shop
+from shopify_sandbox.world import SandboxShop
 
 
 def add_shop(db, shop_id, domain, active=True):

@@ -16,8 +16,8 @@ from include.statistics_export.images import ImageBackup, ImageOwner, ImageRef, 
 from include.statistics_export.metrics import VariantMetrics, variant_metrics
 from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.rows import write_rows
-from include.statistics_export.totals import Totals
 from include.statistics_export.shops import active_shops, display_domain, shop_credentials
+from include.statistics_export.totals import Totals
 
 REPO = Path(__file__).resolve().parents[2]
 NOON = datetime(2026, 11, 21, 12)

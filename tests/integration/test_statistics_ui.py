@@ -12,8 +12,8 @@ import uuid
 import zipfile
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 from decimal import Decimal
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -305,8 +305,9 @@ def test_the_day_page_shows_no_notice_text_from_the_address(client, s3, connecti
 
 
 def test_the_page_works_under_a_path_prefix(airflow_app, connections):
-    from statistics_ui.app import create_app
     from statistics_ui_plugin import RootAppInScope
+
+    from statistics_ui.app import create_app
 
     outer = FastAPI(root_path="/team/airflow")
     outer.mount(PREFIX, create_app())
@@ -415,7 +416,7 @@ def test_retry_refuses_a_running_run_or_a_shop_that_did_not_fail(state, shop_dom
 
 def test_the_report_cache_serves_a_rewritten_report_and_forgets_nothing_else(connections, s3):
     from export_hooks.r2 import R2Hook
-    from include.statistics_export.run_reports import ReportCache
+    from include.statistics_export.page.run_reports import ReportCache
 
     cache, store = ReportCache(threads=4), R2Hook()
     older = YESTERDAY - timedelta(days=2)
@@ -432,9 +433,10 @@ def test_the_report_cache_serves_a_rewritten_report_and_forgets_nothing_else(con
 
 
 def test_a_retry_from_the_pages_origin_clears_the_shop_and_says_so_in_the_pages_words(airflow_app, db, connections):
+    from statistics_ui_plugin import RootAppInScope
+
     from statistics_ui import app as page
     from statistics_ui.airflow_api import AirflowApi
-    from statistics_ui_plugin import RootAppInScope
 
     with db.cursor() as cur:
         cur.execute('INSERT INTO "ShopCredential" (id, "shopDomain") VALUES (%s, %s)', ("shop_b", "b.myshopify.com"))

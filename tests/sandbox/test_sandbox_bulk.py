@@ -8,9 +8,9 @@ from datetime import datetime, timezone
 import graphql
 import pytest
 import requests
+from conftest import real_schema_path
 from graphql.validation.rules.custom.no_deprecated import NoDeprecatedCustomRule
 
-from conftest import real_schema_path
 from export_hooks import shopify_queries as q
 from helpers import product
 from shopify_sandbox.world import SandboxMedia, SandboxShop

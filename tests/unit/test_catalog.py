@@ -6,10 +6,10 @@ import pytest
 
 from include.statistics_export.catalog import (
     ProductSummary,
+    batched_by_variants,
     existed_on,
     image_refs,
     parse_product,
-    batched_by_variants,
 )
 from include.statistics_export.images import image_owners
 from include.statistics_export.keys import image_extension, image_key

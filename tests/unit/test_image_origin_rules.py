@@ -4,9 +4,9 @@ import re
 
 import pytest
 
-from local_stack.services import Endpoints, image_hosts_env
 from include.statistics_export import settings
 from include.statistics_export.images import address_refusal, url_refusal
+from local_stack.services import Endpoints, image_hosts_env
 
 ENV = settings.IMAGE_HOSTS.env
 

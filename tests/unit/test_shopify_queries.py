@@ -2,10 +2,10 @@
 deprecated field, and requests at most 1000 points at the largest page sizes the hook uses."""
 
 import pytest
+from conftest import real_schema_path
 from graphql import build_schema, parse, validate
 from graphql.validation import NoDeprecatedCustomRule, specified_rules
 
-from conftest import real_schema_path
 from export_hooks import shopify_queries as q
 from shopify_sandbox.cost import requested_cost
 

@@ -1,0 +1,138 @@
+"""The day's end: reconcile each shop, check pixel health, write the report, clean the run's staging."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from export_hooks.r2 import R2Hook
+from include.statistics_export import fleet
+from include.statistics_export.connections import app_db
+from include.statistics_export.day_claims import DayWriter
+from include.statistics_export.errors import (
+    DayFailed,
+)
+from include.statistics_export.handoffs import (
+    BatchResult,
+    ShopPlan,
+    ShopRef,
+)
+from include.statistics_export.keys import EXPORTS_ROOT, report_key
+from include.statistics_export.pixel_health import pixel_health
+from include.statistics_export.reconcile import reconcile_shop
+from include.statistics_export.report import RunReport
+from include.statistics_export.settings import Settings
+from include.statistics_export.staging import clean_staging
+from include.statistics_export.tasks.day_start import check_day_writer, nearest_report
+from include.statistics_export.totals import sum_totals
+
+log = logging.getLogger(__name__)
+
+
+def reconcile_day(
+    day: date, plans: Sequence[ShopPlan], results: Sequence[BatchResult], settings: Settings
+) -> list[dict[str, Any]]:
+    """Reconcile every shop whose batches all finished: files, rows, events and catalog must agree.
+
+    A product deleted from Shopify during the run leaves the planned variant count behind: such a shop's
+    catalog count is the variants its batches found (the deletion is in the report as skipped products).
+    """
+    finished: dict[str, list[BatchResult]] = {}
+    for result in results:
+        finished.setdefault(result.shop_id, []).append(result)
+    documents = []
+    with app_db() as conn:
+        for plan in plans:
+            shop_results = finished.get(plan.shop_id, [])
+            if len(shop_results) != len(plan.batches):
+                continue  # a failed batch already fails the shop; its numbers cannot agree
+            files = sum_totals(r.file_totals for r in shop_results)
+            skipped = any(r.missing_products for r in shop_results)
+            catalog = files.variants if skipped else plan.variants
+            parts = [r.parquet_totals for r in shop_results]
+            parquet = sum_totals(p for p in parts if p is not None) if all(p is not None for p in parts) else None
+            reconciliation = reconcile_shop(
+                conn,
+                plan.shop_id,
+                day,
+                catalog,
+                files,
+                max_revenue=settings.max_event_revenue,
+                currency=plan.batches[0].currency if plan.batches else None,
+                parquet=parquet,
+            )
+            for difference in reconciliation.differences:
+                log.error("%s", difference)
+            documents.append(reconciliation.document())
+    return documents
+
+
+def check_pixel_health(day: date, shops: Sequence[ShopRef]) -> dict[str, Any]:
+    """Read every listed shop's pixel health for the day and log it; never raise (it only informs).
+
+    Returns the report section: ``{"document": ..., "line": ...}`` (the line is what the log shows).
+    """
+    try:
+        with app_db() as conn:
+            health = pixel_health(conn, shops, day)
+    except Exception as exc:  # a read that failed must not fail the export: the report says so instead
+        line = f"Pixel health of {day}: not checked ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+        log.warning("%s", line)
+        return {"document": {"error": line}, "line": line}
+    line = health.text()
+    (log.warning if health.silent else log.info)("%s", line)
+    return {"document": health.document(), "line": line}
+
+
+def add_report_sections(report: RunReport, sections: dict[str, dict[str, Any] | None]) -> RunReport:
+    """Add the informative sections (pixel health, session links) to the day's report; a missing one
+    (its task failed) is noted as such."""
+    for name, section in sections.items():
+        if section is None:
+            section = {"document": {"error": "its task did not finish"}, "line": f"{name}: its task did not finish"}
+        report.add_section(name, section["document"], section["line"])
+    return report
+
+
+def carry_sizes(report: RunReport) -> RunReport:
+    """Keep in the day's report every shop's last measured size, carried over the days it failed."""
+    previous = fleet.sizes_from_report(nearest_report(date.fromisoformat(report.date)))
+    report.shop_sizes = fleet.carried_sizes(previous, report.per_shop, report.failed_shops)
+    return report
+
+
+def write_report(report: RunReport) -> str:
+    """Write the day's report to the bucket and return its key."""
+    key = report_key(date.fromisoformat(report.date))
+    R2Hook().put_object(key, report.json_bytes(), "application/json")
+    return key
+
+
+def finish_day(report: RunReport, writer: DayWriter) -> dict[str, Any]:
+    """Log and write the day's report and return it; raise DayFailed naming every failed shop if any failed."""
+    log.info(report.text())
+    check_day_writer(writer)
+    log.info("Report written to %s", write_report(report))
+    if report.failed:
+        raise DayFailed(report.failure_message())
+    return report.document()
+
+
+def exports_asset_extra(report: dict[str, Any]) -> dict[str, Any]:
+    """Return the extra of the day's asset event: where the files are and what the day's report counted."""
+    return {
+        "day": report.get("date"),
+        "bucket": R2Hook().bucket,
+        "prefix": EXPORTS_ROOT,
+        "shops": report.get("shops", 0),
+        "variants": report.get("variants", 0),
+        "files": report.get("files", 0),
+        "failedShops": sorted(report.get("failedShops") or {}),
+    }
+
+
+def clean_day_staging(writer: DayWriter) -> int:
+    """Delete the run's own staged catalogs of its day (and staging written over a week ago)."""
+    return clean_staging(R2Hook(), writer.day, writer.run_id)

@@ -1,0 +1,111 @@
+"""The day's start: link unlinked sessions, list the active shops, claim the day for the run, plan the fleet."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from datetime import date
+from typing import Any
+
+from export_hooks.r2 import R2Hook
+from export_hooks.shopify import ShopifyAuthError, ShopifyHook
+from include.statistics_export import fleet
+from include.statistics_export.connections import app_db
+from include.statistics_export.day_claims import Claim, DayWriter, check_writer, claim_day
+from include.statistics_export.handoffs import (
+    FleetPlan,
+    ShopRef,
+)
+from include.statistics_export.keys import RUNS_PREFIX, report_key
+from include.statistics_export.sessions import TokenAnswer, link_sessions
+from include.statistics_export.settings import Settings
+from include.statistics_export.shops import active_shops
+
+log = logging.getLogger(__name__)
+
+
+def ask_token_shop(api_domain: str, token: str) -> TokenAnswer:
+    """Ask Shopify which shop a session's token belongs to (the hook masks the token)."""
+    try:
+        with ShopifyHook(api_domain, token) as shopify:
+            myshopify, primary_host = shopify.shop_domains()
+    except ShopifyAuthError:
+        return TokenAnswer(failure="revoked")
+    return TokenAnswer(myshopify_domain=myshopify, primary_host=primary_host)
+
+
+def link_unlinked_sessions(settings: Settings, shop_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Link the sessions of shops that have no usable linked session; never raise (the shops' own tasks
+    fail, naming the missing session, if nothing could be linked).
+
+    Returns the report section: ``{"document": ..., "line": ...}``.
+    """
+    try:
+        with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool:
+            links = link_sessions(conn, ask_token_shop, shop_ids=list(shop_ids) if shop_ids else None, pool=pool)
+    except Exception as exc:  # e.g. the role lacks UPDATE ("shopId"): the report says so, the export goes on
+        line = f"Session links: not done ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+        log.warning("%s", line)
+        return {"document": {"error": line}, "line": line}
+    line = links.text()
+    (log.warning if links.revoked or links.ambiguous or links.no_match or links.unanswered else log.info)("%s", line)
+    return {"document": links.document(), "line": line}
+
+
+def list_active_shops(shop_ids: Sequence[str] | None = None) -> list[ShopRef]:
+    """Return the active shops to export (ids and domains only)."""
+    with app_db() as conn:
+        return active_shops(conn, list(shop_ids) if shop_ids else None)
+
+
+def claim_export_day(writer: DayWriter, is_active: Callable[[str], bool]) -> Claim:
+    """Claim the run's day unless another run that ``is_active`` is writing it (day_claims)."""
+    with app_db() as conn:
+        claim = claim_day(conn, writer, is_active)
+    if not claim.held:
+        log.warning(
+            "Day %s is being written by run %s (still queued or running): run %s waits for it to finish",
+            writer.day,
+            claim.holder,
+            writer.run_id,
+        )
+    return claim
+
+
+def check_day_writer(writer: DayWriter) -> None:
+    """Raise DayWrittenByAnotherRun unless the run still holds its day (before a task writes anything)."""
+    with app_db() as conn:
+        check_writer(conn, writer)
+        conn.commit()
+
+
+def nearest_report(day: date) -> dict[str, Any] | None:
+    """Return the report nearest before ``day`` (a backfill of days long past: the oldest after it), or None."""
+    store = R2Hook()
+    own = report_key(day)
+    keys = sorted(key for key in store.keys_under(RUNS_PREFIX) if key.endswith(".json") and key != own)
+    before = [key for key in keys if key < own]
+    chosen = before[-1] if before else next(iter(keys), None)
+    if chosen is None:
+        return None
+    with closing(store.open_object(chosen)) as body:
+        document: dict[str, Any] = json.load(body)
+    return document
+
+
+def plan_fleet(shops: Sequence[ShopRef], day: date, settings: Settings) -> FleetPlan:
+    """Split the day's shops into shops alone and packed units, by their sizes in the nearest report."""
+    previous = nearest_report(day)
+    plan = fleet.plan_fleet(shops, fleet.sizes_from_report(previous), settings)
+    log.info(
+        "%d active shop(s): %d alone, %d in %d packed unit(s)%s",
+        len(shops),
+        len(plan.single),
+        sum(len(u.shops) for u in plan.units),
+        len(plan.units),
+        "" if previous else " (no report yet: every shop counted as small)",
+    )
+    return plan

@@ -1,0 +1,98 @@
+"""How the DAG's task bodies run under Airflow: records in and out, the one place a PermanentError fails a task
+at once, each failure's reason left for the day's report, the labels of mapped instances, and the XComs the
+report reads back."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from airflow.sdk import get_current_context
+from airflow.sdk.exceptions import AirflowFailException
+
+from include.statistics_export.errors import PermanentError, failure_reason
+from include.statistics_export.handoffs import (
+    BatchPlan,
+    BatchResult,
+    ShopPlan,
+    ShopRef,
+    ShopUnit,
+    UnitResult,
+    decode_xcom,
+    fit_label,
+    handoff_task,
+)
+from include.statistics_export.report import DayOutcome, collect_failures
+
+FAILURE = "failure"
+UNIT_RESULT = "unit_result"
+
+
+def export_task(body: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a DAG task body: its arguments decoded into records by their annotations, its result encoded, and
+    whatever fails leaves its reason in the XCom ``failure`` for the report; a PermanentError fails the task
+    at once (no retry)."""
+    typed = handoff_task(body)
+
+    @functools.wraps(body)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return typed(*args, **kwargs)
+        except PermanentError as exc:
+            record_failure(failure_reason(exc))
+            raise AirflowFailException(str(exc)) from None
+        except Exception as exc:
+            record_failure(failure_reason(exc))
+            raise
+
+    return run
+
+
+def record_failure(reason: str) -> None:
+    """Leave the reason of this task instance's failure where the report task finds it."""
+    get_current_context()["ti"].xcom_push(key=FAILURE, value=reason)
+
+
+def label(name: str, value: str) -> None:
+    """Name this mapped task instance in the UI (its map_index_template reads the context)."""
+    get_current_context()[name] = fit_label(value)
+
+
+def push_outcome(ti: Any, outcome: UnitResult) -> None:
+    """Leave what a unit (or a moved shop) did, whatever happens next: reconcile and the report read it."""
+    ti.xcom_push(key=UNIT_RESULT, value=outcome.to_xcom())
+
+
+def pushed_outcomes(ti: Any, task_id: str) -> list[UnitResult]:
+    """Return what every instance of a packed-unit task pushed, finished or failed."""
+    pushed = ti.xcom_pull(task_ids=task_id, key=UNIT_RESULT) or []
+    found = [pushed] if isinstance(pushed, dict) else [item for item in pushed if item]
+    outcomes: list[UnitResult] = decode_xcom(found, list[UnitResult])
+    return outcomes
+
+
+def day_outcome(
+    ti: Any,
+    alone: Sequence[ShopRef],
+    plans: Sequence[ShopPlan],
+    batches: Sequence[BatchPlan],
+    results: Sequence[BatchResult],
+    units: Sequence[ShopUnit],
+) -> DayOutcome:
+    """Everything the day's shops did and why each failed shop failed, from the task instances' XComs."""
+
+    def reason_of(task_id: str, map_index: int) -> str | None:
+        reason: str | None = ti.xcom_pull(task_ids=task_id, key=FAILURE, map_indexes=map_index)
+        return reason
+
+    return collect_failures(
+        alone,
+        plans,
+        batches,
+        results,
+        units,
+        pushed_outcomes(ti, "export_shop_unit"),
+        pushed_outcomes(ti, "export_moved_shop"),
+        reason_of,
+    )
