@@ -22,8 +22,8 @@ from include.statistics_export.formats import VariantExport, WrittenFiles, rende
 from include.statistics_export.handoffs import ShopRef
 from include.statistics_export.images import ImageBackup, ImageOwner, download_image
 from include.statistics_export.keys import export_key, image_key
-from include.statistics_export.metrics import ZERO, variant_metrics
-from include.statistics_export.rows import write_rows
+from include.statistics_export.metrics import ZERO
+from local_stack.one_shop import variant_metrics, write_rows
 
 VARIANT_QUERY = """
 query VariantForExport($id: ID!) {

@@ -15,6 +15,7 @@ from include.statistics_export.metrics import _VARIANT_METRICS
 def explain_metrics(app_db_url: str, shop_id: str, variant_ids: list[str], day: date) -> dict:
     """Run the batch's metrics query under EXPLAIN ANALYZE twice (cold, then warm) and return times and plan."""
     params = {**day_parameters(day), "shop_ids": [shop_id], "variant_keys": variant_keys(variant_ids)}
+    params["max_revenues"] = [params["max_revenue"]]
     runs = []
     with psycopg.connect(app_db_url) as conn:
         for _ in range(2):

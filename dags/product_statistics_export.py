@@ -1,21 +1,19 @@
 """
 Daily export of Shopify product statistics: every variant of every product of every active shop.
 
-resolve the export day (a day that has ended), claim it for this run (one writer per day), link unlinked
-sessions to their shops (sessions.py), list the active shops
--> plan the fleet (fleet.py): large shops (or every shop of a small fleet) alone, small shops packed in units
--> per shop alone (a mapped task group): start reading its catalog (a bulk operation for a large shop), wait
-   for it without holding a worker slot, cut it into batches of about 500 variants; then every batch of every
-   such shop (mapped): metrics, images, files in R2, rows
--> per packed unit (mapped): each small shop read on its own in about one request, all exported together; a
-   shop found large on its first page leaves its unit and is exported alone
--> reconcile each shop (files = rows = events = catalog) -> report the day (keys.report_key), with each
-   shop's pixel health (checked beside the export) and the session links
--> clean the run's staged catalogs once the day succeeded, and tell the asset.
+resolve the day (one that has ended), claim it (one writer per day), link sessions, list the active shops
+-> plan the fleet: large shops (or every shop of a small fleet) alone, small shops packed in units
+-> per shop alone (a mapped task group): read its catalog (a bulk operation for a large shop, waited for
+   without a worker slot), cut it into batches; then every batch (mapped): metrics, images, files, rows
+-> per packed unit (mapped): its small shops read one request each, exported together; a shop found large
+   on its first page leaves its unit and is exported alone
+-> reconcile each shop (files = rows = events = catalog) -> report the day, with pixel health and session
+   links -> clean the run's staged catalogs once the day succeeded, and tell the asset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import date, timedelta
 from typing import Any
@@ -25,7 +23,6 @@ from airflow.timetables.interval import CronDataIntervalTimetable
 
 from include.statistics_export import settings as export_settings
 from include.statistics_export import tasks
-from include.statistics_export.day_claims import DayWriter
 from include.statistics_export.handoffs import (
     BatchPlan,
     BatchResult,
@@ -42,11 +39,7 @@ from include.statistics_export.utc import export_day, midnight, require_finished
 SETTINGS = export_settings.load()
 DAG_ID = "product_statistics_export"
 BATCH_VARIANTS = "batch_variants"
-SENSOR_RETRIES = 6
-# Which ready task instance takes a free slot first: a shop alone's short steps towards its batches (they gate
-# the batches), then packed units (the longest tasks, so they start early), then batches (short, they fill the
-# slots at the end). With Airflow's default (the downstream sum) the last unit could start after every batch
-# and run alone at the end of the day.
+# Who takes a free slot first: a shop alone's steps (they gate its batches), packed units (longest), batches.
 SHOP_CHAIN_PRIORITY: dict[str, Any] = {"priority_weight": 3, "weight_rule": "absolute"}
 PACKED_UNIT_PRIORITY: dict[str, Any] = {"priority_weight": 2, "weight_rule": "absolute"}
 BATCH_PRIORITY: dict[str, Any] = {"priority_weight": 1, "weight_rule": "absolute"}
@@ -54,14 +47,10 @@ BATCH_PRIORITY: dict[str, Any] = {"priority_weight": 1, "weight_rule": "absolute
 EXPORTS_ASSET = Asset(name=EXPORTS_ASSET_NAME, uri=EXPORTS_ASSET_URI)
 
 
-def writer(day: str, run_id: str) -> DayWriter:
-    """Return this run as the writer of its day."""
-    return DayWriter(date.fromisoformat(day), run_id)
-
-
-def only(params: dict[str, Any], name: str) -> list[str] | None:
-    """Return a list param as a filter: None when empty (everything)."""
-    return list(params.get(name) or []) or None
+def exported(sensor: bool = False, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+    """Return Airflow's @task (or @task.sensor) over a body that takes and returns records (tasks.export_task)."""
+    decorator = task.sensor(**options) if sensor else task(**options)
+    return lambda body: decorator(tasks.export_task(body))
 
 
 @dag(
@@ -77,140 +66,121 @@ def only(params: dict[str, Any], name: str) -> list[str] | None:
         "product_ids": Param([], type="array", items={"type": "string"}, description="Only these products"),
     },
     tags=["shopify", "statistics", "r2"],
+    on_failure_callback=tasks.alerts.notify_failed_day,
+    deadline=tasks.alerts.export_deadline(SETTINGS),
     doc_md=__doc__,
 )
 def product_statistics_export():
-    @task
-    @tasks.export_task
+    @exported()
     def resolve_export_day(params=None, logical_date=None, dag_run=None) -> str:
         """Fix, once per run, the UTC day every task of this run exports: a day that has ended, never today."""
         day = export_day(params.get("date"), logical_date, getattr(dag_run, "run_after", None))
         return require_finished(day).isoformat()
 
-    # One day, one writer (day_claims): a second run of the day waits here, holding no worker slot, until the
-    # run writing the day has finished; then it takes the day over. Every writing task checks the claim.
-    @task.sensor(mode="reschedule", poke_interval=SETTINGS.bulk_poll_seconds, timeout=12 * 3600, **SHOP_CHAIN_PRIORITY)
-    @tasks.export_task
+    # One day, one writer (day_claims): a second run of the day waits here, without a worker slot, for the first.
+    @exported(sensor=True, mode="reschedule", poke_interval=SETTINGS.bulk_poll_seconds, timeout=43200)
     def claim_export_day(day: str, run_id=None, ti=None) -> PokeReturnValue:
         """Claim the day for this run, or wait while another run of the same day is still going."""
-
-        def is_active(other: str) -> bool:
-            return ti.get_dr_count(dag_id=DAG_ID, run_ids=[other], states=["queued", "running"]) > 0
-
-        claim = tasks.claim_export_day(writer(day, run_id), is_active)
+        claim = tasks.claim_export_day(tasks.writer(day, run_id), tasks.run_is_active(ti, DAG_ID))
         return PokeReturnValue(is_done=claim.held, xcom_value=claim.taken_from)
 
     @task
     def link_sessions(params=None) -> dict:
         """Link unlinked sessions to the shops that have no usable one, so they are exported in this run."""
-        return tasks.link_unlinked_sessions(export_settings.load(), only(params, "shop_ids"))
+        return tasks.link_unlinked_sessions(export_settings.load(), tasks.only(params, "shop_ids"))
 
-    @task
-    @tasks.export_task
+    @exported()
     def list_active_shops(params=None) -> list[ShopRef]:
         """List the active shops to export (ids and domains only)."""
-        return tasks.list_active_shops(only(params, "shop_ids"))
+        return tasks.list_active_shops(tasks.only(params, "shop_ids"))
 
-    @task
-    @tasks.export_task
+    @exported()
     def plan_fleet(shops: list[ShopRef], day: str, params=None, ti=None) -> FleetPlan:
         """Split the shops into units of work: large shops (or every shop of a small fleet) alone, the rest packed."""
-        settings = export_settings.load()
-        if params.get("product_ids"):  # some products only: the per-shop path filters
-            plan = FleetPlan(single=shops, units=[], batch_variants=settings.batch_variants)
-        else:
-            plan = tasks.plan_fleet(shops, date.fromisoformat(day), settings)
+        plan = tasks.plan_fleet(
+            shops, date.fromisoformat(day), export_settings.load(), tasks.only(params, "product_ids")
+        )
         # The shops alone cut their catalogs by the day's batch size (it grows for a fleet of many large shops).
         ti.xcom_push(key=BATCH_VARIANTS, value=plan.batch_variants)
         return plan
 
-    @task
-    @tasks.export_task
+    @exported()
     def shops_alone(fleet: FleetPlan) -> list[ShopRef]:
         """The shops exported one task group each: large shops, or every shop of a small fleet."""
         return fleet.single
 
-    @task
-    @tasks.export_task
+    @exported()
     def packed_units(fleet: FleetPlan) -> list[ShopUnit]:
         """The units of small shops, one task instance each."""
         return fleet.units
 
-    @task(map_index_template="{{ unit_label }}", **PACKED_UNIT_PRIORITY)
-    @tasks.export_task
+    @exported(map_index_template="{{ unit_label }}", **PACKED_UNIT_PRIORITY)
     def export_shop_unit(unit: ShopUnit, day: str, run_id=None, ti=None) -> int:
         """Export a unit of small shops, each on its own; fail afterwards, naming them, if any shop failed."""
         tasks.label("unit_label", unit.label)
-        outcome = tasks.export_unit(unit, writer(day, run_id), export_settings.load())
+        outcome = tasks.export_unit(unit, tasks.writer(day, run_id), export_settings.load())
         tasks.push_outcome(ti, outcome)
         if outcome.failures:
             tasks.label("unit_label", outcome.failed_label(unit))
         return tasks.fail_unit_if_any_shop_failed(unit, outcome)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    @tasks.export_task
+    @exported(trigger_rule=TriggerRule.ALL_DONE)
     def moved_shops(ti=None) -> list[ShopRef]:
         """The shops found large on their first page in a packed unit: each is exported alone."""
         return [shop for unit in tasks.pushed_outcomes(ti, "export_shop_unit") for shop in unit.moved]
 
-    @task(map_index_template="{{ shop_label }}", **PACKED_UNIT_PRIORITY)
-    @tasks.export_task
+    @exported(map_index_template="{{ shop_label }}", **PACKED_UNIT_PRIORITY)
     def export_moved_shop(shop: ShopRef, day: str, run_id=None, ti=None) -> int:
         """Export alone a shop that left its packed unit; fail afterwards, naming it, if it failed."""
         tasks.label("shop_label", shop.shop_domain)
-        outcome = tasks.export_moved_shop(shop, writer(day, run_id), export_settings.load())
+        outcome = tasks.export_moved_shop(shop, tasks.writer(day, run_id), export_settings.load())
         tasks.push_outcome(ti, outcome)
         return tasks.fail_unit_if_any_shop_failed(ShopUnit(0, 0, [shop]), outcome)
 
-    @task(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
-    @tasks.export_task
+    @exported(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
     def start_catalog_read(shop: ShopRef, params=None) -> CatalogRead:
         """Count the shop's products and, for a large shop, start a Shopify bulk query of its catalog."""
         tasks.label("shop_label", shop.shop_domain)
-        return tasks.start_catalog_read(shop, export_settings.load(), only(params, "product_ids"))
+        return tasks.start_catalog_read(shop, export_settings.load(), tasks.only(params, "product_ids"))
 
-    # Airflow 3.3 may fail a poke whose predecessor's executor event arrives late (apache/airflow#71172): such a
-    # failure is retried one poll later, not after the DAG's minute-long backoff, and has tries to spare.
-    @task.sensor(
+    # Airflow 3.3 may fail a poke whose predecessor's executor event arrives late (apache/airflow#71172): retried
+    # one poll later (not after the DAG's minute-long backoff), with tries to spare.
+    @exported(
+        sensor=True,
         map_index_template="{{ shop_label }}",
         mode="reschedule",
         poke_interval=SETTINGS.bulk_poll_seconds,
         timeout=timedelta(hours=6).total_seconds(),
-        retries=SENSOR_RETRIES,
+        retries=6,
         retry_delay=timedelta(seconds=SETTINGS.bulk_poll_seconds),
         retry_exponential_backoff=False,
         **SHOP_CHAIN_PRIORITY,
     )
-    @tasks.export_task
     def wait_for_catalog(read: CatalogRead) -> PokeReturnValue:
         """Wait, without holding a worker slot, until Shopify has finished the shop's bulk query."""
         tasks.label("shop_label", read.shop_domain)
         ready = tasks.poll_catalog_read(read)
         return PokeReturnValue(is_done=ready is not None, xcom_value=ready.to_xcom() if ready else None)
 
-    @task(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
-    @tasks.export_task
+    @exported(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
     def plan_shop_batches(read: CatalogRead, day: str, batch_variants: int, params=None, run_id=None) -> ShopPlan:
         """Cut the shop's catalog into batches of the day's size (STATISTICS_EXPORT_BATCH_VARIANTS, or more)."""
         tasks.label("shop_label", read.shop_domain)
         settings = replace(export_settings.load(), batch_variants=batch_variants)
-        return tasks.plan_shop_batches(read, writer(day, run_id), settings, only(params, "product_ids"))
+        return tasks.plan_shop_batches(read, tasks.writer(day, run_id), settings, tasks.only(params, "product_ids"))
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, **SHOP_CHAIN_PRIORITY)
-    @tasks.export_task
+    @exported(trigger_rule=TriggerRule.ALL_DONE, **SHOP_CHAIN_PRIORITY)
     def collect_batches(plans: list[ShopPlan]) -> list[BatchPlan]:
         """Flatten the batches of every shop that planned; a shop that failed has nothing here."""
         return [batch for plan in plans for batch in plan.batches]
 
-    @task(map_index_template="{{ batch_label }}", **BATCH_PRIORITY)
-    @tasks.export_task
+    @exported(map_index_template="{{ batch_label }}", **BATCH_PRIORITY)
     def export_product_batch(batch: BatchPlan, run_id=None) -> BatchResult:
         """Export one batch of one shop's products end to end."""
         tasks.label("batch_label", batch.label)
         return tasks.export_product_batch(batch, export_settings.load(), run_id)
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    @tasks.export_task
+    @exported(trigger_rule=TriggerRule.ALL_DONE)
     def reconcile(day: str, plans: list[ShopPlan], results: list[BatchResult], params=None, ti=None) -> list[dict]:
         """Check each finished shop: files, rows, the day's events and the catalog must agree."""
         if params.get("product_ids"):  # some products only: their files cannot add up to the shop's events
@@ -223,13 +193,11 @@ def product_statistics_export():
         """Per shop: the day's events by type, its active tests, a silent pixel, events for inactive tests."""
         return tasks.check_pixel_health(date.fromisoformat(day), [ShopRef.from_xcom(s) for s in shops])
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    @tasks.export_task
+    @exported(trigger_rule=TriggerRule.ALL_DONE)
     def report(
         day: str,
         shops: list[ShopRef],
-        single: list[ShopRef],
-        units: list[ShopUnit],
+        fleet: FleetPlan,
         plans: list[ShopPlan],
         batches: list[BatchPlan],
         results: list[BatchResult],
@@ -240,31 +208,28 @@ def product_statistics_export():
         ti=None,
     ) -> dict:
         """Log, return and write the day's report; fail the run when any shop failed or did not reconcile."""
-        outcome = tasks.day_outcome(ti, single, plans, batches, results, units)
+        outcome = tasks.day_outcome(ti, fleet.single, plans, batches, results, fleet.units)
         summary = summarize_run(
             day, shops, outcome.plans, batches, outcome.results, list(reconciliations or []), outcome.reasons
         )
         tasks.add_report_sections(summary, {"sessionLinks": links, "pixelHealth": pixel})
         tasks.carry_sizes(summary)
-        return tasks.finish_day(summary, writer(day, run_id))
+        return tasks.finish_day(summary, tasks.writer(day, run_id))
 
     @task(outlets=[EXPORTS_ASSET])
     def clean_staging(day: str, summary: dict, run_id=None, outlet_events=None) -> int:
         """Delete the run's staged catalogs once the whole day has succeeded; tell the asset what the day holds."""
-        deleted = tasks.clean_day_staging(writer(day, run_id))
+        deleted = tasks.clean_day_staging(tasks.writer(day, run_id))
         outlet_events[EXPORTS_ASSET].extra = tasks.exports_asset_extra(summary)
         return deleted
 
-    # A task group mapped per shop: each shop's three steps depend on that shop's own previous step, so
-    # one shop failing leaves the others going (a task mapped over a mapped task's whole output would not).
+    # Mapped per shop: each step depends on that shop's own previous step, so one shop failing leaves the others.
     @task_group(group_id="shop")
     def read_shop_catalog(shop: dict, day: str, batch_variants: int):
         return plan_shop_batches(wait_for_catalog(start_catalog_read(shop)), day, batch_variants)
 
     day = resolve_export_day()
-    links = link_sessions()
-    shops = list_active_shops()
-    claim_export_day(day) >> links >> shops
+    claim_export_day(day) >> (links := link_sessions()) >> (shops := list_active_shops())
     fleet = plan_fleet(shops, day)
     single = shops_alone(fleet)
     plans = read_shop_catalog.partial(day=day, batch_variants=fleet[BATCH_VARIANTS]).expand(shop=single)
@@ -272,13 +237,12 @@ def product_statistics_export():
     results = export_product_batch.expand(batch=batches)
     packed = packed_units(fleet)
     units = export_shop_unit.partial(day=day).expand(unit=packed)
-    leaving = moved_shops()
-    units >> leaving
+    units >> (leaving := moved_shops())
     moved = export_moved_shop.partial(day=day).expand(shop=leaving)
     reconciliations = reconcile(day, plans, results)
     [units, moved] >> reconciliations
     pixel = check_pixel_health(day, shops)
-    summary = report(day, shops, single, packed, plans, batches, results, reconciliations, pixel, links)
+    summary = report(day, shops, fleet, plans, batches, results, reconciliations, pixel, links)
     clean_staging(day, summary)
 
 

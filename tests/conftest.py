@@ -22,6 +22,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
 
+from helpers import add_event  # noqa: E402
 from local_stack.services import (  # noqa: E402
     Endpoints,
     airflow_env,
@@ -33,7 +34,6 @@ from local_stack.services import (  # noqa: E402
     s3_server,
     scratch_database,
 )
-from helpers import add_event  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -160,3 +160,28 @@ def real_schema_path(version: str = "2026-07") -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (only CI and developers have ../shared)")
     return path
+
+
+def skip_reasons(reports) -> list[tuple[int, str]]:
+    """Return (count, reason) of skipped tests, most first; paths of this repo and ../shared shortened."""
+    counts: dict[str, int] = {}
+    for report in reports:
+        longrepr = getattr(report, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr or "")
+        reason = reason.removeprefix("Skipped: ").replace(f"{REPO}/", "").replace(f"{REPO.parent}/", "../")
+        counts[reason] = counts.get(reason, 0) + 1
+    return sorted(((n, reason) for reason, n in counts.items()), key=lambda item: (-item[0], item[1]))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """After pytest's own summary (-ra included), say what was skipped and why, grouped by reason: the last
+    lines before the closing count, so a newcomer's `make test` tells what it did not run."""
+    result = yield
+    reasons = skip_reasons(terminalreporter.stats.get("skipped", []))
+    terminalreporter.write_sep("-", "skipped, by reason")
+    if not reasons:
+        terminalreporter.write_line("0 skipped")
+    for count, reason in reasons:
+        terminalreporter.write_line(f"{count} skipped: {reason}")
+    return result

@@ -1,4 +1,5 @@
-"""The export's two units of work: plan a shop's batches, and export one batch end to end."""
+"""The export's units of work: plan a shop's batches (listed page by page, or cut from a bulk read and staged),
+and export the products of one batch, or of a packed unit's many shops, end to end."""
 
 from __future__ import annotations
 

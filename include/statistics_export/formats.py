@@ -1,4 +1,5 @@
-"""The export files: one CSV and one JSON document per variant and day, and their object keys."""
+"""The export files: one CSV and one JSON document per variant and day, rendered with their content hash
+(the keys they go under are keys.export_key's)."""
 
 from __future__ import annotations
 

@@ -172,12 +172,6 @@ def shops_existing_backups(conn: Any, images: Iterable[tuple[str, str]]) -> dict
         }
 
 
-def existing_backups(conn: Any, shop_id: str, media_gids: Iterable[str]) -> dict[str, ImageBackup]:
-    """Return the images of this list already backed up for one shop, in one query."""
-    found = shops_existing_backups(conn, ((shop_id, gid) for gid in media_gids))
-    return {gid: backup for (_, gid), backup in found.items()}
-
-
 def address_refusal(address: str) -> str | None:
     """Return why an IP address may not serve images ("a loopback address", ...), or None when it is public.
 

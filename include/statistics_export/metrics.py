@@ -119,20 +119,3 @@ def shops_variant_metrics(
         for shop_id, variant_id, impressions, add_to_carts, orders, revenue in rows
         if variant_id in wanted[shop_id]
     }
-
-
-def variant_metrics(
-    conn: Any,
-    shop_id: str,
-    variant_ids: Iterable[str],
-    day: date,
-    *,
-    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
-    currency: str | None = None,
-    as_of: datetime | None = None,
-) -> dict[str, VariantMetrics]:
-    """Return the day's metrics of one shop's variants that had counted events."""
-    found = shops_variant_metrics(
-        conn, {shop_id: variant_ids}, day, max_revenue=max_revenue, currencies={shop_id: currency}, as_of=as_of
-    )
-    return {variant_id: metrics for (_, variant_id), metrics in found.items()}

@@ -64,26 +64,8 @@ def shops_recorded_hashes(
         return {(shop, product, variant): content_hash for shop, product, variant, content_hash in cur.fetchall()}
 
 
-def recorded_hashes(
-    conn: Any, shop_id: str, day: date, variants: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], str]:
-    """Return the content hash last recorded for each (product id, variant id) of one shop's day."""
-    found = shops_recorded_hashes(conn, day, [(shop_id, product, variant) for product, variant in variants])
-    return {(product, variant): content_hash for (_, product, variant), content_hash in found.items()}
-
-
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     return [[row[i] for row in rows] for i in range(width)] if rows else [[] for _ in range(width)]
-
-
-def write_rows(
-    conn: Any,
-    shop_id: str,
-    exports: Sequence[tuple[VariantExport, WrittenFiles]],
-    new_images: Sequence[tuple[ImageOwner, ImageBackup]],
-) -> None:
-    """Upsert one shop's image backups, daily statistics and export records in one transaction."""
-    write_shops_rows(conn, exports, [(shop_id, owner, backup) for owner, backup in new_images])
 
 
 def write_shops_rows(

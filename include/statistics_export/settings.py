@@ -173,6 +173,11 @@ UNIT_VARIANTS = Setting(
     "STATISTICS_EXPORT_UNIT_VARIANTS", "2000", _positive_int, "a whole number above 0",
     "variants a packed unit may hold, by each shop's last report (a shop alone may exceed it)",
 )  # fmt: skip
+DEADLINE_HOURS = Setting(
+    "STATISTICS_EXPORT_DEADLINE_HOURS", "6", _non_negative_int, "a whole number of hours",
+    "hours after the end of day D by which its run must have succeeded, else the Deadline Alert goes out "
+    "(6: D+1 06:00 UTC; read when the DAG is parsed)",
+)  # fmt: skip
 
 # Each field of Settings and the variable it is read from.
 FIELDS: dict[str, Setting[Any]] = {
@@ -189,6 +194,7 @@ FIELDS: dict[str, Setting[Any]] = {
     "shop_tasks_up_to": SHOP_TASKS_UP_TO,
     "unit_shops": UNIT_SHOPS,
     "unit_variants": UNIT_VARIANTS,
+    "deadline_hours": DEADLINE_HOURS,
 }
 ALL: tuple[Setting[Any], ...] = tuple(FIELDS.values())
 
@@ -210,6 +216,7 @@ class Settings:
     shop_tasks_up_to: int = SHOP_TASKS_UP_TO.parse(SHOP_TASKS_UP_TO.default)
     unit_shops: int = UNIT_SHOPS.parse(UNIT_SHOPS.default)
     unit_variants: int = UNIT_VARIANTS.parse(UNIT_VARIANTS.default)
+    deadline_hours: int = DEADLINE_HOURS.parse(DEADLINE_HOURS.default)
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

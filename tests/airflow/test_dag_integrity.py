@@ -110,3 +110,33 @@ def test_scheduled_run_for_day_d_exports_day_d():
     interval = DataInterval(datetime(2026, 11, 21, tzinfo=timezone.utc), datetime(2026, 11, 22, tzinfo=timezone.utc))
     logical = timetable.infer_manual_data_interval(run_after=interval.end).start
     assert export_day(None, logical, interval.end) == date(2026, 11, 21)
+
+
+def test_a_failed_run_is_notified_and_a_late_day_raises_the_deadline_alert(dag):
+    from datetime import datetime, timedelta, timezone
+
+    from airflow.sdk.definitions.callback import SyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineReference
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from include.statistics_export import settings as export_settings
+    from include.statistics_export.tasks import alerts
+
+    callbacks = dag.on_failure_callback if isinstance(dag.on_failure_callback, list) else [dag.on_failure_callback]
+    assert callbacks == [alerts.notify_failed_day]
+    (deadline,) = dag.deadline if isinstance(dag.deadline, list) else [dag.deadline]
+    # Day D's run (logical date D 00:00) must have succeeded by D+1 00:00 + STATISTICS_EXPORT_DEADLINE_HOURS.
+    assert deadline.reference == DeadlineReference.DAGRUN_LOGICAL_DATE
+    assert deadline.interval == timedelta(days=1, hours=export_settings.load().deadline_hours)
+    day_d, default = datetime(2026, 11, 21, tzinfo=timezone.utc), alerts.deadline_interval(export_settings.Settings())
+    assert default == timedelta(hours=30) and day_d + default == datetime(2026, 11, 22, 6, tzinfo=timezone.utc)
+    # Run on the executor (no triggerer needed), imported by path where it runs.
+    assert isinstance(deadline.callback, SyncCallback)
+    assert deadline.callback.path == "include.statistics_export.tasks.alerts.day_missed_deadline"
+    # The scheduler gets both from the serialized DAG.
+    serialized = DagSerialization.to_dict(dag)["dag"]
+    assert serialized.get("has_on_failure_callback") is True
+    assert "day_missed_deadline" in str(serialized["deadline"])
+    # Not under `airflow dags test`: it evaluates no deadline, and 3.3.2's fails a successful run that has one.
+    assert alerts.export_deadline(export_settings.Settings(), ["/venv/bin/airflow", "dags", "test", "x"]) is None
+    assert alerts.export_deadline(export_settings.Settings(), ["/venv/bin/airflow", "scheduler"]) is not None

@@ -9,7 +9,8 @@ from helpers import DAY
 from include.statistics_export import settings
 from include.statistics_export.event_rules import rejected_events
 from include.statistics_export.ids import variant_keys
-from include.statistics_export.metrics import _VARIANT_METRICS, VariantMetrics, variant_metrics
+from include.statistics_export.metrics import _VARIANT_METRICS, VariantMetrics
+from local_stack.one_shop import variant_metrics
 
 NOON = datetime(2026, 11, 21, 12)
 AFTER_THE_DAY = datetime(2026, 11, 22, 6)  # the moment the export runs: the whole day is past
@@ -129,6 +130,7 @@ def test_the_batch_query_with_its_rules_is_served_by_the_variant_index(db, event
         "end": datetime(2026, 11, 22),
         "as_of": None,
         "max_revenue": Decimal("1000000"),
+        "max_revenues": [Decimal("1000000")],
     }
     with db.cursor() as cur:
         cur.execute("SET enable_seqscan = off")  # a tiny table would be scanned anyway; what matters is the plan

@@ -3,7 +3,8 @@
 from datetime import date, datetime
 from decimal import Decimal
 
-from include.statistics_export.metrics import VariantMetrics, variant_metrics
+from include.statistics_export.metrics import VariantMetrics
+from local_stack.one_shop import variant_metrics
 
 DAY = date(2026, 11, 21)
 

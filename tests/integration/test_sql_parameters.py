@@ -12,12 +12,12 @@ from helpers import DAY, add_event
 from include.statistics_export.catalog import Product, Variant
 from include.statistics_export.event_rules import rejected_events
 from include.statistics_export.formats import VariantExport, WrittenFiles
-from include.statistics_export.images import ImageBackup, ImageOwner, ImageRef, existing_backups
-from include.statistics_export.metrics import VariantMetrics, variant_metrics
+from include.statistics_export.images import ImageBackup, ImageOwner, ImageRef
+from include.statistics_export.metrics import VariantMetrics
 from include.statistics_export.reconcile import reconcile_shop
-from include.statistics_export.rows import write_rows
 from include.statistics_export.shops import active_shops, display_domain, shop_credentials
 from include.statistics_export.totals import Totals
+from local_stack.one_shop import existing_backups, variant_metrics, write_rows
 
 REPO = Path(__file__).resolve().parents[2]
 NOON = datetime(2026, 11, 21, 12)

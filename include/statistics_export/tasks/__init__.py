@@ -8,6 +8,7 @@ batches), ``packed_units`` (many small shops per task instance) and ``day_end`` 
 """
 
 from include.statistics_export.connections import app_db, shopify_for
+from include.statistics_export.tasks import alerts
 from include.statistics_export.tasks.day_end import (
     add_report_sections,
     carry_sizes,
@@ -33,8 +34,11 @@ from include.statistics_export.tasks.runtime import (
     day_outcome,
     export_task,
     label,
+    only,
     push_outcome,
     pushed_outcomes,
+    run_is_active,
+    writer,
 )
 from include.statistics_export.tasks.shop_chain import (
     export_moved_shop,
@@ -46,13 +50,17 @@ from include.statistics_export.tasks.shop_chain import (
 )
 
 __all__ = [
+    "alerts",
     "FAILURE",
     "UNIT_RESULT",
     "day_outcome",
     "export_task",
     "label",
+    "only",
     "push_outcome",
     "pushed_outcomes",
+    "run_is_active",
+    "writer",
     "add_report_sections",
     "app_db",
     "carry_sizes",

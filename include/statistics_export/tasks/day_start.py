@@ -96,8 +96,13 @@ def nearest_report(day: date) -> dict[str, Any] | None:
     return document
 
 
-def plan_fleet(shops: Sequence[ShopRef], day: date, settings: Settings) -> FleetPlan:
-    """Split the day's shops into shops alone and packed units, by their sizes in the nearest report."""
+def plan_fleet(
+    shops: Sequence[ShopRef], day: date, settings: Settings, product_ids: Sequence[str] | None = None
+) -> FleetPlan:
+    """Split the day's shops into shops alone and packed units, by their sizes in the nearest report (a run of
+    some products only keeps every shop alone: the per-shop path filters)."""
+    if product_ids:
+        return FleetPlan(single=list(shops), units=[], batch_variants=settings.batch_variants)
     previous = nearest_report(day)
     plan = fleet.plan_fleet(shops, fleet.sizes_from_report(previous), settings)
     log.info(

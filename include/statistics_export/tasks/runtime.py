@@ -5,12 +5,14 @@ report reads back."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
 from typing import Any
 
 from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
+from include.statistics_export.day_claims import DayWriter
 from include.statistics_export.errors import PermanentError, failure_reason
 from include.statistics_export.handoffs import (
     BatchPlan,
@@ -47,6 +49,25 @@ def export_task(body: Callable[..., Any]) -> Callable[..., Any]:
             raise
 
     return run
+
+
+def writer(day: str, run_id: str) -> DayWriter:
+    """Return the run as the writer of its day (the day as the DAG's XCom carries it)."""
+    return DayWriter(date.fromisoformat(day), run_id)
+
+
+def only(params: Mapping[str, Any], name: str) -> list[str] | None:
+    """Return a list param as a filter: None when empty (everything)."""
+    return list(params.get(name) or []) or None
+
+
+def run_is_active(ti: Any, dag_id: str) -> Callable[[str], bool]:
+    """Return whether a run of the DAG, by its id, is still queued or running (asked of Airflow's API)."""
+
+    def is_active(run_id: str) -> bool:
+        return int(ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=["queued", "running"])) > 0
+
+    return is_active
 
 
 def record_failure(reason: str) -> None:

@@ -1,0 +1,48 @@
+"""One shop's view of the export's many-shop functions: what the tests and the baseline bench (the original's
+per-variant way) call. The export itself always goes through the many-shop forms."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE
+from include.statistics_export.formats import VariantExport, WrittenFiles
+from include.statistics_export.images import ImageBackup, ImageOwner, shops_existing_backups
+from include.statistics_export.metrics import VariantMetrics, shops_variant_metrics
+from include.statistics_export.rows import write_shops_rows
+
+
+def variant_metrics(
+    conn: Any,
+    shop_id: str,
+    variant_ids: Iterable[str],
+    day: date,
+    *,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    currency: str | None = None,
+    as_of: datetime | None = None,
+) -> dict[str, VariantMetrics]:
+    """Return the day's metrics of one shop's variants that had counted events."""
+    found = shops_variant_metrics(
+        conn, {shop_id: variant_ids}, day, max_revenue=max_revenue, currencies={shop_id: currency}, as_of=as_of
+    )
+    return {variant_id: metrics for (_, variant_id), metrics in found.items()}
+
+
+def existing_backups(conn: Any, shop_id: str, media_gids: Iterable[str]) -> dict[str, ImageBackup]:
+    """Return the images of this list already backed up for one shop, in one query."""
+    found = shops_existing_backups(conn, ((shop_id, gid) for gid in media_gids))
+    return {gid: backup for (_, gid), backup in found.items()}
+
+
+def write_rows(
+    conn: Any,
+    shop_id: str,
+    exports: Sequence[tuple[VariantExport, WrittenFiles]],
+    new_images: Sequence[tuple[ImageOwner, ImageBackup]],
+) -> None:
+    """Upsert one shop's image backups, daily statistics and export records in one transaction."""
+    write_shops_rows(conn, exports, [(shop_id, owner, backup) for owner, backup in new_images])
