@@ -43,6 +43,15 @@ BATCH_VARIANTS = "batch_variants"
 SHOP_CHAIN_PRIORITY: dict[str, Any] = {"priority_weight": 3, "weight_rule": "absolute"}
 PACKED_UNIT_PRIORITY: dict[str, Any] = {"priority_weight": 2, "weight_rule": "absolute"}
 BATCH_PRIORITY: dict[str, Any] = {"priority_weight": 1, "weight_rule": "absolute"}
+# Airflow 3.3 may fail a poke whose predecessor's executor event arrives late (apache/airflow#71172): a sensor's
+# failure is retried one poll later (not after the DAG's minute-long backoff), with tries to spare.
+SENSOR: dict[str, Any] = {
+    "mode": "reschedule",
+    "poke_interval": SETTINGS.bulk_poll_seconds,
+    "retries": 6,
+    "retry_delay": timedelta(seconds=SETTINGS.bulk_poll_seconds),
+    "retry_exponential_backoff": False,
+}
 # Updated once a day is fully exported; downstream DAGs schedule on it (README: "Downstream DAGs").
 EXPORTS_ASSET = Asset(name=EXPORTS_ASSET_NAME, uri=EXPORTS_ASSET_URI)
 
@@ -78,7 +87,7 @@ def product_statistics_export():
         return require_finished(day).isoformat()
 
     # One day, one writer (day_claims): a second run of the day waits here, without a worker slot, for the first.
-    @exported(sensor=True, mode="reschedule", poke_interval=SETTINGS.bulk_poll_seconds, timeout=43200)
+    @exported(sensor=True, timeout=43200, **SENSOR)
     def claim_export_day(day: str, run_id=None, ti=None) -> PokeReturnValue:
         """Claim the day for this run, or wait while another run of the same day is still going."""
         claim = tasks.claim_export_day(tasks.writer(day, run_id), tasks.run_is_active(ti, DAG_ID))
@@ -143,19 +152,7 @@ def product_statistics_export():
         tasks.label("shop_label", shop.shop_domain)
         return tasks.start_catalog_read(shop, export_settings.load(), tasks.only(params, "product_ids"))
 
-    # Airflow 3.3 may fail a poke whose predecessor's executor event arrives late (apache/airflow#71172): retried
-    # one poll later (not after the DAG's minute-long backoff), with tries to spare.
-    @exported(
-        sensor=True,
-        map_index_template="{{ shop_label }}",
-        mode="reschedule",
-        poke_interval=SETTINGS.bulk_poll_seconds,
-        timeout=timedelta(hours=6).total_seconds(),
-        retries=6,
-        retry_delay=timedelta(seconds=SETTINGS.bulk_poll_seconds),
-        retry_exponential_backoff=False,
-        **SHOP_CHAIN_PRIORITY,
-    )
+    @exported(sensor=True, map_index_template="{{ shop_label }}", timeout=21600, **SENSOR, **SHOP_CHAIN_PRIORITY)
     def wait_for_catalog(read: CatalogRead) -> PokeReturnValue:
         """Wait, without holding a worker slot, until Shopify has finished the shop's bulk query."""
         tasks.label("shop_label", read.shop_domain)
@@ -197,7 +194,7 @@ def product_statistics_export():
     def report(
         day: str,
         shops: list[ShopRef],
-        fleet: FleetPlan,
+        fleet: FleetPlan | None,
         plans: list[ShopPlan],
         batches: list[BatchPlan],
         results: list[BatchResult],
@@ -208,6 +205,7 @@ def product_statistics_export():
         ti=None,
     ) -> dict:
         """Log, return and write the day's report; fail the run when any shop failed or did not reconcile."""
+        fleet = fleet or FleetPlan([], [], 0)  # planning failed: every listed shop is reported failed
         outcome = tasks.day_outcome(ti, fleet.single, plans, batches, results, fleet.units)
         summary = summarize_run(
             day, shops, outcome.plans, batches, outcome.results, list(reconciliations or []), outcome.reasons

@@ -24,13 +24,15 @@ APP_DB_CONN_ID = "app_db"
 
 
 @contextmanager
-def app_db() -> Iterator[Any]:
-    """Open a connection to the Shopify app's database, closed when the block ends.
+def postgres_session(conn_id: str, refused: type[Exception], grants: str, *, read_only: bool = False) -> Iterator[Any]:
+    """Open a connection of the Airflow connection ``conn_id``, closed when the block ends.
 
-    A privilege the role lacks is the deployment's grants, not a passing fault: it becomes a
-    DatabasePermissionError (do not retry).
+    A privilege the role lacks is the deployment's grants, not a passing fault: it becomes ``refused`` (a
+    PermanentError for the export), naming the connection and ``grants``.
     """
-    with closing(PostgresHook(postgres_conn_id=APP_DB_CONN_ID).get_conn()) as conn:
+    with closing(PostgresHook(postgres_conn_id=conn_id).get_conn()) as conn:
+        if read_only:
+            conn.read_only = True
         try:
             yield conn
         except Exception as exc:
@@ -39,10 +41,16 @@ def app_db() -> Iterator[Any]:
             )
             if denied is None:
                 raise
-            raise DatabasePermissionError(
-                f"The app database refused the {APP_DB_CONN_ID} connection's role: {str(denied).splitlines()[0]} "
-                "(grant what docs/least_privilege.sql lists)"
+            raise refused(
+                f"The app database refused the {conn_id} connection's role: {str(denied).splitlines()[0]} ({grants})"
             ) from exc
+
+
+@contextmanager
+def app_db() -> Iterator[Any]:
+    """Open a connection to the Shopify app's database as the export's role, closed when the block ends."""
+    with postgres_session(APP_DB_CONN_ID, DatabasePermissionError, "grant what docs/least_privilege.sql lists") as conn:
+        yield conn
 
 
 @contextmanager

@@ -44,6 +44,10 @@ class RevenueOverflow(BadInputError):
         self.by_shop = by_shop
 
 
+class MissingHandoff(PermanentError):
+    """A task that runs whatever happened upstream got nothing where a record was due (its upstream failed)."""
+
+
 class DayFailed(PermanentError):
     """The day's export is incomplete: a shop failed or did not reconcile (the report names each and why)."""
 

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
+from include.statistics_export.errors import MissingHandoff
 from include.statistics_export.totals import Totals
 
 H = TypeVar("H", bound="Handoff")
@@ -287,8 +288,19 @@ def handoff_task(body: Callable[..., Any]) -> Callable[..., Any]:
     def typed(*args: Any, **kwargs: Any) -> Any:
         bound = signature.bind_partial(*args, **kwargs)
         for name, value in bound.arguments.items():
-            if name in hints:
-                bound.arguments[name] = decode_xcom(value, hints[name])
+            if name not in hints:
+                continue
+            if value is None and not _admits_none(hints[name]):
+                # Its upstream task failed (a task that runs whatever happened gets None): nothing to retry.
+                raise MissingHandoff(f"{body.__name__} got no {name}: the task that hands it over did not finish")
+            bound.arguments[name] = decode_xcom(value, hints[name])
         return encode_xcom(body(*bound.args, **bound.kwargs))
 
     return typed
+
+
+def _admits_none(annotation: Any) -> bool:
+    """Tell whether an annotation allows None (``X | None``, ``Any``), or a list, which None stands for empty."""
+    if annotation is Any or annotation is type(None) or get_origin(annotation) is list:
+        return True
+    return get_origin(annotation) in (Union, UnionType) and type(None) in get_args(annotation)

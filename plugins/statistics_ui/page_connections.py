@@ -12,15 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 from airflow.exceptions import AirflowNotFoundException
-from airflow.providers.postgres.hooks.postgres import PostgresHook
 from airflow.sdk import BaseHook
 
 from export_hooks.r2 import R2Hook
+from include.statistics_export.connections import postgres_session
 
 log = logging.getLogger(__name__)
 
@@ -69,24 +68,10 @@ def page_conn_id(own: str, fallback: str) -> str:
 def page_db() -> Iterator[Any]:
     """Open a read-only session as the page's role (``statistics_page_db``, else ``app_db``), closed at the end."""
     conn_id = page_conn_id(PAGE_DB_CONN_ID, EXPORT_DB_CONN_ID)
-    with closing(PostgresHook(postgres_conn_id=conn_id).get_conn()) as conn:
-        # Read-only transactions whatever the role: even on the export's fallback role the page writes nothing.
-        if hasattr(conn, "read_only"):
-            conn.read_only = True  # psycopg 3
-        else:
-            conn.set_session(readonly=True)  # psycopg2
-        try:
-            yield conn
-        except Exception as exc:
-            denied = next(
-                (e for e in (exc, exc.__cause__) if isinstance(e, psycopg.errors.InsufficientPrivilege)), None
-            )
-            if denied is None:
-                raise
-            raise PagePermissionError(
-                f"The app database refused the {conn_id} connection's role: {str(denied).splitlines()[0]} "
-                "(grant the page role what docs/least_privilege.sql lists)"
-            ) from exc
+    # Read-only transactions whatever the role: even on the export's fallback role the page writes nothing.
+    grants = "grant the page role what docs/least_privilege.sql lists"
+    with postgres_session(conn_id, PagePermissionError, grants, read_only=True) as conn:
+        yield conn
 
 
 def page_store(max_pool_connections: int = 10) -> R2Hook:
