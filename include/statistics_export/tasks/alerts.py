@@ -33,8 +33,6 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
-from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseHook
 from airflow.sdk.definitions.callback import SyncCallback
 from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
@@ -266,6 +264,9 @@ def _send_mail(alert: Alert, conn: Any, context: Mapping[str, Any]) -> None:
     sender, recipients = _mail_addresses(conn)
     # Every field given: the notifier renders nothing (a DAG callback's context may hold a serialized DAG,
     # which has no template environment).
+    # Imported when an alert is sent: every task process imports the task layer, few ever send mail.
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
     notifier = SmtpNotifier(
         to=recipients,
         from_email=sender,
@@ -283,6 +284,8 @@ def _slack_escaped(text: str) -> str:
 
 def _send_slack(alert: Alert, conn: Any, context: Mapping[str, Any]) -> None:
     text = f"*{_slack_escaped(alert.subject)}*\n{_slack_escaped(alert.text)}"
+    from airflow.providers.slack.notifications.slack_webhook import SlackWebhookNotifier
+
     notifier = SlackWebhookNotifier(slack_webhook_conn_id=SLACK_CONN_ID, text=text)
     notifier.notify(dict(context))
 
