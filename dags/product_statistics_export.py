@@ -185,10 +185,10 @@ def product_statistics_export():
         outcome = tasks.day_outcome(ti, [], plans, [], results, [])
         return tasks.reconcile_day(date.fromisoformat(day), outcome.plans, outcome.results, export_settings.load())
 
-    @task
-    def check_pixel_health(day: str, shops: list[dict]) -> dict:
+    @exported()
+    def check_pixel_health(day: str, shops: list[ShopRef]) -> dict:
         """Per shop: the day's events by type, its active tests, a silent pixel, events for inactive tests."""
-        return tasks.check_pixel_health(date.fromisoformat(day), [ShopRef.from_xcom(s) for s in shops])
+        return tasks.check_pixel_health(date.fromisoformat(day), shops)
 
     @exported(trigger_rule=TriggerRule.ALL_DONE)
     def report(
