@@ -119,9 +119,9 @@ def plan_shop_batches(
             )
     if product_ids:
         batches = [replace(batch, whole_shop=False) for batch in batches]
-    return ShopPlan(
-        read.shop_id, read.shop_domain, read.mode, read.note, sum(batch.variants for batch in batches), batches
-    )
+    variants = sum(batch.variants for batch in batches)
+    log.info("Shop %s: %d batch(es), %d variants, read by %s", read.shop_domain, len(batches), variants, read.mode)
+    return ShopPlan(read.shop_id, read.shop_domain, read.mode, read.note, variants, batches)
 
 
 def export_product_batch(batch: BatchPlan, settings: Settings, run_id: str) -> BatchResult:
@@ -150,6 +150,17 @@ def export_product_batch(batch: BatchPlan, settings: Settings, run_id: str) -> B
             restage(store, batch)
             result = export()
     result.graphql_cost = shopify.cost_charged if shopify else 0.0
+    log.info(
+        "%s: %d/%d variants, %d files (%d unchanged), %d images backed up, %d failed, %.2fs",
+        batch.label,
+        result.variants,
+        batch.variants,
+        result.files,
+        result.files_unchanged,
+        result.images_backed_up,
+        result.images_failed,
+        result.seconds,
+    )
     return result
 
 
