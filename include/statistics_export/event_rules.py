@@ -26,6 +26,7 @@ by reason for the run report.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -50,47 +51,47 @@ AS_OF = "coalesce(%(as_of)s::timestamp, (now() AT TIME ZONE 'UTC'))"
 WELL_FORMED_VARIANT = "e.\"variantId\" ~ '^(gid://shopify/ProductVariant/)?[0-9]{1,20}$'"
 
 
-def counted_purchase(cap: str) -> str:
-    """Return the SQL condition of a counted PURCHASE whose revenue cap is the SQL expression ``cap``."""
-    return f"e.\"eventType\" = 'PURCHASE' AND (e.revenue IS NULL OR (e.revenue >= 0 AND e.revenue <= {cap}))"
+# A counted PURCHASE. Each shop's own cap is ``cap.max_revenue``, beside the shop in SHOPS_DAY_EVENTS: a day's or
+# a packed unit's shops are of any currencies.
+COUNTED_PURCHASE = "e.\"eventType\" = 'PURCHASE' AND (e.revenue IS NULL OR (e.revenue >= 0 AND e.revenue <= cap.max_revenue))"
 
-
-# One shop's queries: its cap is the parameter %(max_revenue)s (rule_parameters gives the shop's).
-COUNTED_PURCHASE = counted_purchase("%(max_revenue)s")
 NUMERIC_VARIANT_ID = "regexp_replace(e.\"variantId\", '^gid://shopify/ProductVariant/', '')"
 
-_REJECTION_REASON = f"""
+# An event's one rejection reason (NULL: counted).
+REJECTION_REASON = f"""
 CASE
     WHEN e."createdAt" > {AS_OF} THEN 'future_timestamp'
     WHEN e."eventType" NOT IN ('IMPRESSION', 'ADD_TO_CART', 'PURCHASE') THEN 'unknown_event_type'
     WHEN e."variantId" IS NULL OR e."variantId" ~ '^\\s*$' THEN 'missing_variant_id'
     WHEN NOT ({WELL_FORMED_VARIANT}) THEN 'malformed_variant_id'
     WHEN e."eventType" = 'PURCHASE' AND e.revenue < 0 THEN 'negative_revenue'
-    WHEN e."eventType" = 'PURCHASE' AND e.revenue > %(max_revenue)s THEN 'revenue_above_cap'
+    WHEN e."eventType" = 'PURCHASE' AND e.revenue > cap.max_revenue THEN 'revenue_above_cap'
 END
 """
 
-# The shop's events of the day, through the shop's tests and ("testId", "createdAt").
-SHOP_DAY_EVENTS = """
-FROM "ABTestEvent" e
-JOIN "ABTest" t ON t.id = e."testId"
-WHERE t.shop = %(shop_id)s
-  AND e."createdAt" >= %(start)s
-  AND e."createdAt" < %(end)s
-"""
-
-_REJECTED = f"""
-SELECT reason, count(*)
-FROM (SELECT {_REJECTION_REASON} AS reason {SHOP_DAY_EVENTS}) classified
-WHERE reason IS NOT NULL
-GROUP BY reason
-"""
-
-# A counted event: not rejected by any rule above (the complement of _REJECTION_REASON).
+# A counted event: not rejected by any rule above (the complement of REJECTION_REASON).
 COUNTED_EVENT = f"""
 e."createdAt" <= {AS_OF}
 AND {WELL_FORMED_VARIANT}
 AND (e."eventType" IN ('IMPRESSION', 'ADD_TO_CART') OR ({COUNTED_PURCHASE}))
+"""
+
+
+# Many shops' events of the day at once: each shop's tests, its cap beside it (``cap.max_revenue``), through
+# ("testId", "createdAt"); the parameters %(shop_ids)s and %(max_revenues)s come from :func:`shops_parameters`.
+SHOPS_DAY_EVENTS = """
+FROM unnest(%(shop_ids)s::text[], %(max_revenues)s::numeric[]) AS cap(shop, max_revenue)
+JOIN "ABTest" t ON t.shop = cap.shop
+JOIN "ABTestEvent" e ON e."testId" = t.id
+WHERE e."createdAt" >= %(start)s
+  AND e."createdAt" < %(end)s
+"""
+
+_SHOPS_REJECTED = f"""
+SELECT shop, reason, count(*)
+FROM (SELECT cap.shop, {REJECTION_REASON} AS reason {SHOPS_DAY_EVENTS}) classified
+WHERE reason IS NOT NULL
+GROUP BY 1, 2
 """
 
 
@@ -226,11 +227,41 @@ def day_parameters(
     return {"start": start, "end": end, "max_revenue": max_revenue, "as_of": naive_utc(as_of) if as_of else None}
 
 
-def rule_parameters(
-    shop_id: str, day: date, *, max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE, as_of: datetime | None = None
+def shops_parameters(
+    day: date,
+    currencies: Mapping[str, str | None],
+    *,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    as_of: datetime | None = None,
 ) -> dict[str, Any]:
-    """Return the named parameters of the shop-and-day fragments above."""
-    return {"shop_id": shop_id, **day_parameters(day, max_revenue=max_revenue, as_of=as_of)}
+    """Return the named parameters of :data:`SHOPS_DAY_EVENTS` for these shops (shop id -> currency): each
+    shop's cap is its currency's."""
+    shop_ids = sorted(currencies)
+    return {
+        **day_parameters(day, max_revenue=max_revenue, as_of=as_of),
+        "shop_ids": shop_ids,
+        "max_revenues": [revenue_cap(currencies[shop_id], max_revenue) for shop_id in shop_ids],
+    }
+
+
+def shops_rejected_events(
+    conn: Any,
+    day: date,
+    currencies: Mapping[str, str | None],
+    *,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    as_of: datetime | None = None,
+) -> dict[str, dict[str, int]]:
+    """Return, for each shop (shop id -> currency), how many of its events of ``day`` were rejected, by reason
+    (only reasons seen; a shop with none maps to ``{}``), in one query however many shops."""
+    found: dict[str, dict[str, int]] = {shop_id: {} for shop_id in currencies}
+    if not currencies:
+        return found
+    with conn.cursor() as cur:
+        cur.execute(_SHOPS_REJECTED, shops_parameters(day, currencies, max_revenue=max_revenue, as_of=as_of))
+        for shop_id, reason, count in cur.fetchall():
+            found[shop_id][reason] = int(count)
+    return {shop_id: {r: counts[r] for r in REJECTION_REASONS if r in counts} for shop_id, counts in found.items()}
 
 
 def rejected_events(
@@ -241,8 +272,6 @@ def rejected_events(
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
     as_of: datetime | None = None,
 ) -> dict[str, int]:
-    """Return how many of the shop's events of ``day`` were rejected, by reason (only reasons seen)."""
-    with conn.cursor() as cur:
-        cur.execute(_REJECTED, rule_parameters(shop_id, day, max_revenue=max_revenue, as_of=as_of))
-        counts = dict(cur.fetchall())
-    return {reason: int(counts[reason]) for reason in REJECTION_REASONS if reason in counts}
+    """Return how many of one shop's events of ``day`` were rejected under the cap ``max_revenue``, by reason."""
+    caps = {shop_id: None}
+    return shops_rejected_events(conn, day, caps, max_revenue=max_revenue, as_of=as_of)[shop_id]

@@ -10,11 +10,10 @@ from typing import Any
 
 from include.statistics_export.event_rules import (
     AS_OF,
+    COUNTED_PURCHASE,
     DEFAULT_MAX_EVENT_REVENUE,
     NUMERIC_VARIANT_ID,
-    counted_purchase,
-    day_parameters,
-    revenue_cap,
+    shops_parameters,
 )
 from include.statistics_export.ids import variant_keys
 
@@ -56,8 +55,6 @@ class VariantMetrics:
 
 ZERO = VariantMetrics()
 
-# Each shop's own revenue cap (its currency's): a packed unit's shops are of any currencies.
-_COUNTED_PURCHASE = counted_purchase("cap.max_revenue")
 
 # Events carry a variant id as a GID or as a bare number: match both spellings through the
 # ("variantId", "createdAt") index, then fold them into the numeric id. Only the shop's own tests
@@ -78,8 +75,8 @@ WITH e AS MATERIALIZED (
 SELECT t.shop, {NUMERIC_VARIANT_ID} AS variant_id,
        count(*) FILTER (WHERE e."eventType" = 'IMPRESSION') AS impressions,
        count(*) FILTER (WHERE e."eventType" = 'ADD_TO_CART') AS add_to_carts,
-       count(*) FILTER (WHERE {_COUNTED_PURCHASE}) AS orders,
-       coalesce(sum(e.revenue) FILTER (WHERE {_COUNTED_PURCHASE}), 0) AS revenue
+       count(*) FILTER (WHERE {COUNTED_PURCHASE}) AS orders,
+       coalesce(sum(e.revenue) FILTER (WHERE {COUNTED_PURCHASE}), 0) AS revenue
 FROM e
 JOIN "ABTest" t ON t.id = e."testId"
 JOIN unnest(%(shop_ids)s::text[], %(max_revenues)s::numeric[]) AS cap(shop, max_revenue) ON cap.shop = t.shop
@@ -103,9 +100,8 @@ def shops_variant_metrics(
     keys = variant_keys(sorted(set().union(*wanted.values())))
     if not keys:
         return {}
-    shop_ids = sorted(wanted)
-    caps = [revenue_cap((currencies or {}).get(shop_id), max_revenue) for shop_id in shop_ids]
-    params = {**day_parameters(day, max_revenue=max_revenue, as_of=as_of), "shop_ids": shop_ids, "max_revenues": caps}
+    shop_currencies = {shop_id: (currencies or {}).get(shop_id) for shop_id in wanted}
+    params = shops_parameters(day, shop_currencies, max_revenue=max_revenue, as_of=as_of)
     with conn.cursor() as cur:
         cur.execute(_VARIANT_METRICS, {**params, "variant_keys": keys})
         rows = cur.fetchall()

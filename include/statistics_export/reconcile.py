@@ -1,19 +1,23 @@
-"""After a day's export, check one shop's numbers four ways: files, rows, events, catalog.
+"""After a day's export, check each shop's numbers four ways: files, rows, events, catalog.
 
 - files: the totals summed from the CSV rows the batches wrote or confirmed unchanged (``totals.csv_totals``);
-- rows: the shop's "VariantDailyStatistics" rows of the day (one query);
-- events: a whole-shop aggregation of the day's counted events (one query, the rules of
-  event_rules, independent of the per-batch query), limited to variants that have a row;
+- rows: the shop's "VariantDailyStatistics" rows of the day;
+- events: a whole-shop aggregation of the day's counted events (the rules of event_rules, independent of
+  the per-batch query), limited to variants that have a row;
 - catalog: the number of variants planning found in Shopify.
 
 Any difference is a failure naming the shop, the day and the numbers. Counted events of variants
 without a row (a variant deleted from Shopify, an id of no variant of the shop) are not a failure:
 they cannot be exported, and are reported as "events of unknown variants". A missing batch still
 fails: its variants are missing from the files, the rows and the catalog comparison.
+
+The day's shops are reconciled together, in three queries however many there are (rows, counted events,
+rejected events), so the day's end does not grow by a query per shop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -24,10 +28,9 @@ from include.statistics_export.event_rules import (
     COUNTED_PURCHASE,
     DEFAULT_MAX_EVENT_REVENUE,
     NUMERIC_VARIANT_ID,
-    SHOP_DAY_EVENTS,
-    rejected_events,
-    revenue_cap,
-    rule_parameters,
+    SHOPS_DAY_EVENTS,
+    shops_parameters,
+    shops_rejected_events,
 )
 from include.statistics_export.totals import METRICS, Totals
 
@@ -35,24 +38,28 @@ UNKNOWN_VARIANT_SAMPLE = 20
 
 
 _ROW_TOTALS = """
-SELECT count(*), coalesce(sum(impressions), 0), coalesce(sum("addToCarts"), 0), coalesce(sum(orders), 0),
+SELECT shop, count(*), coalesce(sum(impressions), 0), coalesce(sum("addToCarts"), 0), coalesce(sum(orders), 0),
        coalesce(sum(revenue), 0)
 FROM "VariantDailyStatistics"
-WHERE shop = %(shop_id)s AND date = %(day)s
+WHERE shop = ANY(%(shop_ids)s::text[]) AND date = %(day)s
+GROUP BY shop
 """
 
-# Counted events grouped by whether their variant has a row of the day: known ones must match the
-# rows; the others are the events of unknown variants.
+# Counted events of every shop grouped by shop and by whether their variant has a row of the day: known
+# ones must match the rows; the others are the events of unknown variants. Each shop's purchases count up
+# to its own currency's cap (``cap.max_revenue``), as in the batches' metrics.
 _EVENT_TOTALS = f"""
 WITH counted AS (
-    SELECT {NUMERIC_VARIANT_ID} AS variant_id, e."eventType", e.revenue,
+    SELECT cap.shop, {NUMERIC_VARIANT_ID} AS variant_id, e."eventType", e.revenue,
            ({COUNTED_PURCHASE}) AS is_order
-    {SHOP_DAY_EVENTS}
+    {SHOPS_DAY_EVENTS}
       AND {COUNTED_EVENT}
 ), exported AS (
-    SELECT DISTINCT "variantId" FROM "VariantDailyStatistics" WHERE shop = %(shop_id)s AND date = %(day)s
+    SELECT DISTINCT shop, "variantId" FROM "VariantDailyStatistics"
+    WHERE shop = ANY(%(shop_ids)s::text[]) AND date = %(day)s
 )
-SELECT x."variantId" IS NOT NULL AS known,
+SELECT c.shop,
+       x."variantId" IS NOT NULL AS known,
        count(DISTINCT c.variant_id),
        count(*) FILTER (WHERE c."eventType" = 'IMPRESSION'),
        count(*) FILTER (WHERE c."eventType" = 'ADD_TO_CART'),
@@ -60,9 +67,30 @@ SELECT x."variantId" IS NOT NULL AS known,
        coalesce(sum(c.revenue) FILTER (WHERE c.is_order), 0),
        (array_agg(DISTINCT c.variant_id ORDER BY c.variant_id))[1:{UNKNOWN_VARIANT_SAMPLE}]
 FROM counted c
-LEFT JOIN exported x ON x."variantId" = c.variant_id
-GROUP BY 1
+LEFT JOIN exported x ON x.shop = c.shop AND x."variantId" = c.variant_id
+GROUP BY 1, 2
 """
+
+
+@dataclass(frozen=True)
+class ShopCheck:
+    """What the export says of one shop's day, to be checked against the rows and the events."""
+
+    shop_id: str
+    catalog_variants: int
+    files: Totals
+    currency: str | None = None
+    # The Parquet parts' totals (None: no parts this run).
+    parquet: Totals | None = None
+
+
+@dataclass(frozen=True)
+class EventTotals:
+    """One shop's counted events of the day: of variants with a row, of the others, and a few of the others."""
+
+    known: Totals = field(default_factory=Totals)
+    unknown: Totals = field(default_factory=Totals)
+    unknown_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -104,34 +132,99 @@ class ShopReconciliation:
         }
 
 
-def row_totals(conn: Any, shop_id: str, day: date) -> Totals:
-    """Return the totals of the shop's "VariantDailyStatistics" rows of ``day``."""
+def shops_row_totals(conn: Any, shop_ids: Sequence[str], day: date) -> dict[str, Totals]:
+    """Return the totals of each shop's "VariantDailyStatistics" rows of ``day`` (a shop without any: zeros)."""
+    found = {shop_id: Totals() for shop_id in shop_ids}
     with conn.cursor() as cur:
-        cur.execute(_ROW_TOTALS, {"shop_id": shop_id, "day": day})
-        variants, impressions, add_to_carts, orders, revenue = cur.fetchone()
-    return Totals(int(variants), int(impressions), int(add_to_carts), int(orders), Decimal(revenue))
+        cur.execute(_ROW_TOTALS, {"shop_ids": list(shop_ids), "day": day})
+        for shop_id, variants, impressions, add_to_carts, orders, revenue in cur.fetchall():
+            found[shop_id] = Totals(int(variants), int(impressions), int(add_to_carts), int(orders), Decimal(revenue))
+    return found
 
 
-def event_totals(
+def shops_event_totals(
     conn: Any,
-    shop_id: str,
     day: date,
+    currencies: Mapping[str, str | None],
     *,
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
     as_of: datetime | None = None,
-) -> tuple[Totals, Totals, list[str]]:
-    """Return the counted events' totals of variants with a row, of the others, and a few of the others' ids."""
-    params = {**rule_parameters(shop_id, day, max_revenue=max_revenue, as_of=as_of), "day": day}
-    known, unknown, unknown_ids = Totals(), Totals(), []
+) -> dict[str, EventTotals]:
+    """Return each shop's counted events of ``day`` (shop id -> currency), split by whether a row holds them."""
+    params = {**shops_parameters(day, currencies, max_revenue=max_revenue, as_of=as_of), "day": day}
+    known: dict[str, Totals] = {}
+    unknown: dict[str, tuple[Totals, list[str]]] = {}
     with conn.cursor() as cur:
         cur.execute(_EVENT_TOTALS, params)
-        for is_known, variants, impressions, add_to_carts, orders, revenue, ids in cur.fetchall():
+        for shop_id, is_known, variants, impressions, add_to_carts, orders, revenue, ids in cur.fetchall():
             totals = Totals(int(variants), int(impressions), int(add_to_carts), int(orders), Decimal(revenue))
             if is_known:
-                known = totals
+                known[shop_id] = totals
             else:
-                unknown, unknown_ids = totals, list(ids or [])
-    return known, unknown, unknown_ids
+                unknown[shop_id] = (totals, list(ids or []))
+    return {
+        shop_id: EventTotals(known.get(shop_id, Totals()), *unknown.get(shop_id, (Totals(), [])))
+        for shop_id in currencies
+    }
+
+
+def reconcile_shops(
+    conn: Any,
+    day: date,
+    checks: Sequence[ShopCheck],
+    *,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    as_of: datetime | None = None,
+) -> list[ShopReconciliation]:
+    """Compare each shop's files, rows, counted events and catalog for ``day``; list every difference.
+
+    Three queries however many shops (rows, events, rejected events). Purchases count up to the cap of
+    each shop's currency, as in the batches' metrics."""
+    if not checks:
+        return []
+    currencies = {check.shop_id: check.currency for check in checks}
+    rows = shops_row_totals(conn, list(currencies), day)
+    events = shops_event_totals(conn, day, currencies, max_revenue=max_revenue, as_of=as_of)
+    rejected = shops_rejected_events(conn, day, currencies, max_revenue=max_revenue, as_of=as_of)
+    return [compare(day, check, rows[check.shop_id], events[check.shop_id], rejected[check.shop_id]) for check in checks]
+
+
+def compare(
+    day: date, check: ShopCheck, rows: Totals, events: EventTotals, rejected: dict[str, int]
+) -> ShopReconciliation:
+    """Return one shop's reconciliation from its numbers, every difference named."""
+    result = ShopReconciliation(
+        shop_id=check.shop_id,
+        day=day,
+        catalog_variants=check.catalog_variants,
+        files=check.files,
+        rows=rows,
+        events=events.known,
+        unknown_variant_events=events.unknown,
+        unknown_variant_ids=events.unknown_ids,
+        rejected_events=rejected,
+    )
+    files = check.files
+    where = f"Shop {check.shop_id} on {day.isoformat()}"
+    if not check.catalog_variants == files.variants == rows.variants:
+        result.differences.append(
+            f"{where}: variants differ: catalog {check.catalog_variants}, files {files.variants}, "
+            f'"VariantDailyStatistics" rows {rows.variants}'
+        )
+    for name in METRICS:
+        seen = (getattr(files, name), getattr(rows, name), getattr(events.known, name))
+        if len(set(seen)) > 1:
+            shown = [f"{value:.2f}" if name == "revenue" else str(value) for value in seen]
+            result.differences.append(
+                f'{where}: {name} differ: files {shown[0]}, "VariantDailyStatistics" {shown[1]}, events {shown[2]}'
+            )
+    # The Parquet parts hold the same rows as the CSVs: same count, same sums.
+    if check.parquet is not None and check.parquet != files:
+        result.differences.append(
+            f"{where}: the Parquet rows differ from the CSVs: Parquet {check.parquet.document()}, "
+            f"CSV {files.document()}"
+        )
+    return result
 
 
 def reconcile_shop(
@@ -146,39 +239,7 @@ def reconcile_shop(
     as_of: datetime | None = None,
     parquet: Totals | None = None,
 ) -> ShopReconciliation:
-    """Compare the shop's files, rows, counted events and catalog for ``day``; list every difference.
-
-    Purchases count up to the cap of the shop's ``currency``, as in the batches' metrics."""
-    max_revenue = revenue_cap(currency, max_revenue)
-    rows = row_totals(conn, shop_id, day)
-    events, unknown, unknown_ids = event_totals(conn, shop_id, day, max_revenue=max_revenue, as_of=as_of)
-    result = ShopReconciliation(
-        shop_id=shop_id,
-        day=day,
-        catalog_variants=catalog_variants,
-        files=files,
-        rows=rows,
-        events=events,
-        unknown_variant_events=unknown,
-        unknown_variant_ids=unknown_ids,
-        rejected_events=rejected_events(conn, shop_id, day, max_revenue=max_revenue, as_of=as_of),
-    )
-    where = f"Shop {shop_id} on {day.isoformat()}"
-    if not catalog_variants == files.variants == rows.variants:
-        result.differences.append(
-            f"{where}: variants differ: catalog {catalog_variants}, files {files.variants}, "
-            f'"VariantDailyStatistics" rows {rows.variants}'
-        )
-    for name in METRICS:
-        seen = (getattr(files, name), getattr(rows, name), getattr(events, name))
-        if len(set(seen)) > 1:
-            shown = [f"{value:.2f}" if name == "revenue" else str(value) for value in seen]
-            result.differences.append(
-                f'{where}: {name} differ: files {shown[0]}, "VariantDailyStatistics" {shown[1]}, events {shown[2]}'
-            )
-    # The Parquet parts hold the same rows as the CSVs: same count, same sums (None: no parts this run).
-    if parquet is not None and parquet != files:
-        result.differences.append(
-            f"{where}: the Parquet rows differ from the CSVs: Parquet {parquet.document()}, CSV {files.document()}"
-        )
+    """Reconcile one shop (:func:`reconcile_shops` for one)."""
+    check = ShopCheck(shop_id, catalog_variants, files, currency, parquet)
+    (result,) = reconcile_shops(conn, day, [check], max_revenue=max_revenue, as_of=as_of)
     return result

@@ -18,7 +18,7 @@ from helpers import (
 from include.statistics_export import tasks
 from include.statistics_export.event_rules import revenue_cap
 from include.statistics_export.handoffs import ShopRef, ShopUnit
-from include.statistics_export.reconcile import reconcile_shop
+from include.statistics_export.reconcile import ShopCheck, reconcile_shop, reconcile_shops
 from include.statistics_export.totals import Totals
 
 # About 1,200 USD: an ordinary purchase, over the setting's 1,000,000.00 as a bare number.
@@ -60,6 +60,61 @@ def test_a_vnd_shops_large_purchase_is_counted_and_reconciles(db, sandbox, conne
         )
     assert vn_check.ok and vn_check.rejected_events == {}, vn_check.differences
     assert us_check.ok and us_check.rejected_events == {"revenue_above_cap": 1}
+
+
+class CountingCursor(psycopg.Cursor):
+    """A cursor that counts the statements it executes (on its connection's ``statements``)."""
+
+    def execute(self, *args, **kwargs):
+        self.connection.statements += 1
+        return super().execute(*args, **kwargs)
+
+
+def test_the_day_is_reconciled_in_three_queries_however_many_shops_each_with_its_currency(db, sandbox, connections):
+    register_shop(db, sandbox, "shop_vn", [product(1, variants=1, images=0)], currency="VND")
+    register_shop(db, sandbox, "shop_us", [product(2, variants=1, images=0)])
+    register_shop(db, sandbox, "shop_quiet", [product(3, variants=2, images=0)])
+    add_event(db, "shop_vn", "1001", "PURCHASE", NOON_ON_DAY, VND_PURCHASE)
+    add_event(db, "shop_us", "2001", "PURCHASE", NOON_ON_DAY, VND_PURCHASE)  # over the USD cap: rejected
+    add_event(db, "shop_us", "2001", "IMPRESSION", NOON_ON_DAY)
+    add_event(db, "shop_us", "999999", "IMPRESSION", NOON_ON_DAY)  # a variant of no row
+    unit = unit_of("shop_vn", "shop_us", "shop_quiet")
+    outcome = tasks.export_unit(unit, writer_for(DAY), current_settings())
+    assert outcome.failures == {}
+    currencies = {"shop_vn": "VND", "shop_us": "USD", "shop_quiet": None}
+    checks = [
+        ShopCheck(r.shop_id, r.variants, r.file_totals, currencies[r.shop_id])
+        for r in sorted(outcome.results, key=lambda r: r.shop_id)
+    ]
+    settings = current_settings()
+    with psycopg.connect(connections.app_db_url, cursor_factory=CountingCursor) as conn:
+        conn.statements = 0
+        together = reconcile_shops(conn, DAY, checks, max_revenue=settings.max_event_revenue)
+        assert conn.statements == 3
+        alone = [
+            reconcile_shop(
+                conn, c.shop_id, DAY, c.catalog_variants, c.files, max_revenue=settings.max_event_revenue,
+                currency=c.currency,
+            )
+            for c in checks
+        ]
+    assert [r.document() for r in together] == [r.document() for r in alone]
+    by_shop = {r.shop_id: r for r in together}
+    assert all(r.ok for r in together), [r.differences for r in together]
+    assert by_shop["shop_vn"].events.revenue == Decimal(VND_PURCHASE)
+    assert by_shop["shop_us"].rejected_events == {"revenue_above_cap": 1}
+    assert by_shop["shop_us"].unknown_variant_ids == ["999999"]
+    assert by_shop["shop_quiet"].document()["rows"]["variants"] == 2
+    assert by_shop["shop_quiet"].events == Totals() and by_shop["shop_quiet"].rejected_events == {}
+
+    # A shop whose rows were tampered with is named alone; its neighbours still agree.
+    with db.cursor() as cur:
+        cur.execute('UPDATE "VariantDailyStatistics" SET impressions = impressions + 5 WHERE shop = %s', ("shop_us",))
+    db.commit()
+    with psycopg.connect(connections.app_db_url) as conn:
+        again = {r.shop_id: r for r in reconcile_shops(conn, DAY, checks, max_revenue=settings.max_event_revenue)}
+    assert [s for s, r in again.items() if not r.ok] == ["shop_us"]
+    assert "impressions differ: files 1, \"VariantDailyStatistics\" 6, events 1" in again["shop_us"].differences[0]
 
 
 def test_a_day_revenue_over_what_the_rows_hold_fails_that_shop_alone_in_its_unit(db, sandbox, s3, connections):

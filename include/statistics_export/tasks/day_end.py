@@ -21,7 +21,7 @@ from include.statistics_export.handoffs import (
 )
 from include.statistics_export.keys import EXPORTS_ROOT, report_key
 from include.statistics_export.pixel_health import pixel_health
-from include.statistics_export.reconcile import reconcile_shop
+from include.statistics_export.reconcile import ShopCheck, reconcile_shops
 from include.statistics_export.report import RunReport
 from include.statistics_export.settings import Settings
 from include.statistics_export.staging import clean_staging
@@ -42,31 +42,23 @@ def reconcile_day(
     finished: dict[str, list[BatchResult]] = {}
     for result in results:
         finished.setdefault(result.shop_id, []).append(result)
-    documents = []
+    checks = []
+    for plan in plans:
+        shop_results = finished.get(plan.shop_id, [])
+        if len(shop_results) != len(plan.batches):
+            continue  # a failed batch already fails the shop; its numbers cannot agree
+        files = sum_totals(r.file_totals for r in shop_results)
+        skipped = any(r.missing_products for r in shop_results)
+        parts = [r.parquet_totals for r in shop_results]
+        parquet = sum_totals(p for p in parts if p is not None) if all(p is not None for p in parts) else None
+        currency = plan.batches[0].currency if plan.batches else None
+        checks.append(ShopCheck(plan.shop_id, files.variants if skipped else plan.variants, files, currency, parquet))
     with app_db() as conn:
-        for plan in plans:
-            shop_results = finished.get(plan.shop_id, [])
-            if len(shop_results) != len(plan.batches):
-                continue  # a failed batch already fails the shop; its numbers cannot agree
-            files = sum_totals(r.file_totals for r in shop_results)
-            skipped = any(r.missing_products for r in shop_results)
-            catalog = files.variants if skipped else plan.variants
-            parts = [r.parquet_totals for r in shop_results]
-            parquet = sum_totals(p for p in parts if p is not None) if all(p is not None for p in parts) else None
-            reconciliation = reconcile_shop(
-                conn,
-                plan.shop_id,
-                day,
-                catalog,
-                files,
-                max_revenue=settings.max_event_revenue,
-                currency=plan.batches[0].currency if plan.batches else None,
-                parquet=parquet,
-            )
-            for difference in reconciliation.differences:
-                log.error("%s", difference)
-            documents.append(reconciliation.document())
-    return documents
+        reconciliations = reconcile_shops(conn, day, checks, max_revenue=settings.max_event_revenue)
+    for reconciliation in reconciliations:
+        for difference in reconciliation.differences:
+            log.error("%s", difference)
+    return [reconciliation.document() for reconciliation in reconciliations]
 
 
 def check_pixel_health(day: date, shops: Sequence[ShopRef]) -> dict[str, Any]:
