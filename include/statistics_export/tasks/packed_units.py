@@ -20,6 +20,7 @@ import psycopg
 import requests
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from export_hooks.masking import mask_secrets
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyHook
 from include.statistics_export.catalog import existed_on, parse_product
@@ -81,6 +82,8 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
             check_writer(conn, writer)
             credentials = shops_credentials(conn, [shop.shop_id for shop in unit.shops])
             conn.commit()  # the reads below take a while: hold no transaction open meanwhile
+            # Masked where they are read, all at once: one by one, Airflow's masker costs O(shops²) per unit.
+            mask_secrets([found.access_token for found in credentials.values() if isinstance(found, ShopCredentials)])
         reads = {
             shop.shop_id: pool.submit(_retried, _read_packed_shop, shop, credentials[shop.shop_id], day, settings)
             for shop in unit.shops
