@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from include.statistics_export.catalog import (
     Product,
@@ -33,15 +33,17 @@ from include.statistics_export.formats import RenderedFiles, VariantExport, Writ
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopRef
 from include.statistics_export.ids import gid
 from include.statistics_export.images import (
+    BackupOutcome,
     ImageBackup,
     ImageFetch,
+    ImageOwner,
     image_owners,
     shops_existing_backups,
     start_image_backups,
 )
 from include.statistics_export.keys import export_key, staged_batch_key
 from include.statistics_export.metrics import MAX_ROW_REVENUE, ZERO, VariantMetrics, shops_variant_metrics
-from include.statistics_export.parquet import write_parquet_part
+from include.statistics_export.parquet import ParquetPart, write_parquet_part
 from include.statistics_export.protocols import Catalog, ObjectStore
 from include.statistics_export.rows import shops_recorded_hashes, write_shops_rows
 from include.statistics_export.settings import Settings
@@ -191,6 +193,10 @@ class PhaseClock:
             spent[0] = round(spent[0] + time.monotonic() - wall, 4)
             spent[1] = round(spent[1] + time.process_time() - cpu, 4)
 
+    def spent(self) -> dict[str, list[float]]:
+        """Return the phases so far as a copy: a result keeps them while the clock may go on."""
+        return {name: list(seconds) for name, seconds in self.phases.items()}
+
 
 def export_batch(
     conn: Any,
@@ -210,7 +216,8 @@ def export_batch(
         products, missing = batch_products(catalog, store, plan)
     if missing:
         log.warning("Shop %s: products no longer in Shopify, skipped: %s", plan.shop_id, missing)
-    part = ShopPart(plan, products, missing)
+    # Reading the products is all the batch asks of Shopify: what it cost is known from here on.
+    part = ShopPart(plan, products, missing, catalog.cost_charged if catalog is not None else 0.0)
     (result,) = export_parts(
         conn,
         store,
@@ -227,11 +234,13 @@ def export_batch(
 
 @dataclass(frozen=True)
 class ShopPart:
-    """One shop's share of a batch: its plan, its products already read, and the ids Shopify no longer knows."""
+    """One shop's share of a batch: its plan, its products already read, the ids Shopify no longer knows, and
+    the GraphQL cost Shopify charged for reading them."""
 
     plan: BatchPlan
     products: list[Product]
     missing: list[str] = field(default_factory=list)
+    graphql_cost: float = 0.0
 
 
 def export_parts(
@@ -254,23 +263,73 @@ def export_parts(
     clock = clock or PhaseClock()
     day = date.fromisoformat(parts[0].plan.date)
     with clock.phase("metrics_sql"):
-        metrics = shops_variant_metrics(
-            conn,
-            {part.plan.shop_id: [v.variant_id for p in part.products for v in p.variants] for part in parts},
-            day,
-            max_revenue=max_revenue,
-            currencies={part.plan.shop_id: part.plan.currency for part in parts},
-        )
+        metrics = parts_metrics(conn, parts, day, max_revenue)
     check_revenue_fits(parts, metrics)
     with clock.phase("images"):
-        owners = {part.plan.shop_id: image_owners(part.products) for part in parts}
-        already = shops_existing_backups(conn, [(s, gid) for s, found in owners.items() for gid in found])
+        copies = start_image_copies(conn, store, parts, fetch_image, pool)
+    shops = []
+    for part, shop_copies in zip(parts, copies):
+        with clock.phase("images"):
+            backed_up = shop_copies.collect()
+        shops.append(shop_variants(part, shop_copies, backed_up, metrics, day))
+    exports = [export for shop in shops for export in shop.exports]
+    new_images = [(shop.part.plan.shop_id, owner, backup) for shop in shops for owner, backup in shop.new_images]
+    with clock.phase("rendering"):
+        # Rendering and hashing are pure Python (the GIL): done in this thread, a pool would only add switches.
+        rendered = [render_files(export) for export in exports]
+    with clock.phase("rows"):
+        known = shops_recorded_hashes(conn, day, [_natural_key(e) for e in exports])
+    files = sort_files(parts, exports, rendered, known)
+    with clock.phase("uploads"):
+        written = upload_files(store, files.changed, pool)
+    # Each shop's Parquet part too, before any row: a committed row always has every file behind it.
+    with clock.phase("parquet"):
+        parquet = write_parquet_parts(store, shops, day, pool)
+    with clock.phase("rows"):
+        write_rows(conn, parts, written, new_images, writer)
+    seconds = round((time.monotonic() - started) / len(parts), 3)  # a shared phase, shared out evenly
+    phases = clock.spent()  # a unit's shops share them: they were exported together
+    return [
+        batch_result(shop, files.by_shop[shop.part.plan.shop_id], parquet.get(shop.part.plan.shop_id), seconds, phases)
+        for shop in shops
+    ]
 
-        # Every shop's copies are started before any is awaited: a unit's small shops copy concurrently.
-        reused: dict[str, dict[str, ImageBackup]] = {part.plan.shop_id: {} for part in parts}
-        for (shop_id, media_gid), backup in already.items():
-            reused[shop_id][media_gid] = backup
-        pending = [
+
+def parts_metrics(
+    conn: Any, parts: Sequence[ShopPart], day: date, max_revenue: Decimal
+) -> dict[tuple[str, str], VariantMetrics]:
+    """Return the day's metrics of every shop's variants, by (shop, variant id), in one query."""
+    return shops_variant_metrics(
+        conn,
+        {part.plan.shop_id: [v.variant_id for p in part.products for v in p.variants] for part in parts},
+        day,
+        max_revenue=max_revenue,
+        currencies={part.plan.shop_id: part.plan.currency for part in parts},
+    )
+
+
+@dataclass(frozen=True)
+class ImageCopies:
+    """One shop's image copies under way: the backups already in R2, and what waits for the new copies."""
+
+    reused: dict[str, ImageBackup]
+    collect: Callable[[], BackupOutcome]
+
+
+def start_image_copies(
+    conn: Any, store: ObjectStore, parts: Sequence[ShopPart], fetch_image: ImageFetch, pool: ThreadPoolExecutor
+) -> list[ImageCopies]:
+    """Start copying every shop's images not yet in R2, after one query for those already there; return each
+    part's copies in the parts' order."""
+    owners = {part.plan.shop_id: image_owners(part.products) for part in parts}
+    already = shops_existing_backups(conn, [(s, gid) for s, found in owners.items() for gid in found])
+    reused: dict[str, dict[str, ImageBackup]] = {part.plan.shop_id: {} for part in parts}
+    for (shop_id, media_gid), backup in already.items():
+        reused[shop_id][media_gid] = backup
+    # Every shop's copies are started before any is awaited: a unit's small shops copy concurrently.
+    return [
+        ImageCopies(
+            reused[part.plan.shop_id],
             start_image_backups(
                 part.plan.shop_id,
                 owners[part.plan.shop_id],
@@ -279,102 +338,163 @@ def export_parts(
                 store.put_object,
                 store.object_url,
                 pool,
-            )
-            for part in parts
-        ]
-    results, exports, new_images = [], [], []
-    for part, collect in zip(parts, pending):
-        plan = part.plan
-        result = BatchResult(shop_id=plan.shop_id, shop_domain=plan.shop_domain, batch=plan.index)
-        result.missing_products = list(part.missing)
-        with clock.phase("images"):
-            backups, shop_new_images, result.image_failures = collect()
-        for failure in result.image_failures:
-            log.warning("Shop %s: image not backed up (tried again next run): %s", plan.shop_id, failure)
-        new_images += [(plan.shop_id, owner, backup) for owner, backup in shop_new_images]
-        exports += [
-            VariantExport(
-                day=day,
-                shop_id=plan.shop_id,
-                shop_domain=plan.shop_domain,
-                product=product,
-                variant=variant,
-                metrics=metrics.get((plan.shop_id, variant.variant_id), ZERO),
-                images=tuple(backups[image.media_gid] for image in product.images_of(variant)),
-                currency=plan.currency,
-            )
-            for product in part.products
-            for variant in product.variants
-        ]
-        result.images_backed_up, result.images_reused = len(shop_new_images), len(reused[plan.shop_id])
-        result.images_failed = len(result.image_failures)
-        results.append(result)
+            ),
+        )
+        for part in parts
+    ]
 
-    with clock.phase("rendering"):
-        # Rendering and hashing are pure Python (the GIL): done in this thread, a pool would only add switches.
-        rendered = [render_files(export) for export in exports]
-    with clock.phase("rows"):
-        known = shops_recorded_hashes(conn, day, [_natural_key(e) for e in exports])
-    # Identical bytes are not written again: their objects keep LastModified and their rows stay as they are.
-    changed = [(e, files) for e, files in zip(exports, rendered) if known.get(_natural_key(e)) != files.content_hash]
-    with clock.phase("uploads"):
-        written = upload_files(store, changed, pool)
-    # Each shop's Parquet part too, before any row: a committed row always has every file behind it.
-    # Each shop's variants, grouped once: a packed unit holds up to hundreds of shops.
-    shop_exports: dict[str, list[VariantExport]] = {part.plan.shop_id: [] for part in parts}
-    shop_files: dict[str, list[tuple[VariantExport, RenderedFiles]]] = {part.plan.shop_id: [] for part in parts}
+
+@dataclass(frozen=True)
+class ShopVariants:
+    """One shop's variants ready to render (each with its day's metrics and its images' backups), and what its
+    image copies did."""
+
+    part: ShopPart
+    exports: list[VariantExport]
+    new_images: list[tuple[ImageOwner, ImageBackup]]
+    image_failures: list[str]
+    images_reused: int
+
+
+def shop_variants(
+    part: ShopPart,
+    copies: ImageCopies,
+    backed_up: BackupOutcome,
+    metrics: dict[tuple[str, str], VariantMetrics],
+    day: date,
+) -> ShopVariants:
+    """Join a shop's variants to their metrics and their images' backups, once its image copies are done."""
+    plan = part.plan
+    backups, new_images, image_failures = backed_up
+    for failure in image_failures:
+        log.warning("Shop %s: image not backed up (tried again next run): %s", plan.shop_id, failure)
+    exports = [
+        VariantExport(
+            day=day,
+            shop_id=plan.shop_id,
+            shop_domain=plan.shop_domain,
+            product=product,
+            variant=variant,
+            metrics=metrics.get((plan.shop_id, variant.variant_id), ZERO),
+            images=tuple(backups[image.media_gid] for image in product.images_of(variant)),
+            currency=plan.currency,
+        )
+        for product in part.products
+        for variant in product.variants
+    ]
+    return ShopVariants(part, exports, new_images, image_failures, len(copies.reused))
+
+
+@dataclass(frozen=True)
+class ShopFiles:
+    """One shop's rendered files, in its variants' order, and its variants whose files are stored already."""
+
+    files: list[RenderedFiles] = field(default_factory=list)
+    unchanged: list[VariantExport] = field(default_factory=list)
+
+
+class SortedFiles(NamedTuple):
+    """The unit's files that differ from those stored (to write), and every shop's files."""
+
+    changed: list[tuple[VariantExport, RenderedFiles]]
+    by_shop: dict[str, ShopFiles]
+
+
+def sort_files(
+    parts: Sequence[ShopPart],
+    exports: Sequence[VariantExport],
+    rendered: Sequence[RenderedFiles],
+    known: dict[tuple[str, str, str], str],
+) -> SortedFiles:
+    """Sort the rendered files into those to write and each shop's, in one pass: a packed unit holds up to
+    hundreds of shops.
+
+    Identical bytes are not written again: their objects keep LastModified and their rows stay as they are.
+    """
+    changed = []
+    by_shop = {part.plan.shop_id: ShopFiles() for part in parts}
     for export, files in zip(exports, rendered):
-        shop_exports[export.shop_id].append(export)
-        shop_files[export.shop_id].append((export, files))
-    with clock.phase("parquet"):
-        # One part per shop: a packed unit's shops write theirs concurrently (each is a GET, a LIST and a PUT).
-        writes = {
-            result.shop_id: pool.submit(
-                write_parquet_part,
-                store,
-                shop_exports[result.shop_id],
-                part.plan.shop_id,
-                day,
-                part.plan.index,
-                part.plan.count,
-            )
-            for part, result in zip(parts, results)
-            if part.plan.whole_shop
-        }
-        for result in results:
-            if result.shop_id in writes:
-                parquet = writes[result.shop_id].result()
-                result.parquet_key, result.parquet_written, result.parquet_totals = (
-                    parquet.key,
-                    parquet.written,
-                    parquet.totals,
-                )
-    with clock.phase("rows"):
-        try:
-            write_shops_rows(conn, written, new_images, writer)
-        except DayWrittenByAnotherRun:
-            raise
-        except Exception as exc:
-            where = ", ".join(f"Shop {p.plan.shop_id} batch {p.plan.index}/{p.plan.count}" for p in parts)
-            raise BatchRowsError(
-                f"{where}: the files are in R2 but the rows were not written ({type(exc).__name__}: {exc}); "
-                "a retry of the batch writes them"
-            ) from exc
+        mine = by_shop[export.shop_id]
+        mine.files.append(files)
+        if known.get(_natural_key(export)) == files.content_hash:
+            mine.unchanged.append(export)
+        else:
+            changed.append((export, files))
+    return SortedFiles(changed, by_shop)
 
-    unchanged = {
-        _natural_key(e) for e, files in zip(exports, rendered) if known.get(_natural_key(e)) == files.content_hash
+
+def write_parquet_parts(
+    store: ObjectStore, shops: Sequence[ShopVariants], day: date, pool: ThreadPoolExecutor
+) -> dict[str, ParquetPart]:
+    """Write the Parquet part of each shop exported whole; return the parts by shop."""
+    # One part per shop: a packed unit's shops write theirs concurrently (each is a GET, a LIST and a PUT).
+    writes = {
+        shop.part.plan.shop_id: pool.submit(
+            write_parquet_part,
+            store,
+            shop.exports,
+            shop.part.plan.shop_id,
+            day,
+            shop.part.plan.index,
+            shop.part.plan.count,
+        )
+        for shop in shops
+        if shop.part.plan.whole_shop
     }
-    seconds = round((time.monotonic() - started) / len(parts), 3)  # a shared phase, shared out evenly
-    for result in results:
-        mine = shop_files[result.shop_id]
-        result.products = len({e.product.product_id for e, _ in mine})
-        result.variants = len(mine)
-        result.files = 2 * len(mine)
-        result.files_unchanged = 2 * sum(1 for e, _ in mine if _natural_key(e) in unchanged)
-        result.file_totals = csv_totals(files.csv for _, files in mine)
-        result.seconds = seconds
-        result.phases = clock.phases  # a unit's shops share them: they were exported together
-    return results
+    return {shop_id: write.result() for shop_id, write in writes.items()}
+
+
+def write_rows(
+    conn: Any,
+    parts: Sequence[ShopPart],
+    written: Sequence[tuple[VariantExport, WrittenFiles]],
+    new_images: Sequence[tuple[str, ImageOwner, ImageBackup]],
+    writer: DayWriter | None,
+) -> None:
+    """Write every shop's rows in one transaction; raise BatchRowsError naming the batches when that fails
+    (the day taken over by another run is raised as it is)."""
+    try:
+        write_shops_rows(conn, written, new_images, writer)
+    except DayWrittenByAnotherRun:
+        raise
+    except Exception as exc:
+        where = ", ".join(f"Shop {p.plan.shop_id} batch {p.plan.index}/{p.plan.count}" for p in parts)
+        raise BatchRowsError(
+            f"{where}: the files are in R2 but the rows were not written ({type(exc).__name__}: {exc}); "
+            "a retry of the batch writes them"
+        ) from exc
+
+
+def batch_result(
+    shop: ShopVariants,
+    files: ShopFiles,
+    parquet: ParquetPart | None,
+    seconds: float,
+    phases: dict[str, list[float]],
+) -> BatchResult:
+    """Return what a shop's share of the export did, once its rows are committed."""
+    plan = shop.part.plan
+    return BatchResult(
+        shop_id=plan.shop_id,
+        shop_domain=plan.shop_domain,
+        batch=plan.index,
+        products=len({export.product.product_id for export in shop.exports}),
+        variants=len(shop.exports),
+        files=2 * len(shop.exports),
+        files_unchanged=2 * len(files.unchanged),
+        images_backed_up=len(shop.new_images),
+        images_reused=shop.images_reused,
+        images_failed=len(shop.image_failures),
+        missing_products=list(shop.part.missing),
+        image_failures=shop.image_failures,
+        file_totals=csv_totals(rendered.csv for rendered in files.files),
+        seconds=seconds,
+        graphql_cost=shop.part.graphql_cost,
+        parquet_key=parquet.key if parquet is not None else None,
+        parquet_written=parquet.written if parquet is not None else False,
+        parquet_totals=parquet.totals if parquet is not None else None,
+        phases=phases,
+    )
 
 
 def check_revenue_fits(parts: Sequence[ShopPart], metrics: dict[tuple[str, str], VariantMetrics]) -> None:

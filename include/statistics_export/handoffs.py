@@ -119,7 +119,7 @@ class ShopPlan(Handoff):
         return cls(**{**data, "batches": [BatchPlan.from_xcom(b) for b in data["batches"]]})
 
 
-@dataclass
+@dataclass(frozen=True)
 class BatchResult(Handoff):
     """What one batch did, for the reconciliation and the day's report."""
 

@@ -13,6 +13,9 @@ from typing import Any, BinaryIO, Protocol
 class Catalog(Protocol):
     """One shop's catalog, as the Shopify hook reads it page by page."""
 
+    # The GraphQL cost Shopify charged for what was read so far (a batch's result reports it).
+    cost_charged: float
+
     def iter_product_summaries(self) -> Iterable[dict[str, Any]]:
         """Yield every product's id, legacy id, creation time and variant count, in id order."""
         ...

@@ -75,6 +75,7 @@ def test_bulk_read_exports_exactly_what_the_paginated_read_exports(shop, sandbox
     assert (read.mode, plan.mode, polls) == ("bulk", "bulk", 2)
     assert plan.variants == sum(r.variants for r in results) == 8 + 12 + 12
     assert sum(r.images_failed for r in results) == 0 and sum(r.images_backed_up for r in results) > 0
+    assert all(r.graphql_cost == 0.0 for r in results)  # the batches read their products from the bucket
     assert all(b.staged_key.startswith(f"{run_staging_prefix(DAY, TEST_RUN)}shop_big/") for b in plan.batches)
     assert all(b.product_ids == [] for b in plan.batches)  # XComs carry keys, not catalogs
     bulk_objects = bucket_objects(s3, connections.bucket)

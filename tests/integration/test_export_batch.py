@@ -48,6 +48,7 @@ def test_every_variant_is_exported_with_its_metrics_images_and_rows(db, connecti
 
     results = run_shop("shop_a")
     assert sum(r.variants for r in results) == 6  # 2 + 1 + 3; product 4 is newer than the day
+    assert all(r.graphql_cost > 0 for r in results)  # each batch read its products from Shopify
     # Every batch times its phases (wall, CPU) for the bench and the logs.
     phases = {"catalog", "metrics_sql", "images", "rendering", "rows", "uploads", "parquet"}
     assert all(set(r.phases) == phases for r in results)

@@ -40,8 +40,9 @@ def small_shops(db, sandbox, connections):
 def test_each_small_shop_costs_one_shopify_request_and_every_variant_is_exported(small_shops, sandbox, s3, connections):
     outcome = tasks.export_unit(unit_of(*small_shops), writer_for(DAY), current_settings())
     assert outcome.failures == {} and [r.variants for r in outcome.results] == [2, 2, 1]
-    for shop_id in small_shops:
-        assert sandbox.stats(f"{shop_id.replace('_', '-')}.myshopify.com")["requests"] == 1
+    for shop_id, result in zip(small_shops, outcome.results):
+        stats = sandbox.stats(f"{shop_id.replace('_', '-')}.myshopify.com")
+        assert stats["requests"] == 1 and result.graphql_cost == stats["cost_charged"] > 0
     assert [(p.mode, p.variants) for p in outcome.plans] == [("packed", 2), ("packed", 2), ("packed", 1)]
     row = json.loads(exported(s3, connections.bucket, "shop_b")["statistic-exports/shop_b/2/2001/20261121.json"])
     assert row["variant"]["metrics"]["revenue"] == 9.9 and row["variant"]["currency"] == "USD"

@@ -1,6 +1,7 @@
 """What tasks hand each other crosses an XCom as JSON and comes back equal."""
 
 import json
+from dataclasses import FrozenInstanceError
 from decimal import Decimal
 
 import pytest
@@ -43,6 +44,11 @@ RECORDS = [
 def test_a_record_survives_the_xcom_round_trip(record):
     carried = json.loads(json.dumps(record.to_xcom()))
     assert type(record).from_xcom(carried) == record
+
+
+def test_a_batch_result_is_built_once():
+    with pytest.raises(FrozenInstanceError):
+        RECORDS[-1].graphql_cost = 1.0
 
 
 def test_money_crosses_as_a_decimal_string():

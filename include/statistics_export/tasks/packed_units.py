@@ -89,11 +89,10 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
             for shop in unit.shops
         }
         parts: list[ShopPart] = []
-        costs: dict[str, float] = {}
         for shop in unit.shops:
             try:
                 with clock.phase("catalog"):
-                    part, note, cost = reads[shop.shop_id].result()
+                    part, note = reads[shop.shop_id].result()
             except ShopTooLargeForUnit as large:
                 log.warning("%s", large)
                 outcome.moved.append(shop)
@@ -102,7 +101,6 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
                 _record_failure(outcome, unit, shop, exc)
                 continue
             parts.append(part)
-            costs[shop.shop_id] = cost
             outcome.plans.append(
                 ShopPlan(shop.shop_id, shop.shop_domain, "packed", note, part.plan.variants, [part.plan])
             )
@@ -121,8 +119,6 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
                 for part in parts:
                     _record_failure(outcome, unit, ShopRef(part.plan.shop_id, part.plan.shop_domain), exc)
                 outcome.plans = []
-            for result in outcome.results:
-                result.graphql_cost = costs[result.shop_id]
             break
     return outcome
 
@@ -158,7 +154,7 @@ class ShopTooLargeForUnit(Exception):
 
 def _read_packed_shop(
     shop: ShopRef, credentials: ShopCredentials | ShopConfigurationError, day: date, settings: Settings
-) -> tuple[ShopPart, str | None, float]:
+) -> tuple[ShopPart, str | None]:
     """Read a small shop's whole catalog (one request when it fits) as its share of the unit's batch; a shop
     found large on its first page leaves the unit (ShopTooLargeForUnit) before the rest is read."""
     if isinstance(credentials, ShopConfigurationError):
@@ -178,7 +174,7 @@ def _read_packed_shop(
     products = [p for p in map(parse_product, raw) if existed_on(p.created_at, day_end)]
     variants = sum(len(p.variants) for p in products)
     plan = BatchPlan(shop.shop_id, shop.shop_domain, day.isoformat(), 1, 1, [], first.currency, variants)
-    return ShopPart(plan, products), None, cost
+    return ShopPart(plan, products, graphql_cost=cost), None
 
 
 def _export_together(

@@ -149,7 +149,6 @@ def export_product_batch(batch: BatchPlan, settings: Settings, run_id: str) -> B
         except StagedCatalogMissing:
             restage(store, batch)
             result = export()
-    result.graphql_cost = shopify.cost_charged if shopify else 0.0
     log.info(
         "%s: %d/%d variants, %d files (%d unchanged), %d images backed up, %d failed, %.2fs",
         batch.label,
