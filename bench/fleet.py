@@ -3,9 +3,16 @@
 The fleet: ``--shops`` active shops with long-tail catalogs (about 2 products of 1-2 variants at the median),
 one large shop on the bulk path, ``--failing`` of them failing (half with a revoked token, half without any
 session), one image per product, a few events per variant. The single shop: one shop with as many
-variants as the fleet. Both are exported for the same day, one run each, by the same LocalExecutor stack
-(scheduler, dag-processor, api-server; metadata on PostgreSQL), with the sandbox throttling every shop like
-Shopify's Standard plan, on the bench's store (SeaweedFS by default). The last line is one JSON object.
+variants as the fleet. Both are exported for the same day by the same LocalExecutor stack (scheduler,
+dag-processor, api-server; metadata on PostgreSQL), with the sandbox throttling every shop like Shopify's
+Standard plan, on the bench's store (SeaweedFS by default).
+
+``--repeat N`` (3) runs the pair N times, fleet then single shop, each run from the same empty state (the
+bucket but for the previous day's report, and the export's tables, emptied before it), so no run finds the
+files, images or rows of another. Each figure is reported as the median of the N runs with its range, and
+``fleet_ratio`` is the median of the N pairs' ratios; ``pairs`` keeps every pair's own figures. The fleet run
+also reports what grows with the fleet: the seconds of plan_fleet, reconcile, report and the other
+day-wide tasks, the XCom bytes each task pushed, and the report's bytes. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import math
 import os
 import random
 import shutil
+import statistics
 import tempfile
 import threading
 import time
@@ -44,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store-latency", type=float, default=0.0, help="added per store request (as make bench)")
     parser.add_argument("--parallelism", type=int, default=4, help="Airflow parallelism for this 2-core machine")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--timeline", type=Path, help="write both runs' task instances (start, end, state) here")
+    parser.add_argument("--repeat", type=int, default=3, help="pairs of runs (fleet, then single shop); default 3")
+    parser.add_argument("--timeline", type=Path, help="write every run's task instances (start, end, state) here")
     return parser.parse_args(argv)
 
 
@@ -201,8 +210,89 @@ def run_day(stack, day, shop_ids: list[str]) -> tuple[dict, list[dict], float]:
     return run, stack.task_instances(run_id), seconds
 
 
+# The export's own tables: emptied before each run so that every run starts from the same state.
+EXPORT_TABLES = ("StatisticsExport", "VariantDailyStatistics", "ProductImageBackup")
+# Tasks that run once a day whatever the fleet's size, whose work grows with it.
+DAY_WIDE_TASKS = (
+    "resolve_export_day",
+    "claim_export_day",
+    "link_sessions",
+    "list_active_shops",
+    "plan_fleet",
+    "shops_alone",
+    "packed_units",
+    "moved_shops",
+    "collect_batches",
+    "reconcile",
+    "check_pixel_health",
+    "report",
+    "clean_staging",
+)
+
+
+def reset_outputs(app_db_url: str, s3, keep: str) -> None:
+    """Empty the bucket (but for ``keep``) and the export's tables: the next run starts as the first did."""
+    import psycopg
+
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", ()) if item["Key"] != keep]
+        if keys:
+            s3.delete_objects(Bucket=BUCKET, Delete={"Objects": keys, "Quiet": True})
+    with psycopg.connect(app_db_url) as conn:
+        conn.execute("TRUNCATE " + ", ".join(f'"{table}"' for table in EXPORT_TABLES))
+
+
+def xcom_bytes(metadata_url: str, run_id: str) -> dict[str, dict[str, int]]:
+    """Return, per task, how many XComs the run's instances pushed and their bytes (as JSON text)."""
+    import psycopg
+
+    url = "postgresql" + metadata_url[metadata_url.index("://") :]
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT task_id, count(*), coalesce(sum(octet_length(value::text)), 0) FROM xcom"
+            " WHERE run_id = %s GROUP BY task_id ORDER BY task_id",
+            (run_id,),
+        ).fetchall()
+    return {task_id: {"xcoms": int(count), "bytes": int(size)} for task_id, count, size in rows}
+
+
+def task_seconds(task_instances: list[dict], task_ids: tuple[str, ...]) -> dict[str, float]:
+    """Return the seconds each of these tasks ran (summed over tries and mapped instances)."""
+    spent: dict[str, float] = {}
+    for ti in task_instances:
+        if ti["task_id"] in task_ids and ti.get("duration") is not None:
+            spent[ti["task_id"]] = round(spent.get(ti["task_id"], 0.0) + float(ti["duration"]), 2)
+    return spent
+
+
+def measure_run(airflow, services, roots: dict[str, int], day, shop_ids: list[str]) -> dict[str, Any]:
+    """Run one day for these shops under the sampler; return its run, task instances and figures."""
+    before = cpu_snapshot(services)
+    with ProcessSampler(roots) as sample:
+        run, tis, seconds = run_day(airflow, day, shop_ids)
+    cpu = cpu_delta(before, cpu_snapshot(services))
+    return {
+        "run": run,
+        "task_instances": tis,
+        "seconds": seconds,
+        "scheduler_cpu_seconds": sample.cpu_seconds("scheduler", own=True),
+        "worker_cpu_seconds": sample.cpu_seconds("scheduler", own=False),
+        "peak_rss_mb": round(sample.peak_rss, 1),
+        "store_cpu_seconds": cpu["store"],
+        "sandbox_cpu_seconds": cpu["sandbox"],
+        "machine_cpu_busy": cpu["busy"],
+    }
+
+
+def median_and_range(values: list[float]) -> dict[str, float]:
+    """Return the median of ``values`` and their lowest and highest."""
+    return {"median": round(statistics.median(values), 3), "min": min(values), "max": max(values)}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
     from include.statistics_export.keys import report_key
     from local_stack.airflow_stack import airflow_stack, metadata_database
     from local_stack.services import Endpoints, create_bucket, postgres_server, s3_client, scratch_database
@@ -211,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     shops, kinds, fleet_ids, single_ids = build_fleet(args)
     by_id = {s.domain.split(".")[0].replace("-", "_"): s for s in shops}
     fleet_variants = sum(len(p.variants) for i in fleet_ids for p in by_id[i].products)
+    single_variants = sum(len(p.variants) for p in by_id[SINGLE_ID].products)
     log(f"Fleet: {len(fleet_ids)} shops, {fleet_variants} variants, {len(kinds)} failing; single: {SINGLE_ID}")
-    report: dict[str, Any] = {}
+    pairs: list[dict[str, Any]] = []
+    timelines: list[dict[str, Any]] = []
     with ExitStack() as stack:
         home = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
         stack.callback(shutil.rmtree, home, True)
@@ -220,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             postgres_server(os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL"))
         )
         app_db_url = stack.enter_context(scratch_database(server, prefix="fleet"))
+        seeding = time.monotonic()
         seed_database(app_db_url, shops, kinds, day, args.events_per_variant)
+        log(f"Seeded the app database in {time.monotonic() - seeding:.1f} s")
         services = stack.enter_context(running_stack(shops, args.shopify_latency, args.store_latency, args.store))
         for shop_id, kind in kinds.items():
             if kind == "revoked":
@@ -233,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         yesterday = {
             "perShop": {LARGE_ID: {"products": len(by_id[LARGE_ID].products), "variants": args.large_variants}}
         }
-        s3.put_object(Bucket=BUCKET, Key=report_key(day - timedelta(days=1)), Body=json.dumps(yesterday).encode())
+        yesterday_key = report_key(day - timedelta(days=1))
+        s3.put_object(Bucket=BUCKET, Key=yesterday_key, Body=json.dumps(yesterday).encode())
         endpoints = Endpoints(app_db_url, services.store_endpoint, BUCKET, services.sandbox.address)
         extra_env = {
             "STATISTICS_EXPORT_START_DATE": datetime.now(timezone.utc).date().isoformat(),
@@ -247,64 +342,96 @@ def main(argv: list[str] | None = None) -> int:
         )
         airflow.unpause()
         roots = {name: process.pid for name, process in airflow.processes.items() if name in ("scheduler",)}
-        before = cpu_snapshot(services)
-        with ProcessSampler(roots) as fleet_sample:
-            fleet_run, fleet_tis, fleet_seconds = run_day(airflow, day, fleet_ids)
-        fleet_cpu = cpu_delta(before, cpu_snapshot(services))
-        log(f"Fleet run: {fleet_run['state']} in {fleet_seconds} s, {len(fleet_tis)} task instances")
-        # Read now: the single shop's run writes its own report under the same day's key.
-        fleet_report = json.loads(s3.get_object(Bucket=BUCKET, Key=report_key(day))["Body"].read())
-        before = cpu_snapshot(services)
-        with ProcessSampler(roots) as single_sample:
-            single_run, single_tis, single_seconds = run_day(airflow, day, single_ids)
-        single_cpu = cpu_delta(before, cpu_snapshot(services))
-        log(f"Single-shop run: {single_run['state']} in {single_seconds} s, {len(single_tis)} task instances")
-
-        if args.timeline:
-            args.timeline.write_text(json.dumps({"fleet": fleet_tis, "single": single_tis}, indent=1))
-        keys = set()
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="statistic-exports/shop_"):
-            keys.update(item["Key"] for item in page.get("Contents", ()))
         healthy = [i for i in fleet_ids if i not in kinds]
-        missing = sum(
-            1
-            for shop_id in healthy
-            for p in by_id[shop_id].products
-            for v in p.variants
-            for ext in ("csv", "json")
-            if f"statistic-exports/{shop_id}/{p.id}/{v.id}/{day:%Y%m%d}.{ext}" not in keys
-        )
-        report = {
-            "shops": len(fleet_ids),
-            "variants": fleet_variants,
-            "task_instances": len(fleet_tis),
-            "seconds": fleet_seconds,
-            "single_shop_seconds": single_seconds,
-            "fleet_ratio": round(fleet_seconds / single_seconds, 3),
-            "scheduler_cpu_seconds": fleet_sample.cpu_seconds("scheduler", own=True),
-            "worker_cpu_seconds": fleet_sample.cpu_seconds("scheduler", own=False),
-            "peak_rss_mb": round(fleet_sample.peak_rss, 1),
-            "failed_shops_reported": len(set(fleet_report["failedShops"]) & set(kinds)),
-            "failed_shops_named_in_labels": failed_shops_named(fleet_tis, kinds),
-            "failed_shops_generated": len(kinds),
-            "files_missing_for_healthy_shops": missing,
-            "fleet_state": fleet_run["state"],
-            "single_state": single_run["state"],
-            "single_shop_task_instances": len(single_tis),
-            "single_shop_scheduler_cpu_seconds": single_sample.cpu_seconds("scheduler", own=True),
-            "single_shop_worker_cpu_seconds": single_sample.cpu_seconds("scheduler", own=False),
-            "store_cpu_seconds": fleet_cpu["store"],
-            "sandbox_cpu_seconds": fleet_cpu["sandbox"],
-            "machine_cpu_busy": fleet_cpu["busy"],
-            "single_shop_store_cpu_seconds": single_cpu["store"],
-            "single_shop_sandbox_cpu_seconds": single_cpu["sandbox"],
-            "single_shop_machine_cpu_busy": single_cpu["busy"],
-            "parallelism": args.parallelism,
-            "store": args.store,
-            "store_latency": args.store_latency,
-        }
+        for n in range(1, args.repeat + 1):
+            if n > 1:
+                reset_outputs(app_db_url, s3, yesterday_key)
+            fleet = measure_run(airflow, services, roots, day, fleet_ids)
+            log(f"Pair {n}: fleet {fleet['run']['state']} in {fleet['seconds']} s, {len(fleet['task_instances'])} TIs")
+            # Read now: the single shop's run writes its own report under the same day's key.
+            report_object = s3.get_object(Bucket=BUCKET, Key=report_key(day))
+            fleet_report_bytes = int(report_object["ContentLength"])
+            fleet_report = json.loads(report_object["Body"].read())
+            missing = files_missing(s3, by_id, healthy, day)
+            xcoms = xcom_bytes(metadata_url, fleet["run"]["dag_run_id"])
+            reset_outputs(app_db_url, s3, yesterday_key)
+            single = measure_run(airflow, services, roots, day, single_ids)
+            log(f"Pair {n}: single shop {single['run']['state']} in {single['seconds']} s")
+            timelines.append({"fleet": fleet["task_instances"], "single": single["task_instances"]})
+            xcom_total = sum(task["bytes"] for task in xcoms.values())
+            pairs.append(
+                {
+                    "seconds": fleet["seconds"],
+                    "single_shop_seconds": single["seconds"],
+                    "fleet_ratio": round(fleet["seconds"] / single["seconds"], 3),
+                    "task_instances": len(fleet["task_instances"]),
+                    "single_shop_task_instances": len(single["task_instances"]),
+                    "scheduler_cpu_seconds": fleet["scheduler_cpu_seconds"],
+                    "worker_cpu_seconds": fleet["worker_cpu_seconds"],
+                    "peak_rss_mb": fleet["peak_rss_mb"],
+                    "store_cpu_seconds": fleet["store_cpu_seconds"],
+                    "sandbox_cpu_seconds": fleet["sandbox_cpu_seconds"],
+                    "machine_cpu_busy": fleet["machine_cpu_busy"],
+                    "single_shop_scheduler_cpu_seconds": single["scheduler_cpu_seconds"],
+                    "single_shop_worker_cpu_seconds": single["worker_cpu_seconds"],
+                    "single_shop_store_cpu_seconds": single["store_cpu_seconds"],
+                    "single_shop_sandbox_cpu_seconds": single["sandbox_cpu_seconds"],
+                    "single_shop_machine_cpu_busy": single["machine_cpu_busy"],
+                    "failed_shops_reported": len(set(fleet_report["failedShops"]) & set(kinds)),
+                    "failed_shops_named_in_labels": failed_shops_named(fleet["task_instances"], kinds),
+                    "files_missing_for_healthy_shops": missing,
+                    "fleet_state": fleet["run"]["state"],
+                    "single_state": single["run"]["state"],
+                    "day_wide_task_seconds": task_seconds(fleet["task_instances"], DAY_WIDE_TASKS),
+                    "xcom_bytes_by_task": xcoms,
+                    "xcom_bytes_per_shop": round(xcom_total / len(fleet_ids), 1),
+                    "report_bytes": fleet_report_bytes,
+                    "report_bytes_per_shop": round(fleet_report_bytes / len(fleet_ids), 1),
+                }
+            )
+        if args.timeline:
+            args.timeline.write_text(json.dumps(timelines, indent=1))
+    summary = summarize(pairs)
+    report = {
+        "shops": len(fleet_ids),
+        "variants": fleet_variants,
+        "single_shop_variants": single_variants,
+        "repeat": args.repeat,
+        "fleet_ratio": summary["fleet_ratio"]["median"],
+        "fleet_ratio_range": [summary["fleet_ratio"]["min"], summary["fleet_ratio"]["max"]],
+        "task_instances": max(pair["task_instances"] for pair in pairs),
+        "failed_shops_reported": min(pair["failed_shops_reported"] for pair in pairs),
+        "failed_shops_generated": len(kinds),
+        "files_missing_for_healthy_shops": max(pair["files_missing_for_healthy_shops"] for pair in pairs),
+        "medians": summary,
+        "pairs": pairs,
+        "parallelism": args.parallelism,
+        "store": args.store,
+        "store_latency": args.store_latency,
+    }
     print(json.dumps(report))
     return 0
+
+
+def files_missing(s3, by_id: dict[str, Any], healthy: list[str], day) -> int:
+    """Count the CSV and JSON files of the healthy shops' variants that are not in the bucket."""
+    keys = set()
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix="statistic-exports/shop_"):
+        keys.update(item["Key"] for item in page.get("Contents", ()))
+    return sum(
+        1
+        for shop_id in healthy
+        for p in by_id[shop_id].products
+        for v in p.variants
+        for ext in ("csv", "json")
+        if f"statistic-exports/{shop_id}/{p.id}/{v.id}/{day:%Y%m%d}.{ext}" not in keys
+    )
+
+
+def summarize(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Return the median and range over the pairs of every numeric figure."""
+    names = [name for name, value in pairs[0].items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    return {name: median_and_range([pair[name] for pair in pairs]) for name in names}
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
