@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -29,8 +29,13 @@ class Handoff:
     """A dataclass that crosses an XCom as a plain JSON-ready dict."""
 
     def to_xcom(self) -> dict[str, Any]:
-        """Return the record as the dict an XCom carries."""
-        return asdict(self)  # type: ignore[call-overload]
+        """Return the record as the dict an XCom carries: a field left at its default is omitted (``from_xcom``
+        puts it back), so a day of ten thousand shops carries only what each shop did."""
+        return {
+            f.name: _plain(value)
+            for f in fields(self)  # type: ignore[arg-type]
+            if not _is_default(f, value := getattr(self, f.name))
+        }
 
     @classmethod
     def from_xcom(cls: type[H], data: Mapping[str, Any]) -> H:
@@ -40,6 +45,25 @@ class Handoff:
         if unknown:
             raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
         return cls(**data)
+
+
+def _is_default(spec: Field[Any], value: Any) -> bool:
+    if spec.default is not MISSING:
+        return bool(value == spec.default)
+    if spec.default_factory is not MISSING:
+        return bool(value == spec.default_factory())
+    return False
+
+
+def _plain(value: Any) -> Any:
+    """Return a field's value as JSON-ready data: records by their own ``to_xcom``, containers item by item."""
+    if isinstance(value, Handoff):
+        return value.to_xcom()
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -146,8 +170,10 @@ class BatchResult(Handoff):
     phases: dict[str, list[float]] = field(default_factory=dict)
 
     def to_xcom(self) -> dict[str, Any]:
-        parquet = self.parquet_totals.document() if self.parquet_totals is not None else None
-        return {**asdict(self), "file_totals": self.file_totals.document(), "parquet_totals": parquet}
+        document = {**super().to_xcom(), "file_totals": self.file_totals.document()}
+        if self.parquet_totals is not None:
+            document["parquet_totals"] = self.parquet_totals.document()
+        return document
 
     @classmethod
     def from_xcom(cls, data: Mapping[str, Any]) -> BatchResult:
@@ -214,6 +240,8 @@ class UnitResult(Handoff):
     permanent: bool = True
     # The shops found large on their first page: they left the unit and are exported alone.
     moved: list[ShopRef] = field(default_factory=list)
+    # Per phase of the unit's shared export (as BatchResult.phases): once for the unit, not once per shop.
+    phases: dict[str, list[float]] = field(default_factory=dict)
 
     def failed_domains(self, unit: ShopUnit) -> list[str]:
         """Return the domains of the unit's failed shops, in the unit's order."""
@@ -238,6 +266,7 @@ class UnitResult(Handoff):
             "failures": dict(self.failures),
             "permanent": self.permanent,
             "moved": [s.to_xcom() for s in self.moved],
+            "phases": self.phases,
         }
 
     @classmethod
@@ -249,6 +278,7 @@ class UnitResult(Handoff):
             failures=dict(data["failures"]),
             permanent=data["permanent"],
             moved=[ShopRef.from_xcom(s) for s in data.get("moved", [])],
+            phases=dict(data.get("phases", {})),
         )
 
 

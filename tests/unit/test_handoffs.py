@@ -46,6 +46,20 @@ def test_a_record_survives_the_xcom_round_trip(record):
     assert type(record).from_xcom(carried) == record
 
 
+def test_fields_left_at_their_defaults_are_not_carried():
+    packed = BatchResult("shop_b", "b.example", 1, products=1, variants=2, files=4, file_totals=Totals(2, 3, 1, 0))
+    carried = packed.to_xcom()
+    assert set(carried) == {"shop_id", "shop_domain", "batch", "products", "variants", "files", "file_totals"}
+    assert BatchResult.from_xcom(json.loads(json.dumps(carried))) == packed
+    plan = ShopPlan("shop_b", "b.example", "packed", None, 2, [BatchPlan("shop_b", "b.example", "2026-11-21", 1, 1, [])])
+    assert plan.to_xcom()["batches"] == [
+        {"shop_id": "shop_b", "shop_domain": "b.example", "date": "2026-11-21", "index": 1, "count": 1, "product_ids": []}
+    ]
+    assert ShopPlan.from_xcom(json.loads(json.dumps(plan.to_xcom()))) == plan
+    outcome = UnitResult(1, [plan], [packed], phases={"rows": [0.5, 0.1]})
+    assert UnitResult.from_xcom(json.loads(json.dumps(outcome.to_xcom()))) == outcome
+
+
 def test_a_batch_result_is_built_once():
     with pytest.raises(FrozenInstanceError):
         RECORDS[-1].graphql_cost = 1.0

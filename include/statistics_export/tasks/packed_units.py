@@ -120,6 +120,7 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
                     _record_failure(outcome, unit, ShopRef(part.plan.shop_id, part.plan.shop_domain), exc)
                 outcome.plans = []
             break
+    outcome.phases = clock.spent()
     return outcome
 
 
