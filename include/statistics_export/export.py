@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
@@ -54,6 +55,8 @@ from include.statistics_export.utc import day_bounds
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_VARIANTS = Settings().batch_variants
+# Staged batches being compressed and written while planning cuts the next ones.
+STAGING_IN_FLIGHT = 4
 
 
 def plan_shop(
@@ -100,12 +103,21 @@ def stage_shop(
     currency: str | None = None,
     bulk_result_url: str | None = None,
 ) -> list[BatchPlan]:
-    """Cut a bulk-read catalog into batches by variant count and stage each under the run's own prefix."""
+    """Cut a bulk-read catalog into batches by variant count and stage each under the run's own prefix.
+
+    A batch is compressed and written in the background while the next is cut (zlib and the PUT leave the GIL),
+    at most STAGING_IN_FLIGHT at once, so memory stays a few batches."""
     staged = []
-    for n, batch in enumerate(cut_catalog(products, day, batch_variants), start=1):
-        key = staged_batch_key(shop.shop_id, day, run_id, n)
-        stage_batch(store, key, batch)
-        staged.append((key, sum(len(raw["variants"]) for raw in batch)))
+    with ThreadPoolExecutor(STAGING_IN_FLIGHT, thread_name_prefix="staging") as pool:
+        writing: deque[Future[None]] = deque()
+        for n, batch in enumerate(cut_catalog(products, day, batch_variants), start=1):
+            key = staged_batch_key(shop.shop_id, day, run_id, n)
+            if len(writing) >= STAGING_IN_FLIGHT:
+                writing.popleft().result()
+            writing.append(pool.submit(stage_batch, store, key, batch))
+            staged.append((key, sum(len(raw["variants"]) for raw in batch)))
+        for done in writing:
+            done.result()
     return [
         BatchPlan(
             shop.shop_id,
@@ -288,7 +300,8 @@ def export_parts(
     with clock.phase("rows"):
         write_rows(conn, parts, written, new_images, writer)
     seconds = round((time.monotonic() - started) / len(parts), 3)  # a shared phase, shared out evenly
-    phases = clock.spent()  # a unit's shops share them: they were exported together
+    # A unit's shops share the phases (they were exported together): the unit's result carries them once.
+    phases = clock.spent() if len(parts) == 1 else {}
     return [
         batch_result(shop, files.by_shop[shop.part.plan.shop_id], parquet.get(shop.part.plan.shop_id), seconds, phases)
         for shop in shops
