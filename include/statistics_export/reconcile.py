@@ -47,27 +47,31 @@ GROUP BY shop
 
 # Counted events of every shop grouped by shop and by whether their variant has a row of the day: known
 # ones must match the rows; the others are the events of unknown variants. Each shop's purchases count up
-# to its own currency's cap (``cap.max_revenue``), as in the batches' metrics.
+# to its own currency's cap (``cap.max_revenue``), as in the batches' metrics. "Has a row" is an IN over
+# the day's rows, which PostgreSQL hashes once: a join there was planned, right after an export and before
+# the rows' statistics, as a merge on the shop with every event compared to every row of its shop (8.8 s
+# for 2,000 shops against 0.2 s).
 _EVENT_TOTALS = f"""
 WITH counted AS (
     SELECT cap.shop, {NUMERIC_VARIANT_ID} AS variant_id, e."eventType", e.revenue,
            ({COUNTED_PURCHASE}) AS is_order
     {SHOPS_DAY_EVENTS}
       AND {COUNTED_EVENT}
-), exported AS (
-    SELECT DISTINCT shop, "variantId" FROM "VariantDailyStatistics"
-    WHERE shop = ANY(%(shop_ids)s::text[]) AND date = %(day)s
+), classified AS (
+    SELECT c.*, (c.shop, c.variant_id) IN (
+        SELECT shop, "variantId" FROM "VariantDailyStatistics" WHERE shop = ANY(%(shop_ids)s::text[]) AND date = %(day)s
+    ) AS known
+    FROM counted c
 )
-SELECT c.shop,
-       x."variantId" IS NOT NULL AS known,
-       count(DISTINCT c.variant_id),
-       count(*) FILTER (WHERE c."eventType" = 'IMPRESSION'),
-       count(*) FILTER (WHERE c."eventType" = 'ADD_TO_CART'),
-       count(*) FILTER (WHERE c.is_order),
-       coalesce(sum(c.revenue) FILTER (WHERE c.is_order), 0),
-       (array_agg(DISTINCT c.variant_id ORDER BY c.variant_id))[1:{UNKNOWN_VARIANT_SAMPLE}]
-FROM counted c
-LEFT JOIN exported x ON x.shop = c.shop AND x."variantId" = c.variant_id
+SELECT shop,
+       known,
+       count(DISTINCT variant_id),
+       count(*) FILTER (WHERE "eventType" = 'IMPRESSION'),
+       count(*) FILTER (WHERE "eventType" = 'ADD_TO_CART'),
+       count(*) FILTER (WHERE is_order),
+       coalesce(sum(revenue) FILTER (WHERE is_order), 0),
+       (array_agg(DISTINCT variant_id ORDER BY variant_id))[1:{UNKNOWN_VARIANT_SAMPLE}]
+FROM classified
 GROUP BY 1, 2
 """
 

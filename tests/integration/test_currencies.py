@@ -18,6 +18,8 @@ from helpers import (
 from include.statistics_export import tasks
 from include.statistics_export.event_rules import revenue_cap
 from include.statistics_export.handoffs import ShopRef, ShopUnit
+from include.statistics_export import reconcile
+from include.statistics_export.event_rules import shops_parameters
 from include.statistics_export.reconcile import ShopCheck, reconcile_shop, reconcile_shops
 from include.statistics_export.totals import Totals
 
@@ -99,6 +101,12 @@ def test_the_day_is_reconciled_in_three_queries_however_many_shops_each_with_its
             for c in checks
         ]
     assert [r.document() for r in together] == [r.document() for r in alone]
+    # "Has a row" is one hashed lookup, whatever the fresh rows' statistics say (a join was planned as every
+    # event against every row of its shop right after an export).
+    currencies_params = {**shops_parameters(DAY, currencies, max_revenue=settings.max_event_revenue), "day": DAY}
+    with psycopg.connect(connections.app_db_url) as conn:
+        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + reconcile._EVENT_TOTALS, currencies_params))
+    assert "hashed SubPlan" in plan and "Left Join" not in plan, plan
     by_shop = {r.shop_id: r for r in together}
     assert all(r.ok for r in together), [r.differences for r in together]
     assert by_shop["shop_vn"].events.revenue == Decimal(VND_PURCHASE)
