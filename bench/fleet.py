@@ -256,6 +256,25 @@ def xcom_bytes(metadata_url: str, run_id: str) -> dict[str, dict[str, int]]:
     return {task_id: {"xcoms": int(count), "bytes": int(size)} for task_id, count, size in rows}
 
 
+def unit_phases(metadata_url: str, run_id: str) -> dict[str, list[float]]:
+    """Return the packed units' phases ([wall s, CPU s] each), summed over the run's units (their UnitResults)."""
+    import psycopg
+
+    url = "postgresql" + metadata_url[metadata_url.index("://") :]
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT value FROM xcom WHERE run_id = %s AND task_id = 'export_shop_unit' AND key = 'unit_result'",
+            (run_id,),
+        ).fetchall()
+    summed: dict[str, list[float]] = {}
+    for (value,) in rows:
+        document = json.loads(value) if isinstance(value, str) else value
+        for name, (wall, cpu) in (document.get("phases") or {}).items():
+            spent = summed.setdefault(name, [0.0, 0.0])
+            spent[0], spent[1] = round(spent[0] + wall, 2), round(spent[1] + cpu, 2)
+    return summed
+
+
 def task_seconds(task_instances: list[dict], task_ids: tuple[str, ...]) -> dict[str, float]:
     """Return the seconds each of these tasks ran (summed over tries and mapped instances)."""
     spent: dict[str, float] = {}
@@ -354,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             fleet_report = json.loads(report_object["Body"].read())
             missing = files_missing(s3, by_id, healthy, day)
             xcoms = xcom_bytes(metadata_url, fleet["run"]["dag_run_id"])
+            phases = unit_phases(metadata_url, fleet["run"]["dag_run_id"])
             reset_outputs(app_db_url, s3, yesterday_key)
             single = measure_run(airflow, services, roots, day, single_ids)
             log(f"Pair {n}: single shop {single['run']['state']} in {single['seconds']} s")
@@ -383,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                     "fleet_state": fleet["run"]["state"],
                     "single_state": single["run"]["state"],
                     "day_wide_task_seconds": task_seconds(fleet["task_instances"], DAY_WIDE_TASKS),
+                    "unit_phases": phases,
                     "xcom_bytes_by_task": xcoms,
                     "xcom_bytes_per_shop": round(xcom_total / len(fleet_ids), 1),
                     "report_bytes": fleet_report_bytes,

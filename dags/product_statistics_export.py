@@ -233,7 +233,9 @@ def product_statistics_export():
     plans = read_shop_catalog.partial(day=day, batch_variants=fleet[BATCH_VARIANTS]).expand(shop=single)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
-    packed = packed_units(fleet)
+    # The units are handed out after the shops alone, so a large shop's first step is queued before the units
+    # can take every slot: its batches then run beside the units instead of after them.
+    single >> (packed := packed_units(fleet))
     units = export_shop_unit.partial(day=day).expand(unit=packed)
     units >> (leaving := moved_shops())
     moved = export_moved_shop.partial(day=day).expand(shop=leaving)

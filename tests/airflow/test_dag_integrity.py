@@ -76,6 +76,8 @@ def test_flow_and_trigger_rules(dag):
     # and reconcile waits for the units (they hand their results over by XCom key, not as an argument).
     assert tasks["shop.start_catalog_read"].upstream_task_ids == {"shops_alone"}
     assert tasks["export_shop_unit"].upstream_task_ids == {"packed_units", "resolve_export_day"}
+    # A large shop's first step is queued before any unit: the units cannot take every slot ahead of it.
+    assert tasks["packed_units"].upstream_task_ids == {"plan_fleet", "shops_alone"}
     assert "export_shop_unit" in tasks["reconcile"].upstream_task_ids
     # A shop found large in its unit leaves it: it is exported alone once the units are done, before reconcile.
     assert tasks["moved_shops"].upstream_task_ids == {"export_shop_unit"}
