@@ -242,12 +242,16 @@ def reset_outputs(app_db_url: str, s3, keep: str) -> None:
         conn.execute("TRUNCATE " + ", ".join(f'"{table}"' for table in EXPORT_TABLES))
 
 
+def libpq_url(sqlalchemy_url: str) -> str:
+    """Return the metadata database's SQLAlchemy URL as psycopg takes it (no driver in the scheme)."""
+    return "postgresql" + sqlalchemy_url[sqlalchemy_url.index("://") :]
+
+
 def xcom_bytes(metadata_url: str, run_id: str) -> dict[str, dict[str, int]]:
     """Return, per task, how many XComs the run's instances pushed and their bytes (as JSON text)."""
     import psycopg
 
-    url = "postgresql" + metadata_url[metadata_url.index("://") :]
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(libpq_url(metadata_url)) as conn:
         rows = conn.execute(
             "SELECT task_id, count(*), coalesce(sum(octet_length(value::text)), 0) FROM xcom"
             " WHERE run_id = %s GROUP BY task_id ORDER BY task_id",
@@ -260,8 +264,7 @@ def unit_phases(metadata_url: str, run_id: str) -> dict[str, list[float]]:
     """Return the packed units' phases ([wall s, CPU s] each), summed over the run's units (their UnitResults)."""
     import psycopg
 
-    url = "postgresql" + metadata_url[metadata_url.index("://") :]
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(libpq_url(metadata_url)) as conn:
         rows = conn.execute(
             "SELECT value FROM xcom WHERE run_id = %s AND task_id = 'export_shop_unit' AND key = 'unit_result'",
             (run_id,),

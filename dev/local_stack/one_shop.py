@@ -8,11 +8,13 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE
+from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE, shops_rejected_events
 from include.statistics_export.formats import VariantExport, WrittenFiles
 from include.statistics_export.images import ImageBackup, ImageOwner, shops_existing_backups
 from include.statistics_export.metrics import VariantMetrics, shops_variant_metrics
+from include.statistics_export.reconcile import ShopCheck, ShopReconciliation, reconcile_shops
 from include.statistics_export.rows import write_shops_rows
+from include.statistics_export.totals import Totals
 
 
 def variant_metrics(
@@ -46,3 +48,34 @@ def write_rows(
 ) -> None:
     """Upsert one shop's image backups, daily statistics and export records in one transaction."""
     write_shops_rows(conn, exports, [(shop_id, owner, backup) for owner, backup in new_images])
+
+
+def rejected_events(
+    conn: Any,
+    shop_id: str,
+    day: date,
+    *,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    as_of: datetime | None = None,
+) -> dict[str, int]:
+    """Return how many of one shop's events of ``day`` were rejected under the cap ``max_revenue``, by reason."""
+    currencies = {shop_id: None}
+    return shops_rejected_events(conn, day, currencies, max_revenue=max_revenue, as_of=as_of)[shop_id]
+
+
+def reconcile_shop(
+    conn: Any,
+    shop_id: str,
+    day: date,
+    catalog_variants: int,
+    files: Totals,
+    *,
+    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    currency: str | None = None,
+    as_of: datetime | None = None,
+    parquet: Totals | None = None,
+) -> ShopReconciliation:
+    """Reconcile one shop (``reconcile_shops`` for one)."""
+    check = ShopCheck(shop_id, catalog_variants, files, currency, parquet)
+    (result,) = reconcile_shops(conn, day, [check], max_revenue=max_revenue, as_of=as_of)
+    return result

@@ -21,7 +21,7 @@ checked in this order; the first failing check is its one rejection reason:
 
 Everything else counts: a PURCHASE with null revenue is an order worth 0.00, revenue on other
 event types is ignored. Rejected events are never silently dropped: ``rejected_events`` counts them
-by reason for the run report.
+by reason for the run report (``shops_rejected_events``).
 """
 
 from __future__ import annotations
@@ -263,15 +263,3 @@ def shops_rejected_events(
             found[shop_id][reason] = int(count)
     return {shop_id: {r: counts[r] for r in REJECTION_REASONS if r in counts} for shop_id, counts in found.items()}
 
-
-def rejected_events(
-    conn: Any,
-    shop_id: str,
-    day: date,
-    *,
-    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
-    as_of: datetime | None = None,
-) -> dict[str, int]:
-    """Return how many of one shop's events of ``day`` were rejected under the cap ``max_revenue``, by reason."""
-    caps = {shop_id: None}
-    return shops_rejected_events(conn, day, caps, max_revenue=max_revenue, as_of=as_of)[shop_id]

@@ -440,7 +440,7 @@ def write_parquet_parts(
     store: ObjectStore, shops: Sequence[ShopVariants], day: date, pool: ThreadPoolExecutor
 ) -> dict[str, ParquetPart]:
     """Write the Parquet part of each shop exported whole; return the parts by shop."""
-    # One part per shop: a packed unit's shops write theirs concurrently (each is a GET, a LIST and a PUT).
+    # One part per shop: a packed unit's shops write theirs concurrently (each a LIST, and a PUT if it changed).
     writes = {
         shop.part.plan.shop_id: pool.submit(
             write_parquet_part,

@@ -258,25 +258,14 @@ class UnitResult(Handoff):
                 return text
         return fit_label(f"{head}{len(domains)} shops (see the day's report)")
 
-    def to_xcom(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "plans": [p.to_xcom() for p in self.plans],
-            "results": [r.to_xcom() for r in self.results],
-            "failures": dict(self.failures),
-            "permanent": self.permanent,
-            "moved": [s.to_xcom() for s in self.moved],
-            "phases": self.phases,
-        }
-
     @classmethod
     def from_xcom(cls, data: Mapping[str, Any]) -> UnitResult:
         return cls(
             index=data["index"],
-            plans=[ShopPlan.from_xcom(p) for p in data["plans"]],
-            results=[BatchResult.from_xcom(r) for r in data["results"]],
-            failures=dict(data["failures"]),
-            permanent=data["permanent"],
+            plans=[ShopPlan.from_xcom(p) for p in data.get("plans", [])],
+            results=[BatchResult.from_xcom(r) for r in data.get("results", [])],
+            failures=dict(data.get("failures", {})),
+            permanent=data.get("permanent", True),
             moved=[ShopRef.from_xcom(s) for s in data.get("moved", [])],
             phases=dict(data.get("phases", {})),
         )

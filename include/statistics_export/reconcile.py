@@ -230,20 +230,3 @@ def compare(
         )
     return result
 
-
-def reconcile_shop(
-    conn: Any,
-    shop_id: str,
-    day: date,
-    catalog_variants: int,
-    files: Totals,
-    *,
-    max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
-    currency: str | None = None,
-    as_of: datetime | None = None,
-    parquet: Totals | None = None,
-) -> ShopReconciliation:
-    """Reconcile one shop (:func:`reconcile_shops` for one)."""
-    check = ShopCheck(shop_id, catalog_variants, files, currency, parquet)
-    (result,) = reconcile_shops(conn, day, [check], max_revenue=max_revenue, as_of=as_of)
-    return result

@@ -7,10 +7,9 @@ import pytest
 
 from helpers import DAY
 from include.statistics_export import settings
-from include.statistics_export.event_rules import rejected_events
 from include.statistics_export.ids import variant_keys
 from include.statistics_export.metrics import _VARIANT_METRICS, VariantMetrics
-from local_stack.one_shop import variant_metrics
+from local_stack.one_shop import rejected_events, variant_metrics
 
 NOON = datetime(2026, 11, 21, 12)
 AFTER_THE_DAY = datetime(2026, 11, 22, 6)  # the moment the export runs: the whole day is past

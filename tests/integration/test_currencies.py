@@ -20,8 +20,9 @@ from include.statistics_export.event_rules import revenue_cap
 from include.statistics_export.handoffs import ShopRef, ShopUnit
 from include.statistics_export import reconcile
 from include.statistics_export.event_rules import shops_parameters
-from include.statistics_export.reconcile import ShopCheck, reconcile_shop, reconcile_shops
+from include.statistics_export.reconcile import ShopCheck, reconcile_shops
 from include.statistics_export.totals import Totals
+from local_stack.one_shop import reconcile_shop
 
 # About 1,200 USD: an ordinary purchase, over the setting's 1,000,000.00 as a bare number.
 VND_PURCHASE = "30000000.00"

@@ -7,8 +7,8 @@ from decimal import Decimal
 import pytest
 
 from helpers import DAY, add_event, bucket_objects, plan, product, register_shop, run_batch, run_shop
-from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.totals import Totals, csv_totals, sum_totals
+from local_stack.one_shop import reconcile_shop
 
 NOON = datetime(2026, 11, 21, 12)
 CATALOG_VARIANTS = 3 * 2 + 1 * 3  # products 1-3 with 2 variants, product 4 with 3

@@ -10,14 +10,12 @@ import pytest
 
 from helpers import DAY, add_event
 from include.statistics_export.catalog import Product, Variant
-from include.statistics_export.event_rules import rejected_events
 from include.statistics_export.formats import VariantExport, WrittenFiles
 from include.statistics_export.images import ImageBackup, ImageOwner, ImageRef
 from include.statistics_export.metrics import VariantMetrics
-from include.statistics_export.reconcile import reconcile_shop
 from include.statistics_export.shops import active_shops, display_domain, shop_credentials
 from include.statistics_export.totals import Totals
-from local_stack.one_shop import existing_backups, variant_metrics, write_rows
+from local_stack.one_shop import existing_backups, reconcile_shop, rejected_events, variant_metrics, write_rows
 
 REPO = Path(__file__).resolve().parents[2]
 NOON = datetime(2026, 11, 21, 12)
