@@ -22,3 +22,6 @@ COPY --chown=airflow:0 include/ /opt/airflow/include/
 # The DAG imports include.statistics_export... (from /opt/airflow) and export_hooks... (from plugins/);
 # plugins/ is on the path for Airflow's own processes already, but not for a plain `python -m`.
 ENV PYTHONPATH=/opt/airflow:/opt/airflow/plugins
+# A packed unit masks its shops' tokens as one joined secret, which this adapter splits: one regex compile per
+# unit in the task and in its supervisor, not one per token (plugins/export_hooks/masking.py).
+ENV AIRFLOW__LOGGING__SECRET_MASK_ADAPTER=export_hooks.masking.split_secret_list

@@ -454,7 +454,9 @@ def files_missing(s3, by_id: dict[str, Any], healthy: list[str], day) -> int:
 
 def summarize(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Return the median and range over the pairs of every numeric figure."""
-    names = [name for name, value in pairs[0].items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    names = [
+        name for name, value in pairs[0].items() if isinstance(value, (int, float)) and not isinstance(value, bool)
+    ]
     return {name: median_and_range([pair[name] for pair in pairs]) for name in names}
 
 

@@ -136,7 +136,7 @@ def product_statistics_export():
     @exported(trigger_rule=TriggerRule.ALL_DONE)
     def moved_shops(ti=None) -> list[ShopRef]:
         """The shops found large on their first page in a packed unit: each is exported alone."""
-        return [shop for unit in tasks.pushed_outcomes(ti, "export_shop_unit") for shop in unit.moved]
+        return tasks.pushed_moved_shops(ti)
 
     @exported(map_index_template="{{ shop_label }}", **PACKED_UNIT_PRIORITY)
     def export_moved_shop(shop: ShopRef, day: str, run_id=None, ti=None) -> int:

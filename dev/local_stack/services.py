@@ -24,6 +24,8 @@ import boto3
 import psycopg
 from botocore.config import Config
 
+from export_hooks.masking import SECRET_MASK_ADAPTER
+
 REPO = Path(__file__).resolve().parents[2]
 FIXTURE_SCHEMA_SQL = Path(__file__).with_name("app_fixture_schema.sql")
 S3_REGION = "us-east-1"  # moto refuses R2's "auto" when creating a bucket
@@ -320,6 +322,8 @@ def airflow_env(airflow_home: Path, endpoints: Endpoints) -> dict[str, str]:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            # As the production image sets it (Dockerfile): a unit's tokens masked with one compile.
+            "AIRFLOW__LOGGING__SECRET_MASK_ADAPTER": SECRET_MASK_ADAPTER,
             "PYTHONPATH": str(REPO),
         }
     )

@@ -53,7 +53,9 @@ WELL_FORMED_VARIANT = "e.\"variantId\" ~ '^(gid://shopify/ProductVariant/)?[0-9]
 
 # A counted PURCHASE. Each shop's own cap is ``cap.max_revenue``, beside the shop in SHOPS_DAY_EVENTS: a day's or
 # a packed unit's shops are of any currencies.
-COUNTED_PURCHASE = "e.\"eventType\" = 'PURCHASE' AND (e.revenue IS NULL OR (e.revenue >= 0 AND e.revenue <= cap.max_revenue))"
+COUNTED_PURCHASE = (
+    "e.\"eventType\" = 'PURCHASE' AND (e.revenue IS NULL OR (e.revenue >= 0 AND e.revenue <= cap.max_revenue))"
+)
 
 NUMERIC_VARIANT_ID = "regexp_replace(e.\"variantId\", '^gid://shopify/ProductVariant/', '')"
 
@@ -262,4 +264,3 @@ def shops_rejected_events(
         for shop_id, reason, count in cur.fetchall():
             found[shop_id][reason] = int(count)
     return {shop_id: {r: counts[r] for r in REJECTION_REASONS if r in counts} for shop_id, counts in found.items()}
-

@@ -190,7 +190,9 @@ def reconcile_shops(
     rows = shops_row_totals(conn, list(currencies), day)
     events = shops_event_totals(conn, day, currencies, max_revenue=max_revenue, as_of=as_of)
     rejected = shops_rejected_events(conn, day, currencies, max_revenue=max_revenue, as_of=as_of)
-    return [compare(day, check, rows[check.shop_id], events[check.shop_id], rejected[check.shop_id]) for check in checks]
+    return [
+        compare(day, check, rows[check.shop_id], events[check.shop_id], rejected[check.shop_id]) for check in checks
+    ]
 
 
 def compare(
@@ -229,4 +231,3 @@ def compare(
             f"CSV {files.document()}"
         )
     return result
-

@@ -96,7 +96,12 @@ def test_the_day_is_reconciled_in_three_queries_however_many_shops_each_with_its
         assert conn.statements == 3
         alone = [
             reconcile_shop(
-                conn, c.shop_id, DAY, c.catalog_variants, c.files, max_revenue=settings.max_event_revenue,
+                conn,
+                c.shop_id,
+                DAY,
+                c.catalog_variants,
+                c.files,
+                max_revenue=settings.max_event_revenue,
                 currency=c.currency,
             )
             for c in checks
@@ -123,7 +128,7 @@ def test_the_day_is_reconciled_in_three_queries_however_many_shops_each_with_its
     with psycopg.connect(connections.app_db_url) as conn:
         again = {r.shop_id: r for r in reconcile_shops(conn, DAY, checks, max_revenue=settings.max_event_revenue)}
     assert [s for s, r in again.items() if not r.ok] == ["shop_us"]
-    assert "impressions differ: files 1, \"VariantDailyStatistics\" 6, events 1" in again["shop_us"].differences[0]
+    assert 'impressions differ: files 1, "VariantDailyStatistics" 6, events 1' in again["shop_us"].differences[0]
 
 
 def test_a_day_revenue_over_what_the_rows_hold_fails_that_shop_alone_in_its_unit(db, sandbox, s3, connections):

@@ -51,9 +51,18 @@ def test_fields_left_at_their_defaults_are_not_carried():
     carried = packed.to_xcom()
     assert set(carried) == {"shop_id", "shop_domain", "batch", "products", "variants", "files", "file_totals"}
     assert BatchResult.from_xcom(json.loads(json.dumps(carried))) == packed
-    plan = ShopPlan("shop_b", "b.example", "packed", None, 2, [BatchPlan("shop_b", "b.example", "2026-11-21", 1, 1, [])])
+    plan = ShopPlan(
+        "shop_b", "b.example", "packed", None, 2, [BatchPlan("shop_b", "b.example", "2026-11-21", 1, 1, [])]
+    )
     assert plan.to_xcom()["batches"] == [
-        {"shop_id": "shop_b", "shop_domain": "b.example", "date": "2026-11-21", "index": 1, "count": 1, "product_ids": []}
+        {
+            "shop_id": "shop_b",
+            "shop_domain": "b.example",
+            "date": "2026-11-21",
+            "index": 1,
+            "count": 1,
+            "product_ids": [],
+        }
     ]
     assert ShopPlan.from_xcom(json.loads(json.dumps(plan.to_xcom()))) == plan
     outcome = UnitResult(1, [plan], [packed], phases={"rows": [0.5, 0.1]})

@@ -41,3 +41,49 @@ def test_a_token_masked_again_by_the_hook_compiles_nothing(monkeypatch):
     _secrets_masker().add_mask(token)
     assert compiled == []
     assert redact(f"x {token} y") == "x *** y"
+
+
+def test_with_the_adapter_configured_each_process_compiles_once_and_the_supervisor_gets_one_message(monkeypatch):
+    """The production setting: the task and its supervisor each add every token with one compile."""
+    from pathlib import Path
+
+    from airflow.sdk.execution_time import task_runner
+    from airflow.sdk.execution_time.request_handlers import handle_mask_secret
+
+    from export_hooks.masking import SECRET_MASK_ADAPTER, split_secret_list
+
+    tokens = [f"shpat_adapted_{n:032x}" for n in range(300)]
+    sent = []
+
+    class SupervisorComms:  # what the task sends its supervisor, kept to be handled as the supervisor does
+        def send(self, message):
+            sent.append(message)
+
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", SupervisorComms(), raising=False)
+    monkeypatch.setattr(_secrets_masker(), "secret_mask_adapter", split_secret_list)
+    compiled = []
+    real_compile = re.compile
+
+    def counting_compile(pattern, *args, **kwargs):
+        if isinstance(pattern, str) and "shpat_adapted_" in pattern:
+            compiled.append(pattern)
+        return real_compile(pattern, *args, **kwargs)
+
+    monkeypatch.setattr(re, "compile", counting_compile)
+    mask_secrets(tokens)
+    assert len(compiled) == 1
+    assert len(sent) == 1
+
+    # The supervisor's side, as Airflow runs it: a fresh masker with the same setting handles the one message.
+    supervisor = SecretsMasker()
+    supervisor.secret_mask_adapter = split_secret_list
+    monkeypatch.setattr("airflow.sdk.log._secrets_masker", lambda: supervisor)
+    compiled.clear()
+    handle_mask_secret(sent[0])
+    monkeypatch.setattr(re, "compile", real_compile)
+    assert len(compiled) == 1
+    line = f"shop a {tokens[0]}, shop b {tokens[299]}"
+    assert supervisor.redact(line) == "shop a ***, shop b ***"
+    assert split_secret_list("an ordinary password") == []
+    # Every process that runs tasks is given the adapter: the production image and the local stacks.
+    assert f"AIRFLOW__LOGGING__SECRET_MASK_ADAPTER={SECRET_MASK_ADAPTER}" in Path("Dockerfile").read_text()

@@ -36,7 +36,7 @@ from include.statistics_export.tasks.runtime import (
     label,
     only,
     push_outcome,
-    pushed_outcomes,
+    pushed_moved_shops,
     run_is_active,
     writer,
 )
@@ -58,7 +58,7 @@ __all__ = [
     "label",
     "only",
     "push_outcome",
-    "pushed_outcomes",
+    "pushed_moved_shops",
     "run_is_active",
     "writer",
     "add_report_sections",

@@ -29,6 +29,8 @@ from include.statistics_export.report import DayOutcome, collect_failures
 
 FAILURE = "failure"
 UNIT_RESULT = "unit_result"
+# Only the shops a unit found large: moved_shops reads these few bytes, not every unit's whole result.
+MOVED_SHOPS = "moved_shops"
 
 
 def export_task(body: Callable[..., Any]) -> Callable[..., Any]:
@@ -83,6 +85,7 @@ def label(name: str, value: str) -> None:
 def push_outcome(ti: Any, outcome: UnitResult) -> None:
     """Leave what a unit (or a moved shop) did, whatever happens next: reconcile and the report read it."""
     ti.xcom_push(key=UNIT_RESULT, value=outcome.to_xcom())
+    ti.xcom_push(key=MOVED_SHOPS, value=[shop.to_xcom() for shop in outcome.moved])
 
 
 def pushed_outcomes(ti: Any, task_id: str) -> list[UnitResult]:
@@ -91,6 +94,14 @@ def pushed_outcomes(ti: Any, task_id: str) -> list[UnitResult]:
     found = [pushed] if isinstance(pushed, dict) else [item for item in pushed if item]
     outcomes: list[UnitResult] = decode_xcom(found, list[UnitResult])
     return outcomes
+
+
+def pushed_moved_shops(ti: Any) -> list[ShopRef]:
+    """Return the shops every packed unit found large on their first page (each unit pushes its own list)."""
+    pushed = ti.xcom_pull(task_ids="export_shop_unit", key=MOVED_SHOPS) or []
+    lists = [pushed] if pushed and isinstance(pushed[0], dict) else [item for item in pushed if item]
+    moved: list[ShopRef] = decode_xcom([shop for shops in lists for shop in shops], list[ShopRef])
+    return moved
 
 
 def day_outcome(
