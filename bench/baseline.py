@@ -13,14 +13,13 @@ import time
 from datetime import date
 
 import psycopg
-import requests
 
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyHook
 from include.statistics_export.catalog import parse_product
 from include.statistics_export.formats import VariantExport, WrittenFiles, render_csv, render_json
 from include.statistics_export.handoffs import ShopRef
-from include.statistics_export.images import ImageBackup, ImageOwner, download_image
+from include.statistics_export.images import ImageBackup, ImageOwner, download_image, image_session
 from include.statistics_export.keys import export_key, image_key
 from include.statistics_export.metrics import ZERO
 from local_stack.one_shop import variant_metrics, write_rows
@@ -96,7 +95,7 @@ def run_baseline(shop: ShopRef, api_domain: str, token: str, app_db_url: str, va
     with (
         ShopifyHook(api_domain, token) as shopify,
         psycopg.connect(app_db_url) as conn,
-        requests.Session() as images,
+        image_session(1) as images,
     ):
         currency = shopify.shop_info().get("currencyCode")
         started = time.monotonic()
