@@ -1,26 +1,36 @@
 """A packed unit's tokens are masked in one registration: every token redacted, one compile however many."""
 
 import re
+from pathlib import Path
 
 from airflow.sdk._shared.secrets_masker import _secrets_masker, redact
 from airflow.sdk._shared.secrets_masker.secrets_masker import SecretsMasker
+from airflow.sdk.execution_time import task_runner
+from airflow.sdk.execution_time.request_handlers import handle_mask_secret
 
-from export_hooks.masking import mask_secrets
+from export_hooks.masking import SECRET_MASK_ADAPTER, mask_secrets, split_secret_list
+
+REAL_COMPILE = re.compile
+
+
+def count_compiles(monkeypatch, marker: str) -> list[str]:
+    """Record every regex compiled from here on whose pattern holds ``marker`` (a test's tokens)."""
+    compiled: list[str] = []
+
+    def counting_compile(pattern, *args, **kwargs):
+        if isinstance(pattern, str) and marker in pattern:
+            compiled.append(pattern)
+        return REAL_COMPILE(pattern, *args, **kwargs)
+
+    monkeypatch.setattr(re, "compile", counting_compile)
+    return compiled
 
 
 def test_every_token_is_redacted_as_airflows_own_masking_would(monkeypatch):
     tokens = [f"shpat_masking_{n:032x}" for n in range(300)]
-    compiled = []
-    real_compile = re.compile
-
-    def counting_compile(pattern, *args, **kwargs):
-        if isinstance(pattern, str) and "shpat_masking_" in pattern:
-            compiled.append(pattern)
-        return real_compile(pattern, *args, **kwargs)
-
-    monkeypatch.setattr(re, "compile", counting_compile)
+    compiled = count_compiles(monkeypatch, "shpat_masking_")
     mask_secrets([*tokens, f"  {tokens[0]}  ", "", "   "])
-    monkeypatch.setattr(re, "compile", real_compile)
+    monkeypatch.setattr(re, "compile", REAL_COMPILE)
 
     assert len(compiled) == 1  # Airflow's add_mask, token by token, compiles 300 times
     line = f"Shop a: {tokens[0]} and shop b: {tokens[299]}, headers {{'X-Shopify-Access-Token': '{tokens[150]}'}}"
@@ -35,9 +45,7 @@ def test_every_token_is_redacted_as_airflows_own_masking_would(monkeypatch):
 def test_a_token_masked_again_by_the_hook_compiles_nothing(monkeypatch):
     token = "shpat_masking_again_0123456789abcdef"
     mask_secrets([token])
-    compiled = []
-    real_compile = re.compile
-    monkeypatch.setattr(re, "compile", lambda p, *a, **k: compiled.append(p) or real_compile(p, *a, **k))
+    compiled = count_compiles(monkeypatch, "")
     _secrets_masker().add_mask(token)
     assert compiled == []
     assert redact(f"x {token} y") == "x *** y"
@@ -45,13 +53,6 @@ def test_a_token_masked_again_by_the_hook_compiles_nothing(monkeypatch):
 
 def test_with_the_adapter_configured_each_process_compiles_once_and_the_supervisor_gets_one_message(monkeypatch):
     """The production setting: the task and its supervisor each add every token with one compile."""
-    from pathlib import Path
-
-    from airflow.sdk.execution_time import task_runner
-    from airflow.sdk.execution_time.request_handlers import handle_mask_secret
-
-    from export_hooks.masking import SECRET_MASK_ADAPTER, split_secret_list
-
     tokens = [f"shpat_adapted_{n:032x}" for n in range(300)]
     sent = []
 
@@ -61,15 +62,7 @@ def test_with_the_adapter_configured_each_process_compiles_once_and_the_supervis
 
     monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", SupervisorComms(), raising=False)
     monkeypatch.setattr(_secrets_masker(), "secret_mask_adapter", split_secret_list)
-    compiled = []
-    real_compile = re.compile
-
-    def counting_compile(pattern, *args, **kwargs):
-        if isinstance(pattern, str) and "shpat_adapted_" in pattern:
-            compiled.append(pattern)
-        return real_compile(pattern, *args, **kwargs)
-
-    monkeypatch.setattr(re, "compile", counting_compile)
+    compiled = count_compiles(monkeypatch, "shpat_adapted_")
     mask_secrets(tokens)
     assert len(compiled) == 1
     assert len(sent) == 1
@@ -80,7 +73,7 @@ def test_with_the_adapter_configured_each_process_compiles_once_and_the_supervis
     monkeypatch.setattr("airflow.sdk.log._secrets_masker", lambda: supervisor)
     compiled.clear()
     handle_mask_secret(sent[0])
-    monkeypatch.setattr(re, "compile", real_compile)
+    monkeypatch.setattr(re, "compile", REAL_COMPILE)
     assert len(compiled) == 1
     line = f"shop a {tokens[0]}, shop b {tokens[299]}"
     assert supervisor.redact(line) == "shop a ***, shop b ***"
