@@ -40,6 +40,19 @@ def splits_secret_lists(adapter: object) -> bool:
     )
 
 
+def mask_secret_once(secret: str) -> None:
+    """Mask ``secret`` unless this process's masker has it already.
+
+    Whatever this process masked went through Airflow's ``mask_secret`` (here, :func:`mask_secrets`), which
+    tells the supervisor too: a hook given a token its unit masked sends no message per shop (each is a
+    round trip to the supervisor, one at a time).
+    """
+    patterns = getattr(_secrets_masker(), "patterns", None)
+    if isinstance(patterns, set) and re.escape(secret) in patterns:
+        return
+    mask_secret(secret)
+
+
 def mask_secrets(secrets: Collection[str]) -> None:
     """Mask every secret of ``secrets`` in this task's logs and its supervisor's, in one registration."""
     values = sorted({secret.strip() for secret in secrets if secret and secret.strip()})

@@ -13,10 +13,10 @@ from typing import Any
 
 import requests
 from airflow.sdk import BaseHook
-from airflow.sdk.log import mask_secret
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from export_hooks import shopify_queries as q
+from export_hooks.masking import mask_secret_once
 from export_hooks.shopify_bulk import (
     BulkAccessDenied,
     BulkOperation,
@@ -98,7 +98,7 @@ class ShopifyHook(BaseHook):
         if not access_token or not access_token.strip():
             raise ValueError(f"Shop {shop_domain}: the access token is empty")
         self._access_token = access_token.strip()
-        mask_secret(self._access_token)
+        mask_secret_once(self._access_token)
         self.shop_domain = normalize_shop_domain(shop_domain)
         self.shopify_conn_id = shopify_conn_id
         extra = {**EXTRA_DEFAULTS, **self.get_connection(shopify_conn_id).extra_dejson}

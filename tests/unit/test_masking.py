@@ -8,7 +8,7 @@ from airflow.sdk._shared.secrets_masker.secrets_masker import SecretsMasker
 from airflow.sdk.execution_time import task_runner
 from airflow.sdk.execution_time.request_handlers import handle_mask_secret
 
-from export_hooks.masking import SECRET_MASK_ADAPTER, mask_secrets, split_secret_list
+from export_hooks.masking import SECRET_MASK_ADAPTER, mask_secret_once, mask_secrets, split_secret_list
 
 REAL_COMPILE = re.compile
 
@@ -80,3 +80,19 @@ def test_with_the_adapter_configured_each_process_compiles_once_and_the_supervis
     assert split_secret_list("an ordinary password") == []
     # Every process that runs tasks is given the adapter: the production image and the local stacks.
     assert f"AIRFLOW__LOGGING__SECRET_MASK_ADAPTER={SECRET_MASK_ADAPTER}" in Path("Dockerfile").read_text()
+
+
+def test_a_token_its_unit_masked_costs_the_hook_no_message_to_the_supervisor(monkeypatch):
+    sent = []
+
+    class SupervisorComms:
+        def send(self, message):
+            sent.append(message)
+
+    monkeypatch.setattr(task_runner, "SUPERVISOR_COMMS", SupervisorComms(), raising=False)
+    unit_token, lone_token = "shpat_once_unit_0123456789abcdef", "shpat_once_lone_0123456789abcdef"
+    mask_secrets([unit_token])
+    mask_secret_once(unit_token)
+    assert [message.value for message in sent] == [[unit_token]]
+    mask_secret_once(lone_token)  # not masked yet: masked here and told to the supervisor
+    assert sent[-1].value == lone_token and redact(f"x {lone_token}") == "x ***"
