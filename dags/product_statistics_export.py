@@ -204,7 +204,7 @@ def product_statistics_export():
         run_id=None,
         ti=None,
     ) -> dict:
-        """Log, return and write the day's report; fail the run when any shop failed or did not reconcile."""
+        """Log and write the day's report; fail the run when any shop failed or did not reconcile."""
         fleet = fleet or FleetPlan([], [], 0)  # planning failed: every listed shop is reported failed
         outcome = tasks.day_outcome(ti, fleet.single, plans, batches, results, fleet.units)
         summary = summarize_run(
@@ -215,10 +215,10 @@ def product_statistics_export():
         return tasks.finish_day(summary, tasks.writer(day, run_id))
 
     @task(outlets=[EXPORTS_ASSET])
-    def clean_staging(day: str, summary: dict, run_id=None, outlet_events=None) -> int:
+    def clean_staging(day: str, figures: dict, run_id=None, outlet_events=None) -> int:
         """Delete the run's staged catalogs once the whole day has succeeded; tell the asset what the day holds."""
         deleted = tasks.clean_day_staging(tasks.writer(day, run_id))
-        outlet_events[EXPORTS_ASSET].extra = tasks.exports_asset_extra(summary)
+        outlet_events[EXPORTS_ASSET].extra = figures
         return deleted
 
     # Mapped per shop: each step depends on that shop's own previous step, so one shop failing leaves the others.

@@ -103,25 +103,26 @@ def write_report(report: RunReport) -> str:
 
 
 def finish_day(report: RunReport, writer: DayWriter) -> dict[str, Any]:
-    """Log and write the day's report and return it; raise DayFailed naming every failed shop if any failed."""
+    """Log and write the day's report; raise DayFailed naming every failed shop if any failed, else return the
+    day's figures for its asset event (the report itself is in the bucket: megabytes have no place in an XCom)."""
     log.info(report.text())
     check_day_writer(writer)
     log.info("Report written to %s", write_report(report))
     if report.failed:
         raise DayFailed(report.failure_message())
-    return report.document()
+    return exports_asset_extra(report)
 
 
-def exports_asset_extra(report: dict[str, Any]) -> dict[str, Any]:
+def exports_asset_extra(report: RunReport) -> dict[str, Any]:
     """Return the extra of the day's asset event: where the files are and what the day's report counted."""
     return {
-        "day": report.get("date"),
+        "day": report.date,
         "bucket": R2Hook().bucket,
         "prefix": EXPORTS_ROOT,
-        "shops": report.get("shops", 0),
-        "variants": report.get("variants", 0),
-        "files": report.get("files", 0),
-        "failedShops": sorted(report.get("failedShops") or {}),
+        "shops": report.shops,
+        "variants": report.variants,
+        "files": report.files,
+        "failedShops": sorted(report.failed_shops),
     }
 
 
