@@ -253,6 +253,30 @@ def requested_cost(
     return walker.selection_cost([operation.selection_set], root)
 
 
+# How ActualCostCounter treats a field, by (parent type, field name): the schema is fixed, so this is
+# decided once per field of the schema rather than on each of the ~100 fields a catalog request resolves.
+_FREE = 0  # introspection, or a connection's own edges/nodes/pageInfo (the connection counts them)
+_LEAF = 1  # scalars and enums: only a Page result (never seen in practice) would count
+_OBJECT = 2  # objects and abstract types: 1 per non-null object returned
+_FIELD_KINDS: dict[tuple[GraphQLNamedType, str], int] = {}
+
+
+def _field_kind(parent: GraphQLNamedType, field_name: str, return_type: Any) -> int:
+    key = (parent, field_name)
+    kind = _FIELD_KINDS.get(key)
+    if kind is None:
+        if field_name.startswith("__") or parent.name.startswith("__"):
+            kind = _FREE
+        # Connection internals are covered by the connection's own 2 + nodes returned.
+        elif is_connection_type(parent) or is_edge_type(parent):
+            kind = _FREE
+        else:
+            named = get_named_type(return_type)
+            kind = _OBJECT if is_object_type(named) or is_abstract_type(named) else _LEAF
+        _FIELD_KINDS[key] = kind  # racing threads store the same value
+    return kind
+
+
 class ActualCostCounter:
     """graphql-core middleware that adds up the same formula with the number of nodes actually returned."""
 
@@ -262,21 +286,23 @@ class ActualCostCounter:
     def resolve(self, next_: Callable[..., Any], root: Any, info: Any, **args: Any) -> Any:
         """Resolve the field, then count what it returned."""
         result = next_(root, info, **args)
-        parent = info.parent_type
-        if info.field_name.startswith("__") or parent.name.startswith("__"):
+        kind = _field_kind(info.parent_type, info.field_name, info.return_type)
+        if kind == _FREE:
             return result
-        # Connection internals are covered by the connection's own 2 + nodes returned.
-        if is_connection_type(parent) or is_edge_type(parent):
-            return result
-        named = get_named_type(info.return_type)
         if isinstance(result, Page):
             self.total += CONNECTION_BASE_COST + len(result.items)
-        elif is_object_type(named) or is_abstract_type(named):
+        elif kind == _OBJECT:
             if isinstance(result, list):
                 self.total += sum(1 for item in result if item is not None)
             elif result is not None:
                 self.total += 1
         return result
+
+
+def _never_awaitable(_value: Any) -> bool:
+    # Every sandbox resolver is synchronous: graphql-core's default check inspects each of the
+    # hundreds of values a request resolves for coroutine-ness, which costs more than resolving them.
+    return False
 
 
 def actual_cost(
@@ -299,5 +325,6 @@ def actual_cost(
         variable_values=variables,
         operation_name=operation_name,
         middleware=[counter],  # an object with .resolve (bound methods are not accepted)
+        is_awaitable=_never_awaitable,
     )
     return counter.total, result

@@ -46,6 +46,18 @@ def checked_document(query: str) -> tuple[DocumentNode | GraphQLError, tuple[Gra
     return document, tuple(validate(sandbox_schema(), document))
 
 
+@lru_cache(maxsize=1024)
+def _requested_cost_of(query: str, operation_name: str | None, variables_json: str) -> int:
+    """Requested cost of a checked document and its variables (as canonical JSON), computed once per pair.
+
+    The cost depends on the document and the variables only, never on the shop: a fleet's shops asking the
+    same page sizes share one costing. Errors (bad paging, bad variables) are not cached, only raised.
+    """
+    document, _ = checked_document(query)
+    assert isinstance(document, DocumentNode)  # callers pass only documents that parsed and validated
+    return requested_cost(document, json.loads(variables_json), sandbox_schema(), operation_name)
+
+
 def error_body(error: GraphQLError, code: str) -> dict[str, Any]:
     """Format a GraphQLError as Shopify does, with `extensions.code`."""
     formatted = error.formatted
@@ -173,7 +185,8 @@ def run_graphql(
     if errors:
         return 200, {"errors": [error_body(e, validation_code(e)) for e in errors]}
     try:
-        requested = requested_cost(document, variables, schema, operation_name)
+        variables_json = json.dumps(variables, sort_keys=True, separators=(",", ":"))
+        requested = _requested_cost_of(query, operation_name, variables_json)
     except GraphQLError as exc:
         return 200, {"errors": [error_body(exc, "BAD_REQUEST")]}
 
