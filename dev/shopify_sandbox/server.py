@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from .bulk import BulkOperations
 from .catalog import CatalogIndex
 from .engine import ShopState, run_graphql
-from .faults import HTML_ERROR_PAGE, FaultControls, ImageFault, oversized_body
+from .faults import HTML_ERROR_PAGE, STREAM_CHUNK, FaultControls, ImageFault, oversized_body
 from .images import content_type_for, image_bytes
 from .resolvers import sandbox_schema
 from .transport import SandboxHTTPServer
@@ -39,7 +39,10 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as clients' sessions expect
     server_version = "ShopifySandbox/1.0"
     timeout = 30  # idle keep-alive connections are closed eventually
-    disable_nagle_algorithm = True  # headers and body go out in two writes: avoid 40 ms delayed-ACK stalls
+    disable_nagle_algorithm = True  # a streamed body goes out in many writes: avoid 40 ms delayed-ACK stalls
+    # Buffer what a handler writes (the server flushes after each request), so a response's headers and
+    # body leave in one send rather than two; streamed bodies still leave STREAM_CHUNK by STREAM_CHUNK.
+    wbufsize = STREAM_CHUNK
     sandbox: "ShopifySandbox"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
