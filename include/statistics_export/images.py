@@ -23,8 +23,8 @@ again next run; no connection is opened for it.
 DNS rebinding (a name answering a public address to the check and a private one at connect time):
 the client of :func:`image_fetcher` checks the address every new connection reached, right after the
 TCP handshake and before TLS or any byte of the request, and closes a connection that reached a
-non-public address. What remains: that handshake itself with the address; behind an HTTP(S) proxy (HTTPS_PROXY, ...) the proxy resolves and connects, so only the checks before each request
-apply.
+non-public address. What remains: that handshake itself with the address; behind an HTTP(S) proxy
+(HTTPS_PROXY, ...) the proxy resolves and connects, so only the checks before each request apply.
 """
 
 from __future__ import annotations
@@ -298,8 +298,8 @@ class _DeadlinePassed(Exception):
 
 
 class ImageClient:
-    """Pooled GETs for image downloads, on urllib3 directly: requests' sessions cost about 1.2 ms more CPU
-    a GET, and a day copies tens of thousands of images.
+    """Pooled GETs for image downloads, on urllib3 directly: a requests session cost about 1.1 ms more CPU
+    a GET (2.4 against 1.2 ms), and a day copies tens of thousands of images.
 
     Each new direct connection is refused if it reached a non-public address. The environment's proxies
     (HTTP_PROXY, HTTPS_PROXY, NO_PROXY, read as requests and urllib read them) are used as requests would;
