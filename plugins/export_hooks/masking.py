@@ -32,14 +32,6 @@ def split_secret_list(secret: str) -> list[str]:
     return secret.split(SECRET_LIST_SEPARATOR) if SECRET_LIST_SEPARATOR in secret else []
 
 
-def splits_secret_lists(adapter: object) -> bool:
-    """Tell whether Airflow's configured adapter is :func:`split_secret_list` (however its module was imported)."""
-    return adapter is split_secret_list or (
-        getattr(adapter, "__module__", None) in {__name__, "plugins." + __name__}
-        and getattr(adapter, "__name__", None) == split_secret_list.__name__
-    )
-
-
 def mask_secret_once(secret: str) -> None:
     """Mask ``secret`` unless this process's masker has it already.
 
@@ -59,7 +51,7 @@ def mask_secrets(secrets: Collection[str]) -> None:
     if not values:
         return
     masker = _secrets_masker()
-    if splits_secret_lists(masker.secret_mask_adapter):
+    if masker.secret_mask_adapter is split_secret_list:  # Airflow imported it by SECRET_MASK_ADAPTER, as we are
         # One secret, one message: each masker (here and the supervisor's) adds every value and compiles once.
         mask_secret(SECRET_LIST_SEPARATOR.join(values))
         return
