@@ -63,6 +63,47 @@ class ShopCatalogPage:
     products: list[dict[str, Any]]
 
 
+@dataclass(frozen=True)
+class ShopifyConnection:
+    """What the ``shopify_default`` connection says, read and checked once: every shop's hook shares it.
+
+    A packed unit opens a hook per shop; reading the connection once for them all spares each shop a lookup
+    and the masking of the connection's extra (in a task, a message to the supervisor each time).
+    """
+
+    conn_id: str
+    api_version: str
+    endpoint_template: str
+    timeout: float
+    max_attempts: int
+    max_throttle_waits: int
+    retry_wait_base: float
+    retry_wait_max: float
+    max_retry_after: float
+
+    @classmethod
+    def read(cls, conn_id: str = "shopify_default") -> ShopifyConnection:
+        """Read the connection ``conn_id``; raise ValueError naming what is wrong in its extra."""
+        extra = {**EXTRA_DEFAULTS, **BaseHook.get_connection(conn_id).extra_dejson}
+        api_version = str(extra.get("api_version") or DEFAULT_API_VERSION)
+        if not _API_VERSION.match(api_version):
+            raise ValueError(f"api_version must look like 2026-07, got {api_version!r}")
+        template = str(extra.get("endpoint_template") or DEFAULT_ENDPOINT_TEMPLATE)
+        if "{shop}" not in template:
+            raise ValueError("endpoint_template must contain {shop}")
+        return cls(
+            conn_id=conn_id,
+            api_version=api_version,
+            endpoint_template=template,
+            timeout=float(extra["timeout"]),
+            max_attempts=int(extra["max_attempts"]),
+            max_throttle_waits=int(extra["max_throttle_waits"]),
+            retry_wait_base=float(extra["retry_wait_base"]),
+            retry_wait_max=float(extra["retry_wait_max"]),
+            max_retry_after=float(extra["max_retry_after"]),
+        )
+
+
 class ShopifyHook(BaseHook):
     """
     Query one shop's Admin GraphQL API with its access token.
@@ -86,6 +127,8 @@ class ShopifyHook(BaseHook):
     :param shop_domain: the shop's myshopify domain (never a custom domain).
     :param access_token: the shop's Admin API access token; it is only ever sent as a header.
     :param shopify_conn_id: the Airflow connection id.
+    :param connection: the connection already read (``ShopifyConnection.read``), for many shops' hooks at once;
+        ``shopify_conn_id`` is then not read again.
     """
 
     conn_name_attr = "shopify_conn_id"
@@ -93,28 +136,30 @@ class ShopifyHook(BaseHook):
     conn_type = "generic"
     hook_name = "Shopify Admin GraphQL"
 
-    def __init__(self, shop_domain: str, access_token: str, shopify_conn_id: str = default_conn_name):
+    def __init__(
+        self,
+        shop_domain: str,
+        access_token: str,
+        shopify_conn_id: str = default_conn_name,
+        *,
+        connection: ShopifyConnection | None = None,
+    ):
         super().__init__()
         if not access_token or not access_token.strip():
             raise ValueError(f"Shop {shop_domain}: the access token is empty")
         self._access_token = access_token.strip()
         mask_secret_once(self._access_token)
         self.shop_domain = normalize_shop_domain(shop_domain)
-        self.shopify_conn_id = shopify_conn_id
-        extra = {**EXTRA_DEFAULTS, **self.get_connection(shopify_conn_id).extra_dejson}
-        self.api_version = str(extra.get("api_version") or DEFAULT_API_VERSION)
-        if not _API_VERSION.match(self.api_version):
-            raise ValueError(f"api_version must look like 2026-07, got {self.api_version!r}")
-        template = str(extra.get("endpoint_template") or DEFAULT_ENDPOINT_TEMPLATE)
-        if "{shop}" not in template:
-            raise ValueError("endpoint_template must contain {shop}")
-        self.endpoint = template.format(shop=self.shop_domain, api_version=self.api_version)
-        self.timeout = float(extra["timeout"])
-        self.max_attempts = int(extra["max_attempts"])
-        self.max_throttle_waits = int(extra["max_throttle_waits"])
-        self.retry_wait_base = float(extra["retry_wait_base"])
-        self.retry_wait_max = float(extra["retry_wait_max"])
-        self.max_retry_after = float(extra["max_retry_after"])
+        settings = connection or ShopifyConnection.read(shopify_conn_id)
+        self.shopify_conn_id = settings.conn_id
+        self.api_version = settings.api_version
+        self.endpoint = settings.endpoint_template.format(shop=self.shop_domain, api_version=self.api_version)
+        self.timeout = settings.timeout
+        self.max_attempts = settings.max_attempts
+        self.max_throttle_waits = settings.max_throttle_waits
+        self.retry_wait_base = settings.retry_wait_base
+        self.retry_wait_max = settings.retry_wait_max
+        self.max_retry_after = settings.max_retry_after
         # Page sizes start at the documents' defaults and shrink if Shopify refuses a query as too costly.
         self.products_per_query = q.PRODUCTS_PER_QUERY
         self.variants_first = q.VARIANTS_FIRST

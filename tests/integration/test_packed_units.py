@@ -49,6 +49,25 @@ def test_each_small_shop_costs_one_shopify_request_and_every_variant_is_exported
     assert tasks.fail_unit_if_any_shop_failed(unit_of(*small_shops), outcome) == 3
 
 
+def test_a_unit_reads_each_connection_once_however_many_shops_it_holds(small_shops, connections, monkeypatch):
+    # Per shop, a lookup would also mask the connection's extra again: in a task, a message to the supervisor.
+    from airflow.sdk import BaseHook
+
+    read = BaseHook.get_connection.__func__
+    asked: list[str] = []
+
+    def counted(cls, conn_id):
+        asked.append(conn_id)
+        return read(cls, conn_id)
+
+    monkeypatch.setattr(BaseHook, "get_connection", classmethod(counted))
+    tasks.export_unit(unit_of(small_shops[0]), writer_for(DAY), current_settings())
+    for_one, asked[:] = list(asked), []
+    outcome = tasks.export_unit(unit_of(*small_shops), writer_for(DAY), current_settings())
+    assert outcome.failures == {} and len(outcome.results) == 3
+    assert asked == for_one and asked.count("shopify_default") == 1
+
+
 def test_a_failed_shop_fails_alone_and_is_named_with_its_reason(small_shops, db, sandbox, s3, connections):
     sandbox.revoke_token("shop-b.myshopify.com")
     with db.cursor() as cur:

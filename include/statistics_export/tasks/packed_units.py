@@ -22,7 +22,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from export_hooks.masking import mask_secrets
 from export_hooks.r2 import R2Hook
-from export_hooks.shopify import ShopifyHook
+from export_hooks.shopify import ShopifyConnection, ShopifyHook
 from include.statistics_export.catalog import existed_on, parse_product
 from include.statistics_export.connections import app_db
 from include.statistics_export.day_claims import DayWriter, check_writer
@@ -84,8 +84,11 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
             conn.commit()  # the reads below take a while: hold no transaction open meanwhile
             # Masked where they are read, all at once: one by one, Airflow's masker costs O(shops²) per unit.
             mask_secrets([found.access_token for found in credentials.values() if isinstance(found, ShopCredentials)])
+            shopify = ShopifyConnection.read()  # once for the unit's hooks, not once per shop
         reads = {
-            shop.shop_id: pool.submit(_retried, _read_packed_shop, shop, credentials[shop.shop_id], day, settings)
+            shop.shop_id: pool.submit(
+                _retried, _read_packed_shop, shop, credentials[shop.shop_id], shopify, day, settings
+            )
             for shop in unit.shops
         }
         parts: list[ShopPart] = []
@@ -154,7 +157,11 @@ class ShopTooLargeForUnit(Exception):
 
 
 def _read_packed_shop(
-    shop: ShopRef, credentials: ShopCredentials | ShopConfigurationError, day: date, settings: Settings
+    shop: ShopRef,
+    credentials: ShopCredentials | ShopConfigurationError,
+    connection: ShopifyConnection,
+    day: date,
+    settings: Settings,
 ) -> tuple[ShopPart, str | None]:
     """Read a small shop's whole catalog (one request when it fits) as its share of the unit's batch; a shop
     found large on its first page leaves the unit (ShopTooLargeForUnit) before the rest is read."""
@@ -162,7 +169,7 @@ def _read_packed_shop(
         raise credentials
     safe_key_part(shop.shop_id, "shop id")  # a hostile id fails its shop here, not the unit's shared export
     _, day_end = day_bounds(day)
-    with ShopifyHook(credentials.api_domain, credentials.access_token) as shopify:
+    with ShopifyHook(credentials.api_domain, credentials.access_token, connection=connection) as shopify:
         pages = shopify.shop_catalog_pages()
         first = next(pages)
         if first.products_count >= settings.bulk_threshold:
