@@ -80,9 +80,9 @@ AND (e."eventType" IN ('IMPRESSION', 'ADD_TO_CART') OR ({COUNTED_PURCHASE}))
 
 
 # Many shops' events of the day at once: each shop's tests, its cap beside it (``cap.max_revenue``), through
-# ("testId", "createdAt"); the parameters %(shop_ids)s and %(max_revenues)s come from :func:`shops_parameters`.
+# ("testId", "createdAt"); the parameters %(shop_ids)b and %(max_revenues)b come from :func:`shops_parameters`.
 SHOPS_DAY_EVENTS = """
-FROM unnest(%(shop_ids)s::text[], %(max_revenues)s::numeric[]) AS cap(shop, max_revenue)
+FROM unnest(%(shop_ids)b::text[], %(max_revenues)b::numeric[]) AS cap(shop, max_revenue)
 JOIN "ABTest" t ON t.shop = cap.shop
 JOIN "ABTestEvent" e ON e."testId" = t.id
 WHERE e."createdAt" >= %(start)s

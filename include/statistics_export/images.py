@@ -154,7 +154,7 @@ def image_owners(products: Iterable[Product]) -> dict[str, ImageOwner]:
 # Joined on the natural key (shop, "mediaId"): one probe of the unique index per image, any number of shops.
 _EXISTING = """
 SELECT b.shop, b."mediaId", b."shopifyUrl", b."r2Key", b."r2Url", b."backedUpAt"
-FROM unnest(%(shops)s::text[], %(media_ids)s::text[]) AS k(shop, "mediaId")
+FROM unnest(%(shops)b::text[], %(media_ids)b::text[]) AS k(shop, "mediaId")
 JOIN "ProductImageBackup" b ON b.shop = k.shop AND b."mediaId" = k."mediaId"
 WHERE b."r2Key" IS NOT NULL
 """

@@ -67,7 +67,7 @@ _VARIANT_METRICS = f"""
 WITH e AS MATERIALIZED (
     SELECT e."testId", e."variantId", e."eventType", e.revenue
     FROM "ABTestEvent" e
-    WHERE e."variantId" = ANY(%(variant_keys)s::text[])
+    WHERE e."variantId" = ANY(%(variant_keys)b::text[])
       AND e."createdAt" >= %(start)s
       AND e."createdAt" < %(end)s
       AND e."createdAt" <= {AS_OF}
@@ -79,7 +79,7 @@ SELECT t.shop, {NUMERIC_VARIANT_ID} AS variant_id,
        coalesce(sum(e.revenue) FILTER (WHERE {COUNTED_PURCHASE}), 0) AS revenue
 FROM e
 JOIN "ABTest" t ON t.id = e."testId"
-JOIN unnest(%(shop_ids)s::text[], %(max_revenues)s::numeric[]) AS cap(shop, max_revenue) ON cap.shop = t.shop
+JOIN unnest(%(shop_ids)b::text[], %(max_revenues)b::numeric[]) AS cap(shop, max_revenue) ON cap.shop = t.shop
 GROUP BY 1, 2
 """
 

@@ -34,14 +34,14 @@ _PIXEL_HEALTH = """
 SELECT t.shop, t.id, t.name, t.status,
   CASE
     WHEN e."testId" IS NULL THEN NULL
-    WHEN e."eventType" = ANY(%(known_types)s::text[]) THEN e."eventType"
+    WHEN e."eventType" = ANY(%(known_types)b::text[]) THEN e."eventType"
     ELSE %(other)s
   END AS event_type,
   count(e."testId")
 FROM "ABTest" t
 LEFT JOIN "ABTestEvent" e
   ON e."testId" = t.id AND e."createdAt" >= %(start)s AND e."createdAt" < %(end)s
-WHERE t.shop = ANY(%(shop_ids)s::text[])
+WHERE t.shop = ANY(%(shop_ids)b::text[])
 GROUP BY t.shop, t.id, t.name, t.status, event_type
 HAVING t.status = 'ACTIVE' OR count(e."testId") > 0
 ORDER BY t.shop, t.id, event_type

@@ -41,7 +41,7 @@ _ROW_TOTALS = """
 SELECT shop, count(*), coalesce(sum(impressions), 0), coalesce(sum("addToCarts"), 0), coalesce(sum(orders), 0),
        coalesce(sum(revenue), 0)
 FROM "VariantDailyStatistics"
-WHERE shop = ANY(%(shop_ids)s::text[]) AND date = %(day)s
+WHERE shop = ANY(%(shop_ids)b::text[]) AND date = %(day)s
 GROUP BY shop
 """
 
@@ -59,7 +59,7 @@ WITH counted AS (
       AND {COUNTED_EVENT}
 ), classified AS (
     SELECT c.*, (c.shop, c.variant_id) IN (
-        SELECT shop, "variantId" FROM "VariantDailyStatistics" WHERE shop = ANY(%(shop_ids)s::text[]) AND date = %(day)s
+        SELECT shop, "variantId" FROM "VariantDailyStatistics" WHERE shop = ANY(%(shop_ids)b::text[]) AND date = %(day)s
     ) AS known
     FROM counted c
 )

@@ -18,7 +18,7 @@ from include.statistics_export.utc import naive_utc, now_ms
 
 _UPSERT_IMAGES = """
 INSERT INTO "ProductImageBackup" (id, shop, "productId", "variantId", "mediaId", "shopifyUrl", "r2Url", "r2Key", "backedUpAt")
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::timestamp[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamp[])
 ON CONFLICT (shop, "mediaId") DO UPDATE SET
     "productId" = EXCLUDED."productId", "variantId" = EXCLUDED."variantId", "shopifyUrl" = EXCLUDED."shopifyUrl",
     "r2Url" = EXCLUDED."r2Url", "r2Key" = EXCLUDED."r2Key", "backedUpAt" = EXCLUDED."backedUpAt"
@@ -26,7 +26,7 @@ ON CONFLICT (shop, "mediaId") DO UPDATE SET
 
 _UPSERT_STATISTICS = """
 INSERT INTO "VariantDailyStatistics" (id, shop, "productId", "variantId", date, impressions, "addToCarts", orders, revenue, ctr, "conversionRate")
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::date[], %s::int[], %s::int[], %s::int[], %s::numeric[], %s::float8[], %s::float8[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::date[], %b::int[], %b::int[], %b::int[], %b::numeric[], %b::float8[], %b::float8[])
 ON CONFLICT (shop, "productId", "variantId", date) DO UPDATE SET
     impressions = EXCLUDED.impressions, "addToCarts" = EXCLUDED."addToCarts", orders = EXCLUDED.orders,
     revenue = EXCLUDED.revenue, ctr = EXCLUDED.ctr, "conversionRate" = EXCLUDED."conversionRate"
@@ -34,7 +34,7 @@ ON CONFLICT (shop, "productId", "variantId", date) DO UPDATE SET
 
 _UPSERT_EXPORTS = """
 INSERT INTO "StatisticsExport" (id, shop, "productId", "variantId", date, "csvR2Key", "jsonR2Key", "csvUrl", "jsonUrl", "metricsSnapshot", "imagesSnapshot", "exportedAt", "contentHash")
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::date[], %s::text[], %s::text[], %s::text[], %s::text[], %s::jsonb[], %s::jsonb[], %s::timestamp[], %s::text[])
+SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::date[], %b::text[], %b::text[], %b::text[], %b::text[], %b::jsonb[], %b::jsonb[], %b::timestamp[], %b::text[])
 ON CONFLICT (shop, "productId", "variantId", date) DO UPDATE SET
     "csvR2Key" = EXCLUDED."csvR2Key", "jsonR2Key" = EXCLUDED."jsonR2Key", "csvUrl" = EXCLUDED."csvUrl",
     "jsonUrl" = EXCLUDED."jsonUrl", "metricsSnapshot" = EXCLUDED."metricsSnapshot",
@@ -46,7 +46,7 @@ ON CONFLICT (shop, "productId", "variantId", date) DO UPDATE SET
 # of history the shop has.
 _RECORDED_HASHES = """
 SELECT e.shop, e."productId", e."variantId", e."contentHash"
-FROM unnest(%s::text[], %s::text[], %s::text[]) AS k(shop, "productId", "variantId")
+FROM unnest(%b::text[], %b::text[], %b::text[]) AS k(shop, "productId", "variantId")
 JOIN "StatisticsExport" e
   ON e.shop = k.shop AND e."productId" = k."productId" AND e."variantId" = k."variantId" AND e.date = %s
 """

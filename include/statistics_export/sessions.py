@@ -46,7 +46,7 @@ _SHOPS_WITHOUT_USABLE_SESSION = f"""
 SELECT c.id, c."shopDomain"
 FROM "ShopCredential" c
 WHERE c."isActive"
-  AND (%(shop_ids)s::text[] IS NULL OR c.id = ANY(%(shop_ids)s::text[]))
+  AND (%(shop_ids)b::text[] IS NULL OR c.id = ANY(%(shop_ids)b::text[]))
   AND NOT EXISTS (SELECT 1 FROM "Session" s WHERE s."shopId" = c.id AND {USABLE_SESSION})
 ORDER BY c.id
 """

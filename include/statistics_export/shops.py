@@ -27,7 +27,7 @@ _ACTIVE_SHOPS = """
 SELECT id, "shopDomain"
 FROM "ShopCredential"
 WHERE "isActive"
-  AND (%(shop_ids)s::text[] IS NULL OR id = ANY(%(shop_ids)s::text[]))
+  AND (%(shop_ids)b::text[] IS NULL OR id = ANY(%(shop_ids)b::text[]))
 ORDER BY id
 """
 
@@ -41,7 +41,7 @@ _CREDENTIALS = f"""
 SELECT DISTINCT ON (c.id) c.id, c."shopDomain", s.shop, s."accessToken"
 FROM "ShopCredential" c
 JOIN "Session" s ON s."shopId" = c.id
-WHERE c.id = ANY(%(shop_ids)s::text[])
+WHERE c.id = ANY(%(shop_ids)b::text[])
   AND {USABLE_SESSION}
 ORDER BY c.id, s."isOnline" ASC, s.expires DESC NULLS FIRST, s.id
 """
