@@ -53,6 +53,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--parallelism", type=int, default=4, help="Airflow parallelism for this 2-core machine")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3, help="pairs of runs (fleet, then single shop); default 3")
+    parser.add_argument(
+        "--single-shop",
+        choices=("same-products", "three-per-product"),
+        default="same-products",
+        help="the single shop's catalog: the fleet's products and variants as one shop (default), or as many "
+        "variants three to a product (half the fleet's products and images: the yardstick before 2026-12-03)",
+    )
     parser.add_argument("--timeline", type=Path, help="write every run's task instances (start, end, state) here")
     return parser.parse_args(argv)
 
@@ -101,8 +108,14 @@ def build_fleet(args: argparse.Namespace) -> tuple[list, dict[str, str], list[st
     shops.append(shop(LARGE_ID, math.ceil(args.large_variants / 3), lambda: 3))
     failing = rng.sample(small, round(args.failing * args.shops))
     kinds = {shop_id: ("revoked" if n % 2 else "no session") for n, shop_id in enumerate(failing)}
-    fleet_variants = sum(len(p.variants) for s in shops for p in s.products)
-    shops.append(shop(SINGLE_ID, math.ceil(fleet_variants / 3), lambda: 3))
+    if args.single_shop == "same-products":
+        # The fleet's catalog as one shop: the ratio then weighs what splitting it over shops costs, not a
+        # catalog of half the products (and half the images) the fleet has.
+        counts = iter([len(p.variants) for s in shops for p in s.products])
+        shops.append(shop(SINGLE_ID, sum(len(s.products) for s in shops), lambda: next(counts)))
+    else:
+        fleet_variants = sum(len(p.variants) for s in shops for p in s.products)
+        shops.append(shop(SINGLE_ID, math.ceil(fleet_variants / 3), lambda: 3))
     return shops, kinds, [*small, LARGE_ID], [SINGLE_ID]
 
 
@@ -420,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         "shops": len(fleet_ids),
         "variants": fleet_variants,
         "single_shop_variants": single_variants,
+        "products": sum(len(by_id[i].products) for i in fleet_ids),
+        "single_shop_products": len(by_id[SINGLE_ID].products),
+        "single_shop": args.single_shop,
         "repeat": args.repeat,
         "fleet_ratio": summary["fleet_ratio"]["median"],
         "fleet_ratio_range": [summary["fleet_ratio"]["min"], summary["fleet_ratio"]["max"]],

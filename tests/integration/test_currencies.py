@@ -15,11 +15,9 @@ from helpers import (
     register_shop,
     writer_for,
 )
-from include.statistics_export import tasks
-from include.statistics_export.event_rules import revenue_cap
+from include.statistics_export import reconcile, tasks
+from include.statistics_export.event_rules import revenue_cap, shops_parameters
 from include.statistics_export.handoffs import ShopRef, ShopUnit
-from include.statistics_export import reconcile
-from include.statistics_export.event_rules import shops_parameters
 from include.statistics_export.reconcile import ShopCheck, reconcile_shops
 from include.statistics_export.totals import Totals
 from local_stack.one_shop import reconcile_shop
