@@ -1,11 +1,12 @@
-"""`make bench-fleet`: a fleet of small shops against one large shop of the same size, under the real scheduler.
+"""`make bench-fleet`: a fleet of small shops against their catalog as one shop, under the real scheduler.
 
 The fleet: ``--shops`` active shops with long-tail catalogs (about 2 products of 1-2 variants at the median),
 one large shop on the bulk path, ``--failing`` of them failing (half with a revoked token, half without any
-session), one image per product, a few events per variant. The single shop: one shop with as many
-variants as the fleet. Both are exported for the same day by the same LocalExecutor stack (scheduler,
-dag-processor, api-server; metadata on PostgreSQL), with the sandbox throttling every shop like Shopify's
-Standard plan, on the bench's store (SeaweedFS by default).
+session), one image per product, a few events per variant. The single shop: the fleet's products and variants
+as one shop (``--single-shop three-per-product``: as many variants, three to a product). Both are exported for
+the same day by the same LocalExecutor stack (scheduler, dag-processor, api-server; metadata on PostgreSQL),
+with the sandbox throttling every shop like Shopify's Standard plan, on the bench's store (SeaweedFS by
+default).
 
 ``--repeat N`` (3) runs the pair N times, fleet then single shop, each run from the same empty state (the
 bucket but for the previous day's report, and the export's tables, emptied before it), so no run finds the

@@ -16,6 +16,8 @@ from include.statistics_export.ids import row_id
 from include.statistics_export.images import ImageBackup, ImageOwner
 from include.statistics_export.utc import naive_utc, now_ms
 
+# Arrays are sent in binary (%b): psycopg's text array dumper escapes every element in Python, which cost about
+# 20 us per JSON snapshot; in binary it is about 0.3 us.
 _UPSERT_IMAGES = """
 INSERT INTO "ProductImageBackup" (id, shop, "productId", "variantId", "mediaId", "shopifyUrl", "r2Url", "r2Key", "backedUpAt")
 SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::timestamp[])
