@@ -38,6 +38,7 @@ from export_hooks.shopify_protocol import (  # noqa: F401 - the errors are part 
 
 log = logging.getLogger(__name__)
 
+DEFAULT_CONN_ID = "shopify_default"
 DEFAULT_API_VERSION = "2026-07"
 DEFAULT_ENDPOINT_TEMPLATE = "https://{shop}/admin/api/{api_version}/graphql.json"
 # The connection extra's numeric options and their defaults (the docstring below says what each means).
@@ -82,7 +83,7 @@ class ShopifyConnection:
     max_retry_after: float
 
     @classmethod
-    def read(cls, conn_id: str = "shopify_default") -> ShopifyConnection:
+    def read(cls, conn_id: str = DEFAULT_CONN_ID) -> ShopifyConnection:
         """Read the connection ``conn_id``; raise ValueError naming what is wrong in its extra."""
         extra = {**EXTRA_DEFAULTS, **BaseHook.get_connection(conn_id).extra_dejson}
         api_version = str(extra.get("api_version") or DEFAULT_API_VERSION)
@@ -132,7 +133,7 @@ class ShopifyHook(BaseHook):
     """
 
     conn_name_attr = "shopify_conn_id"
-    default_conn_name = "shopify_default"
+    default_conn_name = DEFAULT_CONN_ID
     conn_type = "generic"
     hook_name = "Shopify Admin GraphQL"
 

@@ -84,10 +84,10 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
             conn.commit()  # the reads below take a while: hold no transaction open meanwhile
             # Masked where they are read, all at once: one by one, Airflow's masker costs O(shops²) per unit.
             mask_secrets([found.access_token for found in credentials.values() if isinstance(found, ShopCredentials)])
-            shopify = ShopifyConnection.read()  # once for the unit's hooks, not once per shop
+            shopify_connection = ShopifyConnection.read()  # once for the unit's hooks, not once per shop
         reads = {
             shop.shop_id: pool.submit(
-                _retried, _read_packed_shop, shop, credentials[shop.shop_id], shopify, day, settings
+                _retried, _read_packed_shop, shop, credentials[shop.shop_id], shopify_connection, day, settings
             )
             for shop in unit.shops
         }
