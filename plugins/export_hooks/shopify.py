@@ -301,9 +301,13 @@ class ShopifyHook(BaseHook):
             )
 
     def _seconds_until_affordable(self, query: str) -> float:
-        """Return how long until the bucket should hold what this document requested last time."""
+        """Return how long until the bucket should hold what this document requested last time.
+
+        A document not answered yet is taken to request the cap every document stays under: sent
+        unpaced into a bucket the previous query emptied, it would be THROTTLED for a guess.
+        """
         with self._throttle_lock:
-            return self._throttle.seconds_until(self._requested_cost.get(query, 0.0))
+            return self._throttle.seconds_until(self._requested_cost.get(query, float(q.MAX_QUERY_COST)))
 
     def _throttled_wait(self, query: str) -> float:
         """Return how long to wait after THROTTLED: until the requested points are back, per throttleStatus.
@@ -328,7 +332,7 @@ class ShopifyHook(BaseHook):
         return min(self.retry_wait_max, self.retry_wait_base * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1)
 
     def _pace(self, query: str) -> None:
-        """Sleep until the bucket should hold what this document requested last time."""
+        """Sleep until the bucket should hold what this document requests (see _seconds_until_affordable)."""
         wait = self._seconds_until_affordable(query)
         if wait > 0:
             log.debug("Shop %s: pacing %.2fs for the cost bucket", self.shop_domain, wait)

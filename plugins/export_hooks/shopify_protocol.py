@@ -63,7 +63,9 @@ class ThrottleState:
         if self.available is None or not self.restore_rate:
             return 0.0
         elapsed = time.monotonic() - self.seen_at
-        available = min(self.maximum or float("inf"), self.available + elapsed * self.restore_rate)
+        ceiling = self.maximum or float("inf")
+        cost = min(cost, ceiling)  # a bucket never holds more than its maximum: wait for a full one at most
+        available = min(ceiling, self.available + elapsed * self.restore_rate)
         if available >= cost:
             return 0.0
         return (cost - available) / self.restore_rate

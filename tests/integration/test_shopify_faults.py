@@ -81,6 +81,19 @@ def test_throttled_storm_is_waited_out_per_throttle_status(shop, sandbox, monkey
     assert elapsed >= 25 * 820 / 20000 * 0.9
 
 
+def test_a_document_not_yet_answered_is_paced_as_the_cap_and_not_sent_into_an_empty_bucket(shop, sandbox):
+    # 2000 points/s: the shop query's few points are back within a millisecond, a product query's 820 in 0.41 s.
+    shop.restore_rate = 2000
+    sandbox.throttle_next(DOMAIN, count=1, drain=True)
+    with ShopifyHook(DOMAIN, TOKEN) as hook:
+        hook.shop_info()  # throttled once into an empty bucket, then served after the wait for its own cost
+        start = time.monotonic()
+        assert complete(list(hook.iter_products(IDS)))
+        # Sent as soon as the shop query was served, the first product query would find the bucket empty.
+        assert hook.throttled == 1 and sandbox.stats(DOMAIN)["throttled"] == 1
+    assert time.monotonic() - start >= 820 / 2000 * 0.9
+
+
 def test_endless_throttling_gives_up_after_max_throttle_waits(shop, sandbox, monkeypatch):
     monkeypatch.setenv(
         "AIRFLOW_CONN_SHOPIFY_DEFAULT", shopify_env(sandbox.endpoint_template, **FAST, max_throttle_waits=3)
