@@ -138,7 +138,13 @@ def main(argv: list[str] | None = None) -> int:
         if ours.variants != world.variants:
             raise SystemExit(f"the export wrote {ours.variants} variants, the shop has {world.variants}")
 
+        floor_cpu_before, floor_client_cpu = cpu_snapshot(services), time.process_time()
         floor_puts = put_floor(sizes)
+        floor_client_cpu = time.process_time() - floor_client_cpu
+        floor_cpu = {name: value - floor_cpu_before[name] for name, value in cpu_snapshot(services).items()}
+        # S cannot be shorter than the CPU the store, the sandbox and the batch workers spent during it shared
+        # out over every core (the planning process's own CPU and PostgreSQL's left out: a lower bound).
+        cores_floor = (cpu["store"] + cpu["sandbox"] + ours.worker_cpu_seconds) / (os.cpu_count() or 1)
         floor_throttle = throttle_floor(shopify["cost_charged"], world.shop.restore_rate)
         floor_images, image_bytes = image_floor(app_db_url, SHOP_ID, args.batch_parallelism * args.concurrency)
         floor = max(floor_puts, floor_throttle, floor_images)
@@ -197,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             "cdn_requests": shopify["cdn_requests"],
             "objects_written": len(sizes),
             "floor_put_seconds": round(floor_puts, 2),
+            "floor_store_cpu_seconds": round(floor_cpu["store"], 2),
+            "floor_client_cpu_seconds": round(floor_client_cpu, 2),
+            "floor_machine_cpu_busy": round(floor_cpu["machine_busy"] / floor_cpu["machine_total"], 3)
+            if floor_cpu["machine_total"]
+            else 0.0,
+            "cores_floor_seconds": round(cores_floor, 2),
             "floor_throttle_seconds": round(floor_throttle, 2),
             "floor_image_seconds": round(floor_images, 2),
             "floor_image_bytes": image_bytes,
