@@ -18,7 +18,7 @@ from datetime import datetime, timedelta, timezone
 from bench.floor import FLOOR_CONNECTIONS, image_floor, object_sizes, put_floor, throttle_floor
 from bench.ours import batch_pool, run_export
 from bench.query_plan import explain_metrics
-from bench.stack import STORES, cpu_snapshot, running_stack
+from bench.stack import STORES, cpu_delta, cpu_snapshot, running_stack
 from bench.world import SHOP_DOMAIN, SHOP_ID, build_world, seed_events, seed_shop
 
 BUCKET = "bench"
@@ -116,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         shop = ShopRef(SHOP_ID, SHOP_DOMAIN)
         cpu_before = cpu_snapshot(services)
         ours = run_export(shop, day, settings, poll_interval=args.poll_interval, pool=pool)
-        cpu = {name: value - cpu_before[name] for name, value in cpu_snapshot(services).items()}
-        busy = cpu["machine_busy"] / cpu["machine_total"] if cpu["machine_total"] else 0.0
+        cpu = cpu_delta(cpu_before, cpu_snapshot(services))
+        # S cannot be shorter than the CPU the store, the sandbox and the batch workers spent during it shared
+        # out over every core (the planning process's own CPU and PostgreSQL's left out: a lower bound).
+        cores_floor = (cpu["store"] + cpu["sandbox"] + ours.worker_cpu_seconds) / (os.cpu_count() or 1)
         shopify = services.sandbox.call("stats", SHOP_DOMAIN)
         sizes = object_sizes(services.store_address, BUCKET)
         # Without a proxy counting requests: one PUT per object written (a first run into an empty bucket).
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         log("Batch phases, summed over batches, [wall s, CPU s]: " + json.dumps(ours.phases))
         log(
             f"CPU during our export: the store {cpu['store']:.1f} s, the sandbox {cpu['sandbox']:.1f} s, "
-            f"workers {ours.worker_cpu_seconds} s; the machine's cores {100 * busy:.0f}% busy (everyone's work)"
+            f"workers {ours.worker_cpu_seconds} s; the machine's cores {100 * cpu['busy']:.0f}% busy (everyone's work)"
         )
         if ours.variants != world.variants:
             raise SystemExit(f"the export wrote {ours.variants} variants, the shop has {world.variants}")
@@ -141,10 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         floor_cpu_before, floor_client_cpu = cpu_snapshot(services), time.process_time()
         floor_puts = put_floor(sizes)
         floor_client_cpu = time.process_time() - floor_client_cpu
-        floor_cpu = {name: value - floor_cpu_before[name] for name, value in cpu_snapshot(services).items()}
-        # S cannot be shorter than the CPU the store, the sandbox and the batch workers spent during it shared
-        # out over every core (the planning process's own CPU and PostgreSQL's left out: a lower bound).
-        cores_floor = (cpu["store"] + cpu["sandbox"] + ours.worker_cpu_seconds) / (os.cpu_count() or 1)
+        floor_cpu = cpu_delta(floor_cpu_before, cpu_snapshot(services))
         floor_throttle = throttle_floor(shopify["cost_charged"], world.shop.restore_rate)
         floor_images, image_bytes = image_floor(app_db_url, SHOP_ID, args.batch_parallelism * args.concurrency)
         floor = max(floor_puts, floor_throttle, floor_images)
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             "phases": {name: {"wall_s": wall, "cpu_s": spent} for name, (wall, spent) in ours.phases.items()},
             "store_cpu_seconds": round(cpu["store"], 2),
             "sandbox_cpu_seconds": round(cpu["sandbox"], 2),
-            "machine_cpu_busy": round(busy, 3),
+            "machine_cpu_busy": cpu["busy"],
             "graphql_cost": shopify["cost_charged"],
             "throttled": shopify["throttled"],
             "puts": puts,
@@ -205,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "floor_put_seconds": round(floor_puts, 2),
             "floor_store_cpu_seconds": round(floor_cpu["store"], 2),
             "floor_client_cpu_seconds": round(floor_client_cpu, 2),
-            "floor_machine_cpu_busy": round(floor_cpu["machine_busy"] / floor_cpu["machine_total"], 3)
-            if floor_cpu["machine_total"]
-            else 0.0,
+            "floor_machine_cpu_busy": floor_cpu["busy"],
             "cores_floor_seconds": round(cores_floor, 2),
             "floor_throttle_seconds": round(floor_throttle, 2),
             "floor_image_seconds": round(floor_images, 2),

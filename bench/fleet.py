@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import bench  # noqa: F401 - Airflow's environment for this process and its children
-from bench.stack import cpu_snapshot, running_stack
+from bench.stack import cpu_delta, cpu_snapshot, running_stack
 
 SINGLE_ID = "shop_single"
 LARGE_ID = "shop_large"
@@ -475,17 +475,6 @@ def summarize(pairs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
         name for name, value in pairs[0].items() if isinstance(value, (int, float)) and not isinstance(value, bool)
     ]
     return {name: median_and_range([pair[name] for pair in pairs]) for name in names}
-
-
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """The store's and the sandbox's CPU seconds between two snapshots, and how busy the machine's cores were."""
-    total = after["machine_total"] - before["machine_total"]
-    busy = (after["machine_busy"] - before["machine_busy"]) / total if total else 0.0
-    return {
-        "store": round(after["store"] - before["store"], 2),
-        "sandbox": round(after["sandbox"] - before["sandbox"], 2),
-        "busy": round(busy, 3),
-    }
 
 
 def failed_shops_named(task_instances: list[dict], kinds: dict[str, str]) -> int:

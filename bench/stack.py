@@ -200,6 +200,17 @@ def cpu_snapshot(stack: Stack) -> dict[str, float]:
     }
 
 
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The store's and the sandbox's CPU seconds between two snapshots, and how busy the machine's cores were."""
+    total = after["machine_total"] - before["machine_total"]
+    busy = (after["machine_busy"] - before["machine_busy"]) / total if total else 0.0
+    return {
+        "store": round(after["store"] - before["store"], 2),
+        "sandbox": round(after["sandbox"] - before["sandbox"], 2),
+        "busy": round(busy, 3),
+    }
+
+
 # The run id the bench exports under: it claims its day first, as the DAG's claim_export_day does.
 BENCH_RUN = "bench"
 

@@ -300,14 +300,16 @@ class ShopifyHook(BaseHook):
                 seen_at=time.monotonic(),
             )
 
-    def _seconds_until_affordable(self, query: str) -> float:
-        """Return how long until the bucket should hold what this document requested last time.
+    def _expected_cost(self, query: str) -> float:
+        """Return what this document requested last time; one not answered yet is taken to request the cap
+        every document stays under (sent unpaced into a bucket the previous query emptied, it would be
+        THROTTLED for a guess)."""
+        return self._requested_cost.get(query, float(q.MAX_QUERY_COST))
 
-        A document not answered yet is taken to request the cap every document stays under: sent
-        unpaced into a bucket the previous query emptied, it would be THROTTLED for a guess.
-        """
+    def _seconds_until_affordable(self, query: str) -> float:
+        """Return how long until the bucket should hold what this document requests."""
         with self._throttle_lock:
-            return self._throttle.seconds_until(self._requested_cost.get(query, float(q.MAX_QUERY_COST)))
+            return self._throttle.seconds_until(self._expected_cost(query))
 
     def _throttled_wait(self, query: str) -> float:
         """Return how long to wait after THROTTLED: until the requested points are back, per throttleStatus.
@@ -320,8 +322,7 @@ class ShopifyHook(BaseHook):
             return wait
         with self._throttle_lock:
             rate = self._throttle.restore_rate
-        cost = self._requested_cost.get(query, 0.0)
-        return cost / rate if rate and cost else self.retry_wait_base
+        return self._expected_cost(query) / rate if rate else self.retry_wait_base
 
     def _backoff(self, state: RetryCallState) -> float:
         """Wait what Shopify asked for when it said, else exponential backoff with jitter."""
@@ -332,7 +333,7 @@ class ShopifyHook(BaseHook):
         return min(self.retry_wait_max, self.retry_wait_base * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1)
 
     def _pace(self, query: str) -> None:
-        """Sleep until the bucket should hold what this document requests (see _seconds_until_affordable)."""
+        """Sleep until the bucket should hold what this document requests."""
         wait = self._seconds_until_affordable(query)
         if wait > 0:
             log.debug("Shop %s: pacing %.2fs for the cost bucket", self.shop_domain, wait)
