@@ -95,8 +95,13 @@ def product_statistics_export():
 
     @task
     def link_sessions(params=None) -> dict:
-        """Link unlinked sessions to the shops that have no usable one, so they are exported in this run."""
-        return tasks.link_unlinked_sessions(export_settings.load(), tasks.only(params, "shop_ids"))
+        """Link unlinked sessions to the shops that have no usable one, so they are exported in this run; count the
+        shops on expiring and on non-expiring tokens."""
+        shop_ids = tasks.only(params, "shop_ids")
+        return {
+            "sessionLinks": tasks.link_unlinked_sessions(export_settings.load(), shop_ids),
+            "tokens": tasks.census_tokens(shop_ids),
+        }
 
     @exported()
     def list_active_shops(params=None) -> list[ShopRef]:
@@ -210,7 +215,10 @@ def product_statistics_export():
         summary = summarize_run(
             day, shops, outcome.plans, batches, outcome.results, list(reconciliations or []), outcome.reasons
         )
-        tasks.add_report_sections(summary, {"sessionLinks": links, "pixelHealth": pixel})
+        sessions = links or {}  # its task failed: both of its sections are noted as not finished
+        tasks.add_report_sections(
+            summary, {"sessionLinks": sessions.get("sessionLinks"), "tokens": sessions.get("tokens"), "pixelHealth": pixel}
+        )
         tasks.carry_sizes(summary)
         return tasks.finish_day(summary, tasks.writer(day, run_id))
 

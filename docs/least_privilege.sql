@@ -5,21 +5,36 @@
 -- -v export_role only the page role; tests/airflow/test_least_privilege.py runs this very file, then the whole
 -- DAG as the export role and the page's queries as the page role).
 -- Each role needs CONNECT on the database (PUBLIC has it unless revoked) and nothing else: no DDL,
--- no DELETE, no TRUNCATE, no write on the app's own tables but the export's "Session"."shopId" (below).
+-- no DELETE, no TRUNCATE, no write on the app's own tables but the export's "Session"."shopId" and, for
+-- expiring offline tokens, the session's four token columns (below).
 
 \if :{?export_role}
 GRANT USAGE ON SCHEMA public TO :"export_role";
 
--- Sources, read only, column by column: the export never sees "apiKey"/"apiSecret" or the sessions'
--- state and scope.
+-- Sources, read only, column by column: the export never sees the sessions' state, scope or user.
 GRANT SELECT (id, "shopDomain", "isActive") ON "ShopCredential" TO :"export_role";
+-- Expiring offline tokens (include/statistics_export/tokens.py): refreshing a shop's token needs the app's OAuth
+-- client ("apiKey"/"apiSecret" are the client_id/client_secret Shopify's token endpoint takes); "mode" tells
+-- the public apps, whose non-expiring tokens Shopify rejects from 2027-01-01, from the exempt custom ones.
+GRANT SELECT ("apiKey", "apiSecret", mode) ON "ShopCredential" TO :"export_role";
 GRANT SELECT (id, shop, "isOnline", expires, "accessToken", "shopId") ON "Session" TO :"export_role";
 GRANT SELECT (id, shop, name, status) ON "ABTest" TO :"export_role";
 GRANT SELECT ("testId", "eventType", "variantId", revenue, "createdAt") ON "ABTestEvent" TO :"export_role";
 
--- Linking a shop's unlinked session (sessions.py, the original's link:sessions): the one column of the
--- app's tables the export writes, and only where it is NULL. Nothing else of "Session" is writable.
+-- Linking a shop's unlinked session (sessions.py, the original's link:sessions): written only where it is NULL.
 GRANT UPDATE ("shopId") ON "Session" TO :"export_role";
+
+-- Expiring offline tokens: a stale token is refreshed under the session row's lock (SELECT ... FOR UPDATE, which
+-- needs UPDATE on a column) and the new pair written back, all four columns in one statement: Shopify retires
+-- the old refresh token once the new one is used, so a pair refreshed and not stored would lock the app out.
+-- Only where the app's "Session" has the refresh token columns (shopify-app-js session-storage-prisma 9.x):
+-- an app not migrated yet keeps the grants above, and the export reads its sessions as before; run this file
+-- again once it is migrated.
+SELECT count(*) = 2 AS session_has_refresh_columns FROM pg_attribute WHERE attrelid = to_regclass('"Session"') AND attname IN ('refreshToken', 'refreshTokenExpires') AND NOT attisdropped \gset
+\if :session_has_refresh_columns
+GRANT SELECT ("refreshToken", "refreshTokenExpires") ON "Session" TO :"export_role";
+GRANT UPDATE ("accessToken", expires, "refreshToken", "refreshTokenExpires") ON "Session" TO :"export_role";
+\endif
 
 -- Outputs, upserted with INSERT ... ON CONFLICT (natural key) DO UPDATE. That statement needs INSERT,
 -- UPDATE, and SELECT on the conflict target's columns and on every column its SET reads through

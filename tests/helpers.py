@@ -13,7 +13,7 @@ from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRe
 from include.statistics_export.settings import Settings
 from include.statistics_export.settings import load as load_settings
 from include.statistics_export.shops import shop_credentials
-from local_stack.demo_world import insert_shop
+from local_stack.demo_world import client_of, insert_shop
 from local_stack.services import read_bucket
 from shopify_sandbox.world import SandboxMedia, SandboxProduct, SandboxShop, SandboxVariant
 
@@ -68,9 +68,17 @@ def register_shop(
     restore_rate: float = 100.0,
     primary_domain: str | None = None,
     currency: str = "USD",
+    expires: datetime | None = None,
+    refresh_token: str | None = None,
+    mode: str = "PUBLIC",
 ) -> SandboxShop:
-    """Put a shop in the sandbox and in the app database (credential + offline session)."""
+    """Put a shop in the sandbox and in the app database (credential + offline session).
+
+    With ``expires`` (aware UTC) the shop is on expiring offline tokens: its stored access token expires then (in the
+    past: it has expired) and it holds a refresh token; without, its token never expires.
+    """
     api_domain = f"{shop_id.replace('_', '-')}.myshopify.com"
+    client_id, client_secret = client_of(shop_id)
     shop = SandboxShop(
         domain=api_domain,
         access_token=token or f"shpat_secret_{shop_id}",
@@ -78,10 +86,25 @@ def register_shop(
         restore_rate=restore_rate,
         primary_domain=primary_domain,
         currency=currency,
+        client_id=client_id,
+        client_secret=client_secret,
+        refresh_token=(refresh_token or f"shprt_secret_{shop_id}") if expires else None,
+        access_token_expires=expires,
     )
     sandbox.add_shop(shop)
     with db.cursor() as cur:
-        insert_shop(cur, shop_id, domain or api_domain, api_domain, shop.access_token, active=active, linked=linked)
+        insert_shop(
+            cur,
+            shop_id,
+            domain or api_domain,
+            api_domain,
+            shop.access_token,
+            active=active,
+            linked=linked,
+            refresh_token=shop.refresh_token,
+            expires=expires,
+            mode=mode,
+        )
         cur.execute(
             'INSERT INTO "ABTest" (id, shop, name, "productId") VALUES (%s, %s, %s, %s)',
             (f"test_{shop_id}", shop_id, "test", "0"),

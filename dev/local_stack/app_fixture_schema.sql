@@ -25,6 +25,9 @@ CREATE TABLE IF NOT EXISTS "Session" (
     scope          TEXT,
     expires        TIMESTAMP(3),
     "accessToken"  TEXT NOT NULL,
+    -- Expiring offline tokens (shopify-app-js session-storage-prisma 9.x): NULL on a non-expiring session.
+    "refreshToken"         TEXT,
+    "refreshTokenExpires"  TIMESTAMP(3),
     "shopId"       TEXT REFERENCES "ShopCredential" (id) ON DELETE SET NULL ON UPDATE CASCADE
 );
 CREATE INDEX IF NOT EXISTS "Session_shopId_idx" ON "Session" ("shopId");

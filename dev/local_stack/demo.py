@@ -88,7 +88,10 @@ def main() -> int:
 
     variants = sum(len(p.variants) for s in active for p in s.sandbox.products)
     exports = sorted(p for p in (OUTPUT / "bucket" / "statistic-exports").rglob("*.csv"))
-    print(f"Shops: {len(active)} active (1 on a custom domain), 1 inactive skipped")
+    print(
+        f"Shops: {len(active)} active (1 on a custom domain, 1 on expiring tokens whose stored token had expired "
+        "and was refreshed), 1 inactive skipped"
+    )
     print(f"Products: {sum(len(s.sandbox.products) for s in active)}, variants: {variants}")
     print(
         f"Files: {counts['StatisticsExport'] * 2} export files, {counts['ProductImageBackup']} images backed up, "
@@ -100,7 +103,7 @@ def main() -> int:
     if report.exists():
         print(f"The day's report: {report.relative_to(REPO)}")
         document = json.loads(report.read_text())
-        for section in ("sessionLinks", "pixelHealth"):
+        for section in ("sessionLinks", "tokens", "pixelHealth"):
             if section in document:
                 print(document[section]["summary"])
     parquet = sorted((OUTPUT / "bucket" / "statistic-exports" / "_parquet").rglob("*.parquet"))

@@ -109,19 +109,22 @@ def make_shop(
                 media=media,
             )
         )
+    client_id, client_secret = client_of(shop_id)
     sandbox = SandboxShop(
         domain=api_domain,
         access_token=f"shpat_{uuid.uuid4().hex}",
         name=name.title(),
         products=catalog,
         primary_domain=custom_domain,
+        client_id=client_id,
+        client_secret=client_secret,
     )
     return DemoShop(shop_id=shop_id, shop_domain=custom_domain or api_domain, sandbox=sandbox)
 
 
 def build_world(day: date, *, products: int = 100, seed: int = 7) -> DemoWorld:
-    """Build three active shops (one behind a custom domain, whose session is not linked yet) and one inactive,
-    with events around ``day``."""
+    """Build three active shops (one on expiring tokens whose stored token has expired, one behind a custom domain
+    whose session is not linked yet) and one inactive, with events around ``day``."""
     rng = random.Random(seed)
     start = datetime.combine(day, time.min, tzinfo=timezone.utc)
     sizes = [products // 2, products - products // 2 - products // 5, products // 5]
@@ -141,6 +144,10 @@ def build_world(day: date, *, products: int = 100, seed: int = 7) -> DemoWorld:
     ]
     shops[-1].active = False
     shops[1].linked = False  # the custom-domain shop: linked through its token's primaryDomain at run start
+    # On expiring offline tokens, as public apps must be from 2027-01-01: its stored token expired an hour before
+    # the run, so the run refreshes it first and writes the new pair back.
+    shops[0].sandbox.refresh_token = f"shprt_{uuid.uuid4().hex}"
+    shops[0].sandbox.access_token_expires = datetime.now(timezone.utc) - timedelta(hours=1)
     world = DemoWorld(shops=shops)
     for shop in shops:
         for product in shop.sandbox.products:
@@ -167,20 +174,42 @@ def _variant_events(rng: random.Random, test_id: str, product_id: int, variant_i
                 yield DemoEvent(test_id, "PURCHASE", str(product_id), vid, revenue, at + timedelta(seconds=90))
 
 
+def client_of(shop_id: str) -> tuple[str, str]:
+    """Return the app's OAuth client as the fixture's credential row holds it for a shop ("apiKey", "apiSecret")."""
+    return f"key_{shop_id}", f"secret_{shop_id}"
+
+
 def insert_shop(
-    cur: Any, shop_id: str, shop_domain: str, api_domain: str, token: str, *, active: bool = True, linked: bool = True
+    cur: Any,
+    shop_id: str,
+    shop_domain: str,
+    api_domain: str,
+    token: str,
+    *,
+    active: bool = True,
+    linked: bool = True,
+    refresh_token: str | None = None,
+    expires: datetime | None = None,
+    mode: str = "PUBLIC",
 ) -> None:
-    """Insert a shop's credential row and its offline session (linked to it by "shopId" unless ``linked`` is False)."""
+    """Insert a shop's credential row and its offline session (linked to it by "shopId" unless ``linked`` is False).
+
+    With ``refresh_token`` the session is on expiring tokens, its access token expiring at ``expires`` (aware UTC)
+    and its refresh token in 90 days, as shopify-app-js stores them; without, it never expires (both NULL).
+    """
     now = datetime.now(timezone.utc).replace(tzinfo=None)
+    api_key, api_secret = client_of(shop_id)
     cur.execute(
         'INSERT INTO "ShopCredential" (id, "shopDomain", "apiKey", "apiSecret", mode, "isActive", "createdAt", "updatedAt") '
-        "VALUES (%s, %s, %s, %s, 'PUBLIC', %s, %s, %s)",
-        (shop_id, shop_domain, f"key_{shop_id}", f"secret_{shop_id}", active, now, now),
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (shop_id, shop_domain, api_key, api_secret, mode, active, now, now),
     )
+    expires_at = expires.astimezone(timezone.utc).replace(tzinfo=None) if expires else None
+    refresh_expires = now + timedelta(days=90) if refresh_token else None
     cur.execute(
-        'INSERT INTO "Session" (id, shop, state, "isOnline", scope, expires, "accessToken", "shopId") '
-        "VALUES (%s, %s, '', false, 'read_products', NULL, %s, %s)",
-        (f"offline_{api_domain}", api_domain, token, shop_id if linked else None),
+        'INSERT INTO "Session" (id, shop, state, "isOnline", scope, expires, "accessToken", "refreshToken", '
+        '"refreshTokenExpires", "shopId") VALUES (%s, %s, \'\', false, \'read_products\', %s, %s, %s, %s, %s)',
+        (f"offline_{api_domain}", api_domain, expires_at, token, refresh_token, refresh_expires, shop_id if linked else None),
     )
 
 
@@ -197,6 +226,8 @@ def seed_database(conn: Any, world: DemoWorld) -> None:
                 shop.token,
                 active=shop.active,
                 linked=shop.linked,
+                refresh_token=shop.sandbox.refresh_token,
+                expires=shop.sandbox.access_token_expires,
             )
         cur.executemany(
             'INSERT INTO "ABTest" (id, shop, name, "productId", status, "createdAt", "updatedAt") '

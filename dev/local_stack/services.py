@@ -261,6 +261,13 @@ class Endpoints:
     s3_key_id: str = S3_KEY_ID
     s3_secret: str = S3_SECRET
 
+    @property
+    def shopify_token_endpoint_template(self) -> str:
+        """Return the token endpoint beside the GraphQL endpoint, as Shopify (and the sandbox) places it:
+        ``…/{shop}/admin/api/{api_version}/graphql.json`` -> ``…/{shop}/admin/oauth/access_token``."""
+        head, found, _ = self.shopify_endpoint_template.partition("/admin/api/")
+        return f"{head}/admin/oauth/access_token" if found else "https://{shop}/admin/oauth/access_token"
+
 
 def connection_env(endpoints: Endpoints) -> dict[str, str]:
     """Return the AIRFLOW_CONN_* variables for app_db, r2_default and shopify_default."""
@@ -284,7 +291,11 @@ def connection_env(endpoints: Endpoints) -> dict[str, str]:
     r2 = {"conn_type": "aws", "login": endpoints.s3_key_id, "password": endpoints.s3_secret, "extra": r2_extra}
     shopify = {
         "conn_type": "generic",
-        "extra": {"api_version": "2026-07", "endpoint_template": endpoints.shopify_endpoint_template},
+        "extra": {
+            "api_version": "2026-07",
+            "endpoint_template": endpoints.shopify_endpoint_template,
+            "token_endpoint_template": endpoints.shopify_token_endpoint_template,
+        },
     }
     return {
         "AIRFLOW_CONN_APP_DB": json.dumps(app_db),

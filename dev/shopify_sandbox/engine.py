@@ -16,6 +16,7 @@ from .cost import MAX_QUERY_COST, actual_cost, is_mutation, requested_cost
 from .faults import ImageFault, RequestFault, null_first_product
 from .resolvers import QueryRootView, RequestContext, sandbox_schema
 from .throttle import CostBucket
+from .tokens import TOKEN_LIFETIME, ShopTokens
 from .world import SandboxShop
 
 BAD_BODY = {"errors": {"query": "Required parameter missing or invalid"}}
@@ -88,6 +89,9 @@ class ShopStats:
     max_requested_cost: int = 0
     bulk_operations: int = 0
     cdn_requests: int = 0
+    token_requests: int = 0  # answered by the token endpoint, refused ones included
+    refreshes: int = 0  # new pairs issued by a refresh (a retry answered with the same pair is not one)
+    exchanges: int = 0  # non-expiring tokens exchanged for an expiring pair
     queries: list[str] = field(default_factory=list)
 
     def snapshot(self) -> dict[str, Any]:
@@ -99,6 +103,9 @@ class ShopStats:
             "max_requested_cost": self.max_requested_cost,
             "bulk_operations": self.bulk_operations,
             "cdn_requests": self.cdn_requests,
+            "token_requests": self.token_requests,
+            "refreshes": self.refreshes,
+            "exchanges": self.exchanges,
             "queries": list(self.queries),
         }
 
@@ -106,11 +113,16 @@ class ShopStats:
 class ShopState:
     """A shop with its bucket, stats and the faults tests have queued for it."""
 
-    def __init__(self, shop: SandboxShop):
+    def __init__(self, shop: SandboxShop, token_lifetime: float = TOKEN_LIFETIME):
         self.shop = shop
+        self.tokens = ShopTokens(shop, token_lifetime)
         self.bucket = CostBucket(shop.bucket_size, shop.restore_rate)
         self.stats = ShopStats()
         self.revoked = False
+        # Set: after this many more GraphQL requests, the shop's access tokens stop being accepted (their hour
+        # ends mid-run).
+        self.expire_tokens_after: int | None = None
+        self.token_failures: list[int] = []  # HTTP statuses the next token requests answer, in order
         self.failures: list[RequestFault | None] = []  # one per request, in order (None: no fault)
         self.forced_throttles: list[bool] = []  # one per valid query: drain the bucket first?
         self.image_faults: dict[int, ImageFault] = {}
@@ -121,6 +133,18 @@ class ShopState:
         """Pop the next queued request fault, if any."""
         with self.lock:
             return self.failures.pop(0) if self.failures else None
+
+    def count_toward_expiry(self) -> None:
+        """Count one GraphQL request toward ``expire_tokens_after``; end the tokens' hour when it is reached."""
+        with self.lock:
+            if self.expire_tokens_after is None:
+                return
+            self.expire_tokens_after -= 1
+            due = self.expire_tokens_after <= 0
+            if due:
+                self.expire_tokens_after = None
+        if due:
+            self.tokens.expire_access_tokens()
 
     def take_forced_throttle(self) -> bool:
         """Consume one queued THROTTLED answer, if any, emptying the bucket when it was queued so."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
 import threading
@@ -18,14 +17,15 @@ from .engine import ShopState, run_graphql
 from .faults import HTML_ERROR_PAGE, STREAM_CHUNK, FaultControls, ImageFault, oversized_body
 from .images import content_type_for, image_bytes
 from .resolvers import sandbox_schema
+from .tokens import INVALID_TOKEN, TOKEN_LIFETIME, TokenRefused
 from .transport import SandboxHTTPServer
 from .world import SandboxShop
 
 SUPPORTED_VERSIONS = ("2026-01", "2026-04", "2026-07", "2026-10")
-INVALID_TOKEN = "[API] Invalid API key or access token (unrecognized login or wrong password)"
 RATE_LIMITED = "Exceeded 2 calls per second for api client. Reduce request rates to resume uninterrupted service."
 
 _GRAPHQL_PATH = re.compile(r"^/(?P<shop>[^/]+)/admin/api/(?P<version>[^/]+)/graphql\.json$")
+_TOKEN_PATH = re.compile(r"^/(?P<shop>[^/]+)/admin/oauth/access_token$")
 _CDN_PATH = re.compile(r"^/cdn/(?P<shop>[^/]+)/(?P<media>\d+)/(?P<filename>[^/]+)$")
 _BULK_PATH = re.compile(r"^/bulk/(?P<shop>[^/]+)/(?P<file>[A-Za-z0-9.-]+\.jsonl)$")
 
@@ -109,8 +109,12 @@ class _Handler(BaseHTTPRequestHandler):
     # -- routes ---------------------------------------------------------------------
 
     def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        """Serve `POST /{shop}/admin/api/{version}/graphql.json`."""
+        """Serve `POST /{shop}/admin/api/{version}/graphql.json` and `POST /{shop}/admin/oauth/access_token`."""
         raw = self._read_body()  # always drain the body so keep-alive stays in sync
+        token_match = _TOKEN_PATH.match(urlsplit(self.path).path)
+        if token_match:
+            self._serve_token(token_match["shop"], raw)
+            return
         match = _GRAPHQL_PATH.match(urlsplit(self.path).path)
         if not match:
             self._send_json(404, {"errors": "Not Found"})
@@ -143,9 +147,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if fault.kind == "partial":
                 partial_code = fault.code
+        state.count_toward_expiry()
         token = self.headers.get("X-Shopify-Access-Token") or ""
-        if state.revoked or not hmac.compare_digest(token.encode(), state.shop.access_token.encode()):
-            self._send_json(401, {"errors": INVALID_TOKEN}, version)
+        refused = (401, INVALID_TOKEN) if state.revoked else state.tokens.check(token, self.sandbox.non_expiring_rejected)
+        if refused is not None:
+            self._send_json(refused[0], {"errors": refused[1]}, version)
             return
         try:
             status, payload = run_graphql(
@@ -160,6 +166,37 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - a sandbox bug must still answer like a 500
             status, payload = 500, {"errors": f"Internal Server Error: {type(exc).__name__}: {exc}"}
         self._send_json(status, payload, version)
+
+    def _serve_token(self, shop: str, raw: bytes) -> None:
+        """Answer a refresh or a token exchange, form-encoded (as Shopify documents) or JSON (as its libraries send)."""
+        state = self.sandbox._state(unquote(shop))
+        if state is None:
+            self._send_json(404, {"errors": "Not Found"})
+            return
+        if (self.headers.get("Content-Type") or "").startswith("application/json"):
+            try:
+                decoded = json.loads(raw or b"{}")
+            except ValueError:
+                decoded = None
+            form = {str(k): str(v) for k, v in decoded.items()} if isinstance(decoded, dict) else {}
+        else:
+            form = {k: v[-1] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+        with state.lock:
+            state.stats.token_requests += 1
+            failure = state.token_failures.pop(0) if state.token_failures else None
+        if failure is not None:
+            self._send_json(failure, {"errors": HTTPStatus(failure).phrase})
+            return
+        try:
+            grant, issued = state.tokens.grant(form)
+        except TokenRefused as refused:
+            self._send_json(refused.status, refused.body())
+            return
+        if issued:
+            with state.lock:
+                counter = "refreshes" if form.get("grant_type") == "refresh_token" else "exchanges"
+                setattr(state.stats, counter, getattr(state.stats, counter) + 1)
+        self._send_json(200, grant.answer(time.time()))
 
     def do_GET(self) -> None:  # noqa: N802
         """Serve CDN files and bulk results (no token: a CDN and signed storage URLs)."""
@@ -220,11 +257,20 @@ class ShopifySandbox(FaultControls):
     """A faithful little Shopify Admin GraphQL server (plus CDN) on loopback, run in a daemon thread."""
 
     def __init__(
-        self, shops: Iterable[SandboxShop] = (), host: str = "127.0.0.1", port: int = 0, latency_seconds: float = 0.0
+        self,
+        shops: Iterable[SandboxShop] = (),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_seconds: float = 0.0,
+        token_lifetime_seconds: float = TOKEN_LIFETIME,
     ) -> None:
         self.host = host
         self.port = port
         self.latency_seconds = float(latency_seconds)
+        # How long an expiring access token lasts (Shopify: an hour), and whether the 2027-01-01 deadline has
+        # passed: then a non-expiring token is answered 403, as Shopify answers public apps.
+        self.token_lifetime_seconds = float(token_lifetime_seconds)
+        self.non_expiring_rejected = False
         self._states: dict[str, ShopState] = {}
         self._lock = threading.Lock()
         self._catalog = CatalogIndex()
@@ -298,7 +344,7 @@ class ShopifySandbox(FaultControls):
     def add_shop(self, shop: SandboxShop) -> None:
         """Serve a shop (replacing any shop with the same domain)."""
         with self._lock:
-            self._states[shop.domain] = ShopState(shop)
+            self._states[shop.domain] = ShopState(shop, self.token_lifetime_seconds)
         self._catalog.invalidate(shop.domain)
 
     def shop(self, domain: str) -> SandboxShop:
@@ -324,10 +370,48 @@ class ShopifySandbox(FaultControls):
         self._require(domain).revoked = True
 
     def set_token(self, domain: str, token: str) -> None:
-        """Set the shop's valid access token (and lift a revocation)."""
+        """Make ``token`` the shop's one valid access token, a non-expiring one (and lift a revocation)."""
         state = self._require(domain)
         state.shop.access_token = token
+        state.tokens.replace_with_non_expiring(token)
         state.revoked = False
+
+    @property
+    def token_endpoint_template(self) -> str:
+        """Return the token endpoint's URL with a literal `{shop}` placeholder."""
+        return f"{self.base_url}/{{shop}}/admin/oauth/access_token"
+
+    def expire_tokens_after(self, domain: str, requests: int) -> None:
+        """End the hour of the shop's access tokens at its ``requests``-th next GraphQL request (which gets 401)."""
+        state = self._require(domain)
+        with state.lock:
+            state.expire_tokens_after = requests
+
+    def expire_access_tokens(self, domain: str) -> None:
+        """End the hour of the shop's expiring access tokens now."""
+        self._require(domain).tokens.expire_access_tokens()
+
+    def fail_token_requests(self, domain: str, status: int = 503, count: int = 1) -> None:
+        """Make the shop's next ``count`` token requests answer HTTP ``status`` (5xx or 429)."""
+        if not (status == 429 or 500 <= status <= 599):
+            raise ValueError("fail_token_requests status must be 429 or 5xx")
+        state = self._require(domain)
+        with state.lock:
+            state.token_failures.extend([status] * count)
+
+    def revoke_refresh_tokens(self, domain: str) -> None:
+        """Make every refresh token of the shop invalid: a refresh answers invalid_grant."""
+        self._require(domain).tokens.revoke_refresh_tokens()
+
+    def issued_tokens(self, domain: str) -> list[str]:
+        """Return every access and refresh token the token endpoint issued the shop, oldest first."""
+        tokens = self._require(domain).tokens
+        with tokens.lock:
+            return [token for grant in tokens.issued for token in (grant.access_token, grant.refresh_token)]
+
+    def accepts(self, domain: str, access_token: str, refresh_token: str | None) -> bool:
+        """Tell whether Shopify would accept a stored pair now (a non-expiring token: ``refresh_token`` None)."""
+        return self._require(domain).tokens.accepts(access_token, refresh_token)
 
     def refill(self, domain: str) -> None:
         """Fill the shop's cost bucket to its maximum (a test convenience)."""

@@ -186,7 +186,8 @@ class SandboxProduct:
 
 @dataclass
 class SandboxShop:
-    """One shop: its myshopify domain, the app's access token, catalogue and rate-limit plan."""
+    """One shop: its myshopify domain, the app's access token (and refresh token, on expiring tokens), its OAuth
+    client, catalogue and rate-limit plan."""
 
     domain: str
     access_token: str
@@ -197,6 +198,16 @@ class SandboxShop:
     bucket_size: float = 2000.0
     # The storefront's custom domain (Shop.primaryDomain.host); None: the myshopify domain is primary.
     primary_domain: str | None = None
+    # The app's OAuth client, which the token endpoint checks ("ShopCredential"."apiKey"/"apiSecret").
+    client_id: str = ""
+    client_secret: str = ""
+    # Set: the shop is on expiring offline tokens, ``access_token`` expiring at ``access_token_expires`` (None:
+    # a full lifetime from when the sandbox starts serving it). None: ``access_token`` never expires.
+    refresh_token: str | None = None
+    access_token_expires: datetime | None = None
+
+    def __post_init__(self) -> None:
+        self.access_token_expires = parse_datetime(self.access_token_expires)
 
     @property
     def display_name(self) -> str:
@@ -213,6 +224,10 @@ class SandboxShop:
             "restore_rate": self.restore_rate,
             "bucket_size": self.bucket_size,
             "primary_domain": self.primary_domain,
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+            "refresh_token": self.refresh_token,
+            "access_token_expires": self.access_token_expires.isoformat() if self.access_token_expires else None,
             "products": [p.to_dict() for p in self.products],
         }
 
@@ -228,6 +243,10 @@ class SandboxShop:
             restore_rate=float(data.get("restore_rate", 100.0)),
             bucket_size=float(data.get("bucket_size", 2000.0)),
             primary_domain=data.get("primary_domain"),
+            client_id=data.get("client_id", ""),
+            client_secret=data.get("client_secret", ""),
+            refresh_token=data.get("refresh_token"),
+            access_token_expires=parse_datetime(data.get("access_token_expires")),
         )
 
 

@@ -1,21 +1,24 @@
 """The export's connections, opened from Airflow's: the app's database (``app_db``) and a shop's Shopify hook
-with the token of its linked session. Every task module opens them from here."""
+with the token of its linked session, refreshed when it has expired (``tokens``). Every task module opens them
+from here."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from typing import Any
 
 import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
-from export_hooks.shopify import ShopifyHook
+from export_hooks.shopify import ShopifyConnection, ShopifyHook
+from export_hooks.shopify_tokens import IssuedTokens, ShopifyTokenEndpoint
 from include.statistics_export.errors import (
     DatabasePermissionError,
 )
-from include.statistics_export.shops import shop_credentials
+from include.statistics_export.shops import ShopCredentials, shop_credentials
+from include.statistics_export.tokens import SessionSecrets, renew_session
 
 log = logging.getLogger(__name__)
 
@@ -58,5 +61,30 @@ def shopify_for(shop_id: str) -> Iterator[ShopifyHook]:
     """Open the Shopify hook of one shop with the token of its linked session (the hook masks it)."""
     with app_db() as conn:
         creds = shop_credentials(conn, shop_id)
-    with ShopifyHook(creds.api_domain, creds.access_token) as hook:
+    with shopify_hook(creds) as hook:
         yield hook
+
+
+def shopify_hook(creds: ShopCredentials, connection: ShopifyConnection | None = None) -> ShopifyHook:
+    """Return the shop's Shopify hook with a token fit to use: refreshed first when it expires within the margin,
+    and renewed once by the same path when Shopify answers 401 (its hour ended mid-task, or the app rotated it)."""
+    connection = connection or ShopifyConnection.read()
+    renew = session_renewer(creds, connection)
+    token = (renew(None) if creds.stale else None) or creds.access_token
+    return ShopifyHook(creds.api_domain, token, connection=connection, renew=renew if creds.session_id else None)
+
+
+def session_renewer(creds: ShopCredentials, connection: ShopifyConnection) -> Callable[[str | None], str | None]:
+    """Return the renewal of one shop's session: under its row lock, refreshed at the token endpoint only if
+    still stale (or still the token Shopify rejected), the new pair written back (``tokens.renew_session``)."""
+    endpoint = ShopifyTokenEndpoint(connection)
+
+    def refresh(secrets: SessionSecrets) -> IssuedTokens:
+        log.info("Shop %s: refreshing its expiring access token", creds.shop_domain)
+        return endpoint.refresh(secrets.api_domain, secrets.client_id, secrets.client_secret, secrets.token)
+
+    def renew(rejected: str | None) -> str | None:
+        with app_db() as conn:
+            return renew_session(conn, creds.shop_id, creds.session_id, rejected, refresh)
+
+    return renew

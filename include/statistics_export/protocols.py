@@ -1,4 +1,5 @@
-"""What the logic needs of the outside world, stated in full: the Shopify catalog and the object store.
+"""What the logic needs of the outside world, stated in full: the Shopify catalog, the object store, and the
+tokens Shopify issues.
 
 The hooks (plugins/export_hooks) implement these; the logic never reaches past them into a client.
 """
@@ -55,3 +56,19 @@ class ObjectStore(Protocol):
     def delete_keys(self, keys: Sequence[str]) -> None:
         """Delete these objects."""
         ...
+
+
+class IssuedTokens(Protocol):
+    """A pair Shopify's token endpoint issued (a refresh, or a token exchange): seconds each token lasts."""
+
+    @property
+    def access_token(self) -> str: ...
+
+    @property
+    def expires_in(self) -> int: ...
+
+    @property
+    def refresh_token(self) -> str: ...
+
+    @property
+    def refresh_token_expires_in(self) -> int: ...

@@ -6,7 +6,8 @@ each active shop without a usable linked session, this considers the unlinked us
 
 - a session *claims* a credential when its ``shop`` equals the credential's domain, or when its token,
   asked ``shop { myshopifyDomain primaryDomain { host } }``, answers with the credential's domain as the
-  myshopify domain or as the primary domain's host (a shop behind a custom domain);
+  myshopify domain or as the primary domain's host (a shop behind a custom domain); an expiring token past
+  its hour is not asked (Shopify would answer 401), so its session claims by its ``shop`` only;
 - ``"shopId"`` is set only when exactly one credential is claimed, only where it is still NULL (never an
   overwrite: the UPDATE itself says ``AND "shopId" IS NULL``), and only for a shop that needs it;
 - a token Shopify rejects (revoked: the app was uninstalled or reinstalled), a session claiming several
@@ -53,8 +54,10 @@ ORDER BY c.id
 
 _CREDENTIAL_DOMAINS = 'SELECT id, "shopDomain" FROM "ShopCredential"'
 
+# An expiring token past its hour cannot be asked (Shopify answers 401, as for a revoked one): such a session
+# claims a credential by its shop only.
 _UNLINKED_SESSIONS = f"""
-SELECT s.id, s.shop, s."accessToken"
+SELECT s.id, s.shop, s."accessToken", (s.expires IS NOT NULL AND s.expires <= now() AT TIME ZONE 'UTC')
 FROM "Session" s
 WHERE s."shopId" IS NULL AND {USABLE_SESSION} AND btrim(s."accessToken") <> ''
 ORDER BY s.id
@@ -125,8 +128,10 @@ def link_sessions(
         by_domain.setdefault(credential.shop_domain, []).append(credential)
     needed = {shop.shop_id: shop for shop in needing}
 
-    def answer(session: tuple[str, str, str]) -> TokenAnswer:
-        _, api_domain, token = session
+    def answer(session: tuple[str, str, str, bool]) -> TokenAnswer:
+        _, api_domain, token, expired = session
+        if expired:
+            return TokenAnswer()  # not asked: it claims a credential by its session's shop only
         try:
             return ask(api_domain, token)
         except Exception as exc:  # one session that cannot be asked must not stop the others
@@ -135,7 +140,7 @@ def link_sessions(
     answers = list(pool.map(answer, sessions)) if pool else [answer(s) for s in sessions]
     links: list[tuple[str, ShopRef, str]] = []
     involved: set[str] = set()
-    for (session_id, session_shop, _), reply in zip(sessions, answers):
+    for (session_id, session_shop, _, _), reply in zip(sessions, answers):
         claims: dict[str, tuple[ShopRef, str]] = {}
         for credential in by_domain.get(display_domain(session_shop), []):
             claims.setdefault(credential.shop_id, (credential, "session shop"))

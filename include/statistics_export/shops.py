@@ -4,23 +4,37 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from include.statistics_export.errors import ShopConfigurationError
 from include.statistics_export.handoffs import ShopRef
+from include.statistics_export.tokens import HOLDS_REFRESH_TOKEN, NO_REFRESH_TOKEN, has_refresh_columns, is_stale
 
 
 @dataclass(frozen=True)
 class ShopCredentials:
-    """What the export needs to call Shopify for one shop; never put it in an XCom or a log line."""
+    """What the export needs to call Shopify for one shop; never put it in an XCom or a log line.
+
+    ``session_id`` is the linked session the token comes from; ``expires`` its token's expiry (naive UTC, None:
+    never); ``refreshable`` whether it holds a refresh token (an expiring offline token, ``tokens``).
+    """
 
     shop_id: str
     shop_domain: str
     api_domain: str
     access_token: str
+    session_id: str = ""
+    expires: datetime | None = None
+    refreshable: bool = False
 
     def __repr__(self) -> str:
         return f"ShopCredentials(shop_id={self.shop_id!r}, api_domain={self.api_domain!r}, access_token=***)"
+
+    @property
+    def stale(self) -> bool:
+        """Tell whether the token must be refreshed before use (it expires within the margin, and can be)."""
+        return self.refreshable and is_stale(self.expires)
 
 
 _ACTIVE_SHOPS = """
@@ -31,20 +45,26 @@ WHERE "isActive"
 ORDER BY id
 """
 
-# A session whose token can be used now: offline (they do not expire), or online and not yet expired.
+# A session whose token can be used now: offline (a non-expiring token, or an expiring one, refreshed when stale),
+# or online and not yet expired.
 USABLE_SESSION = """(NOT s."isOnline" OR s.expires IS NULL OR s.expires > (now() AT TIME ZONE 'UTC'))"""
 
-# The token comes from the session linked by "shopId", never by matching domains: a custom
-# domain never equals the session's myshopify domain (sessions.py links unlinked sessions first).
-# Offline sessions first, then unexpired online sessions, newest expiry first.
-_CREDENTIALS = f"""
-SELECT DISTINCT ON (c.id) c.id, c."shopDomain", s.shop, s."accessToken"
+# The token comes from the session linked by "shopId", never by matching domains: a custom domain never equals the
+# session's myshopify domain (sessions.py links unlinked sessions first). Offline sessions first (an expiring one
+# is refreshed before use when stale), then unexpired online sessions, newest expiry first. The last column says
+# whether the session holds a refresh token (never where "Session" has no such column yet).
+_CREDENTIALS_SELECT = 'SELECT DISTINCT ON (c.id) c.id, c."shopDomain", s.shop, s."accessToken", s.id, s.expires, '
+_CREDENTIALS_FROM = f"""
 FROM "ShopCredential" c
 JOIN "Session" s ON s."shopId" = c.id
 WHERE c.id = ANY(%(shop_ids)b::text[])
   AND {USABLE_SESSION}
 ORDER BY c.id, s."isOnline" ASC, s.expires DESC NULLS FIRST, s.id
 """
+_CREDENTIALS = {
+    True: f"{_CREDENTIALS_SELECT}{HOLDS_REFRESH_TOKEN}{_CREDENTIALS_FROM}",
+    False: f"{_CREDENTIALS_SELECT}{NO_REFRESH_TOKEN}{_CREDENTIALS_FROM}",
+}
 
 
 def display_domain(domain: str) -> str:
@@ -63,7 +83,7 @@ def shops_credentials(conn: Any, shop_ids: list[str]) -> dict[str, ShopCredentia
     """Return each shop's API domain and access token from its linked session, in one query; a shop that
     has none gets the error naming it instead."""
     with conn.cursor() as cur:
-        cur.execute(_CREDENTIALS, {"shop_ids": list(shop_ids)})
+        cur.execute(_CREDENTIALS[has_refresh_columns(conn)], {"shop_ids": list(shop_ids)})
         rows = {row[0]: row for row in cur.fetchall()}
     found: dict[str, ShopCredentials | ShopConfigurationError] = {}
     for shop_id in shop_ids:
@@ -73,14 +93,20 @@ def shops_credentials(conn: Any, shop_ids: list[str]) -> dict[str, ShopCredentia
                 "the merchant must open the app again to create one"
             )
             continue
-        _, shop_domain, api_domain, token = rows[shop_id]
+        _, shop_domain, api_domain, token, session_id, expires, refreshable = rows[shop_id]
         if not token or not token.strip():
             found[shop_id] = ShopConfigurationError(
                 f"Shop {shop_id} ({shop_domain}): its linked session has an empty access token"
             )
             continue
         found[shop_id] = ShopCredentials(
-            shop_id=shop_id, shop_domain=display_domain(shop_domain), api_domain=api_domain, access_token=token
+            shop_id=shop_id,
+            shop_domain=display_domain(shop_domain),
+            api_domain=api_domain,
+            access_token=token,
+            session_id=session_id,
+            expires=expires,
+            refreshable=bool(refreshable),
         )
     return found
 

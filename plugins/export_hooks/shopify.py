@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import re
 import threading
 import time
@@ -26,10 +25,14 @@ from export_hooks.shopify_bulk import (
 from export_hooks.shopify_protocol import (  # noqa: F401 - the errors are part of the hook's interface
     ShopifyAuthError,
     ShopifyError,
+    ShopifyNonExpiringTokenRejected,
     ShopifyQueryCostError,
     ShopifyRetryableError,
     ShopifyThrottledError,
+    ShopifyTokenRefused,
+    ShopifyTokenRejected,
     ThrottleState,
+    backoff_seconds,
     describe_error,
     float_or_none,
     normalize_shop_domain,
@@ -41,6 +44,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CONN_ID = "shopify_default"
 DEFAULT_API_VERSION = "2026-07"
 DEFAULT_ENDPOINT_TEMPLATE = "https://{shop}/admin/api/{api_version}/graphql.json"
+DEFAULT_TOKEN_ENDPOINT_TEMPLATE = "https://{shop}/admin/oauth/access_token"
+# What Shopify answers (HTTP 403) a public app's non-expiring token after 2027-01-01 (observed for new apps).
+NON_EXPIRING_REFUSAL = "Non-expiring access tokens are no longer accepted"
 # The connection extra's numeric options and their defaults (the docstring below says what each means).
 EXTRA_DEFAULTS: dict[str, float] = {
     "timeout": 60,
@@ -52,6 +58,9 @@ EXTRA_DEFAULTS: dict[str, float] = {
 }
 # Picks a connection (``{pageInfo, nodes}``) out of a query's data.
 Selector = Callable[[dict[str, Any]], dict[str, Any]]
+# Given the token Shopify just answered 401, return the token to ask again with (refreshed, or the one another
+# process stored meanwhile), or None when the shop's session cannot be refreshed (a non-expiring token).
+Renew = Callable[[str], str | None]
 _API_VERSION = re.compile(r"^\d{4}-(01|04|07|10)$|^unstable$")
 
 
@@ -75,6 +84,7 @@ class ShopifyConnection:
     conn_id: str
     api_version: str
     endpoint_template: str
+    token_endpoint_template: str
     timeout: float
     max_attempts: int
     max_throttle_waits: int
@@ -92,10 +102,14 @@ class ShopifyConnection:
         template = str(extra.get("endpoint_template") or DEFAULT_ENDPOINT_TEMPLATE)
         if "{shop}" not in template:
             raise ValueError("endpoint_template must contain {shop}")
+        token_template = str(extra.get("token_endpoint_template") or DEFAULT_TOKEN_ENDPOINT_TEMPLATE)
+        if "{shop}" not in token_template:
+            raise ValueError("token_endpoint_template must contain {shop}")
         return cls(
             conn_id=conn_id,
             api_version=api_version,
             endpoint_template=template,
+            token_endpoint_template=token_template,
             timeout=float(extra["timeout"]),
             max_attempts=int(extra["max_attempts"]),
             max_throttle_waits=int(extra["max_throttle_waits"]),
@@ -104,14 +118,21 @@ class ShopifyConnection:
             max_retry_after=float(extra["max_retry_after"]),
         )
 
+    def backoff(self, attempt: int, hinted: float | None) -> float:
+        """Return the wait before try ``attempt + 1``: Retry-After when Shopify said, else exponential backoff."""
+        return backoff_seconds(
+            attempt, hinted, base=self.retry_wait_base, cap=self.retry_wait_max, max_retry_after=self.max_retry_after
+        )
+
 
 class ShopifyHook(BaseHook):
     """
     Query one shop's Admin GraphQL API with its access token.
 
     Connection (conn_type ``generic``, id ``shopify_default``): extra ``api_version`` (default
-    ``2026-07``) and ``endpoint_template`` (default ``https://{shop}/admin/api/{api_version}/graphql.json``),
-    optionally ``timeout`` (seconds per request, 60), ``max_attempts`` (tries per query on transport
+    ``2026-07``), ``endpoint_template`` (default ``https://{shop}/admin/api/{api_version}/graphql.json``) and
+    ``token_endpoint_template`` (default ``https://{shop}/admin/oauth/access_token``, where expiring tokens are
+    refreshed: ``shopify_tokens.ShopifyTokenEndpoint``), optionally ``timeout`` (seconds per request, 60), ``max_attempts`` (tries per query on transport
     errors, 429 and 5xx, 8), ``max_throttle_waits`` (THROTTLED answers waited out per query, 60),
     ``retry_wait_base`` and ``retry_wait_max`` (exponential backoff, 0.5 s doubling up to 30 s),
     ``max_retry_after`` (the longest Retry-After obeyed, 60 s).
@@ -123,13 +144,17 @@ class ShopifyHook(BaseHook):
     with backoff; GraphQL errors coded INTERNAL_SERVER_ERROR are retried, any other GraphQL error (even
     beside partial data) raises ShopifyError naming the shop and the error's path, so no product is
     ever dropped silently; MAX_COST_EXCEEDED halves this hook's page sizes and tries again; 401/403 and
-    an API version Shopify no longer serves raise at once.
+    an API version Shopify no longer serves raise at once, except that a hook given ``renew`` answers a 401 (an
+    expiring token whose hour ended mid-run, or one the app rotated) by renewing its token once and asking again.
+    A 403 saying non-expiring tokens are no longer accepted raises ShopifyNonExpiringTokenRejected.
 
     :param shop_domain: the shop's myshopify domain (never a custom domain).
     :param access_token: the shop's Admin API access token; it is only ever sent as a header.
     :param shopify_conn_id: the Airflow connection id.
     :param connection: the connection already read (``ShopifyConnection.read``), for many shops' hooks at once;
         ``shopify_conn_id`` is then not read again.
+    :param renew: given the token Shopify answered 401, the token to ask again with, or None when it cannot be
+        renewed (the shop's session has no refresh token).
     """
 
     conn_name_attr = "shopify_conn_id"
@@ -144,12 +169,18 @@ class ShopifyHook(BaseHook):
         shopify_conn_id: str = default_conn_name,
         *,
         connection: ShopifyConnection | None = None,
+        renew: Renew | None = None,
     ):
         super().__init__()
         if not access_token or not access_token.strip():
             raise ValueError(f"Shop {shop_domain}: the access token is empty")
         self._access_token = access_token.strip()
         mask_secret_once(self._access_token)
+        self._renew = renew
+        # Which token the hook holds: a 401 names the generation it answered, so threads sharing the hook
+        # renew once, not once each.
+        self._token_generation = 0
+        self._token_lock = threading.Lock()
         self.shop_domain = normalize_shop_domain(shop_domain)
         settings = connection or ShopifyConnection.read(shopify_conn_id)
         self.shopify_conn_id = settings.conn_id
@@ -185,13 +216,8 @@ class ShopifyHook(BaseHook):
         """Return the HTTP session this hook reuses for every request."""
         if self._session is None:
             session = requests.Session()
-            session.headers.update(
-                {
-                    "X-Shopify-Access-Token": self._access_token,
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                }
-            )
+            # The token goes with each request (_post): it may be renewed while the session lives.
+            session.headers.update({"Content-Type": "application/json", "Accept": "application/json"})
             self._session = session
         return self._session
 
@@ -204,7 +230,33 @@ class ShopifyHook(BaseHook):
     # -- one query -------------------------------------------------------------------------------
 
     def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Run one GraphQL document, pacing and retrying transient failures, and return its ``data``."""
+        """Run one GraphQL document, pacing and retrying transient failures, and return its ``data``; a 401 is
+        answered by renewing the token once (when the hook can) and running the document again."""
+        try:
+            return self._execute(query, variables)
+        except ShopifyTokenRejected as rejected:
+            if not self._renewed_since(rejected.generation):
+                raise
+            return self._execute(query, variables)
+
+    def _renewed_since(self, generation: int) -> bool:
+        """Hold a token newer than ``generation`` (renewing it now unless another thread just did); False when the
+        token cannot be renewed."""
+        with self._token_lock:
+            if self._token_generation != generation:
+                return True
+            if self._renew is None:
+                return False
+            log.info("Shop %s: Shopify rejected the access token (HTTP 401); renewing it once", self.shop_domain)
+            renewed = self._renew(self._access_token)
+            if renewed is None or not renewed.strip():
+                return False
+            self._access_token = renewed.strip()
+            mask_secret_once(self._access_token)
+            self._token_generation += 1
+            return True
+
+    def _execute(self, query: str, variables: dict[str, Any] | None) -> dict[str, Any]:
         retrying = Retrying(
             retry=retry_if_exception_type((ShopifyRetryableError, requests.ConnectionError, requests.Timeout)),
             stop=stop_after_attempt(self.max_attempts),
@@ -231,15 +283,28 @@ class ShopifyHook(BaseHook):
 
     def _post(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         self._pace(query)
+        with self._token_lock:
+            token, generation = self._access_token, self._token_generation
         response = self.get_conn().post(
-            self.endpoint, json={"query": query, "variables": variables}, timeout=self.timeout
+            self.endpoint,
+            json={"query": query, "variables": variables},
+            headers={"X-Shopify-Access-Token": token},
+            timeout=self.timeout,
         )
         status = response.status_code
+        if status == 403 and NON_EXPIRING_REFUSAL in response.text:
+            raise ShopifyNonExpiringTokenRejected(
+                f"Shop {self.shop_domain}: Shopify no longer accepts its non-expiring access token (HTTP 403): "
+                "public apps must use expiring offline tokens since 2027-01-01. Migrate the shop with "
+                "`python -m include.statistics_export.tasks.token_migration --execute`, or have the merchant open "
+                "the app"
+            )
         if status in (401, 403):
-            raise ShopifyAuthError(
+            message = (
                 f"Shop {self.shop_domain}: Shopify rejected the access token (HTTP {status}); "
                 "reinstall the app or fix the shop's session"
             )
+            raise ShopifyTokenRejected(message, generation) if status == 401 else ShopifyAuthError(message)
         if status == 429:
             raise ShopifyRetryableError(f"Shop {self.shop_domain}: HTTP 429 Too Many Requests", retry_after(response))
         if status >= 500:
@@ -327,10 +392,13 @@ class ShopifyHook(BaseHook):
     def _backoff(self, state: RetryCallState) -> float:
         """Wait what Shopify asked for when it said, else exponential backoff with jitter."""
         exc = state.outcome.exception() if state.outcome else None
-        hinted = getattr(exc, "wait_seconds", None)
-        if hinted:
-            return min(float(hinted), self.max_retry_after) + random.uniform(0, 0.1)
-        return min(self.retry_wait_max, self.retry_wait_base * 2 ** (state.attempt_number - 1)) * random.uniform(0.5, 1)
+        return backoff_seconds(
+            state.attempt_number,
+            getattr(exc, "wait_seconds", None),
+            base=self.retry_wait_base,
+            cap=self.retry_wait_max,
+            max_retry_after=self.max_retry_after,
+        )
 
     def _pace(self, query: str) -> None:
         """Sleep until the bucket should hold what this document requests."""

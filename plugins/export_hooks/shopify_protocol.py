@@ -4,6 +4,7 @@ its bulk operations (shopify_bulk.py) are built on these."""
 
 from __future__ import annotations
 
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -22,6 +23,30 @@ class ShopifyError(ExportError):
 
 class ShopifyAuthError(ShopifyError, PermanentError):
     """Shopify rejected the shop's access token (401/403): retrying cannot help."""
+
+
+class ShopifyTokenRejected(ShopifyAuthError):
+    """Shopify answered 401 to the token the hook sent (``generation``: which of the hook's tokens it was).
+
+    An expired and a revoked token get the same answer; a hook that can renew its token refreshes it once and
+    asks again, so this fails a shop only when there is no refresh token, or the refreshed token is rejected too.
+    """
+
+    def __init__(self, message: str, generation: int = 0):
+        super().__init__(message)
+        self.generation = generation
+
+
+class ShopifyNonExpiringTokenRejected(ShopifyAuthError):
+    """Shopify no longer accepts the shop's non-expiring offline token (public apps, from 2027-01-01)."""
+
+
+class ShopifyTokenRefused(ShopifyAuthError):
+    """Shopify's token endpoint refused a refresh or a token exchange (``error``: its OAuth error code)."""
+
+    def __init__(self, message: str, error: str):
+        super().__init__(message)
+        self.error = error
 
 
 class ShopifyQueryCostError(ShopifyError):
@@ -69,6 +94,16 @@ class ThrottleState:
         if available >= cost:
             return 0.0
         return (cost - available) / self.restore_rate
+
+
+def backoff_seconds(
+    attempt: int, hinted: float | None, *, base: float, cap: float, max_retry_after: float
+) -> float:
+    """Return how long to wait before the next try: what Shopify asked for when it said (Retry-After, capped),
+    else exponential backoff with jitter (``base`` doubling per attempt up to ``cap``)."""
+    if hinted:
+        return min(float(hinted), max_retry_after) + random.uniform(0, 0.1)
+    return min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1)
 
 
 def retry_after(response: requests.Response) -> float | None:

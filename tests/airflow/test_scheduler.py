@@ -270,3 +270,39 @@ def test_clearing_a_failed_shop_reexports_it_and_leaves_the_others_files_alone(s
     assert retried[tuple(target)]["try_number"] == 2
     # Alpha's batches ran again but uploaded nothing: their files were byte-identical (content-hash skip).
     assert {key: second[key]["modified"] for key in first} == {key: first[key]["modified"] for key in first}
+
+
+def test_a_shops_batches_under_the_scheduler_refresh_its_token_once(stack, world):
+    """Nine batches of each shop, four task instances at a time (parallelism 4), each opening the shop's hook."""
+    day = TODAY - timedelta(days=12)
+    now = datetime.now(timezone.utc)
+    expired = register_shop(
+        world.db, world.sandbox, "shop_expired", [product(n, variants=4) for n in range(30, 39)],
+        expires=now - timedelta(hours=1),
+    )  # fmt: skip
+    dying = register_shop(
+        world.db, world.sandbox, "shop_dying", [product(n, variants=4) for n in range(40, 49)],
+        expires=now + timedelta(hours=1),
+    )  # fmt: skip
+    # Its hour ends at its first batch request (after counting, and listing its products): every batch then
+    # meets a 401 at about the same time, and they renew it through the session's row lock.
+    world.sandbox.expire_tokens_after(dying.domain, requests=4)
+    try:
+        trigger = {"logical_date": None, "conf": {"date": day.isoformat(), "shop_ids": ["shop_expired", "shop_dying"]}}
+        run_id = stack.api("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", json=trigger)["dag_run_id"]
+        assert stack.wait_for_run(run_id)["state"] == "success"
+    finally:
+        with world.db.cursor() as cur:  # the module's other runs export alpha and gamma only
+            cur.execute('UPDATE "ShopCredential" SET "isActive" = false WHERE id IN (%s, %s)', ("shop_expired", "shop_dying"))
+        world.db.commit()
+
+    batches = [ti for ti in stack.task_instances(run_id) if ti["task_id"] == "export_product_batch"]
+    assert len(batches) == 18 and {ti["state"] for ti in batches} == {"success"}
+    assert world.sandbox.stats(expired.domain)["refreshes"] == 1
+    assert world.sandbox.stats(dying.domain)["refreshes"] == 1
+    for shop in (expired, dying):
+        with world.db.cursor() as cur:
+            cur.execute('SELECT "accessToken", "refreshToken" FROM "Session" WHERE shop = %s', (shop.domain,))
+            stored = cur.fetchone()
+        world.db.commit()
+        assert world.sandbox.accepts(shop.domain, *stored)

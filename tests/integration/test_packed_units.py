@@ -160,6 +160,6 @@ def test_database_round_trips_do_not_grow_with_the_shops_of_a_unit(db, sandbox, 
         monkeypatch.setattr(psycopg.Cursor, "execute", real_execute)
         assert outcome.failures == {} and len(outcome.results) == size
         statements[size] = list(counted)
-    # The day's claim, tokens, metrics, image backups, recorded hashes, the claim again under the rows'
-    # transaction, and the three upserts: the same for 2 shops as for 6.
-    assert len(statements[2]) == len(statements[6]) == 9, statements
+    # The day's claim, whether "Session" has the refresh token columns, tokens, metrics, image backups, recorded
+    # hashes, the claim again under the rows' transaction, and the three upserts: the same for 2 shops as for 6.
+    assert len(statements[2]) == len(statements[6]) == 10, statements

@@ -19,6 +19,7 @@ from include.statistics_export.tasks.day_end import (
     write_report,
 )
 from include.statistics_export.tasks.day_start import (
+    census_tokens,
     check_day_writer,
     claim_export_day,
     link_unlinked_sessions,
@@ -63,6 +64,7 @@ __all__ = [
     "add_report_sections",
     "app_db",
     "carry_sizes",
+    "census_tokens",
     "check_day_writer",
     "check_pixel_health",
     "claim_export_day",

@@ -1,4 +1,5 @@
-"""The day's start: link unlinked sessions, list the active shops, claim the day for the run, plan the fleet."""
+"""The day's start: link unlinked sessions, count who holds which kind of token, list the active shops, claim the
+day for the run, plan the fleet."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from include.statistics_export.keys import RUNS_PREFIX, report_key
 from include.statistics_export.sessions import TokenAnswer, link_sessions
 from include.statistics_export.settings import Settings
 from include.statistics_export.shops import active_shops
+from include.statistics_export.tokens import token_census
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,21 @@ def link_unlinked_sessions(settings: Settings, shop_ids: Sequence[str] | None = 
     line = links.text()
     (log.warning if links.revoked or links.ambiguous or links.no_match or links.unanswered else log.info)("%s", line)
     return {"document": links.document(), "line": line}
+
+
+def census_tokens(shop_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Count the active shops on expiring and on non-expiring offline tokens, naming the PUBLIC ones Shopify will
+    refuse from 2027-01-01; never raise (it only informs). Returns the report section ``{"document", "line"}``."""
+    try:
+        with app_db() as conn:
+            census = token_census(conn, list(shop_ids) if shop_ids else None)
+    except Exception as exc:
+        line = f"Tokens: not counted ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+        log.warning("%s", line)
+        return {"document": {"error": line}, "line": line}
+    line = census.text()
+    (log.warning if census.non_expiring_public else log.info)("%s", line)
+    return {"document": census.document(), "line": line}
 
 
 def list_active_shops(shop_ids: Sequence[str] | None = None) -> list[ShopRef]:

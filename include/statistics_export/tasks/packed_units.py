@@ -22,9 +22,9 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from export_hooks.masking import mask_secrets
 from export_hooks.r2 import R2Hook
-from export_hooks.shopify import ShopifyConnection, ShopifyHook
+from export_hooks.shopify import ShopifyConnection
 from include.statistics_export.catalog import existed_on, parse_product
-from include.statistics_export.connections import app_db
+from include.statistics_export.connections import app_db, shopify_hook
 from include.statistics_export.day_claims import DayWriter, check_writer
 from include.statistics_export.errors import (
     PermanentError,
@@ -169,7 +169,7 @@ def _read_packed_shop(
         raise credentials
     safe_key_part(shop.shop_id, "shop id")  # a hostile id fails its shop here, not the unit's shared export
     _, day_end = day_bounds(day)
-    with ShopifyHook(credentials.api_domain, credentials.access_token, connection=connection) as shopify:
+    with shopify_hook(credentials, connection) as shopify:
         pages = shopify.shop_catalog_pages()
         first = next(pages)
         if first.products_count >= settings.bulk_threshold:
