@@ -33,12 +33,11 @@ from include.statistics_export.handoffs import (
     ShopUnit,
 )
 from include.statistics_export.keys import EXPORTS_ASSET_NAME, EXPORTS_ASSET_URI
-from include.statistics_export.report import summarize_run
 from include.statistics_export.utc import export_day, midnight, require_finished
 
 SETTINGS = export_settings.load()
 DAG_ID = "product_statistics_export"
-BATCH_VARIANTS = "batch_variants"
+BATCH_SIZING = "batch_sizing"
 # Who takes a free slot first: a shop alone's steps (they gate its batches), packed units (longest), batches.
 SHOP_CHAIN_PRIORITY: dict[str, Any] = {"priority_weight": 3, "weight_rule": "absolute"}
 PACKED_UNIT_PRIORITY: dict[str, Any] = {"priority_weight": 2, "weight_rule": "absolute"}
@@ -112,10 +111,11 @@ def product_statistics_export():
     def plan_fleet(shops: list[ShopRef], day: str, params=None, ti=None) -> FleetPlan:
         """Split the shops into units of work: large shops (or every shop of a small fleet) alone, the rest packed."""
         plan = tasks.plan_fleet(
-            shops, date.fromisoformat(day), export_settings.load(), tasks.only(params, "product_ids")
+            shops, date.fromisoformat(day), export_settings.load(), tasks.only(params, "product_ids"), tasks.map_limit()
         )
-        # The shops alone cut their catalogs by the day's batch size (it grows for a fleet of many large shops).
-        ti.xcom_push(key=BATCH_VARIANTS, value=plan.batch_variants)
+        # The shops alone cut their catalogs by the day's batch size (it grows for a fleet of many large shops),
+        # each into at most its budget of batches (the day's stay under max_map_length).
+        ti.xcom_push(key=BATCH_SIZING, value=plan.batch_sizing())
         return plan
 
     @exported()
@@ -139,17 +139,19 @@ def product_statistics_export():
         return tasks.fail_unit_if_any_shop_failed(unit, outcome)
 
     @exported(trigger_rule=TriggerRule.ALL_DONE)
-    def moved_shops(ti=None) -> list[ShopRef]:
-        """The shops found large on their first page in a packed unit: each is exported alone."""
+    def moved_shops(ti=None) -> list[ShopUnit]:
+        """The shops found large on their first page in a packed unit, in groups that fit a mapped task (one shop
+        a group while they fit): each shop is exported alone."""
         return tasks.pushed_moved_shops(ti)
 
     @exported(map_index_template="{{ shop_label }}", **PACKED_UNIT_PRIORITY)
-    def export_moved_shop(shop: ShopRef, day: str, run_id=None, ti=None) -> int:
-        """Export alone a shop that left its packed unit; fail afterwards, naming it, if it failed."""
-        tasks.label("shop_label", shop.shop_domain)
-        outcome = tasks.export_moved_shop(shop, tasks.writer(day, run_id), export_settings.load())
+    def export_moved_shop(group: ShopUnit, day: str, run_id=None, ti=None) -> int:
+        """Export alone each shop of a group that left their packed units (in bulk when large); fail afterwards,
+        naming them, if any failed."""
+        tasks.label("shop_label", group.shops[0].shop_domain if len(group.shops) == 1 else group.label)
+        outcome = tasks.export_moved_shops(group, tasks.writer(day, run_id), export_settings.load())
         tasks.push_outcome(ti, outcome)
-        return tasks.fail_unit_if_any_shop_failed(ShopUnit(0, 0, [shop]), outcome)
+        return tasks.fail_unit_if_any_shop_failed(group, outcome)
 
     @exported(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
     def start_catalog_read(shop: ShopRef, params=None) -> CatalogRead:
@@ -165,11 +167,18 @@ def product_statistics_export():
         return PokeReturnValue(is_done=ready is not None, xcom_value=ready.to_xcom() if ready else None)
 
     @exported(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
-    def plan_shop_batches(read: CatalogRead, day: str, batch_variants: int, params=None, run_id=None) -> ShopPlan:
-        """Cut the shop's catalog into batches of the day's size (STATISTICS_EXPORT_BATCH_VARIANTS, or more)."""
+    def plan_shop_batches(read: CatalogRead, day: str, sizing: dict, params=None, run_id=None) -> ShopPlan:
+        """Cut the shop's catalog into batches of the day's size (STATISTICS_EXPORT_BATCH_VARIANTS, or more), at
+        most its budget of them (larger batches if it takes that)."""
         tasks.label("shop_label", read.shop_domain)
-        settings = replace(export_settings.load(), batch_variants=batch_variants)
-        return tasks.plan_shop_batches(read, tasks.writer(day, run_id), settings, tasks.only(params, "product_ids"))
+        settings = replace(export_settings.load(), batch_variants=sizing["batch_variants"])
+        return tasks.plan_shop_batches(
+            read,
+            tasks.writer(day, run_id),
+            settings,
+            tasks.only(params, "product_ids"),
+            sizing["max_batches"].get(read.shop_id, 1),
+        )
 
     @exported(trigger_rule=TriggerRule.ALL_DONE, **SHOP_CHAIN_PRIORITY)
     def collect_batches(plans: list[ShopPlan]) -> list[BatchPlan]:
@@ -195,32 +204,38 @@ def product_statistics_export():
         """Per shop: the day's events by type, its active tests, a silent pixel, events for inactive tests."""
         return tasks.check_pixel_health(date.fromisoformat(day), shops)
 
+    # None where a task failed (a mapped task hands over what its instances that finished returned).
     @exported(trigger_rule=TriggerRule.ALL_DONE)
     def report(
         day: str,
-        shops: list[ShopRef],
+        shops: list[ShopRef] | None,
         fleet: FleetPlan | None,
         plans: list[ShopPlan],
-        batches: list[BatchPlan],
         results: list[BatchResult],
         reconciliations: list[dict] | None,
         pixel=None,
         links=None,
+        params=None,
         run_id=None,
         ti=None,
     ) -> dict:
-        """Log and write the day's report; fail the run when any shop failed or did not reconcile."""
-        fleet = fleet or FleetPlan([], [], 0)  # planning failed: every listed shop is reported failed
-        outcome = tasks.day_outcome(ti, fleet.single, plans, batches, results, fleet.units)
-        summary = summarize_run(
-            day, shops, outcome.plans, batches, outcome.results, list(reconciliations or []), outcome.reasons
-        )
+        """Log and write the day's report; fail the run unless the day is whole: a task that did not finish, a
+        shop that failed or did not reconcile. A run of some shops or products is merged into the day's report."""
         sessions = links or {}  # its task failed: both of its sections are noted as not finished
-        tasks.add_report_sections(
-            summary, {"sessionLinks": sessions.get("sessionLinks"), "tokens": sessions.get("tokens"), "pixelHealth": pixel}
+        sections = {"sessionLinks": sessions.get("sessionLinks"), "tokens": sessions.get("tokens"), "pixelHealth": pixel}
+        return tasks.report_day(
+            day,
+            shops,
+            fleet,
+            plans,
+            results,
+            reconciliations,
+            sections,
+            tasks.writer(day, run_id),
+            ti,
+            tasks.only(params, "shop_ids"),
+            tasks.only(params, "product_ids"),
         )
-        tasks.carry_sizes(summary)
-        return tasks.finish_day(summary, tasks.writer(day, run_id))
 
     @task(outlets=[EXPORTS_ASSET])
     def clean_staging(day: str, figures: dict, run_id=None, outlet_events=None) -> int:
@@ -231,14 +246,14 @@ def product_statistics_export():
 
     # Mapped per shop: each step depends on that shop's own previous step, so one shop failing leaves the others.
     @task_group(group_id="shop")
-    def read_shop_catalog(shop: dict, day: str, batch_variants: int):
-        return plan_shop_batches(wait_for_catalog(start_catalog_read(shop)), day, batch_variants)
+    def read_shop_catalog(shop: dict, day: str, sizing: dict):
+        return plan_shop_batches(wait_for_catalog(start_catalog_read(shop)), day, sizing)
 
     day = resolve_export_day()
     claim_export_day(day) >> (links := link_sessions()) >> (shops := list_active_shops())
     fleet = plan_fleet(shops, day)
     single = shops_alone(fleet)
-    plans = read_shop_catalog.partial(day=day, batch_variants=fleet[BATCH_VARIANTS]).expand(shop=single)
+    plans = read_shop_catalog.partial(day=day, sizing=fleet[BATCH_SIZING]).expand(shop=single)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
     # The units are handed out after the shops alone, so a large shop's first step is queued before the units
@@ -246,11 +261,11 @@ def product_statistics_export():
     single >> (packed := packed_units(fleet))
     units = export_shop_unit.partial(day=day).expand(unit=packed)
     units >> (leaving := moved_shops())
-    moved = export_moved_shop.partial(day=day).expand(shop=leaving)
+    moved = export_moved_shop.partial(day=day).expand(group=leaving)
     reconciliations = reconcile(day, plans, results)
     [units, moved] >> reconciliations
     pixel = check_pixel_health(day, shops)
-    summary = report(day, shops, fleet, plans, batches, results, reconciliations, pixel, links)
+    summary = report(day, shops, fleet, plans, results, reconciliations, pixel, links)
     clean_staging(day, summary)
 
 

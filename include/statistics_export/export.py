@@ -4,6 +4,7 @@ and export the products of one batch, or of a packed unit's many shops, end to e
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -12,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from include.statistics_export.catalog import (
     Product,
@@ -59,6 +60,32 @@ DEFAULT_BATCH_VARIANTS = Settings().batch_variants
 STAGING_IN_FLIGHT = 4
 
 
+T = TypeVar("T")
+
+
+def fitted_cut(
+    items: Sequence[T], variants_of: Callable[[T], int], batch_variants: int, max_batches: int | None = None
+) -> list[list[T]]:
+    """Cut items (products, in order) into batches of about ``batch_variants`` variants; with ``max_batches``,
+    into batches as much larger as it takes to be at most that many (a mapped task's length has a limit)."""
+    size = batch_variants
+    while True:
+        batches = list(batched_by_variants(items, variants_of, size))
+        if max_batches is None or len(batches) <= max_batches:
+            return batches
+        size = max(size + 1, math.ceil(size * len(batches) / max_batches))
+
+
+def streamed_batch_size(lines: int, batch_variants: int, max_batches: int | None) -> int:
+    """Return the batch size a cut made as it streams (a bulk result: not held whole) needs to give at most
+    ``max_batches`` batches, from an upper bound of its variants (its result's ``lines``: a product and each of
+    its variants are a line each). A cut never splits a product, so two batches in a row hold more than the
+    size: ``n`` batches of ``lines`` at most are fewer than ``2 * lines / size + 1``."""
+    if max_batches is None or 2 * lines / batch_variants + 1 <= max_batches:
+        return batch_variants
+    return max(batch_variants, math.ceil(2 * lines / max(1, max_batches - 1)))
+
+
 def plan_shop(
     catalog: Catalog,
     shop: ShopRef,
@@ -67,16 +94,18 @@ def plan_shop(
     batch_variants: int = DEFAULT_BATCH_VARIANTS,
     product_ids: Iterable[str] | None = None,
     currency: str | None = None,
+    max_batches: int | None = None,
 ) -> list[BatchPlan]:
-    """List the shop's products that existed on ``day`` and group them into batches by variant count."""
+    """List the shop's products that existed on ``day`` and group them into batches by variant count (at most
+    ``max_batches`` of them, larger ones if it takes that)."""
     _, day_end = day_bounds(day)
     wanted = {str(p) for p in product_ids} if product_ids else None
-    summaries = (
+    summaries = [
         summary
         for summary in map(parse_summary, catalog.iter_product_summaries())
         if existed_on(summary.created_at, day_end) and (wanted is None or summary.product_id in wanted)
-    )
-    batches = list(batched_by_variants(summaries, lambda summary: summary.variants, batch_variants))
+    ]
+    batches = fitted_cut(summaries, lambda summary: summary.variants, batch_variants, max_batches)
     return [
         BatchPlan(
             shop.shop_id,

@@ -218,6 +218,8 @@ class FleetPlan(Handoff):
     units: list[ShopUnit]
     # The variants per batch of the shops alone today (the setting, or more for a fleet of many large shops).
     batch_variants: int
+    # Each shop alone's most batches (fleet.batch_budgets): together at most Airflow's max_map_length.
+    batch_budgets: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_xcom(cls, data: Mapping[str, Any]) -> FleetPlan:
@@ -225,7 +227,12 @@ class FleetPlan(Handoff):
             [ShopRef.from_xcom(s) for s in data["single"]],
             [ShopUnit.from_xcom(u) for u in data["units"]],
             data["batch_variants"],
+            dict(data.get("batch_budgets", {})),
         )
+
+    def batch_sizing(self) -> dict[str, Any]:
+        """What each shop alone's planning needs of the day's plan (a few bytes a shop, not the whole plan)."""
+        return {"batch_variants": self.batch_variants, "max_batches": self.batch_budgets}
 
 
 @dataclass
@@ -319,7 +326,8 @@ def handoff_task(body: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _admits_none(annotation: Any) -> bool:
-    """Tell whether an annotation allows None (``X | None``, ``Any``), or a list, which None stands for empty."""
-    if annotation is Any or annotation is type(None) or get_origin(annotation) is list:
+    """Tell whether an annotation allows None (``X | None``, ``Any``). A list does not: None is what a failed task
+    hands over (a mapped one hands over what its finished instances returned), never an empty list."""
+    if annotation is Any or annotation is type(None):
         return True
     return get_origin(annotation) in (Union, UnionType) and type(None) in get_args(annotation)

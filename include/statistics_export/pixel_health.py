@@ -16,7 +16,7 @@ the caller turns an error into a note in the report.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -63,6 +63,17 @@ class ShopPixelHealth:
         """Active tests, and not a single event of any test that day."""
         return bool(self.active_tests) and not self.events
 
+    @classmethod
+    def from_document(cls, shop_id: str, document: Mapping[str, Any]) -> ShopPixelHealth:
+        """Rebuild a shop's figures from its entry of a report's ``pixelHealth.perShop``."""
+        return cls(
+            shop_id,
+            str(document.get("shopDomain", "")),
+            dict(document.get("events") or {}),
+            {str(test["id"]): str(test["name"]) for test in document.get("activeTests") or []},
+            dict(document.get("inactiveTestEvents") or {}),
+        )
+
     def document(self) -> dict[str, Any]:
         return {
             "shopDomain": self.shop_domain,
@@ -106,6 +117,12 @@ class PixelHealth:
             f"Pixel health of {self.date}: {len(self.shops)} shop(s), {events} events; "
             f"silent pixel (active tests, no event): {silent}; events for inactive tests: {inactive}"
         )
+
+
+def merged_pixel_health(day: str, previous: Mapping[str, Any], current: Mapping[str, Any]) -> PixelHealth:
+    """Return the pixel health of a day's report merged with a run of some of its shops (theirs replaced)."""
+    entries = {**dict(previous.get("perShop") or {}), **dict(current.get("perShop") or {})}
+    return PixelHealth(day, {shop_id: ShopPixelHealth.from_document(shop_id, doc) for shop_id, doc in entries.items()})
 
 
 def pixel_health(conn: Any, shops: Sequence[ShopRef], day: date) -> PixelHealth:

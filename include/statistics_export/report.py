@@ -7,13 +7,24 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopPlan, ShopRef, ShopUnit, UnitResult
+from include.statistics_export.pixel_health import merged_pixel_health
+
+# The report's section of every listed shop's pixel health (tasks.check_pixel_health), merged shop by shop.
+PIXEL_HEALTH = "pixelHealth"
 
 _SUMMED = ("products", "variants", "files", "files_unchanged", "images_backed_up", "images_failed", "seconds")
+# The document's own keys; any other key holding a dict with a "summary" is a section another task added.
+_DOCUMENT_KEYS = frozenset(
+    {
+        "date", "ok", "shops", "products", "variants", "files", "filesUnchanged", "imagesBackedUp", "imagesFailed",
+        "skippedProducts", "rejectedEvents", "failedShops", "failedTasks", "perShop", "reconciliation", "shopSizes",
+    }
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,8 @@ class RunReport:
     missing_products: int = 0
     rejected_events: int = 0
     failed_shops: dict[str, str] = field(default_factory=dict)
+    # Tasks of the day that did not finish and whose failure is not one shop's (reconcile): the day is not whole.
+    failed_tasks: dict[str, str] = field(default_factory=dict)
     per_shop: dict[str, dict[str, Any]] = field(default_factory=dict)
     reconciliation: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Sections other tasks add (pixel health, session links), each with the one-line summary it logs.
@@ -67,13 +80,52 @@ class RunReport:
 
     @property
     def failed(self) -> bool:
-        """Tell whether any shop failed to plan, export a batch, or reconcile."""
-        return bool(self.failed_shops)
+        """Tell whether any shop failed to plan, export a batch, or reconcile, or a task of the day did not finish."""
+        return bool(self.failed_shops or self.failed_tasks)
 
     def failure_message(self) -> str:
-        """Return one line naming every failed shop and why."""
+        """Return one line naming every failed task and shop and why."""
+        tasks = "".join(f"{task} did not finish: {why}; " for task, why in sorted(self.failed_tasks.items()))
         details = "; ".join(f"{shop}: {why}" for shop, why in sorted(self.failed_shops.items()))
-        return f"{len(self.failed_shops)} shop(s) failed for {self.date}: {details}"
+        return f"{tasks}{len(self.failed_shops)} shop(s) failed for {self.date}" + (f": {details}" if details else "")
+
+    def listed(self) -> set[str]:
+        """Return the shops the report covers: each listed shop was either planned (its figures) or failed."""
+        return set(self.per_shop) | set(self.failed_shops)
+
+    def recount(self) -> None:
+        """Set the day's totals from its shops' figures and reconciliations (after a merge)."""
+        figures = self.per_shop.values()
+        self.shops = len(self.listed())
+        for name, key in (
+            ("products", "products"),
+            ("variants", "variants"),
+            ("files", "files"),
+            ("files_unchanged", "files_unchanged"),
+            ("images_backed_up", "images_backed_up"),
+            ("images_failed", "images_failed"),
+            ("missing_products", "missing_products"),
+        ):
+            setattr(self, name, int(sum(shop.get(key, 0) for shop in figures)))
+        self.rejected_events = int(
+            sum(sum(document.get("rejectedEvents", {}).values()) for document in self.reconciliation.values())
+        )
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> RunReport:
+        """Rebuild a report from the document it wrote (the day's report in the bucket)."""
+        report = cls(date=str(document["date"]), shops=int(document.get("shops", 0)))
+        report.failed_shops = dict(document.get("failedShops") or {})
+        report.failed_tasks = dict(document.get("failedTasks") or {})
+        report.per_shop = {shop: dict(figures) for shop, figures in (document.get("perShop") or {}).items()}
+        report.reconciliation = dict(document.get("reconciliation") or {})
+        report.shop_sizes = dict(document.get("shopSizes") or {})
+        for name, section in document.items():
+            if name not in _DOCUMENT_KEYS and isinstance(section, Mapping) and "summary" in section:
+                report.sections[name] = dict(section)
+                report.section_lines.append(str(section["summary"]))
+        report.recount()
+        return report
 
     def document(self) -> dict[str, Any]:
         """Return the report as a JSON-ready dict."""
@@ -90,6 +142,7 @@ class RunReport:
             "skippedProducts": self.missing_products,
             "rejectedEvents": self.rejected_events,
             "failedShops": self.failed_shops,
+            "failedTasks": self.failed_tasks,
             "perShop": self.per_shop,
             "reconciliation": self.reconciliation,
             "shopSizes": self.shop_sizes,
@@ -109,7 +162,9 @@ class RunReport:
             f"{self.files} files ({self.files_unchanged} unchanged), {self.images_backed_up} images backed up, "
             f"{self.images_failed} image failures, {self.missing_products} skipped products, "
             f"{self.rejected_events} rejected events, {len(self.failed_shops)} failed shop(s)"
-        ) + "".join(f"\n{line}" for line in self.section_lines)
+        ) + "".join(f"\n{task} did not finish: {why}" for task, why in sorted(self.failed_tasks.items())) + "".join(
+            f"\n{line}" for line in self.section_lines
+        )
 
 
 def summarize_run(
@@ -221,3 +276,38 @@ def collect_failures(
             reason = reason_of(UNIT_STEP, index)
             reasons.update({shop.shop_id: f"{UNIT_STEP}: {reason}" for shop in unit.shops if reason})
     return DayOutcome(merged_plans, merged_results, reasons)
+
+
+def merge_into_day(previous: RunReport | None, current: RunReport, *, whole_shops: bool) -> RunReport:
+    """Return the day's report once a run of some of its shops (``current``: a retry with ``shop_ids``, or a run
+    of ``product_ids``) is merged into the report the day had (``previous``, None when it had none).
+
+    ``whole_shops``: the run exported its shops whole, so their entries (figures, reconciliation, failure, size)
+    replace the earlier ones. Otherwise (some products only) the shops' figures stay what the day had, and only a
+    failure of the run is recorded. The other shops' entries are kept, the totals and ``ok`` recomputed from the
+    merged whole, and the pixel health merged shop by shop.
+    """
+    if previous is None:
+        return current
+    merged = RunReport.from_document(previous.document())
+    shops = current.listed()
+    if whole_shops:
+        for entries in (merged.per_shop, merged.failed_shops, merged.reconciliation):
+            for shop_id in shops:
+                entries.pop(shop_id, None)
+        merged.per_shop.update(current.per_shop)
+        merged.failed_shops.update(current.failed_shops)
+        merged.reconciliation.update(current.reconciliation)
+        merged.shop_sizes.update({shop_id: size for shop_id, size in current.shop_sizes.items() if shop_id in shops})
+    else:
+        merged.failed_shops.update(current.failed_shops)
+    merged.failed_tasks.update(current.failed_tasks)
+    for name, section in current.sections.items():
+        merged.sections.setdefault(name, section)
+    earlier, now = (previous.sections.get(PIXEL_HEALTH), current.sections.get(PIXEL_HEALTH))
+    if earlier and now and "perShop" in earlier and "perShop" in now:
+        health = merged_pixel_health(merged.date, earlier, now)
+        merged.sections[PIXEL_HEALTH] = {"summary": health.text(), **health.document()}
+    merged.section_lines = [str(section["summary"]) for section in merged.sections.values()]
+    merged.recount()
+    return merged

@@ -20,7 +20,12 @@ from local_stack.demo_world import client_of
 
 pytestmark = pytest.mark.airflow
 
-AN_HOUR_AGO = datetime.now(timezone.utc) - timedelta(hours=1)
+
+
+def an_hour_ago() -> datetime:
+    """Computed when a test runs: the module is collected long before its last test runs."""
+    return datetime.now(timezone.utc) - timedelta(hours=1)
+
 REFRESHED, MIDRUN, REVOKED, FOREVER = "shop_refreshed", "shop_midrun", "shop_revoked", "shop_forever"
 
 
@@ -44,11 +49,11 @@ def exported_variants(objects: dict, shop_id: str) -> int:
 def test_one_run_refreshes_expired_and_expiring_tokens_fails_a_revoked_refresh_alone_and_leaves_non_expiring_rows(
     db, sandbox, connections, run_airflow, s3
 ):
-    register_shop(db, sandbox, REFRESHED, [product(n, variants=2) for n in (1, 2)], expires=AN_HOUR_AGO)
+    register_shop(db, sandbox, REFRESHED, [product(n, variants=2) for n in (1, 2)], expires=an_hour_ago())
     register_shop(
         db, sandbox, MIDRUN, [product(n, variants=2) for n in (3, 4, 5)], expires=datetime.now(timezone.utc) + timedelta(hours=1)
     )
-    register_shop(db, sandbox, REVOKED, [product(6)], expires=AN_HOUR_AGO)
+    register_shop(db, sandbox, REVOKED, [product(6)], expires=an_hour_ago())
     register_shop(db, sandbox, FOREVER, [product(7)])
     sandbox.revoke_refresh_tokens(domain(REVOKED))
     # Its hour ends at its fourth request: after planning, during its batches (STATISTICS_EXPORT_BATCH_VARIANTS 2).
@@ -146,7 +151,7 @@ def test_the_app_refreshing_the_same_session_beside_the_export_never_leaves_a_re
 ):
     # Tokens of a few seconds: both the app and the export find the session stale again and again.
     sandbox.token_lifetime_seconds = 3
-    register_shop(db, sandbox, REFRESHED, [product(n, variants=2) for n in range(1, 7)], expires=AN_HOUR_AGO)
+    register_shop(db, sandbox, REFRESHED, [product(n, variants=2) for n in range(1, 7)], expires=an_hour_ago())
     app = AppRefresher(connections.app_db_url, sandbox.token_endpoint_template, REFRESHED)
     app.start()
     try:

@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -131,11 +132,13 @@ def test_a_shop_found_large_on_its_first_page_leaves_the_unit_and_is_exported_al
     assert sandbox.stats("shop-big.myshopify.com")["requests"] == 1
     assert not exported(s3, connections.bucket, "shop_big")
 
-    alone = tasks.export_moved_shop(outcome.moved[0], writer_for(DAY), settings)
+    # Large (25 products, at the threshold of 20): read in bulk, as every large shop is, wherever it was planned.
+    alone = tasks.export_moved_shops(ShopUnit(1, 1, outcome.moved), writer_for(DAY), replace(settings, bulk_poll_seconds=0.1))
     assert alone.failures == {}
     (plan,) = alone.plans
-    assert (plan.mode, plan.variants, len(plan.batches)) == ("pages", 25, 3)
+    assert (plan.mode, plan.variants, len(plan.batches)) == ("bulk", 25, 3)
     assert "exported alone" in plan.note
+    assert sandbox.stats("shop-big.myshopify.com")["bulk_operations"] == 1
     assert sum(r.variants for r in alone.results) == 25
     assert len(exported(s3, connections.bucket, "shop_big")) == 2 * 25
 

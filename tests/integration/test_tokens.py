@@ -19,8 +19,16 @@ from include.statistics_export.tasks import token_migration
 from include.statistics_export.tokens import REFRESH_MARGIN, token_census
 from export_hooks.shopify import ShopifyAuthError, ShopifyNonExpiringTokenRejected, ShopifyTokenRefused
 
-NOW = datetime.now(timezone.utc)
-AN_HOUR_AGO = NOW - timedelta(hours=1)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def an_hour_ago() -> datetime:
+    """Computed when a test runs: the module is collected long before its last test runs."""
+    return now() - timedelta(hours=1)
+
 SHOP, DOMAIN = "shop_exp", "shop-exp.myshopify.com"
 REFRESH_TOKEN, CLIENT_SECRET = f"shprt_secret_{SHOP}", f"secret_{SHOP}"
 
@@ -52,7 +60,7 @@ def shop_name() -> str:
 @pytest.fixture
 def expired(db, sandbox, connections):
     """A shop on expiring tokens whose stored token expired an hour ago."""
-    return register_shop(db, sandbox, SHOP, [product(1, variants=2)], expires=AN_HOUR_AGO)
+    return register_shop(db, sandbox, SHOP, [product(1, variants=2)], expires=an_hour_ago())
 
 
 def test_a_stored_token_that_expired_is_refreshed_before_use_and_the_pair_written_back_atomically(
@@ -75,8 +83,8 @@ def test_a_stored_token_that_expired_is_refreshed_before_use_and_the_pair_writte
     assert sandbox.accepts(DOMAIN, row["accessToken"], row["refreshToken"])
     expires = datetime.fromisoformat(row["expires"]).replace(tzinfo=timezone.utc)
     refresh_expires = datetime.fromisoformat(row["refreshTokenExpires"]).replace(tzinfo=timezone.utc)
-    assert timedelta(minutes=59) < expires - NOW < timedelta(minutes=61)
-    assert timedelta(days=89) < refresh_expires - NOW < timedelta(days=91)
+    assert timedelta(minutes=59) < expires - now() < timedelta(minutes=61)
+    assert timedelta(days=89) < refresh_expires - now() < timedelta(days=91)
     # One statement wrote the four columns: the app never reads half a pair.
     assert len(updates) == 1
     assert all(column in updates[0] for column in ('"accessToken"', "expires", '"refreshToken"', '"refreshTokenExpires"'))
@@ -119,7 +127,7 @@ def test_many_tasks_needing_the_same_shop_refresh_it_once(expired, sandbox, db):
 
 
 def test_a_token_rejected_mid_run_is_refreshed_once_and_the_request_asked_again(db, sandbox, connections):
-    register_shop(db, sandbox, SHOP, [product(n, variants=2) for n in range(1, 6)], expires=NOW + timedelta(hours=1))
+    register_shop(db, sandbox, SHOP, [product(n, variants=2) for n in range(1, 6)], expires=now() + timedelta(hours=1))
     sandbox.expire_tokens_after(DOMAIN, requests=3)  # its hour ends during the shop's export
 
     results = run_shop(SHOP, batch_variants=4)
@@ -208,7 +216,7 @@ def test_an_app_database_without_the_refresh_columns_exports_as_before(db, sandb
 
 def test_a_packed_unit_refreshes_its_expired_shops_and_exports_them(db, sandbox, connections):
     for n in range(3):
-        register_shop(db, sandbox, f"shop_{n}", [product(n + 1)], expires=AN_HOUR_AGO if n else None)
+        register_shop(db, sandbox, f"shop_{n}", [product(n + 1)], expires=an_hour_ago() if n else None)
     unit = ShopUnit(1, 1, [ShopRef(f"shop_{n}", f"shop-{n}.myshopify.com") for n in range(3)])
 
     outcome = tasks.export_unit(unit, _writer(), current_settings())
@@ -224,8 +232,8 @@ def _writer():
 
 
 def test_the_census_counts_expiring_and_non_expiring_tokens_and_names_the_public_ones(db, sandbox, connections):
-    register_shop(db, sandbox, "shop_a", [product(1)], expires=AN_HOUR_AGO)
-    register_shop(db, sandbox, "shop_b", [product(2)], expires=NOW + timedelta(hours=1))
+    register_shop(db, sandbox, "shop_a", [product(1)], expires=an_hour_ago())
+    register_shop(db, sandbox, "shop_b", [product(2)], expires=now() + timedelta(hours=1))
     register_shop(db, sandbox, "shop_c", [product(3)])
     register_shop(db, sandbox, "shop_d", [product(4)], mode="PRIVATE")  # a custom app: exempt
     register_shop(db, sandbox, "shop_e", [product(5)], active=False)
@@ -240,7 +248,7 @@ def test_the_census_counts_expiring_and_non_expiring_tokens_and_names_the_public
 def test_the_migration_dry_run_lists_exactly_the_public_non_expiring_shops_and_a_real_run_migrates_them(
     db, sandbox, connections, capsys
 ):
-    register_shop(db, sandbox, "shop_a", [product(1)], expires=AN_HOUR_AGO)
+    register_shop(db, sandbox, "shop_a", [product(1)], expires=an_hour_ago())
     register_shop(db, sandbox, "shop_c", [product(3)])
     register_shop(db, sandbox, "shop_d", [product(4)], mode="PRIVATE")
     register_shop(db, sandbox, "shop_f", [product(6)])
@@ -265,7 +273,7 @@ def test_the_migration_dry_run_lists_exactly_the_public_non_expiring_shops_and_a
 
 
 def test_an_unlinked_session_whose_token_expired_is_linked_by_its_shop_without_being_asked(db, sandbox, connections):
-    register_shop(db, sandbox, SHOP, [product(1)], expires=AN_HOUR_AGO, linked=False)
+    register_shop(db, sandbox, SHOP, [product(1)], expires=an_hour_ago(), linked=False)
 
     document = tasks.link_unlinked_sessions(current_settings())["document"]
 

@@ -1,14 +1,20 @@
 """How the day's shops become units of work: pure packing rules."""
 
 import math
+import random
 
 import pytest
 
+from include.statistics_export.catalog import batched_by_variants
+from include.statistics_export.export import fitted_cut, streamed_batch_size
 from include.statistics_export.fleet import (
     MAX_BATCHES,
     MAX_UNITS,
     ShopSize,
+    batch_budgets,
     carried_sizes,
+    moved_groups,
+    plan_alone,
     plan_fleet,
     sizes_from_report,
 )
@@ -24,7 +30,9 @@ def fleet(n: int) -> list[ShopRef]:
 
 def test_a_small_fleet_keeps_one_task_group_per_shop():
     shops = fleet(50)
-    assert plan_fleet(shops, {}, SETTINGS) == FleetPlan(single=shops, units=[], batch_variants=500)
+    # No sizes known yet: the day's 1,024 batches are shared alike (one each, and the rest in equal parts).
+    budgets = {s.shop_id: 1 + (1024 - 50) // 50 for s in shops}
+    assert plan_fleet(shops, {}, SETTINGS) == FleetPlan(single=shops, units=[], batch_variants=500, batch_budgets=budgets)
 
 
 def test_large_shops_stay_alone_and_the_rest_are_packed_by_shop_and_variant_budgets():
@@ -40,7 +48,8 @@ def test_large_shops_stay_alone_and_the_rest_are_packed_by_shop_and_variant_budg
     for unit in plan.units:
         assert sum(sizes[s.shop_id].variants for s in unit.shops) <= 1000
     assert [(u.index, u.count) for u in plan.units] == [(n, len(plan.units)) for n in range(1, len(plan.units) + 1)]
-    assert plan.units[0].label == "50 shops · unit 1/4" or plan.units[0].label.endswith(f"unit 1/{len(plan.units)}")
+    # shop_000010's 900 variants close the first unit at 34 shops (27 + 900 + 24 x 3 variants).
+    assert [unit.label for unit in plan.units] == ["34 shops · unit 1/3", "50 shops · unit 2/3", "35 shops · unit 3/3"]
 
 
 def test_shops_without_a_report_count_as_small():
@@ -97,3 +106,59 @@ def test_sizes_are_carried_over_a_failed_day_and_measured_again_once_exported():
     assert [s.shop_id for s in plan.single] == ["big"]
     # A report from before shopSizes were kept: its perShop figures still count.
     assert sizes_from_report({"perShop": {"x": {"products": 5, "variants": 9}}}) == {"x": ShopSize(5, 9)}
+
+
+@pytest.mark.parametrize("map_limit", [1024, 64, 16])
+@pytest.mark.parametrize("shops", [10, 300, 5_000, 60_000])
+def test_no_mapped_list_exceeds_max_map_length_at_any_fleet_size(shops, map_limit):
+    refs = fleet(shops)
+    # A third large (bulk) shops, some giants, the rest small: every kind of mapped list at once.
+    sizes = {
+        s.shop_id: ShopSize(400, 900_000) if n % 97 == 0 else ShopSize(300, 2_000) if n % 3 == 0 else ShopSize(2, 4)
+        for n, s in enumerate(refs)
+    }
+    plan = plan_fleet(refs, sizes, SETTINGS, map_limit)
+
+    assert len(plan.single) <= map_limit // 2 and len(plan.units) <= map_limit
+    assert sum(plan.batch_budgets.values()) <= map_limit and set(plan.batch_budgets) == {s.shop_id for s in plan.single}
+    assert sum(len(u.shops) for u in plan.units) + len(plan.single) == shops
+    # Every packed shop could turn out large and leave its unit: their groups still fit one mapped task.
+    moved = [shop for unit in plan.units for shop in unit.shops]
+    groups = moved_groups(moved, map_limit)
+    assert len(groups) <= map_limit and [s for g in groups for s in g.shops] == moved
+
+
+def test_batch_budgets_follow_the_shops_known_sizes_and_share_alike_when_none_is_known():
+    refs = fleet(3)
+    sizes = {"shop_000000": ShopSize(900, 600_000), "shop_000001": ShopSize(200, 1_000)}
+    budgets = batch_budgets(refs, sizes, 500, 1024)
+    # 1,200 and 2 batches expected; the unknown shop is taken to be as large as the largest known.
+    assert sum(budgets.values()) <= 1024 and budgets["shop_000001"] == 1 + 1021 * 2 // 2402
+    assert budgets["shop_000000"] == budgets["shop_000002"] > 400
+    assert set(batch_budgets(refs, {}, 500, 1024).values()) == {1 + 1021 // 3}
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_cut_within_its_budget_never_exceeds_it_and_keeps_every_product(seed):
+    rng = random.Random(seed)
+    products = [rng.choice([1, 1, 2, 3, 50, 250, 2048]) for _ in range(rng.randint(1, 3_000))]
+    budget = rng.randint(1, 120)
+
+    batches = fitted_cut(products, lambda variants: variants, 1, budget)
+    assert len(batches) <= budget and [p for b in batches for p in b] == products
+    # A cut made as it streams (a bulk result), sized beforehand from the result's lines (a product and its
+    # variants are a line each), stays within the budget too.
+    lines = sum(1 + variants for variants in products)
+    size = streamed_batch_size(lines, 1, budget)
+    assert len(list(batched_by_variants(products, lambda variants: variants, size))) <= budget
+
+
+def test_a_shop_that_failed_partway_without_an_earlier_size_gets_none():
+    per_shop = {"new": {"products": 2.0, "variants": 40.0}, "fine": {"products": 3.0, "variants": 7.0}}
+    assert carried_sizes({}, per_shop, failed=["new"]) == {"fine": {"products": 3, "variants": 7}}
+
+
+def test_a_run_of_some_products_keeps_its_shops_alone_and_refuses_more_than_a_mapped_task_holds():
+    assert plan_alone(fleet(3), SETTINGS).single == fleet(3)
+    with pytest.raises(ValueError, match="600 shops are more than 512; name the shops too"):
+        plan_alone(fleet(600), SETTINGS)

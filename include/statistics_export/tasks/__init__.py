@@ -16,6 +16,7 @@ from include.statistics_export.tasks.day_end import (
     clean_day_staging,
     finish_day,
     reconcile_day,
+    report_day,
     write_report,
 )
 from include.statistics_export.tasks.day_start import (
@@ -34,6 +35,7 @@ from include.statistics_export.tasks.runtime import (
     day_outcome,
     export_task,
     label,
+    map_limit,
     only,
     push_outcome,
     pushed_moved_shops,
@@ -41,7 +43,7 @@ from include.statistics_export.tasks.runtime import (
     writer,
 )
 from include.statistics_export.tasks.shop_chain import (
-    export_moved_shop,
+    export_moved_shops,
     export_product_batch,
     plan_shop_batches,
     poll_catalog_read,
@@ -56,6 +58,7 @@ __all__ = [
     "day_outcome",
     "export_task",
     "label",
+    "map_limit",
     "only",
     "push_outcome",
     "pushed_moved_shops",
@@ -69,7 +72,7 @@ __all__ = [
     "check_pixel_health",
     "claim_export_day",
     "clean_day_staging",
-    "export_moved_shop",
+    "export_moved_shops",
     "export_product_batch",
     "export_unit",
     "fail_unit_if_any_shop_failed",
@@ -81,6 +84,7 @@ __all__ = [
     "plan_shop_batches",
     "poll_catalog_read",
     "reconcile_day",
+    "report_day",
     "restage",
     "shopify_for",
     "start_catalog_read",

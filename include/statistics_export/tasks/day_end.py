@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from contextlib import closing
 from datetime import date
 from typing import Any
 
@@ -16,16 +18,18 @@ from include.statistics_export.errors import (
 )
 from include.statistics_export.handoffs import (
     BatchResult,
+    FleetPlan,
     ShopPlan,
     ShopRef,
 )
 from include.statistics_export.keys import EXPORTS_ROOT, report_key
 from include.statistics_export.pixel_health import pixel_health
 from include.statistics_export.reconcile import ShopCheck, reconcile_shops
-from include.statistics_export.report import RunReport
+from include.statistics_export.report import RunReport, merge_into_day, summarize_run
 from include.statistics_export.settings import Settings
 from include.statistics_export.staging import clean_staging
-from include.statistics_export.tasks.day_start import check_day_writer, nearest_report
+from include.statistics_export.tasks.day_start import check_day_writer, list_active_shops, nearest_report
+from include.statistics_export.tasks.runtime import day_outcome
 from include.statistics_export.totals import sum_totals
 
 log = logging.getLogger(__name__)
@@ -88,11 +92,77 @@ def add_report_sections(report: RunReport, sections: dict[str, dict[str, Any] | 
     return report
 
 
-def carry_sizes(report: RunReport) -> RunReport:
-    """Keep in the day's report every shop's last measured size, carried over the days it failed."""
+def carry_sizes(report: RunReport, measured: bool = True) -> RunReport:
+    """Keep in the day's report every shop's last measured size, carried over the days it failed; ``measured``
+    False (a run of some products only) measures no shop by what it exported."""
     previous = fleet.sizes_from_report(nearest_report(date.fromisoformat(report.date)))
-    report.shop_sizes = fleet.carried_sizes(previous, report.per_shop, report.failed_shops)
+    report.shop_sizes = fleet.carried_sizes(previous, report.per_shop if measured else {}, report.failed_shops)
     return report
+
+
+def stored_day_report(day: date) -> RunReport | None:
+    """Return the day's report as the bucket holds it (an earlier run's), or None when there is none."""
+    try:
+        with closing(R2Hook().open_object(report_key(day))) as body:
+            return RunReport.from_document(json.load(body))
+    except FileNotFoundError:
+        return None
+
+
+def report_day(
+    day: str,
+    shops: Sequence[ShopRef] | None,
+    fleet_plan: FleetPlan | None,
+    plans: Sequence[ShopPlan],
+    results: Sequence[BatchResult],
+    reconciliations: Sequence[dict[str, Any]] | None,
+    sections: dict[str, dict[str, Any] | None],
+    writer: DayWriter,
+    ti: Any,
+    shop_ids: Sequence[str] | None = None,
+    product_ids: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Report the day from what every task of the run handed over, whatever happened upstream, and fail it unless
+    it is whole (``finish_day``).
+
+    A task that handed over nothing (``None``) failed: without the day's shops (``list_active_shops``) nothing is
+    reported at all; without the plan or the reconciliation the day is reported failed, naming the task. The
+    batches each shop alone was to export come from its plan, not from what reached ``collect_batches``. A run of
+    some shops or products is merged into the day's report, which must then cover every active shop.
+    """
+    if shops is None:
+        raise DayFailed(
+            f"Day {day}: list_active_shops did not finish, so the day's shops are unknown: no report is written "
+            "and the day is not exported"
+        )
+    batches = [batch for plan in plans for batch in plan.batches]  # the shops alone's, in their map order
+    planned = fleet_plan or FleetPlan([], [], 0)
+    outcome = day_outcome(ti, planned.single, plans, batches, results, planned.units)
+    summary = summarize_run(
+        day, shops, outcome.plans, batches, outcome.results, list(reconciliations or []), outcome.reasons
+    )
+    if fleet_plan is None:
+        summary.failed_tasks["plan_fleet"] = "the day's shops were not planned"
+    if reconciliations is None:
+        summary.failed_tasks["reconcile"] = "the day's files, rows, events and catalog were not checked"
+    add_report_sections(summary, sections)
+    carry_sizes(summary, measured=not product_ids)
+    if shop_ids or product_ids:
+        summary = merge_into_day(stored_day_report(writer.day), summary, whole_shops=not product_ids)
+        require_every_shop(summary, list_active_shops())
+    return finish_day(summary, writer)
+
+
+def require_every_shop(report: RunReport, active: Sequence[ShopRef]) -> None:
+    """Mark failed every active shop the day's report does not cover (its runs exported some shops only)."""
+    covered = report.listed()
+    for shop in active:
+        if shop.shop_id not in covered:
+            report.failed_shops[shop.shop_id] = (
+                f"{shop.shop_domain}: not exported for {report.date}: the day's runs covered some shops only "
+                "(run the day whole, or with this shop in shop_ids)"
+            )
+    report.recount()
 
 
 def write_report(report: RunReport) -> str:

@@ -114,14 +114,19 @@ def nearest_report(day: date) -> dict[str, Any] | None:
 
 
 def plan_fleet(
-    shops: Sequence[ShopRef], day: date, settings: Settings, product_ids: Sequence[str] | None = None
+    shops: Sequence[ShopRef],
+    day: date,
+    settings: Settings,
+    product_ids: Sequence[str] | None = None,
+    map_limit: int = fleet.DEFAULT_MAP_LIMIT,
 ) -> FleetPlan:
     """Split the day's shops into shops alone and packed units, by their sizes in the nearest report (a run of
-    some products only keeps every shop alone: the per-shop path filters)."""
+    some products only keeps every shop alone: the per-shop path filters); every mapped list within
+    ``map_limit`` (Airflow's max_map_length)."""
     if product_ids:
-        return FleetPlan(single=list(shops), units=[], batch_variants=settings.batch_variants)
+        return fleet.plan_alone(shops, settings, map_limit)
     previous = nearest_report(day)
-    plan = fleet.plan_fleet(shops, fleet.sizes_from_report(previous), settings)
+    plan = fleet.plan_fleet(shops, fleet.sizes_from_report(previous), settings, map_limit)
     log.info(
         "%d active shop(s): %d alone, %d in %d packed unit(s)%s",
         len(shops),

@@ -9,11 +9,13 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date
 from typing import Any
 
+from airflow.configuration import conf
 from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from include.statistics_export.day_claims import DayWriter
 from include.statistics_export.errors import PermanentError, failure_reason
+from include.statistics_export.fleet import moved_groups
 from include.statistics_export.handoffs import (
     BatchPlan,
     BatchResult,
@@ -58,6 +60,11 @@ def writer(day: str, run_id: str) -> DayWriter:
     return DayWriter(date.fromisoformat(day), run_id)
 
 
+def map_limit() -> int:
+    """Return Airflow's ``[core] max_map_length``: the most task instances a mapped task may have."""
+    return conf.getint("core", "max_map_length")
+
+
 def only(params: Mapping[str, Any], name: str) -> list[str] | None:
     """Return a list param as a filter: None when empty (everything)."""
     return list(params.get(name) or []) or None
@@ -96,12 +103,13 @@ def pushed_outcomes(ti: Any, task_id: str) -> list[UnitResult]:
     return outcomes
 
 
-def pushed_moved_shops(ti: Any) -> list[ShopRef]:
-    """Return the shops every packed unit found large on their first page (each unit pushes its own list)."""
+def pushed_moved_shops(ti: Any) -> list[ShopUnit]:
+    """Return the shops every packed unit found large on their first page (each unit pushes its own list), in
+    groups that fit a mapped task (fleet.moved_groups)."""
     pushed = ti.xcom_pull(task_ids="export_shop_unit", key=MOVED_SHOPS) or []
     lists = [pushed] if pushed and isinstance(pushed[0], dict) else [item for item in pushed if item]
     moved: list[ShopRef] = decode_xcom([shop for shops in lists for shop in shops], list[ShopRef])
-    return moved
+    return moved_groups(moved, map_limit())
 
 
 def day_outcome(

@@ -1,11 +1,12 @@
 """A shop alone: ``start_catalog_read`` (count the products; bulk query above the threshold) ->
 ``poll_catalog_read`` (until Shopify finishes a bulk query) -> ``plan_shop_batches`` (batches of about
 ``batch_variants`` variants; a bulk catalog is staged under the run's prefix). Per batch:
-``export_product_batch``. And a shop that left its packed unit, exported alone in one task."""
+``export_product_batch``. And the shops that left their packed units, each exported alone in one task."""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing
@@ -29,6 +30,7 @@ from include.statistics_export.export import (
     plan_shop,
     restage_batch,
     stage_shop,
+    streamed_batch_size,
 )
 from include.statistics_export.handoffs import (
     BatchPlan,
@@ -36,6 +38,7 @@ from include.statistics_export.handoffs import (
     CatalogRead,
     ShopPlan,
     ShopRef,
+    ShopUnit,
     UnitResult,
 )
 from include.statistics_export.images import image_fetcher
@@ -89,10 +92,15 @@ def poll_catalog_read(read: CatalogRead) -> CatalogRead | None:
 
 
 def plan_shop_batches(
-    read: CatalogRead, writer: DayWriter, settings: Settings, product_ids: Sequence[str] | None = None
+    read: CatalogRead,
+    writer: DayWriter,
+    settings: Settings,
+    product_ids: Sequence[str] | None = None,
+    max_batches: int | None = None,
 ) -> ShopPlan:
-    """Cut one shop's catalog into batches: a bulk result is staged under the run's own prefix, pages are listed
-    by id."""
+    """Cut one shop's catalog into batches, at most ``max_batches`` (its share of the day's mapped batches,
+    fleet.batch_budgets; larger batches if it takes that): a bulk result is staged under the run's own prefix,
+    pages are listed by id."""
     day = writer.day
     if read.mode == "bulk":
         check_day_writer(writer)
@@ -103,7 +111,7 @@ def plan_shop_batches(
             day,
             writer.run_id,
             products,
-            batch_variants=settings.batch_variants,
+            batch_variants=streamed_batch_size(read.objects, settings.batch_variants, max_batches),
             currency=read.currency,
             bulk_result_url=read.result_url,
         )
@@ -116,6 +124,7 @@ def plan_shop_batches(
                 batch_variants=settings.batch_variants,
                 product_ids=product_ids,
                 currency=read.currency,
+                max_batches=max_batches,
             )
     if product_ids:
         batches = [replace(batch, whole_shop=False) for batch in batches]
@@ -179,25 +188,33 @@ def restage(store: R2Hook, batch: BatchPlan) -> None:
         ) from None
 
 
-MOVED_NOTE = "found large on its first page in a packed unit: exported alone, page by page"
+MOVED_NOTE = "found large on its first page in a packed unit: exported alone in one task"
 
 
-def export_moved_shop(shop: ShopRef, writer: DayWriter, settings: Settings) -> UnitResult:
-    """Export alone, in this one task, a shop that left its packed unit: its catalog read page by page in
-    batches, each batch exported in turn (memory stays that of one batch). From the next day its size in the
-    report puts it on the per-shop path."""
-    outcome = UnitResult(index=0)
-    try:
-        with shopify_for(shop.shop_id) as shopify:
-            currency = shopify.shop_info().get("currencyCode")
-        read = CatalogRead(shop.shop_id, shop.shop_domain, currency=currency, note=MOVED_NOTE)
-        plan = plan_shop_batches(read, writer, settings)
+def export_moved_shops(group: ShopUnit, writer: DayWriter, settings: Settings) -> UnitResult:
+    """Export alone, one after another in this task, the shops that left their packed units (found large on their
+    first page): each read as a shop alone is, in bulk when it is large (the bulk query waited for here), then its
+    batches exported in turn (memory stays that of one batch). A shop that fails is recorded and the others go on.
+    From the next day its size in the report puts it on the per-shop path."""
+    outcome = UnitResult(index=group.index)
+    for shop in group.shops:
+        try:
+            plan = _read_alone(shop, writer, settings)
+            results = [export_product_batch(batch, settings, writer.run_id) for batch in plan.batches]
+        except Exception as exc:
+            outcome.permanent = outcome.permanent and isinstance(exc, PermanentError)
+            outcome.failures[shop.shop_id] = failure_reason(exc)
+            log.error("Shop %s failed, exported alone after leaving its unit: %s", shop.shop_domain, exc)
+            continue
         outcome.plans.append(plan)
-        outcome.results = [export_product_batch(batch, settings, writer.run_id) for batch in plan.batches]
-    except Exception as exc:
-        outcome.plans = []
-        outcome.results = []
-        outcome.permanent = isinstance(exc, PermanentError)
-        outcome.failures[shop.shop_id] = failure_reason(exc)
-        log.error("Shop %s failed, exported alone after leaving its unit: %s", shop.shop_domain, outcome.failures)
+        outcome.results += results
     return outcome
+
+
+def _read_alone(shop: ShopRef, writer: DayWriter, settings: Settings) -> ShopPlan:
+    """Read and cut a shop's catalog as the per-shop chain does, waiting for its bulk query in this task."""
+    read = start_catalog_read(shop, settings)
+    read = replace(read, note=f"{MOVED_NOTE}; {read.note}" if read.note else MOVED_NOTE)
+    while (ready := poll_catalog_read(read)) is None:
+        time.sleep(settings.bulk_poll_seconds)
+    return plan_shop_batches(ready, writer, settings)
