@@ -67,7 +67,11 @@ def exported(sensor: bool = False, **options: Any) -> Callable[[Callable[..., An
     start_date=midnight(SETTINGS.start_date),
     catchup=True,
     max_active_runs=3,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1), "retry_exponential_backoff": True},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(seconds=SETTINGS.retry_delay_seconds),
+        "retry_exponential_backoff": True,
+    },
     params={
         "date": Param(None, type=["null", "string"], format="date", description="Export this UTC day (YYYY-MM-DD)"),
         "shop_ids": Param([], type="array", items={"type": "string"}, description="Only these shops (ids)"),
@@ -82,8 +86,9 @@ def product_statistics_export():
     @exported()
     def resolve_export_day(params=None, logical_date=None, dag_run=None) -> str:
         """Fix, once per run, the UTC day every task of this run exports: a day that has ended, never today."""
-        day = export_day(params.get("date"), logical_date, getattr(dag_run, "run_after", None))
-        return require_finished(day).isoformat()
+        run_after = getattr(dag_run, "run_after", None)
+        day = export_day(params.get("date"), logical_date, run_after)
+        return require_finished(day, run_after=run_after).isoformat()
 
     # One day, one writer (day_claims): a second run of the day waits here, without a worker slot, for the first.
     @exported(sensor=True, timeout=43200, **SENSOR)
@@ -180,10 +185,12 @@ def product_statistics_export():
             sizing["max_batches"].get(read.shop_id, 1),
         )
 
+    # A mapped task's output lists what its finished instances returned; a mapped task group's is None when it had
+    # no instance at all (no shop alone). Either way what is missing is judged against the plan, by the report.
     @exported(trigger_rule=TriggerRule.ALL_DONE, **SHOP_CHAIN_PRIORITY)
-    def collect_batches(plans: list[ShopPlan]) -> list[BatchPlan]:
+    def collect_batches(plans: list[ShopPlan] | None) -> list[BatchPlan]:
         """Flatten the batches of every shop that planned; a shop that failed has nothing here."""
-        return [batch for plan in plans for batch in plan.batches]
+        return [batch for plan in plans or [] for batch in plan.batches]
 
     @exported(map_index_template="{{ batch_label }}", **BATCH_PRIORITY)
     def export_product_batch(batch: BatchPlan, run_id=None) -> BatchResult:
@@ -192,11 +199,13 @@ def product_statistics_export():
         return tasks.export_product_batch(batch, export_settings.load(), run_id)
 
     @exported(trigger_rule=TriggerRule.ALL_DONE)
-    def reconcile(day: str, plans: list[ShopPlan], results: list[BatchResult], params=None, ti=None) -> list[dict]:
+    def reconcile(
+        day: str, plans: list[ShopPlan] | None, results: list[BatchResult] | None, params=None, ti=None
+    ) -> list[dict]:
         """Check each finished shop: files, rows, the day's events and the catalog must agree."""
         if params.get("product_ids"):  # some products only: their files cannot add up to the shop's events
             return []
-        outcome = tasks.day_outcome(ti, [], plans, [], results, [])
+        outcome = tasks.day_outcome(ti, [], plans or [], [], results or [], [])
         return tasks.reconcile_day(date.fromisoformat(day), outcome.plans, outcome.results, export_settings.load())
 
     @exported()
@@ -204,14 +213,14 @@ def product_statistics_export():
         """Per shop: the day's events by type, its active tests, a silent pixel, events for inactive tests."""
         return tasks.check_pixel_health(date.fromisoformat(day), shops)
 
-    # None where a task failed (a mapped task hands over what its instances that finished returned).
+    # None where a task failed (for the mapped ones, as in collect_batches: none of their instances finished).
     @exported(trigger_rule=TriggerRule.ALL_DONE)
     def report(
         day: str,
         shops: list[ShopRef] | None,
         fleet: FleetPlan | None,
-        plans: list[ShopPlan],
-        results: list[BatchResult],
+        plans: list[ShopPlan] | None,
+        results: list[BatchResult] | None,
         reconciliations: list[dict] | None,
         pixel=None,
         links=None,
@@ -227,8 +236,8 @@ def product_statistics_export():
             day,
             shops,
             fleet,
-            plans,
-            results,
+            plans or [],
+            results or [],
             reconciliations,
             sections,
             tasks.writer(day, run_id),

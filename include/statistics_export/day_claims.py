@@ -18,12 +18,25 @@ checks the claim before it writes anything, and the rows' transaction checks it 
 so a takeover (``FOR UPDATE``) waits for rows being committed, and rows are never committed by a run that
 lost the day. The claim stays with the last run that took it: clearing an older run of the day fails its
 writing tasks with a message naming the run that now holds the day.
+
+The rows' check alone would not cover the files: they are written before the rows, so a run marked failed by
+hand while its batches still upload could put its bytes under a row the run that took the day over wrote
+(never rewritten again: the content-hash skip trusts the row), or delete a Parquet part of the other run's
+plan. So a batch holds the day's **fence** while it writes (:func:`day_fence`): a shared, session-level advisory
+lock taken before it checks the claim and its first upload, released once its rows are committed; a takeover
+needs that lock exclusively (``pg_try_advisory_xact_lock``), so it waits, in its sensor, for every write of
+the old run still in flight. Chosen over the alternatives: write-then-verify leaves a window after the
+verification; per-run keys promoted by the holder double every write; R2's conditional ``If-Match`` PUT needs
+each object's ETag first (a HEAD per object) and still lets through an unchanged object's stale rewrite. A
+session-level lock holds no transaction open across the uploads (an idle session, not idle in transaction),
+and dies with a worker that dies, freeing the day.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -41,6 +54,11 @@ _HOLDER = 'SELECT "runId" FROM "StatisticsExportDay" WHERE date = %(day)s FOR UP
 _TAKE_OVER = 'UPDATE "StatisticsExportDay" SET "runId" = %(run_id)s, "claimedAt" = %(at)s WHERE date = %(day)s'
 # FOR SHARE: held until the caller's transaction ends, so a takeover waits for rows being committed.
 _CHECK = 'SELECT "runId" FROM "StatisticsExportDay" WHERE date = %(day)s FOR SHARE'
+# The day's fence: an advisory lock keyed by this namespace and the day's ordinal (both int4).
+FENCE_NAMESPACE = 0x53744578  # "StEx"
+_FENCE_SHARED = "SELECT pg_advisory_lock_shared(%(namespace)s, %(day)s)"
+_FENCE_RELEASE = "SELECT pg_advisory_unlock_shared(%(namespace)s, %(day)s)"
+_FENCE_TAKE = "SELECT pg_try_advisory_xact_lock(%(namespace)s, %(day)s)"
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,12 @@ def claim_day(conn: Any, writer: DayWriter, is_active: Callable[[str], bool]) ->
         if is_active(holder):
             conn.rollback()
             return Claim(False, holder)
+        cur.execute(_FENCE_TAKE, _fence_key(writer))
+        (fenced,) = cur.fetchone()
+        if not fenced:  # the finished run's writes are still in flight (a run marked failed or success by hand)
+            conn.rollback()
+            log.warning("Day %s: run %s has ended but its writes are still in flight", writer.day, holder)
+            return Claim(False, holder)
         cur.execute(_TAKE_OVER, params)
     conn.commit()
     log.info("Day %s: run %s takes the day over from the finished run %s", writer.day, writer.run_id, holder)
@@ -91,3 +115,34 @@ def check_writer(conn: Any, writer: DayWriter) -> None:
             f"Day {writer.day.isoformat()}: run {writer.run_id!r} may not write it, {holder}. Clear this run's "
             "claim_export_day task (with downstream) to wait for that run and take the day over"
         )
+
+
+def _fence_key(writer: DayWriter) -> dict[str, int]:
+    return {"namespace": FENCE_NAMESPACE, "day": writer.day.toordinal()}
+
+
+@contextlib.contextmanager
+def day_fence(conn: Any, writer: DayWriter | None) -> Iterator[None]:
+    """Hold the day's fence while writing files, Parquet parts and rows of ``writer.day``, and check first that
+    the run holds the day: no other run can take the day over until the block ends (a no-op without a writer).
+
+    The lock is the session's, not a transaction's: commit freely inside the block.
+    """
+    if writer is None:
+        yield
+        return
+    key = _fence_key(writer)
+    with conn.cursor() as cur:
+        cur.execute(_FENCE_SHARED, key)
+    conn.commit()
+    try:
+        check_writer(conn, writer)
+        conn.commit()
+        yield
+    finally:
+        # A connection the server dropped has released the lock with its session.
+        with contextlib.suppress(Exception):
+            conn.rollback()
+            with conn.cursor() as cur:
+                cur.execute(_FENCE_RELEASE, key)
+            conn.commit()

@@ -16,8 +16,9 @@ checked in this order; the first failing check is its one rejection reason:
 6. ``revenue_above_cap``: a PURCHASE with revenue above the shop's cap, almost surely a unit or parsing
    error. The cap knows the currency (:func:`revenue_cap`): STATISTICS_EXPORT_MAX_EVENT_REVENUE (a setting,
    default 1000000.00) is in units of about a US dollar, and a currency whose unit is worth far less
-   (VND, IDR, KRW, COP, JPY, ...) has it times the power of ten at or above its units per dollar, so an
-   ordinary purchase of 30,000,000 VND (about 1,200 USD) counts.
+   (VND, IDR, KRW, COP, JPY, ...) has it times the power of ten at or above its units per dollar
+   (``currencies.py``: every currency a shop can have), so an ordinary purchase of 30,000,000 VND (about
+   1,200 USD) counts. A currency missing or unknown has no guessed cap, and the report names it.
 
 Everything else counts: a PURCHASE with null revenue is an order worth 0.00, revenue on other
 event types is ignored. Rejected events are never silently dropped: ``rejected_events`` counts them
@@ -31,6 +32,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from include.statistics_export.currencies import cap_factor
 from include.statistics_export.settings import Settings
 from include.statistics_export.utc import day_bounds, naive_utc
 
@@ -97,128 +99,16 @@ GROUP BY 1, 2
 """
 
 
-# Units of each currency per US dollar, as a power of ten at or above the rate (late 2026): the factor of the
-# cap. Order-of-magnitude only, so exchange-rate moves do not change it; currencies not listed are worth a
-# dollar or more (USD, EUR, GBP, CHF, KWD, ...) keep the setting as it is.
-CURRENCY_CAP_FACTORS: dict[str, int] = {
-    **dict.fromkeys(("VND", "IDR", "LAK", "UZS", "LBP", "SLL", "IRR", "STD"), 100_000),
-    **dict.fromkeys(
-        ("KRW", "COP", "MMK", "KHR", "PYG", "UGX", "TZS", "MGA", "GNF", "IQD", "MNT", "NGN", "ARS", "RWF", "BIF"),
-        10_000,
-    ),
-    **dict.fromkeys(  # fmt: skip
-        (
-            "JPY",
-            "HUF",
-            "CLP",
-            "ISK",
-            "PKR",
-            "KZT",
-            "LKR",
-            "XOF",
-            "XAF",
-            "CRC",
-            "AMD",
-            "KES",
-            "DZD",
-            "BDT",
-            "MWK",
-            "CDF",
-            "KMF",
-            "DJF",
-            "YER",
-            "SOS",
-            "SYP",
-            "AOA",
-            "HTG",
-            "XPF",
-            "JMD",
-            "NPR",
-            "RSD",
-            "MKD",
-            "ALL",
-            "KGS",
-            "GYD",
-            "SDG",
-            "MRU",
-            "ZMW",
-        ),
-        1_000,
-    ),
-    **dict.fromkeys(
-        (
-            "INR",
-            "RUB",
-            "PHP",
-            "THB",
-            "TWD",
-            "UAH",
-            "TRY",
-            "EGP",
-            "MXN",
-            "ZAR",
-            "CZK",
-            "DOP",
-            "HNL",
-            "NIO",
-            "UYU",
-            "ETB",
-            "MUR",
-            "BTN",
-            "AFN",
-            "MZN",
-            "TJS",
-            "MDL",
-            "VUV",
-            "GMD",
-            "LRD",
-            "BWP",
-            "SCR",
-            "NAD",
-            "SZL",
-            "LSL",
-            "SEK",
-            "NOK",
-        ),
-        100,
-    ),
-    **dict.fromkeys(
-        (
-            "DKK",
-            "HKD",
-            "CNY",
-            "MOP",
-            "BOB",
-            "GTQ",
-            "TTD",
-            "MAD",
-            "BRL",
-            "PLN",
-            "AED",
-            "SAR",
-            "ILS",
-            "MYR",
-            "RON",
-            "PEN",
-            "QAR",
-            "GHS",
-            "TND",
-            "SGD",
-            "NZD",
-            "AUD",
-            "CAD",
-            "BGN",
-            "GEL",
-            "AZN",
-        ),
-        10,
-    ),
-}
+# The most a "VariantDailyStatistics".revenue DECIMAL(12, 2) holds: the only cap of a currency the table lacks.
+MAX_ROW_REVENUE = Decimal("9999999999.99")
 
 
 def revenue_cap(currency: str | None, max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE) -> Decimal:
-    """Return the largest PURCHASE revenue counted for a shop in ``currency`` (its ISO 4217 code)."""
-    return max_revenue * CURRENCY_CAP_FACTORS.get((currency or "").upper(), 1)
+    """Return the largest PURCHASE revenue counted for a shop in ``currency`` (its ISO 4217 code): the setting
+    times the currency's factor (currencies.cap_factor); a currency missing or unknown has no guessed cap (only
+    what a row holds), and the day's report says so (currencies.cap_note)."""
+    factor = cap_factor(currency)
+    return max_revenue * factor if factor is not None else MAX_ROW_REVENUE
 
 
 def day_parameters(

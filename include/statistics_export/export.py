@@ -23,14 +23,14 @@ from include.statistics_export.catalog import (
     parse_product,
     parse_summary,
 )
-from include.statistics_export.day_claims import DayWriter
+from include.statistics_export.day_claims import DayWriter, day_fence
 from include.statistics_export.errors import (
     BatchRowsError,
     DayWrittenByAnotherRun,
     RevenueOverflow,
     StagedCatalogMissing,
 )
-from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE
+from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE, MAX_ROW_REVENUE
 from include.statistics_export.formats import RenderedFiles, VariantExport, WrittenFiles, render_files
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopRef
 from include.statistics_export.ids import gid
@@ -44,7 +44,7 @@ from include.statistics_export.images import (
     start_image_backups,
 )
 from include.statistics_export.keys import export_key, staged_batch_key
-from include.statistics_export.metrics import MAX_ROW_REVENUE, ZERO, VariantMetrics, shops_variant_metrics
+from include.statistics_export.metrics import ZERO, VariantMetrics, shops_variant_metrics
 from include.statistics_export.parquet import ParquetPart, write_parquet_part
 from include.statistics_export.protocols import Catalog, ObjectStore
 from include.statistics_export.rows import shops_recorded_hashes, write_shops_rows
@@ -298,16 +298,24 @@ def export_parts(
 ) -> list[BatchResult]:
     """Export the products of one or more shops of one day together: one metrics query, one query for the
     images already backed up and one for the recorded hashes, then every row in one transaction once the
-    files are in R2, however many shops there are. With a ``writer``, the rows are committed only while its
-    run holds the day (day_claims)."""
+    files are in R2, however many shops there are. The reads end before any network wait; with a ``writer``, the
+    files, parts and rows are written under the day's fence, only while its run holds the day (day_claims)."""
     started = time.monotonic() if started is None else started
     clock = clock or PhaseClock()
     day = date.fromisoformat(parts[0].plan.date)
+    # Every read first, in one short transaction: none stays open across the downloads and uploads below (it
+    # would hold read locks on the app's tables for minutes, queueing an app migration and the pixel behind it).
     with clock.phase("metrics_sql"):
         metrics = parts_metrics(conn, parts, day, max_revenue)
     check_revenue_fits(parts, metrics)
+    owners = {part.plan.shop_id: image_owners(part.products) for part in parts}
     with clock.phase("images"):
-        copies = start_image_copies(conn, store, parts, fetch_image, pool)
+        already = shops_existing_backups(conn, [(s, gid) for s, found in owners.items() for gid in found])
+    with clock.phase("rows"):
+        known = shops_recorded_hashes(conn, day, [key for part in parts for key in _natural_keys(part)])
+    conn.commit()
+    with clock.phase("images"):
+        copies = start_image_copies(store, parts, owners, already, fetch_image, pool)
     shops = []
     for part, shop_copies in zip(parts, copies):
         with clock.phase("images"):
@@ -318,16 +326,16 @@ def export_parts(
     with clock.phase("rendering"):
         # Rendering and hashing are pure Python (the GIL): done in this thread, a pool would only add switches.
         rendered = [render_files(export) for export in exports]
-    with clock.phase("rows"):
-        known = shops_recorded_hashes(conn, day, [_natural_key(e) for e in exports])
     files = sort_files(parts, exports, rendered, known)
-    with clock.phase("uploads"):
-        written = upload_files(store, files.changed, pool)
-    # Each shop's Parquet part too, before any row: a committed row always has every file behind it.
-    with clock.phase("parquet"):
-        parquet = write_parquet_parts(store, shops, day, pool)
-    with clock.phase("rows"):
-        write_rows(conn, parts, written, new_images, writer)
+    # The day's fence: no other run takes the day over while these files, parts and rows are written (day_claims).
+    with day_fence(conn, writer):
+        with clock.phase("uploads"):
+            written = upload_files(store, files.changed, pool)
+        # Each shop's Parquet part too, before any row: a committed row always has every file behind it.
+        with clock.phase("parquet"):
+            parquet = write_parquet_parts(store, shops, day, pool)
+        with clock.phase("rows"):
+            write_rows(conn, parts, written, new_images, writer)
     seconds = round((time.monotonic() - started) / len(parts), 3)  # a shared phase, shared out evenly
     # A unit's shops share the phases (they were exported together): the unit's result carries them once.
     phases = clock.spent() if len(parts) == 1 else {}
@@ -359,12 +367,15 @@ class ImageCopies:
 
 
 def start_image_copies(
-    conn: Any, store: ObjectStore, parts: Sequence[ShopPart], fetch_image: ImageFetch, pool: ThreadPoolExecutor
+    store: ObjectStore,
+    parts: Sequence[ShopPart],
+    owners: dict[str, dict[str, ImageOwner]],
+    already: dict[tuple[str, str], ImageBackup],
+    fetch_image: ImageFetch,
+    pool: ThreadPoolExecutor,
 ) -> list[ImageCopies]:
-    """Start copying every shop's images not yet in R2, after one query for those already there; return each
-    part's copies in the parts' order."""
-    owners = {part.plan.shop_id: image_owners(part.products) for part in parts}
-    already = shops_existing_backups(conn, [(s, gid) for s, found in owners.items() for gid in found])
+    """Start copying every shop's images not yet in R2 (``already`` holds those backed up, read beforehand);
+    return each part's copies in the parts' order."""
     reused: dict[str, dict[str, ImageBackup]] = {part.plan.shop_id: {} for part in parts}
     for (shop_id, media_gid), backup in already.items():
         reused[shop_id][media_gid] = backup
@@ -565,6 +576,13 @@ def check_revenue_fits(parts: Sequence[ShopPart], metrics: dict[tuple[str, str],
 
 def _natural_key(export: VariantExport) -> tuple[str, str, str]:
     return export.shop_id, export.product.product_id, export.variant.variant_id
+
+
+def _natural_keys(part: ShopPart) -> Iterator[tuple[str, str, str]]:
+    """The natural keys of a shop part's variants, known before anything is rendered."""
+    for product in part.products:
+        for variant in product.variants:
+            yield part.plan.shop_id, product.product_id, variant.variant_id
 
 
 def upload_files(

@@ -19,7 +19,6 @@ from include.statistics_export.ids import variant_keys
 
 CENTS = Decimal("0.01")
 # The largest day's revenue of one variant the rows hold: "VariantDailyStatistics".revenue is DECIMAL(12, 2).
-MAX_ROW_REVENUE = Decimal("9999999999.99")
 CTR_PLACES = Decimal("0.0001")
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from include.statistics_export.currencies import cap_note
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopPlan, ShopRef, ShopUnit, UnitResult
 from include.statistics_export.pixel_health import merged_pixel_health
 
@@ -212,6 +213,9 @@ def summarize_run(
         per_shop[plan.shop_id]["catalog_read"] = plan.mode
         if plan.note:
             per_shop[plan.shop_id]["catalog_note"] = plan.note
+        uncapped = cap_note(plan.batches[0].currency) if plan.batches else None
+        if uncapped:
+            per_shop[plan.shop_id]["revenue_cap_note"] = uncapped
     report.per_shop = {shop_id: {k: _rounded(v) for k, v in values.items()} for shop_id, values in per_shop.items()}
     for document in reconciliations:
         shop_id = document["shopId"]

@@ -178,6 +178,11 @@ DEADLINE_HOURS = Setting(
     "hours after the end of day D by which its run must have succeeded, else the Deadline Alert goes out "
     "(6: D+1 06:00 UTC; read when the DAG is parsed)",
 )  # fmt: skip
+RETRY_DELAY_SECONDS = Setting(
+    "STATISTICS_EXPORT_RETRY_DELAY_SECONDS", "60", _positive_int, "a whole number of seconds above 0",
+    "seconds before Airflow tries a failed task again (2 retries, the wait doubling; a failure retrying cannot fix "
+    "is not retried; read when the DAG is parsed)",
+)  # fmt: skip
 
 # Each field of Settings and the variable it is read from.
 FIELDS: dict[str, Setting[Any]] = {
@@ -195,6 +200,7 @@ FIELDS: dict[str, Setting[Any]] = {
     "unit_shops": UNIT_SHOPS,
     "unit_variants": UNIT_VARIANTS,
     "deadline_hours": DEADLINE_HOURS,
+    "retry_delay_seconds": RETRY_DELAY_SECONDS,
 }
 ALL: tuple[Setting[Any], ...] = tuple(FIELDS.values())
 
@@ -217,6 +223,7 @@ class Settings:
     unit_shops: int = UNIT_SHOPS.parse(UNIT_SHOPS.default)
     unit_variants: int = UNIT_VARIANTS.parse(UNIT_VARIANTS.default)
     deadline_hours: int = DEADLINE_HOURS.parse(DEADLINE_HOURS.default)
+    retry_delay_seconds: int = RETRY_DELAY_SECONDS.parse(RETRY_DELAY_SECONDS.default)
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

@@ -23,12 +23,17 @@ def export_day(date_param: str | None, logical_date: datetime | None, run_after:
     return reference - timedelta(days=1)
 
 
-def require_finished(day: date, now: datetime | None = None) -> date:
+def require_finished(day: date, now: datetime | None = None, run_after: datetime | None = None) -> date:
     """Return ``day`` if it has ended in UTC; raise naming the day and the time otherwise.
 
-    A day still running would be counted "as of now", batch by batch, and reported as complete.
+    A day still running would be counted "as of now", batch by batch, and reported as complete. ``run_after`` is
+    when Airflow let the run start (the end of a scheduled run's data interval): a day that had ended by then has
+    ended, whatever the clock of the worker judging it says (one running a little behind must not fail the
+    scheduled day for good).
     """
     current = as_utc(now) if now is not None else datetime.now(timezone.utc)
+    if run_after is not None:
+        current = max(current, as_utc(run_after))
     if midnight(day) + timedelta(days=1) > current:
         yesterday = current.date() - timedelta(days=1)
         raise DayNotFinished(

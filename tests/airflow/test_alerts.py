@@ -250,6 +250,114 @@ def test_a_failed_day_mails_and_posts_the_day_the_run_and_each_failed_shop_with_
     assert len(mails.all()) == 1 and len(posts.all()) == 1
 
 
+# -- a day whose tasks did not finish is a failed day, through `airflow dags test` ------------------------------
+
+
+def asset_events(airflow_home, bucket: str) -> list[str]:
+    """The extras of every statistic-exports asset event this test's bucket's runs fired."""
+    with closing(sqlite3.connect(airflow_home / "airflow.db")) as conn:
+        return [extra for (extra,) in conn.execute("SELECT extra FROM asset_event") if bucket in extra]
+
+
+def stored_report(s3, bucket: str) -> dict | None:
+    try:
+        return json.loads(s3.get_object(Bucket=bucket, Key=report_key(DAY))["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        return None
+
+
+def try_numbers(airflow_home, task_id: str) -> list[tuple[int, str]]:
+    """(try number, state) of a task's instances in the latest run of this Airflow home."""
+    with closing(sqlite3.connect(airflow_home / "airflow.db")) as conn:
+        return conn.execute(
+            "SELECT try_number, state FROM task_instance WHERE task_id = ? "
+            "AND run_id = (SELECT run_id FROM dag_run ORDER BY id DESC LIMIT 1)",
+            (task_id,),
+        ).fetchall()
+
+
+@pytest.mark.airflow
+def test_listing_the_shops_failing_on_every_try_fails_the_day_alerts_and_reports_nothing_ok(
+    db, sandbox, run_airflow, s3, endpoints, airflow_home, smtp_inbox
+):
+    register_shop(db, sandbox, "shop_alpha", [product(1, variants=2)])
+    with db.cursor() as cur:  # the app's table of shops is gone at 00:00, for every try of the task
+        cur.execute('ALTER TABLE "ShopCredential" RENAME TO "ShopCredentialAway"')
+    db.commit()
+    mails, smtp_port = smtp_inbox
+    env = {**alert_connections(smtp_port, free_port()), "STATISTICS_EXPORT_RETRY_DELAY_SECONDS": "1"}
+    env.pop("AIRFLOW_CONN_STATISTICS_ALERTS_SLACK")
+
+    result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat(), extra_env=env)
+    output = result.stdout + result.stderr
+
+    assert result.returncode != 0, output[-3000:]
+    assert try_numbers(airflow_home, "list_active_shops") == [(3, "failed")]  # its two retries spent
+    assert "list_active_shops did not finish, so the day's shops are unknown" in output
+    assert stored_report(s3, endpoints.bucket) is None and asset_events(airflow_home, endpoints.bucket) == []
+    text = mail_text(mails.wait_for(lambda m: True, 30, "mail"))
+    assert "Statistics export 2026-11-21: the run failed" in text and "No report of the day is in the bucket" in text
+
+
+@pytest.mark.airflow
+def test_a_reconciliation_that_never_finishes_fails_the_day_and_the_report_says_so(
+    db, sandbox, run_airflow, s3, endpoints, airflow_home, smtp_inbox
+):
+    register_shop(db, sandbox, "shop_alpha", [product(1, variants=2)])
+    add_event(db, "shop_alpha", "1001", "IMPRESSION", NOON_ON_DAY)
+    # The batch's rows are committed, and with them the rows' table goes away: the reconciliation's every try
+    # fails (as a statement timing out would), after the shop exported.
+    with db.cursor() as cur:
+        cur.execute(
+            "CREATE FUNCTION hide_statistics() RETURNS trigger LANGUAGE plpgsql AS "
+            '$$ BEGIN ALTER TABLE "VariantDailyStatistics" RENAME TO "VariantDailyStatisticsAway"; RETURN NULL; END $$'
+        )
+        cur.execute(
+            'CREATE TRIGGER hide_statistics AFTER INSERT ON "StatisticsExport" '
+            "FOR EACH STATEMENT EXECUTE FUNCTION hide_statistics()"
+        )
+    db.commit()
+    mails, smtp_port = smtp_inbox
+    env = {**alert_connections(smtp_port, free_port()), "STATISTICS_EXPORT_RETRY_DELAY_SECONDS": "1"}
+    env.pop("AIRFLOW_CONN_STATISTICS_ALERTS_SLACK")
+
+    result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat(), extra_env=env)
+    output = result.stdout + result.stderr
+
+    assert result.returncode != 0, output[-3000:]
+    assert try_numbers(airflow_home, "reconcile") == [(3, "failed")]
+    report = stored_report(s3, endpoints.bucket)
+    assert report["ok"] is False and report["failedShops"] == {} and report["variants"] == 2
+    assert report["failedTasks"] == {"reconcile": "the day's files, rows, events and catalog were not checked"}
+    assert asset_events(airflow_home, endpoints.bucket) == []
+    text = mail_text(mails.wait_for(lambda m: True, 30, "mail"))
+    assert "Did not finish: reconcile: the day's files, rows, events and catalog were not checked" in text
+
+
+@pytest.mark.airflow
+def test_a_catalog_needing_more_batches_than_a_mapped_task_holds_is_cut_into_larger_ones_and_exported_whole(
+    db, sandbox, run_airflow, s3, endpoints, airflow_home
+):
+    # 1,100 one-variant products at one variant a batch: 1,100 batches, over Airflow's default max_map_length of
+    # 1,024 and over the 64 this test sets (the budget follows Airflow's setting).
+    register_shop(db, sandbox, "shop_huge", [product(n, variants=1, images=0) for n in range(1, 1101)])
+    env = {
+        "STATISTICS_EXPORT_BATCH_VARIANTS": "1",
+        "STATISTICS_EXPORT_BULK_THRESHOLD": "5000",  # listed page by page (the bulk cut is bounded the same way)
+        "AIRFLOW__CORE__MAX_MAP_LENGTH": "64",
+    }
+    result = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat(), extra_env=env)
+    output = result.stdout + result.stderr
+
+    assert result.returncode == 0, output[-3000:]
+    batches = try_numbers(airflow_home, "export_product_batch")
+    assert 1 < len(batches) <= 64 and {state for _, state in batches} == {"success"}
+    report = stored_report(s3, endpoints.bucket)
+    assert report["ok"] is True and report["variants"] == 1100 and report["perShop"]["shop_huge"]["batches"] == len(batches)
+    assert report["reconciliation"]["shop_huge"]["ok"] is True
+    assert len(asset_events(airflow_home, endpoints.bucket)) == 1
+
+
 # -- the notifier itself, in process ----------------------------------------------------------------------------
 
 

@@ -222,7 +222,55 @@ def test_manual_run_with_params_exports_one_product_of_one_shop(world, run_airfl
         "statistic-exports/shop_alpha/2/2003/20261121.csv",
         "statistic-exports/shop_revoked/20/20001/20261121.csv",
     ], result.stdout[-3000:]
-    assert result.returncode == 0, result.stdout[-3000:]
+    # Some products of two shops are not the day: with no whole run of it before, the day is not reported ok,
+    # and the shops no run of the day covered are named.
+    assert result.returncode != 0, result.stdout[-3000:]
+    report = json.loads(objects["statistic-exports/_runs/20261121.json"])
+    assert report["ok"] is False
+    assert {shop for shop, why in report["failedShops"].items() if "not exported for 2026-11-21" in why} == {
+        "shop_boutique",
+        "shop_nosession",
+    }
+    assert report["shopSizes"] == {}  # nothing measured from some products
+
+
+def test_a_shop_retried_with_shop_ids_makes_the_day_whole_as_one_clean_run_would(
+    db, sandbox, run_airflow, s3, endpoints, airflow_home
+):
+    register_shop(db, sandbox, "shop_alpha", [product(n, variants=2, images=1) for n in (1, 2)])
+    beta = register_shop(db, sandbox, "shop_beta", [product(5, variants=3)], token="shpat_beta_revoked")
+    add_event(db, "shop_alpha", "1001", "PURCHASE", NOON_ON_DAY, "9.90")
+    add_event(db, "shop_beta", "5002", "IMPRESSION", NOON_ON_DAY)
+    add_event(db, "shop_beta", "not-a-variant", "IMPRESSION", NOON_ON_DAY)  # a rejected event, counted per shop
+    sandbox.revoke_token(beta.domain)
+
+    first = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat())
+    assert first.returncode != 0
+    sandbox.set_token(beta.domain, beta.access_token)  # the cause is fixed: only beta is retried
+    retry = run_airflow(
+        "dags", "test", "product_statistics_export", "--conf", json.dumps({"date": DAY.isoformat(), "shop_ids": ["shop_beta"]})
+    )
+    assert retry.returncode == 0, (retry.stdout + retry.stderr)[-3000:]
+    merged = json.loads(bucket_objects(s3, endpoints.bucket)["statistic-exports/_runs/20261121.json"])
+    with closing(sqlite3.connect(airflow_home / "airflow.db")) as conn:
+        (extra,) = [row[0] for row in conn.execute("SELECT extra FROM asset_event") if endpoints.bucket in row[0]]
+
+    clean = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat())  # the day run once, whole
+    assert clean.returncode == 0
+    whole = json.loads(bucket_objects(s3, endpoints.bucket)["statistic-exports/_runs/20261121.json"])
+
+    assert merged["ok"] is True and merged["failedShops"] == {} and merged["failedTasks"] == {}
+    figures = ("shops", "products", "variants", "files", "skippedProducts", "rejectedEvents", "ok")
+    assert {key: merged[key] for key in figures} == {key: whole[key] for key in figures}
+    assert merged["shops"] == 2 and merged["variants"] == 7 and merged["rejectedEvents"] == 1
+    assert set(merged["perShop"]) == set(merged["reconciliation"]) == {"shop_alpha", "shop_beta"}
+    assert {shop: merged["perShop"][shop]["variants"] for shop in merged["perShop"]} == {
+        shop: whole["perShop"][shop]["variants"] for shop in whole["perShop"]
+    }
+    assert set(merged["pixelHealth"]["perShop"]) == {"shop_alpha", "shop_beta"}
+    assert merged["shopSizes"] == whole["shopSizes"]
+    # The asset event of the retry carries the whole day's figures, not the retried shop's.
+    assert (json.loads(extra)["shops"], json.loads(extra)["variants"]) == (2, 7)
 
 
 def test_a_day_without_active_shops_is_an_empty_successful_run(db, run_airflow):

@@ -16,9 +16,10 @@ from helpers import (
     writer_for,
 )
 from include.statistics_export import reconcile, tasks
-from include.statistics_export.event_rules import revenue_cap, shops_parameters
+from include.statistics_export.event_rules import MAX_ROW_REVENUE, revenue_cap, shops_parameters
 from include.statistics_export.handoffs import ShopRef, ShopUnit
 from include.statistics_export.reconcile import ShopCheck, reconcile_shops
+from include.statistics_export.report import summarize_run
 from include.statistics_export.totals import Totals
 from local_stack.one_shop import reconcile_shop
 
@@ -32,10 +33,29 @@ def unit_of(*shop_ids: str) -> ShopUnit:
 
 def test_the_cap_scales_with_the_currency_and_keeps_the_setting_for_dollar_sized_units():
     base = Decimal("1000000.00")
-    assert revenue_cap("USD", base) == revenue_cap("EUR", base) == revenue_cap(None, base) == base
+    assert revenue_cap("USD", base) == revenue_cap("EUR", base) == base
     assert revenue_cap("VND", base) == revenue_cap("IDR", base) == base * 100_000
     assert revenue_cap("KRW", base) == revenue_cap("COP", base) == base * 10_000
     assert revenue_cap("jpy", base) == base * 1_000
+    # A missing or unknown currency gets no guessed (dollar) cap: only what a row holds; the report says why.
+    assert revenue_cap(None, base) == revenue_cap("XXX", base) == MAX_ROW_REVENUE
+
+
+def test_a_shop_of_an_unknown_currency_is_named_in_the_report_with_why_its_revenue_is_not_capped(
+    db, sandbox, connections, s3
+):
+    register_shop(db, sandbox, "shop_x", [product(1, variants=1, images=0)], currency="XXX")
+    register_shop(db, sandbox, "shop_us", [product(2, variants=1, images=0)])
+    add_event(db, "shop_x", "1001", "PURCHASE", NOON_ON_DAY, VND_PURCHASE)
+    outcome = tasks.export_unit(unit_of("shop_x", "shop_us"), writer_for(DAY), current_settings())
+    assert outcome.failures == {}
+
+    report = summarize_run(DAY.isoformat(), unit_of("shop_x", "shop_us").shops, outcome.plans, [], outcome.results)
+
+    assert "shop's currency 'XXX' is not in the revenue-cap table" in report.per_shop["shop_x"]["revenue_cap_note"]
+    assert "revenue_cap_note" not in report.per_shop["shop_us"]
+    (x,) = [r for r in outcome.results if r.shop_id == "shop_x"]
+    assert x.file_totals.revenue == Decimal(VND_PURCHASE)  # counted: no dollar cap was guessed
 
 
 def test_a_vnd_shops_large_purchase_is_counted_and_reconciles(db, sandbox, connections):

@@ -44,11 +44,12 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         "STATISTICS_EXPORT_UNIT_SHOPS": "20",
         "STATISTICS_EXPORT_UNIT_VARIANTS": "300",
         "STATISTICS_EXPORT_DEADLINE_HOURS": "0",
+        "STATISTICS_EXPORT_RETRY_DELAY_SECONDS": "5",
     }
     loaded = settings.load(environ)
     hosts = ("https://cdn.shopify.com", "http://127.0.0.1:8300")
     assert loaded == settings.Settings(
-        date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, hosts, Decimal("99.99"), 604800, 0, 20, 300, 0
+        date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, hosts, Decimal("99.99"), 604800, 0, 20, 300, 0, 5
     )
     assert set(environ) == {s.env for s in settings.ALL} and len(settings.ALL) == len(settings.FIELDS)
 

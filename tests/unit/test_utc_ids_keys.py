@@ -6,7 +6,8 @@ import pytest
 
 from include.statistics_export.ids import gid, media_numeric_id, numeric_id
 from include.statistics_export.keys import safe_key_part
-from include.statistics_export.utc import day_bounds, export_day
+from include.statistics_export.errors import DayNotFinished
+from include.statistics_export.utc import day_bounds, export_day, require_finished
 
 
 def test_date_param_wins_over_logical_date():
@@ -57,3 +58,15 @@ def test_gid_and_media_ids():
 def test_key_parts_cannot_escape_their_prefix(value):
     with pytest.raises(ValueError, match="shop id"):
         safe_key_part(value, "shop id")
+
+
+def test_a_day_ended_when_airflow_let_its_run_start_is_finished_whatever_the_workers_clock_says():
+    day = date(2026, 11, 21)
+    behind = datetime(2026, 11, 21, 23, 59, 58, tzinfo=timezone.utc)  # a worker's clock two seconds behind
+    scheduled = datetime(2026, 11, 22, tzinfo=timezone.utc)  # the scheduled run's data interval ends at midnight
+    assert require_finished(day, now=behind, run_after=scheduled) == day
+    with pytest.raises(DayNotFinished, match="Day 2026-11-21 has not ended"):
+        require_finished(day, now=behind)
+    # A run triggered before the day ended (a manual run for today) is refused by every clock.
+    with pytest.raises(DayNotFinished):
+        require_finished(day, now=behind, run_after=datetime(2026, 11, 21, 18, tzinfo=timezone.utc))

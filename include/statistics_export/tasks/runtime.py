@@ -71,10 +71,16 @@ def only(params: Mapping[str, Any], name: str) -> list[str] | None:
 
 
 def run_is_active(ti: Any, dag_id: str) -> Callable[[str], bool]:
-    """Return whether a run of the DAG, by its id, is still queued or running (asked of Airflow's API)."""
+    """Return whether a run of the DAG, by its id, is running (asked of Airflow's API).
+
+    Running only, not queued: a holder cleared back to queued while runs waiting for its day fill
+    ``max_active_runs`` could never start, and they would wait for it until their sensors time out. A queued run
+    has no task writing (and a write still in flight holds the day's fence, which a takeover waits for); once it
+    runs, it waits for the day in its turn.
+    """
 
     def is_active(run_id: str) -> bool:
-        return int(ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=["queued", "running"])) > 0
+        return int(ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=["running"])) > 0
 
     return is_active
 
