@@ -231,7 +231,11 @@ def product_statistics_export():
         """Log and write the day's report; fail the run unless the day is whole: a task that did not finish, a
         shop that failed or did not reconcile. A run of some shops or products is merged into the day's report."""
         sessions = links or {}  # its task failed: both of its sections are noted as not finished
-        sections = {"sessionLinks": sessions.get("sessionLinks"), "tokens": sessions.get("tokens"), "pixelHealth": pixel}
+        sections = {
+            "sessionLinks": sessions.get("sessionLinks"),
+            "tokens": sessions.get("tokens"),
+            "pixelHealth": pixel,
+        }
         return tasks.report_day(
             day,
             shops,

@@ -208,8 +208,16 @@ def insert_shop(
     refresh_expires = now + timedelta(days=90) if refresh_token else None
     cur.execute(
         'INSERT INTO "Session" (id, shop, state, "isOnline", scope, expires, "accessToken", "refreshToken", '
-        '"refreshTokenExpires", "shopId") VALUES (%s, %s, \'\', false, \'read_products\', %s, %s, %s, %s, %s)',
-        (f"offline_{api_domain}", api_domain, expires_at, token, refresh_token, refresh_expires, shop_id if linked else None),
+        "\"refreshTokenExpires\", \"shopId\") VALUES (%s, %s, '', false, 'read_products', %s, %s, %s, %s, %s)",
+        (
+            f"offline_{api_domain}",
+            api_domain,
+            expires_at,
+            token,
+            refresh_token,
+            refresh_expires,
+            shop_id if linked else None,
+        ),
     )
 
 

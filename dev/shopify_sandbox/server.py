@@ -149,7 +149,9 @@ class _Handler(BaseHTTPRequestHandler):
                 partial_code = fault.code
         state.count_toward_expiry()
         token = self.headers.get("X-Shopify-Access-Token") or ""
-        refused = (401, INVALID_TOKEN) if state.revoked else state.tokens.check(token, self.sandbox.non_expiring_rejected)
+        refused = (
+            (401, INVALID_TOKEN) if state.revoked else state.tokens.check(token, self.sandbox.non_expiring_rejected)
+        )
         if refused is not None:
             self._send_json(refused[0], {"errors": refused[1]}, version)
             return

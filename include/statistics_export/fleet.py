@@ -141,9 +141,7 @@ def batch_budgets(
     """
     if not alone:
         return {}
-    expected = {
-        s.shop_id: max(1, math.ceil(sizes[s.shop_id].variants / day_size)) for s in alone if s.shop_id in sizes
-    }
+    expected = {s.shop_id: max(1, math.ceil(sizes[s.shop_id].variants / day_size)) for s in alone if s.shop_id in sizes}
     unknown = max(expected.values(), default=1)
     weights = {s.shop_id: expected.get(s.shop_id, unknown) for s in alone}
     spare, total = max(0, map_limit - len(alone)), sum(weights.values())

@@ -159,12 +159,14 @@ class RunReport:
     def text(self) -> str:
         """Return a short human summary for the task log."""
         return (
-            f"Export of {self.date}: {self.shops} shop(s), {self.products} products, {self.variants} variants, "
-            f"{self.files} files ({self.files_unchanged} unchanged), {self.images_backed_up} images backed up, "
-            f"{self.images_failed} image failures, {self.missing_products} skipped products, "
-            f"{self.rejected_events} rejected events, {len(self.failed_shops)} failed shop(s)"
-        ) + "".join(f"\n{task} did not finish: {why}" for task, why in sorted(self.failed_tasks.items())) + "".join(
-            f"\n{line}" for line in self.section_lines
+            (
+                f"Export of {self.date}: {self.shops} shop(s), {self.products} products, {self.variants} variants, "
+                f"{self.files} files ({self.files_unchanged} unchanged), {self.images_backed_up} images backed up, "
+                f"{self.images_failed} image failures, {self.missing_products} skipped products, "
+                f"{self.rejected_events} rejected events, {len(self.failed_shops)} failed shop(s)"
+            )
+            + "".join(f"\n{task} did not finish: {why}" for task, why in sorted(self.failed_tasks.items()))
+            + "".join(f"\n{line}" for line in self.section_lines)
         )
 
 

@@ -96,9 +96,7 @@ class ThrottleState:
         return (cost - available) / self.restore_rate
 
 
-def backoff_seconds(
-    attempt: int, hinted: float | None, *, base: float, cap: float, max_retry_after: float
-) -> float:
+def backoff_seconds(attempt: int, hinted: float | None, *, base: float, cap: float, max_retry_after: float) -> float:
     """Return how long to wait before the next try: what Shopify asked for when it said (Retry-After, capped),
     else exponential backoff with jitter (``base`` doubling per attempt up to ``cap``)."""
     if hinted:

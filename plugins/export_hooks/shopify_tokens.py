@@ -109,7 +109,8 @@ class ShopifyTokenEndpoint:
         secrets = [client_secret, *(grant[k] for k in ("refresh_token", "subject_token") if k in grant)]
         if not client_id or not all(secret and secret.strip() for secret in secrets):
             raise ShopifyTokenRefused(
-                f"Shop {domain}: cannot {what}: the app's client id or secret, or the token, is empty", "invalid_request"
+                f"Shop {domain}: cannot {what}: the app's client id or secret, or the token, is empty",
+                "invalid_request",
             )
         mask_secrets(secrets)
         url = self.connection.token_endpoint_template.format(shop=domain)

@@ -353,7 +353,11 @@ def test_a_catalog_needing_more_batches_than_a_mapped_task_holds_is_cut_into_lar
     batches = try_numbers(airflow_home, "export_product_batch")
     assert 1 < len(batches) <= 64 and {state for _, state in batches} == {"success"}
     report = stored_report(s3, endpoints.bucket)
-    assert report["ok"] is True and report["variants"] == 1100 and report["perShop"]["shop_huge"]["batches"] == len(batches)
+    assert (
+        report["ok"] is True
+        and report["variants"] == 1100
+        and report["perShop"]["shop_huge"]["batches"] == len(batches)
+    )
     assert report["reconciliation"]["shop_huge"]["ok"] is True
     assert len(asset_events(airflow_home, endpoints.bucket)) == 1
 

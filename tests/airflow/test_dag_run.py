@@ -248,7 +248,11 @@ def test_a_shop_retried_with_shop_ids_makes_the_day_whole_as_one_clean_run_would
     assert first.returncode != 0
     sandbox.set_token(beta.domain, beta.access_token)  # the cause is fixed: only beta is retried
     retry = run_airflow(
-        "dags", "test", "product_statistics_export", "--conf", json.dumps({"date": DAY.isoformat(), "shop_ids": ["shop_beta"]})
+        "dags",
+        "test",
+        "product_statistics_export",
+        "--conf",
+        json.dumps({"date": DAY.isoformat(), "shop_ids": ["shop_beta"]}),
     )
     assert retry.returncode == 0, (retry.stdout + retry.stderr)[-3000:]
     merged = json.loads(bucket_objects(s3, endpoints.bucket)["statistic-exports/_runs/20261121.json"])

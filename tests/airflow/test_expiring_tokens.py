@@ -21,10 +21,10 @@ from local_stack.demo_world import client_of
 pytestmark = pytest.mark.airflow
 
 
-
 def an_hour_ago() -> datetime:
     """Computed when a test runs: the module is collected long before its last test runs."""
     return datetime.now(timezone.utc) - timedelta(hours=1)
+
 
 REFRESHED, MIDRUN, REVOKED, FOREVER = "shop_refreshed", "shop_midrun", "shop_revoked", "shop_forever"
 
@@ -51,7 +51,11 @@ def test_one_run_refreshes_expired_and_expiring_tokens_fails_a_revoked_refresh_a
 ):
     register_shop(db, sandbox, REFRESHED, [product(n, variants=2) for n in (1, 2)], expires=an_hour_ago())
     register_shop(
-        db, sandbox, MIDRUN, [product(n, variants=2) for n in (3, 4, 5)], expires=datetime.now(timezone.utc) + timedelta(hours=1)
+        db,
+        sandbox,
+        MIDRUN,
+        [product(n, variants=2) for n in (3, 4, 5)],
+        expires=datetime.now(timezone.utc) + timedelta(hours=1),
     )
     register_shop(db, sandbox, REVOKED, [product(6)], expires=an_hour_ago())
     register_shop(db, sandbox, FOREVER, [product(7)])
@@ -63,7 +67,11 @@ def test_one_run_refreshes_expired_and_expiring_tokens_fails_a_revoked_refresh_a
     revoked_before = session_row(db, REVOKED)
 
     result = run_airflow(
-        "dags", "test", "product_statistics_export", DAY.isoformat(), extra_env={"STATISTICS_EXPORT_BATCH_VARIANTS": "2"}
+        "dags",
+        "test",
+        "product_statistics_export",
+        DAY.isoformat(),
+        extra_env={"STATISTICS_EXPORT_BATCH_VARIANTS": "2"},
     )
     output = result.stdout + result.stderr
     objects = bucket_objects(s3, connections.bucket)

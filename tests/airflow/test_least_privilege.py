@@ -107,8 +107,8 @@ FORBIDDEN = [
     'DELETE FROM "Session"',
     "UPDATE \"Session\" SET scope = 'x'",
     "UPDATE \"Session\" SET shop = 'x'",
-    "UPDATE \"Session\" SET \"isOnline\" = true",
-    "UPDATE \"ShopCredential\" SET \"apiSecret\" = 'x'",
+    'UPDATE "Session" SET "isOnline" = true',
+    'UPDATE "ShopCredential" SET "apiSecret" = \'x\'',
     "INSERT INTO \"Session\" (id, shop, \"accessToken\") VALUES ('x', 'x', 'x')",
     "UPDATE \"ABTest\" SET status = 'ACTIVE'",
     "INSERT INTO \"ABTest\" (id, shop, name, \"productId\") VALUES ('x', 'x', 'x', 'x')",
@@ -411,7 +411,9 @@ def test_psql_runs_the_file_for_the_export_role_alone_the_page_role_alone_or_bot
             conn.execute('SELECT "accessToken" FROM "Session"')
 
 
-def test_psql_runs_the_file_on_an_app_not_yet_on_expiring_tokens_and_grants_no_token_write(db, pg_server_url, app_db_url):
+def test_psql_runs_the_file_on_an_app_not_yet_on_expiring_tokens_and_grants_no_token_write(
+    db, pg_server_url, app_db_url
+):
     with db.cursor() as cur:
         cur.execute('ALTER TABLE "Session" DROP COLUMN "refreshToken", DROP COLUMN "refreshTokenExpires"')
     db.commit()

@@ -293,7 +293,9 @@ def test_a_shops_batches_under_the_scheduler_refresh_its_token_once(stack, world
         assert stack.wait_for_run(run_id)["state"] == "success"
     finally:
         with world.db.cursor() as cur:  # the module's other runs export alpha and gamma only
-            cur.execute('UPDATE "ShopCredential" SET "isActive" = false WHERE id IN (%s, %s)', ("shop_expired", "shop_dying"))
+            cur.execute(
+                'UPDATE "ShopCredential" SET "isActive" = false WHERE id IN (%s, %s)', ("shop_expired", "shop_dying")
+            )
         world.db.commit()
 
     batches = [ti for ti in stack.task_instances(run_id) if ti["task_id"] == "export_product_batch"]

@@ -133,7 +133,9 @@ def test_a_shop_found_large_on_its_first_page_leaves_the_unit_and_is_exported_al
     assert not exported(s3, connections.bucket, "shop_big")
 
     # Large (25 products, at the threshold of 20): read in bulk, as every large shop is, wherever it was planned.
-    alone = tasks.export_moved_shops(ShopUnit(1, 1, outcome.moved), writer_for(DAY), replace(settings, bulk_poll_seconds=0.1))
+    alone = tasks.export_moved_shops(
+        ShopUnit(1, 1, outcome.moved), writer_for(DAY), replace(settings, bulk_poll_seconds=0.1)
+    )
     assert alone.failures == {}
     (plan,) = alone.plans
     assert (plan.mode, plan.variants, len(plan.batches)) == ("bulk", 25, 3)

@@ -12,13 +12,12 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import pytest
 
+from export_hooks.shopify import ShopifyAuthError, ShopifyNonExpiringTokenRejected, ShopifyTokenRefused
 from helpers import DAY, bucket_objects, current_settings, product, register_shop, run_shop
 from include.statistics_export import tasks
 from include.statistics_export.handoffs import ShopRef, ShopUnit
 from include.statistics_export.tasks import token_migration
 from include.statistics_export.tokens import REFRESH_MARGIN, token_census
-from export_hooks.shopify import ShopifyAuthError, ShopifyNonExpiringTokenRejected, ShopifyTokenRefused
-
 
 
 def now() -> datetime:
@@ -28,6 +27,7 @@ def now() -> datetime:
 def an_hour_ago() -> datetime:
     """Computed when a test runs: the module is collected long before its last test runs."""
     return now() - timedelta(hours=1)
+
 
 SHOP, DOMAIN = "shop_exp", "shop-exp.myshopify.com"
 REFRESH_TOKEN, CLIENT_SECRET = f"shprt_secret_{SHOP}", f"secret_{SHOP}"
@@ -87,7 +87,9 @@ def test_a_stored_token_that_expired_is_refreshed_before_use_and_the_pair_writte
     assert timedelta(days=89) < refresh_expires - now() < timedelta(days=91)
     # One statement wrote the four columns: the app never reads half a pair.
     assert len(updates) == 1
-    assert all(column in updates[0] for column in ('"accessToken"', "expires", '"refreshToken"', '"refreshTokenExpires"'))
+    assert all(
+        column in updates[0] for column in ('"accessToken"', "expires", '"refreshToken"', '"refreshTokenExpires"')
+    )
 
 
 @pytest.mark.parametrize(
@@ -151,7 +153,9 @@ def test_a_revoked_refresh_token_fails_the_shop_saying_the_merchant_must_authent
     sandbox.revoke_refresh_tokens(DOMAIN)
     before = session_row(db)
 
-    with pytest.raises(ShopifyTokenRefused, match="invalid_grant.*merchant must open the app to authenticate again") as err:
+    with pytest.raises(
+        ShopifyTokenRefused, match="invalid_grant.*merchant must open the app to authenticate again"
+    ) as err:
         shop_name()
 
     assert DOMAIN in str(err.value)
@@ -240,7 +244,12 @@ def test_the_census_counts_expiring_and_non_expiring_tokens_and_names_the_public
 
     section = tasks.census_tokens()
 
-    assert section["document"] == {"expiring": 2, "nonExpiring": 2, "nonExpiringPublic": ["shop_c"], "deadline": "2027-01-01"}
+    assert section["document"] == {
+        "expiring": 2,
+        "nonExpiring": 2,
+        "nonExpiringPublic": ["shop_c"],
+        "deadline": "2027-01-01",
+    }
     assert "migrate (1): shop_c" in section["line"]
     assert tasks.census_tokens(["shop_a"])["document"]["expiring"] == 1
 
@@ -277,6 +286,8 @@ def test_an_unlinked_session_whose_token_expired_is_linked_by_its_shop_without_b
 
     document = tasks.link_unlinked_sessions(current_settings())["document"]
 
-    assert [(item["shop"], item["matchedBy"]) for item in document["linked"]] == [(f"{SHOP} ({DOMAIN})", "session shop")]
+    assert [(item["shop"], item["matchedBy"]) for item in document["linked"]] == [
+        (f"{SHOP} ({DOMAIN})", "session shop")
+    ]
     assert stats(sandbox)["requests"] == 0  # an expired token is not asked
     assert shop_name()  # refreshed and used

@@ -81,7 +81,9 @@ def test_an_expired_access_token_gets_shopifys_401_and_a_json_refresh_works_too(
 
     # Shopify's libraries send the same fields as JSON.
     url = sandbox.token_endpoint_template.format(shop=DOMAIN)
-    renewed = requests.post(url, json={**CLIENT, "grant_type": "refresh_token", "refresh_token": "shprt_first"}, timeout=10)
+    renewed = requests.post(
+        url, json={**CLIENT, "grant_type": "refresh_token", "refresh_token": "shprt_first"}, timeout=10
+    )
     assert graphql(sandbox, renewed.json()["access_token"]).status_code == 200
 
 
@@ -125,7 +127,10 @@ def test_token_exchange_revokes_the_non_expiring_token_and_a_retry_returns_the_s
         pair = token_request(sandbox, **exchange).json()
         again = token_request(sandbox, **exchange).json()
 
-        assert again == pair | {"expires_in": again["expires_in"], "refresh_token_expires_in": again["refresh_token_expires_in"]}
+        assert again == pair | {
+            "expires_in": again["expires_in"],
+            "refresh_token_expires_in": again["refresh_token_expires_in"],
+        }
         assert graphql(sandbox, "shpat_first").status_code == 401  # revoked: it cannot be undone
         assert graphql(sandbox, pair["access_token"]).status_code == 200
         assert sandbox.stats(DOMAIN)["exchanges"] == 1
@@ -138,4 +143,8 @@ def test_a_world_file_keeps_the_shops_token_kind_and_client(tmp_path):
 
     (loaded,) = load_world(tmp_path / "world.json")
 
-    assert (loaded.refresh_token, loaded.access_token_expires, loaded.client_id) == ("shprt_first", expires, "key_rotating")
+    assert (loaded.refresh_token, loaded.access_token_expires, loaded.client_id) == (
+        "shprt_first",
+        expires,
+        "key_rotating",
+    )

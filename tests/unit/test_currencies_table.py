@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 from babel.core import get_global
-
 from conftest import real_schema_path
+
 from include.statistics_export.currencies import UNITS_PER_USD, cap_factor, cap_note
 
 

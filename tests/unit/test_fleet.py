@@ -32,7 +32,9 @@ def test_a_small_fleet_keeps_one_task_group_per_shop():
     shops = fleet(50)
     # No sizes known yet: the day's 1,024 batches are shared alike (one each, and the rest in equal parts).
     budgets = {s.shop_id: 1 + (1024 - 50) // 50 for s in shops}
-    assert plan_fleet(shops, {}, SETTINGS) == FleetPlan(single=shops, units=[], batch_variants=500, batch_budgets=budgets)
+    assert plan_fleet(shops, {}, SETTINGS) == FleetPlan(
+        single=shops, units=[], batch_variants=500, batch_budgets=budgets
+    )
 
 
 def test_large_shops_stay_alone_and_the_rest_are_packed_by_shop_and_variant_budgets():

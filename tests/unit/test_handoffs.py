@@ -6,16 +6,19 @@ from decimal import Decimal
 
 import pytest
 
+from include.statistics_export.errors import MissingHandoff
 from include.statistics_export.handoffs import (
     MAX_LABEL,
     BatchPlan,
     BatchResult,
     CatalogRead,
+    FleetPlan,
     ShopPlan,
     ShopRef,
     ShopUnit,
     UnitResult,
     fit_label,
+    handoff_task,
 )
 from include.statistics_export.totals import Totals
 
@@ -117,3 +120,19 @@ def test_a_label_of_domains_too_long_to_name_still_fits():
     unit, outcome = unit_with_failures(4, 2, long_domains=True)
     assert outcome.failed_label(unit) == "4 shops · unit 3/20 · failed: 2 shops (see the day's report)"
     assert len(fit_label("x" * 400)) == MAX_LABEL and fit_label("short") == "short"
+
+
+def test_a_failed_upstream_hands_over_none_and_a_list_argument_refuses_it():
+    def body(shops: list[ShopRef], plan: FleetPlan | None) -> int:
+        return len(shops)
+
+    typed = handoff_task(body)
+    assert typed([{"shop_id": "a", "shop_domain": "a.example"}], None) == 1
+    # None is what a task gets from an upstream that failed: never taken for an empty list.
+    with pytest.raises(MissingHandoff, match="body got no shops: the task that hands it over did not finish"):
+        typed(None, None)
+
+    def optional(shops: list[ShopRef] | None) -> int:
+        return -1 if shops is None else len(shops)
+
+    assert handoff_task(optional)(None) == -1  # a task that handles it says so in its annotation

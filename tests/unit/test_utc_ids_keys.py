@@ -4,9 +4,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from include.statistics_export.errors import DayNotFinished
 from include.statistics_export.ids import gid, media_numeric_id, numeric_id
 from include.statistics_export.keys import safe_key_part
-from include.statistics_export.errors import DayNotFinished
 from include.statistics_export.utc import day_bounds, export_day, require_finished
 
 

@@ -193,7 +193,10 @@ def _report_lines(day: date, document: Mapping[str, Any]) -> list[str]:
     failed = dict(document.get("failedShops") or {})
     lines = [f"Failed shops ({len(failed)}):", *_shop_lines(document)] if failed else ["No shop is marked failed."]
     unfinished = dict(document.get("failedTasks") or {})
-    lines += [f"Did not finish: {task}: {' '.join(str(why).split())[:REASON_CHARS]}" for task, why in sorted(unfinished.items())]
+    lines += [
+        f"Did not finish: {task}: {' '.join(str(why).split())[:REASON_CHARS]}"
+        for task, why in sorted(unfinished.items())
+    ]
     lines.append(
         f"Report {report_key(day)}: {document.get('shops', 0)} shop(s), {document.get('variants', 0)} variant(s), "
         f"{document.get('files', 0)} file(s)."

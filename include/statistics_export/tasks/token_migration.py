@@ -34,7 +34,9 @@ from include.statistics_export.tokens import (
 
 def main(argv: list[str] | None = None) -> int:
     """List (and with --execute, migrate) the shops on non-expiring tokens; return the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m include.statistics_export.tasks.token_migration", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m include.statistics_export.tasks.token_migration", description=__doc__
+    )
     parser.add_argument("--execute", action="store_true", help="exchange the tokens (default: a dry run)")
     parser.add_argument("--shop-id", action="append", default=[], help="only this shop (repeatable)")
     args = parser.parse_args(argv)
