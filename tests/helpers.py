@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import uuid
 from dataclasses import replace
@@ -77,10 +79,9 @@ def register_shop(
     With ``expires`` (aware UTC) the shop is on expiring offline tokens: its stored access token expires then (in the
     past: it has expired) and it holds a refresh token; without, its token never expires.
     """
-    api_domain = f"{shop_id.replace('_', '-')}.myshopify.com"
     client_id, client_secret = client_of(shop_id)
     shop = SandboxShop(
-        domain=api_domain,
+        domain=api_domain(shop_id),
         access_token=token or f"shpat_secret_{shop_id}",
         products=products,
         restore_rate=restore_rate,
@@ -96,8 +97,8 @@ def register_shop(
         insert_shop(
             cur,
             shop_id,
-            domain or api_domain,
-            api_domain,
+            domain or shop.domain,
+            shop.domain,
             shop.access_token,
             active=active,
             linked=linked,
@@ -111,6 +112,27 @@ def register_shop(
         )
     db.commit()
     return shop
+
+
+def fast_shopify_retries(monkeypatch, attempts: int) -> None:
+    """Make the Shopify hooks (and the token endpoint) give up after ``attempts`` tries, quickly."""
+    shopify = json.loads(os.environ["AIRFLOW_CONN_SHOPIFY_DEFAULT"])
+    shopify["extra"].update({"max_attempts": attempts, "retry_wait_base": 0.01, "retry_wait_max": 0.02})
+    monkeypatch.setenv("AIRFLOW_CONN_SHOPIFY_DEFAULT", json.dumps(shopify))
+
+
+def api_domain(shop_id: str) -> str:
+    """Return the myshopify domain ``register_shop`` serves a shop on."""
+    return f"{shop_id.replace('_', '-')}.myshopify.com"
+
+
+def session_row(db, shop_id: str) -> dict:
+    """Return the shop's linked session, every column, as the app reads it (JSON of the row)."""
+    with db.cursor() as cur:
+        cur.execute('SELECT row_to_json(s)::text FROM "Session" s WHERE "shopId" = %s', (shop_id,))
+        (text,) = cur.fetchone()
+    db.commit()
+    return json.loads(text)
 
 
 def register_fleet(db, sandbox, count: int, *, prefix: str = "fleet") -> list[str]:

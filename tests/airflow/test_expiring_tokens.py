@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import requests
 
-from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, product, register_shop
+from helpers import DAY, NOON_ON_DAY, add_event, api_domain, bucket_objects, product, register_shop, session_row
 from local_stack.demo_world import client_of
 
 pytestmark = pytest.mark.airflow
@@ -27,19 +27,6 @@ def an_hour_ago() -> datetime:
 
 
 REFRESHED, MIDRUN, REVOKED, FOREVER = "shop_refreshed", "shop_midrun", "shop_revoked", "shop_forever"
-
-
-def domain(shop_id: str) -> str:
-    return f"{shop_id.replace('_', '-')}.myshopify.com"
-
-
-def session_row(db, shop_id: str) -> dict:
-    """The shop's session, every column, as the app reads it."""
-    with db.cursor() as cur:
-        cur.execute('SELECT row_to_json(s)::text FROM "Session" s WHERE "shopId" = %s', (shop_id,))
-        (text,) = cur.fetchone()
-    db.commit()
-    return json.loads(text)
 
 
 def exported_variants(objects: dict, shop_id: str) -> int:
@@ -59,9 +46,9 @@ def test_one_run_refreshes_expired_and_expiring_tokens_fails_a_revoked_refresh_a
     )
     register_shop(db, sandbox, REVOKED, [product(6)], expires=an_hour_ago())
     register_shop(db, sandbox, FOREVER, [product(7)])
-    sandbox.revoke_refresh_tokens(domain(REVOKED))
+    sandbox.revoke_refresh_tokens(api_domain(REVOKED))
     # Its hour ends at its fourth request: after planning, during its batches (STATISTICS_EXPORT_BATCH_VARIANTS 2).
-    sandbox.expire_tokens_after(domain(MIDRUN), requests=4)
+    sandbox.expire_tokens_after(api_domain(MIDRUN), requests=4)
     add_event(db, REFRESHED, "1001", "PURCHASE", NOON_ON_DAY, "12.50")
     forever_before = session_row(db, FOREVER)
     revoked_before = session_row(db, REVOKED)
@@ -79,10 +66,10 @@ def test_one_run_refreshes_expired_and_expiring_tokens_fails_a_revoked_refresh_a
 
     # Refreshed before use, and exported.
     assert exported_variants(objects, REFRESHED) == 4, output[-3000:]
-    assert sandbox.stats(domain(REFRESHED))["refreshes"] == 1
+    assert sandbox.stats(api_domain(REFRESHED))["refreshes"] == 1
     # Refreshed when its token stopped being accepted mid-run, and finished.
     assert exported_variants(objects, MIDRUN) == 6
-    assert sandbox.stats(domain(MIDRUN))["refreshes"] == 1
+    assert sandbox.stats(api_domain(MIDRUN))["refreshes"] == 1
     assert report["reconciliation"][MIDRUN]["ok"] is True
     # The refused refresh fails that shop alone, saying what to do; its row is untouched.
     assert result.returncode != 0 and set(report["failedShops"]) == {REVOKED}
@@ -91,11 +78,11 @@ def test_one_run_refreshes_expired_and_expiring_tokens_fails_a_revoked_refresh_a
     # A non-expiring token is used as before: its row is byte for byte what it was, and nothing was refreshed.
     assert exported_variants(objects, FOREVER) == 1
     assert session_row(db, FOREVER) == forever_before
-    assert sandbox.stats(domain(FOREVER))["token_requests"] == 0
+    assert sandbox.stats(api_domain(FOREVER))["token_requests"] == 0
     # Every stored pair is one Shopify still accepts.
     for shop_id in (REFRESHED, MIDRUN, FOREVER):
         row = session_row(db, shop_id)
-        assert sandbox.accepts(domain(shop_id), row["accessToken"], row["refreshToken"]), shop_id
+        assert sandbox.accepts(api_domain(shop_id), row["accessToken"], row["refreshToken"]), shop_id
     # The report counts the kinds of token; a non-expiring PUBLIC shop is named before the deadline.
     assert report["tokens"] | {"summary": ""} == {
         "expiring": 3, "nonExpiring": 1, "nonExpiringPublic": [FOREVER], "deadline": "2027-01-01", "summary": ""
@@ -175,6 +162,6 @@ def test_the_app_refreshing_the_same_session_beside_the_export_never_leaves_a_re
     assert result.returncode == 0, output[-3000:]
     assert exported_variants(bucket_objects(s3, connections.bucket), REFRESHED) == 12
     assert app.errors == [] and app.refreshed > 0
-    assert sandbox.stats(domain(REFRESHED))["token_requests"] > app.requests  # the export refreshed it too
+    assert sandbox.stats(api_domain(REFRESHED))["token_requests"] > app.requests  # the export refreshed it too
     row = session_row(db, REFRESHED)
-    assert sandbox.accepts(domain(REFRESHED), row["accessToken"], row["refreshToken"])
+    assert sandbox.accepts(api_domain(REFRESHED), row["accessToken"], row["refreshToken"])

@@ -1,13 +1,22 @@
 """A packed unit of small shops on real components: each shop on its own, in about one Shopify request."""
 
 import json
-import os
 from dataclasses import replace
 
 import psycopg
 import pytest
 
-from helpers import DAY, NOON_ON_DAY, add_event, bucket_objects, current_settings, product, register_shop, writer_for
+from helpers import (
+    DAY,
+    NOON_ON_DAY,
+    add_event,
+    bucket_objects,
+    current_settings,
+    fast_shopify_retries,
+    product,
+    register_shop,
+    writer_for,
+)
 from include.statistics_export import tasks
 from include.statistics_export.errors import PermanentError, UnitShopsFailed
 from include.statistics_export.handoffs import ShopRef, ShopUnit
@@ -16,13 +25,6 @@ from include.statistics_export.tasks import packed_units
 
 def unit_of(*shops) -> ShopUnit:
     return ShopUnit(1, 1, [ShopRef(shop_id, f"{shop_id.replace('_', '-')}.myshopify.com") for shop_id in shops])
-
-
-def fast_shopify_retries(monkeypatch, attempts: int) -> None:
-    """Make the hook give up after ``attempts`` tries, quickly, so the unit's own retries are what is tested."""
-    shopify = json.loads(os.environ["AIRFLOW_CONN_SHOPIFY_DEFAULT"])
-    shopify["extra"].update({"max_attempts": attempts, "retry_wait_base": 0.01, "retry_wait_max": 0.02})
-    monkeypatch.setenv("AIRFLOW_CONN_SHOPIFY_DEFAULT", json.dumps(shopify))
 
 
 def exported(s3, bucket, shop_id):
@@ -166,5 +168,6 @@ def test_database_round_trips_do_not_grow_with_the_shops_of_a_unit(db, sandbox, 
         assert outcome.failures == {} and len(outcome.results) == size
         statements[size] = list(counted)
     # The day's claim, whether "Session" has the refresh token columns, tokens, metrics, image backups, recorded
-    # hashes, the claim again under the rows' transaction, and the three upserts: the same for 2 shops as for 6.
-    assert len(statements[2]) == len(statements[6]) == 10, statements
+    # hashes, the day's fence taken and the claim checked under it, the claim again under the rows' transaction,
+    # the three upserts, and the fence released: the same for 2 shops as for 6.
+    assert len(statements[2]) == len(statements[6]) == 13, statements

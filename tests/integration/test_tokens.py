@@ -4,8 +4,6 @@ migrated yet, the day's census and the migration command (tokens.py, connections
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +11,16 @@ import psycopg
 import pytest
 
 from export_hooks.shopify import ShopifyAuthError, ShopifyNonExpiringTokenRejected, ShopifyTokenRefused
-from helpers import DAY, bucket_objects, current_settings, product, register_shop, run_shop
+from helpers import (
+    DAY,
+    bucket_objects,
+    current_settings,
+    fast_shopify_retries,
+    product,
+    register_shop,
+    run_shop,
+    session_row,
+)
 from include.statistics_export import tasks
 from include.statistics_export.handoffs import ShopRef, ShopUnit
 from include.statistics_export.tasks import token_migration
@@ -33,23 +40,8 @@ SHOP, DOMAIN = "shop_exp", "shop-exp.myshopify.com"
 REFRESH_TOKEN, CLIENT_SECRET = f"shprt_secret_{SHOP}", f"secret_{SHOP}"
 
 
-def session_row(db, shop_id: str = SHOP) -> dict:
-    """The shop's offline session, every column, as text: what the app reads."""
-    with db.cursor() as cur:
-        cur.execute('SELECT row_to_json(s)::text FROM "Session" s WHERE "shopId" = %s', (shop_id,))
-        (text,) = cur.fetchone()
-    db.commit()
-    return json.loads(text)
-
-
 def stats(sandbox, domain: str = DOMAIN) -> dict:
     return sandbox.stats(domain)
-
-
-def fast_shopify_retries(monkeypatch, attempts: int = 3) -> None:
-    shopify = json.loads(os.environ["AIRFLOW_CONN_SHOPIFY_DEFAULT"])
-    shopify["extra"].update({"max_attempts": attempts, "retry_wait_base": 0.01, "retry_wait_max": 0.02})
-    monkeypatch.setenv("AIRFLOW_CONN_SHOPIFY_DEFAULT", json.dumps(shopify))
 
 
 def shop_name() -> str:
@@ -77,7 +69,7 @@ def test_a_stored_token_that_expired_is_refreshed_before_use_and_the_pair_writte
     monkeypatch.setattr(psycopg.Cursor, "execute", execute)
     assert shop_name()
 
-    row = session_row(db)
+    row = session_row(db, SHOP)
     assert stats(sandbox)["refreshes"] == 1
     assert row["accessToken"] != expired.access_token and row["refreshToken"] != REFRESH_TOKEN
     assert sandbox.accepts(DOMAIN, row["accessToken"], row["refreshToken"])
@@ -99,12 +91,12 @@ def test_a_token_expiring_within_the_margin_is_refreshed_and_a_fresher_one_is_no
     db, sandbox, connections, expires_in, refreshed
 ):
     register_shop(db, sandbox, SHOP, [product(1)], expires=datetime.now(timezone.utc) + expires_in)
-    before = session_row(db)
+    before = session_row(db, SHOP)
 
     assert shop_name()
 
     assert stats(sandbox)["refreshes"] == refreshed
-    assert (session_row(db) == before) is (refreshed == 0)
+    assert (session_row(db, SHOP) == before) is (refreshed == 0)
 
 
 def test_many_tasks_needing_the_same_shop_refresh_it_once(expired, sandbox, db):
@@ -124,7 +116,7 @@ def test_many_tasks_needing_the_same_shop_refresh_it_once(expired, sandbox, db):
 
     assert errors == []
     assert stats(sandbox)["refreshes"] == 1  # the row lock, and the row read again under it
-    row = session_row(db)
+    row = session_row(db, SHOP)
     assert sandbox.accepts(DOMAIN, row["accessToken"], row["refreshToken"])
 
 
@@ -136,7 +128,7 @@ def test_a_token_rejected_mid_run_is_refreshed_once_and_the_request_asked_again(
 
     assert sum(result.variants for result in results) == 10
     assert stats(sandbox)["refreshes"] == 1
-    row = session_row(db)
+    row = session_row(db, SHOP)
     assert sandbox.accepts(DOMAIN, row["accessToken"], row["refreshToken"])
 
 
@@ -151,7 +143,7 @@ def test_a_renewed_token_rejected_too_fails_the_shop_after_one_renewal(expired, 
 
 def test_a_revoked_refresh_token_fails_the_shop_saying_the_merchant_must_authenticate_again(expired, sandbox, db):
     sandbox.revoke_refresh_tokens(DOMAIN)
-    before = session_row(db)
+    before = session_row(db, SHOP)
 
     with pytest.raises(
         ShopifyTokenRefused, match="invalid_grant.*merchant must open the app to authenticate again"
@@ -160,7 +152,7 @@ def test_a_revoked_refresh_token_fails_the_shop_saying_the_merchant_must_authent
 
     assert DOMAIN in str(err.value)
     assert not {REFRESH_TOKEN, CLIENT_SECRET, expired.access_token} & set(str(err.value).split())
-    assert session_row(db) == before  # nothing written
+    assert session_row(db, SHOP) == before  # nothing written
 
 
 def test_wrong_client_credentials_say_so_and_never_echo_the_secret(expired, sandbox, db):
@@ -184,7 +176,7 @@ def test_transient_token_endpoint_failures_are_retried_within_the_hooks_budget(e
 
 def test_a_non_expiring_session_is_used_as_before_and_its_row_never_written(db, sandbox, connections):
     register_shop(db, sandbox, SHOP, [product(1)])
-    before = session_row(db)
+    before = session_row(db, SHOP)
     assert before["expires"] is None and before["refreshToken"] is None
 
     assert shop_name()
@@ -193,7 +185,7 @@ def test_a_non_expiring_session_is_used_as_before_and_its_row_never_written(db, 
         shop_name()
 
     assert stats(sandbox)["token_requests"] == 0
-    assert session_row(db) == before
+    assert session_row(db, SHOP) == before
 
 
 def test_after_the_deadline_a_non_expiring_token_fails_its_shop_with_a_reason_that_says_so(db, sandbox, connections):

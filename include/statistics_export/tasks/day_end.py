@@ -23,12 +23,17 @@ from include.statistics_export.handoffs import (
     ShopRef,
 )
 from include.statistics_export.keys import EXPORTS_ROOT, report_key
-from include.statistics_export.pixel_health import pixel_health
+from include.statistics_export.pixel_health import PixelHealth, pixel_health
 from include.statistics_export.reconcile import ShopCheck, reconcile_shops
 from include.statistics_export.report import RunReport, merge_into_day, summarize_run
 from include.statistics_export.settings import Settings
 from include.statistics_export.staging import clean_staging
-from include.statistics_export.tasks.day_start import check_day_writer, list_active_shops, nearest_report
+from include.statistics_export.tasks.day_start import (
+    check_day_writer,
+    list_active_shops,
+    nearest_report,
+    report_section,
+)
 from include.statistics_export.tasks.runtime import day_outcome
 from include.statistics_export.totals import sum_totals
 
@@ -70,16 +75,12 @@ def check_pixel_health(day: date, shops: Sequence[ShopRef]) -> dict[str, Any]:
 
     Returns the report section: ``{"document": ..., "line": ...}`` (the line is what the log shows).
     """
-    try:
+
+    def read() -> PixelHealth:
         with app_db() as conn:
-            health = pixel_health(conn, shops, day)
-    except Exception as exc:  # a read that failed must not fail the export: the report says so instead
-        line = f"Pixel health of {day}: not checked ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
-        log.warning("%s", line)
-        return {"document": {"error": line}, "line": line}
-    line = health.text()
-    (log.warning if health.silent else log.info)("%s", line)
-    return {"document": health.document(), "line": line}
+            return pixel_health(conn, shops, day)
+
+    return report_section(f"Pixel health of {day}: not checked", read, lambda health: bool(health.silent))
 
 
 def add_report_sections(report: RunReport, sections: dict[str, dict[str, Any] | None]) -> RunReport:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from datetime import date
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyAuthError, ShopifyHook
@@ -21,10 +21,10 @@ from include.statistics_export.handoffs import (
     ShopRef,
 )
 from include.statistics_export.keys import RUNS_PREFIX, report_key
-from include.statistics_export.sessions import TokenAnswer, link_sessions
+from include.statistics_export.sessions import SessionLinks, TokenAnswer, link_sessions
 from include.statistics_export.settings import Settings
 from include.statistics_export.shops import active_shops
-from include.statistics_export.tokens import token_census
+from include.statistics_export.tokens import TokenCensus, token_census
 
 log = logging.getLogger(__name__)
 
@@ -39,37 +39,58 @@ def ask_token_shop(api_domain: str, token: str) -> TokenAnswer:
     return TokenAnswer(myshopify_domain=myshopify, primary_host=primary_host)
 
 
-def link_unlinked_sessions(settings: Settings, shop_ids: Sequence[str] | None = None) -> dict[str, Any]:
-    """Link the sessions of shops that have no usable linked session; never raise (the shops' own tasks
-    fail, naming the missing session, if nothing could be linked).
+class Section(Protocol):
+    """What an informative section of the day's report holds: its document and its one line."""
 
-    Returns the report section: ``{"document": ..., "line": ...}``.
+    def document(self) -> dict[str, Any]: ...
+
+    def text(self) -> str: ...
+
+
+S = TypeVar("S", bound=Section)
+
+
+def report_section(not_done: str, read: Callable[[], S], flagged: Callable[[S], bool]) -> dict[str, Any]:
+    """Read an informative section of the day's report and log its line (a warning when it flags something).
+
+    It never raises: a read that failed must not fail the export, and the section says so instead (``not_done``
+    begins its line). Returns the report section: ``{"document": ..., "line": ...}``.
     """
     try:
-        with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool:
-            links = link_sessions(conn, ask_token_shop, shop_ids=list(shop_ids) if shop_ids else None, pool=pool)
-    except Exception as exc:  # e.g. the role lacks UPDATE ("shopId"): the report says so, the export goes on
-        line = f"Session links: not done ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
+        found = read()
+    except Exception as exc:  # e.g. the role lacks a grant: the report says so, the export goes on
+        line = f"{not_done} ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
         log.warning("%s", line)
         return {"document": {"error": line}, "line": line}
-    line = links.text()
-    (log.warning if links.revoked or links.ambiguous or links.no_match or links.unanswered else log.info)("%s", line)
-    return {"document": links.document(), "line": line}
+    line = found.text()
+    (log.warning if flagged(found) else log.info)("%s", line)
+    return {"document": found.document(), "line": line}
+
+
+def link_unlinked_sessions(settings: Settings, shop_ids: Sequence[str] | None = None) -> dict[str, Any]:
+    """Link the sessions of shops that have no usable linked session; never raise (the shops' own tasks
+    fail, naming the missing session, if nothing could be linked). Returns the report section."""
+
+    def link() -> SessionLinks:
+        with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool:
+            return link_sessions(conn, ask_token_shop, shop_ids=list(shop_ids) if shop_ids else None, pool=pool)
+
+    return report_section(
+        "Session links: not done",
+        link,
+        lambda links: bool(links.revoked or links.ambiguous or links.no_match or links.unanswered),
+    )
 
 
 def census_tokens(shop_ids: Sequence[str] | None = None) -> dict[str, Any]:
     """Count the active shops on expiring and on non-expiring offline tokens, naming the PUBLIC ones Shopify will
-    refuse from 2027-01-01; never raise (it only informs). Returns the report section ``{"document", "line"}``."""
-    try:
+    refuse from 2027-01-01; never raise (it only informs). Returns the report section."""
+
+    def count() -> TokenCensus:
         with app_db() as conn:
-            census = token_census(conn, list(shop_ids) if shop_ids else None)
-    except Exception as exc:
-        line = f"Tokens: not counted ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
-        log.warning("%s", line)
-        return {"document": {"error": line}, "line": line}
-    line = census.text()
-    (log.warning if census.non_expiring_public else log.info)("%s", line)
-    return {"document": census.document(), "line": line}
+            return token_census(conn, list(shop_ids) if shop_ids else None)
+
+    return report_section("Tokens: not counted", count, lambda census: bool(census.non_expiring_public))
 
 
 def list_active_shops(shop_ids: Sequence[str] | None = None) -> list[ShopRef]:
