@@ -12,7 +12,7 @@ from typing import Any
 from export_hooks.r2 import R2Hook
 from include.statistics_export import fleet
 from include.statistics_export.connections import app_db
-from include.statistics_export.day_claims import DayWriter
+from include.statistics_export.day_claims import DayWriter, day_fence
 from include.statistics_export.errors import (
     DayFailed,
 )
@@ -29,7 +29,6 @@ from include.statistics_export.report import RunReport, merge_into_day, summariz
 from include.statistics_export.settings import Settings
 from include.statistics_export.staging import clean_staging
 from include.statistics_export.tasks.day_start import (
-    check_day_writer,
     list_active_shops,
     nearest_report,
     report_section,
@@ -177,8 +176,8 @@ def finish_day(report: RunReport, writer: DayWriter) -> dict[str, Any]:
     """Log and write the day's report; raise DayFailed naming every failed shop if any failed, else return the
     day's figures for its asset event (the report itself is in the bucket: megabytes have no place in an XCom)."""
     log.info(report.text())
-    check_day_writer(writer)
-    log.info("Report written to %s", write_report(report))
+    with app_db() as conn, day_fence(conn, writer):  # the run holds the day until the report is written
+        log.info("Report written to %s", write_report(report))
     if report.failed:
         raise DayFailed(report.failure_message())
     return exports_asset_extra(report)
