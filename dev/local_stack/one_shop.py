@@ -24,7 +24,7 @@ def variant_metrics(
     day: date,
     *,
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
-    currency: str | None = None,
+    currency: str | None = "USD",
     as_of: datetime | None = None,
 ) -> dict[str, VariantMetrics]:
     """Return the day's metrics of one shop's variants that had counted events."""
@@ -56,10 +56,11 @@ def rejected_events(
     day: date,
     *,
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
+    currency: str | None = "USD",
     as_of: datetime | None = None,
 ) -> dict[str, int]:
-    """Return how many of one shop's events of ``day`` were rejected under the cap ``max_revenue``, by reason."""
-    currencies = {shop_id: None}
+    """Return how many of one shop's events of ``day`` were rejected under its currency's cap, by reason."""
+    currencies = {shop_id: currency}
     return shops_rejected_events(conn, day, currencies, max_revenue=max_revenue, as_of=as_of)[shop_id]
 
 
@@ -71,7 +72,7 @@ def reconcile_shop(
     files: Totals,
     *,
     max_revenue: Decimal = DEFAULT_MAX_EVENT_REVENUE,
-    currency: str | None = None,
+    currency: str | None = "USD",
     as_of: datetime | None = None,
     parquet: Totals | None = None,
 ) -> ShopReconciliation:

@@ -84,5 +84,5 @@ def cap_note(currency: str | None) -> str | None:
     shown = f"{currency!r} is not in the revenue-cap table" if currency else "is missing"
     return (
         f"the shop's currency {shown} (include/statistics_export/currencies.py): its purchases are capped only by "
-        "what a row holds, not by STATISTICS_EXPORT_MAX_EVENT_REVENUE"
+        "what a row holds, not by the revenue cap setting"
     )
