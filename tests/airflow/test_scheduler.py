@@ -311,4 +311,3 @@ def test_a_shops_batches_under_the_scheduler_refresh_its_token_once(stack, world
             stored = cur.fetchone()
         world.db.commit()
         assert world.sandbox.accepts(shop.domain, *stored)
-
