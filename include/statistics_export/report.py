@@ -290,13 +290,19 @@ def merge_into_day(previous: RunReport | None, current: RunReport, *, whole_shop
 
     ``whole_shops``: the run exported its shops whole, so their entries (figures, reconciliation, failure, size)
     replace the earlier ones. Otherwise (some products only) the shops' figures stay what the day had, and only a
-    failure of the run is recorded. The other shops' entries are kept, the totals and ``ok`` recomputed from the
-    merged whole, and the pixel health merged shop by shop.
+    failure of the run is recorded; a shop the day has no figures of is failed, since some of its products are not
+    its day. The other shops' entries are kept, the totals and ``ok`` recomputed from the merged whole, and the
+    pixel health merged shop by shop.
     """
-    if previous is None:
+    if previous is None and whole_shops:
         return current
-    merged = RunReport.from_document(previous.document())
     shops = current.listed()
+    if previous is None:  # some products of shops the day has nothing of: none of their figures is the day's
+        previous = RunReport.from_document(current.document())
+        for entries in (previous.per_shop, previous.failed_shops, previous.reconciliation):
+            for shop_id in shops:
+                entries.pop(shop_id, None)
+    merged = RunReport.from_document(previous.document())
     if whole_shops:
         for entries in (merged.per_shop, merged.failed_shops, merged.reconciliation):
             for shop_id in shops:
@@ -307,6 +313,11 @@ def merge_into_day(previous: RunReport | None, current: RunReport, *, whole_shop
         merged.shop_sizes.update({shop_id: size for shop_id, size in current.shop_sizes.items() if shop_id in shops})
     else:
         merged.failed_shops.update(current.failed_shops)
+        for shop_id in sorted(shops - merged.listed()):
+            merged.failed_shops[shop_id] = (
+                f"{shop_id}: only some of its products were exported for {merged.date}: run the day, or the shop "
+                "(shop_ids), whole"
+            )
     merged.failed_tasks.update(current.failed_tasks)
     for name, section in current.sections.items():
         merged.sections.setdefault(name, section)

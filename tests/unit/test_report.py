@@ -5,7 +5,7 @@ from datetime import date
 
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopPlan, ShopRef
 from include.statistics_export.keys import report_key
-from include.statistics_export.report import summarize_run
+from include.statistics_export.report import RunReport, merge_into_day, summarize_run
 
 SHOPS = [ShopRef("a", "a.example"), ShopRef("b", "b.example"), ShopRef("c", "c.example")]
 
@@ -72,3 +72,41 @@ def test_a_reconciliation_difference_fails_its_shop_and_rejected_events_are_coun
     assert document["perShop"]["a"]["catalog_read"] == "bulk"
     assert json.loads(report.json_bytes())["reconciliation"]["b"]["ok"] is False
     assert report_key(date(2026, 11, 21)) == "statistic-exports/_runs/20261121.json"
+
+
+def day_of(*shops: tuple[str, int, bool]) -> RunReport:
+    """A day's report of shops (id, variants, failed), each planned in one batch."""
+    refs = [ShopRef(shop_id, f"{shop_id}.example") for shop_id, _, _ in shops]
+    plans = [ShopPlan(s, f"{s}.example", "pages", None, v, [batch(s, 1, 1)]) for s, v, _ in shops]
+    results = [result(s, 1, v) for s, v, failed in shops if not failed]
+    reconciliations = [
+        {"shopId": s, "ok": True, "rejectedEvents": {"future_timestamp": 1}} for s, _, f in shops if not f
+    ]
+    report = summarize_run("2026-11-21", refs, plans, [b for p in plans for b in p.batches], results, reconciliations)
+    report.shop_sizes = {s: {"products": 1, "variants": v} for s, v, failed in shops if not failed}
+    return report
+
+
+def test_a_retried_shop_replaces_its_entries_and_the_day_is_recounted_from_the_merged_whole():
+    first = RunReport.from_document(json.loads(day_of(("a", 3, False), ("b", 5, True)).json_bytes()))
+    assert first.failed and first.variants == 3 and first.shops == 2
+
+    merged = merge_into_day(first, day_of(("b", 5, False)), whole_shops=True)
+
+    whole = day_of(("a", 3, False), ("b", 5, False))
+    assert not merged.failed and merged.failed_shops == {}
+    figures = ("shops", "products", "variants", "files", "images_backed_up", "rejected_events")
+    assert {k: getattr(merged, k) for k in figures} == {k: getattr(whole, k) for k in figures}
+    assert merged.shop_sizes == whole.shop_sizes and set(merged.reconciliation) == {"a", "b"}
+
+
+def test_some_products_never_replace_a_shops_figures_and_never_make_a_shop_whole():
+    first = day_of(("a", 3, False))
+    some_products = day_of(("a", 1, False), ("z", 1, False))
+
+    merged = merge_into_day(first, some_products, whole_shops=False)
+
+    assert merged.per_shop["a"] == first.per_shop["a"] and merged.variants == 3  # a's day, not one product of it
+    assert set(merged.failed_shops) == {"z"} and "only some of its products" in merged.failed_shops["z"]
+    alone = merge_into_day(None, some_products, whole_shops=False)  # the day has no report yet
+    assert set(alone.failed_shops) == {"a", "z"} and alone.per_shop == {} and alone.failed
