@@ -10,16 +10,18 @@ depends on the shop's size, so it is linear by construction.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import date
 
 import psycopg
 
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyHook
-from include.statistics_export.catalog import parse_product
+from include.statistics_export import settings
+from include.statistics_export.catalog import ImageBackup, ImageOwner, parse_product
+from include.statistics_export.connections import image_source
 from include.statistics_export.formats import VariantExport, WrittenFiles, render_csv, render_json
 from include.statistics_export.handoffs import ShopRef
-from include.statistics_export.images import ImageBackup, ImageOwner, download_image, image_session
 from include.statistics_export.keys import export_key, image_key
 from include.statistics_export.metrics import ZERO
 from local_stack.one_shop import variant_metrics, write_rows
@@ -73,7 +75,7 @@ def export_variant(shopify, conn, store, images, shop: ShopRef, variant_id: int,
     metrics = variant_metrics(conn, shop.shop_id, [variant.variant_id], day).get(variant.variant_id, ZERO)
     backups, new_images = [], []
     for image in product.images_of(variant):
-        data, content_type = download_image(images, image.url)
+        data, content_type = images.fetch(image.url)
         key = image_key(shop.shop_id, product.product_id, image.media_gid, image.url)
         store.put_object(key, data, content_type)
         backup = ImageBackup(image.media_gid, image.url, key, store.object_url(key))
@@ -95,7 +97,7 @@ def run_baseline(shop: ShopRef, api_domain: str, token: str, app_db_url: str, va
     with (
         ShopifyHook(api_domain, token) as shopify,
         psycopg.connect(app_db_url) as conn,
-        image_session(1) as images,
+        image_source(replace(settings.load(), concurrency=1)) as images,
     ):
         currency = shopify.shop_info().get("currencyCode")
         started = time.monotonic()

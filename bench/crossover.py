@@ -31,8 +31,8 @@ def read_catalog(settings, day: date, poll_interval: float, parallelism: int) ->
     """Read the shop's catalog the way ``settings`` picks and return the seconds, path and batches."""
     from export_hooks.r2 import R2Hook
     from include.statistics_export import tasks
-    from include.statistics_export.export import batch_products
     from include.statistics_export.handoffs import BatchPlan, ShopRef
+    from include.statistics_export.pipeline.read import read_batch
 
     shop = ShopRef(SHOP_ID, SHOP_DOMAIN)
     started = time.monotonic()
@@ -44,9 +44,9 @@ def read_catalog(settings, day: date, poll_interval: float, parallelism: int) ->
     def fetch(batch: BatchPlan) -> int:
         # As export_product_batch: a staged batch reads the bucket and opens no Shopify hook.
         if batch.staged_key:
-            return len(batch_products(None, R2Hook(), batch)[0])
+            return len(read_batch(None, R2Hook(), batch).products)
         with tasks.shopify_for(SHOP_ID) as shopify:
-            return len(batch_products(shopify, R2Hook(), batch)[0])
+            return len(read_batch(shopify, R2Hook(), batch).products)
 
     with ThreadPoolExecutor(parallelism) as pool:
         products = sum(pool.map(fetch, plan.batches))

@@ -29,9 +29,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from bench.world import SHOP_DOMAIN, SHOP_ID, build_world
-from include.statistics_export.catalog import Product, Variant
+from include.statistics_export.catalog import ImageBackup, Product, Variant
 from include.statistics_export.formats import VariantExport, render_files
-from include.statistics_export.images import ImageBackup
 from include.statistics_export.keys import PARQUET_ROOT, export_key, parquet_part_key
 from include.statistics_export.metrics import VariantMetrics
 from include.statistics_export.parquet import SCHEMA, parquet_table, render_parquet

@@ -6,13 +6,16 @@ import json
 import os
 import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import date, datetime, timezone
 
+from export_hooks import image_cdn
+from export_hooks.image_cdn import ImageClient, ImageRules
 from include.statistics_export import tasks
 from include.statistics_export.day_claims import DayWriter
 from include.statistics_export.handoffs import BatchPlan, BatchResult, CatalogRead
-from include.statistics_export.settings import Settings
+from include.statistics_export.settings import IMAGE_HOSTS, IMAGE_MAX_BYTES, Settings
 from include.statistics_export.settings import load as load_settings
 from include.statistics_export.shops import shop_credentials
 from local_stack.demo_world import client_of, insert_shop
@@ -212,3 +215,26 @@ def bucket_objects(s3, bucket: str) -> dict[str, bytes]:
 
 
 NOON_ON_DAY = datetime(2026, 11, 21, 12)
+
+
+def download_image(
+    client: ImageClient,
+    url: str,
+    *,
+    allowed_origins: Iterable[str] | None = None,
+    max_bytes: int | None = None,
+    timeout: float | None = None,
+) -> tuple[bytes, str]:
+    """Download one image the image CDN hook's way, under the settings as the environment sets them now where
+    not given (``allowed_origins`` spelled as STATISTICS_EXPORT_IMAGE_HOSTS would be)."""
+    config = load_settings()
+    listed = None if allowed_origins is None else ",".join(allowed_origins)
+    allowed = config.image_hosts if listed is None else IMAGE_HOSTS.parse(listed) if listed.strip(", ") else ()
+    rules = ImageRules(
+        frozenset(allowed),
+        config.image_max_bytes if max_bytes is None else max_bytes,
+        config.image_timeout if timeout is None else timeout,
+        origins_setting=IMAGE_HOSTS.env,
+        cap_setting=IMAGE_MAX_BYTES.env,
+    )
+    return image_cdn.download_image(client, url, rules)

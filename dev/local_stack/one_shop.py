@@ -8,12 +8,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from include.statistics_export.catalog import ImageBackup, ImageOwner
 from include.statistics_export.event_rules import DEFAULT_MAX_EVENT_REVENUE, shops_rejected_events
 from include.statistics_export.formats import VariantExport, WrittenFiles
-from include.statistics_export.images import ImageBackup, ImageOwner, shops_existing_backups
 from include.statistics_export.metrics import VariantMetrics, shops_variant_metrics
 from include.statistics_export.reconcile import ShopCheck, ShopReconciliation, reconcile_shops
-from include.statistics_export.rows import write_shops_rows
+from include.statistics_export.rows import shops_existing_backups, write_shops_rows
 from include.statistics_export.totals import Totals
 
 

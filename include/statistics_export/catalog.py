@@ -1,4 +1,5 @@
-"""The catalog as the export sees it: products, variants, their images, and batches of products."""
+"""The catalog as the export sees it: products, variants, their images and the images' backups, and batches of
+products."""
 
 from __future__ import annotations
 
@@ -19,6 +20,26 @@ class ImageRef:
 
     media_gid: str
     url: str
+
+
+@dataclass(frozen=True)
+class ImageBackup:
+    """Where one image lives: always its Shopify URL, and its R2 copy when the backup succeeded."""
+
+    media_gid: str
+    shopify_url: str
+    r2_key: str | None = None
+    r2_url: str | None = None
+    backed_up_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ImageOwner:
+    """The product an image belongs to, and the variant when it is that variant's own media."""
+
+    image: ImageRef
+    product_id: str
+    variant_id: str | None
 
 
 @dataclass
@@ -134,3 +155,16 @@ def batched_by_variants(items: Iterable[T], variants_of: Callable[[T], int], bat
         size += variants
     if batch:
         yield batch
+
+
+def image_owners(products: Iterable[Product]) -> dict[str, ImageOwner]:
+    """Map every image the products show to its owner: the first variant using it as its own media, else the
+    product."""
+    owners: dict[str, ImageOwner] = {}
+    for product in products:
+        for variant in product.variants:
+            for image in variant.images:
+                owners.setdefault(image.media_gid, ImageOwner(image, product.product_id, variant.variant_id))
+        for image in product.images:
+            owners.setdefault(image.media_gid, ImageOwner(image, product.product_id, None))
+    return owners

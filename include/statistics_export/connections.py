@@ -1,5 +1,5 @@
-"""The export's connections, opened from Airflow's: the app's database (``app_db``) and a shop's Shopify hook
-with the token of its linked session, refreshed when it has expired (``tokens``). Every task module opens them
+"""The export's connections, opened from Airflow's: the app's database (``app_db``), a shop's Shopify hook
+with the token of its linked session, refreshed when it has expired (``tokens``), and the image CDN's hook. Every task module opens them
 from here."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from typing import Any
 import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
+from export_hooks.image_cdn import ImageCdnHook, ImageRules
 from export_hooks.shopify import ShopifyConnection, ShopifyHook
 from export_hooks.shopify_tokens import IssuedTokens, ShopifyTokenEndpoint
-from include.statistics_export.errors import (
-    DatabasePermissionError,
-)
+from include.statistics_export import settings as settings_table
+from include.statistics_export.errors import DatabasePermissionError
 from include.statistics_export.shops import ShopCredentials, shop_credentials
 from include.statistics_export.tokens import SessionSecrets, renew_session
 
@@ -88,3 +88,16 @@ def session_renewer(creds: ShopCredentials, connection: ShopifyConnection) -> Ca
             return renew_session(conn, creds.shop_id, creds.session_id, rejected, refresh)
 
     return renew
+
+
+def image_source(config: settings_table.Settings) -> ImageCdnHook:
+    """Return the image CDN's hook under the settings' allowed origins, size cap and timeout, pooled for
+    ``config.concurrency`` connections (the caller closes it)."""
+    rules = ImageRules(
+        frozenset(config.image_hosts),
+        config.image_max_bytes,
+        config.image_timeout,
+        origins_setting=settings_table.IMAGE_HOSTS.env,
+        cap_setting=settings_table.IMAGE_MAX_BYTES.env,
+    )
+    return ImageCdnHook(rules, config.concurrency)

@@ -7,9 +7,10 @@ Airflow's fail-fast exception in one place, the DAG's task wrapper. Any other er
 
 from __future__ import annotations
 
-from export_hooks.errors import ExportError, PermanentError, TransientError
+from export_hooks.errors import ExportError, ImageDownloadError, ImageURLRefused, PermanentError, TransientError
 
-__all__ = ["ExportError", "PermanentError", "TransientError"]  # the bases, re-exported: one tree
+# The bases and the image hook's errors, re-exported: one tree.
+__all__ = ["ExportError", "ImageDownloadError", "ImageURLRefused", "PermanentError", "TransientError"]
 
 
 class ShopConfigurationError(PermanentError):

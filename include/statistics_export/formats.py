@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
 
-from include.statistics_export.catalog import Product, Variant
-from include.statistics_export.images import ImageBackup
+from include.statistics_export.catalog import ImageBackup, Product, Variant
 from include.statistics_export.metrics import VariantMetrics
 from include.statistics_export.utc import iso_ms
 

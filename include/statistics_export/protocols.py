@@ -1,5 +1,5 @@
-"""What the logic needs of the outside world, stated in full: the Shopify catalog, the object store, and the
-tokens Shopify issues.
+"""What the logic needs of the outside world, stated in full: the Shopify catalog, the object store, the image
+source, and the tokens Shopify issues.
 
 The hooks (plugins/export_hooks) implement these; the logic never reaches past them into a client.
 """
@@ -23,6 +23,22 @@ class Catalog(Protocol):
 
     def iter_products(self, product_gids: Sequence[str]) -> Iterable[dict[str, Any] | None]:
         """Yield each requested product with all its variants and media, or None for a deleted one."""
+        ...
+
+
+class CatalogPage(Protocol):
+    """One answer of a shop's whole-catalog read: its currency, how many products it has, and full products."""
+
+    currency: str | None
+    products_count: int
+    products: list[dict[str, Any]]
+
+
+class ShopCatalog(Catalog, Protocol):
+    """A small shop's catalog, read whole: one request when it fits a page."""
+
+    def shop_catalog_pages(self) -> Iterator[CatalogPage]:
+        """Yield the shop's currency, product count and full products, a page of products per request."""
         ...
 
 
@@ -55,6 +71,15 @@ class ObjectStore(Protocol):
 
     def delete_keys(self, keys: Sequence[str]) -> None:
         """Delete these objects."""
+        ...
+
+
+class ImageSource(Protocol):
+    """Where product images are downloaded from (Shopify's CDN in production), under the origin rules."""
+
+    def fetch(self, url: str) -> tuple[bytes, str]:
+        """Return an image's bytes and content type; raise ImageDownloadError (ImageURLRefused when the URL may
+        not be fetched) naming the URL."""
         ...
 
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date
 from typing import Any
 
 import psycopg
 
+from include.statistics_export.catalog import ImageBackup, ImageOwner
 from include.statistics_export.day_claims import DayWriter, check_writer
 from include.statistics_export.formats import VariantExport, WrittenFiles, images_document, metrics_document
 from include.statistics_export.ids import row_id
-from include.statistics_export.images import ImageBackup, ImageOwner
-from include.statistics_export.utc import naive_utc, now_ms
+from include.statistics_export.utc import as_utc, naive_utc, now_ms
 
 # Arrays are sent in binary (%b): psycopg's text array dumper escapes every element in Python, which cost about
 # 20 us per JSON snapshot; in binary it is about 0.3 us.
@@ -143,3 +143,27 @@ def write_shops_rows(
         with contextlib.suppress(psycopg.OperationalError):
             conn.rollback()
         raise
+
+
+# Joined on the natural key (shop, "mediaId"): one probe of the unique index per image, any number of shops.
+_EXISTING_BACKUPS = """
+SELECT b.shop, b."mediaId", b."shopifyUrl", b."r2Key", b."r2Url", b."backedUpAt"
+FROM unnest(%(shops)b::text[], %(media_ids)b::text[]) AS k(shop, "mediaId")
+JOIN "ProductImageBackup" b ON b.shop = k.shop AND b."mediaId" = k."mediaId"
+WHERE b."r2Key" IS NOT NULL
+"""
+
+
+def shops_existing_backups(conn: Any, images: Iterable[tuple[str, str]]) -> dict[tuple[str, str], ImageBackup]:
+    """Return which of these (shop, media GID) images are already backed up, in one query."""
+    pairs = list(images)
+    if not pairs:
+        return {}
+    with conn.cursor() as cur:
+        cur.execute(_EXISTING_BACKUPS, {"shops": [p[0] for p in pairs], "media_ids": [p[1] for p in pairs]})
+        return {
+            (row[0], row[1]): ImageBackup(
+                row[1], row[2], r2_key=row[3], r2_url=row[4], backed_up_at=as_utc(row[5]) if row[5] else None
+            )
+            for row in cur.fetchall()
+        }

@@ -7,15 +7,15 @@ new DAG version.
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Generic, TypeVar
 from urllib.parse import urlsplit
+
+from export_hooks.image_origins import canonical_origin
 
 T = TypeVar("T")
 
@@ -72,29 +72,6 @@ def _amount(raw: str) -> Decimal:
     if not value.is_finite() or value < 0:
         raise ValueError("a non-negative amount")
     return value
-
-
-_HOST_NAME = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))*$")
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def canonical_origin(scheme: str, host: str, port: int | None) -> str:
-    """Return ``scheme://host[:port]`` in one spelling: lower case, the default port left out, an IP address
-    in its short form (IPv6 in brackets); raise ValueError for a host that is neither a name nor an IP."""
-    scheme, host = scheme.lower(), host.lower().strip("[]")
-    if scheme not in _DEFAULT_PORTS:
-        raise ValueError(f"the scheme must be http or https, not {scheme or 'none'!r}")
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        if not _HOST_NAME.match(host):
-            raise ValueError(f"{host!r} is not a host name or an IP address") from None
-        shown = host
-    else:
-        shown = f"[{ip.compressed}]" if ip.version == 6 else ip.compressed
-    if port is not None and not 0 < port < 65536:
-        raise ValueError(f"port {port} is out of range")
-    return f"{scheme}://{shown}" if port in (None, _DEFAULT_PORTS[scheme]) else f"{scheme}://{shown}:{port}"
 
 
 def _origins(raw: str) -> tuple[str, ...]:

@@ -17,3 +17,12 @@ class TransientError(ExportError):
 
 class PermanentError(ExportError):
     """Retrying cannot fix this: the task fails at once, alone, and the day's report names the reason."""
+
+
+class ImageDownloadError(ExportError):
+    """An image could not be fetched; the export goes on and the next run tries again."""
+
+
+class ImageURLRefused(ImageDownloadError):
+    """An image URL, or a redirect's target, that may not be fetched: not http(s), an origin not allowed, or a
+    host that is not public. Never retried within the run."""

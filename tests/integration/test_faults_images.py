@@ -5,9 +5,11 @@ import tracemalloc
 
 import pytest
 
+from export_hooks.errors import ImageDownloadError
+from export_hooks.image_cdn import ImageClient, is_image
 from faults_support import DOMAIN, SHOP, world_fixture  # noqa: F401 - provides the `world` fixture
+from helpers import download_image
 from include.statistics_export import settings
-from include.statistics_export.images import ImageDownloadError, download_image, image_session, is_image
 from shopify_sandbox.faults import HTML_ERROR_PAGE
 from shopify_sandbox.images import image_bytes
 
@@ -59,7 +61,7 @@ def test_an_oversized_body_is_read_only_up_to_the_cap(world, sandbox):
     body_size, cap = 64 * 1024 * 1024, 1024 * 1024
     sandbox.image_fault(DOMAIN, FAILED_MEDIA, size_bytes=body_size, chunked=True)  # no Content-Length to go by
     url = f"{sandbox.base_url}/cdn/{DOMAIN}/{FAILED_MEDIA}/img2.jpeg"
-    with image_session(1) as session:
+    with ImageClient(1) as session:
         tracemalloc.start()
         try:
             with pytest.raises(ImageDownloadError, match=f"over the {cap}-byte cap"):

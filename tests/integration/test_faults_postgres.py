@@ -14,7 +14,7 @@ from faults_support import (
     row_counts,
     world_fixture,  # noqa: F401 - provides the `world` fixture
 )
-from include.statistics_export.export import BatchRowsError
+from include.statistics_export.errors import BatchRowsError
 
 NO_ROWS = dict.fromkeys(TABLES, 0)
 

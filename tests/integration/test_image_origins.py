@@ -17,10 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from export_hooks.errors import ImageURLRefused
+from export_hooks.image_cdn import ImageClient, is_image
 from faults_support import DOMAIN, SHOP, world_fixture  # noqa: F401 - provides the `world` fixture
-from helpers import product
+from helpers import download_image, product
 from include.statistics_export import settings
-from include.statistics_export.images import ImageURLRefused, download_image, image_session, is_image
 from shopify_sandbox.images import image_bytes
 from shopify_sandbox.world import SandboxShop
 
@@ -145,7 +146,7 @@ def sandbox_image(sandbox):
 
 @pytest.fixture
 def session():
-    with image_session(2) as images:
+    with ImageClient(2) as images:
         yield images
 
 

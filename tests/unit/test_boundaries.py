@@ -52,13 +52,12 @@ def offenders(paths, allowed: set[str], found) -> list[str]:
 
 
 def test_only_the_task_layer_and_the_hooks_import_airflow_and_only_the_task_layer_opens_hooks():
-    # The plain logic may build on the hooks' error bases (export_hooks.errors), nothing else of theirs.
+    # The plain logic may build on the hooks' error bases (export_hooks.errors) and the image origin rules, which
+    # the settings parse with (pure functions, no client), nothing else of theirs.
+    pure = {"export_hooks.errors", "export_hooks.image_origins"}
+
     def airflow_imports(path):
-        return [
-            m
-            for m in imported_modules(path)
-            if m.split(".")[0] in ("airflow", "export_hooks") and m != "export_hooks.errors"
-        ]
+        return [m for m in imported_modules(path) if m.split(".")[0] in ("airflow", "export_hooks") and m not in pure]
 
     assert offenders(PLAIN_LOGIC, set(), airflow_imports) == []
 
@@ -150,3 +149,60 @@ def test_the_statistics_page_never_imports_the_task_bodies_nor_names_the_exports
 
     assert offenders(page, set(), task_imports) == []
     assert offenders(page, {"page_connections.py"}, export_connections) == []
+
+
+PIPELINE = LOGIC / "pipeline"
+# The stages in the order a row flows through them; the clock is the run's, lent to the stages it times.
+STAGES = ["clock", "read", "enrich", "render", "publish", "run"]
+
+
+def test_the_pipeline_has_one_module_a_stage():
+    assert sorted(p.stem for p in PIPELINE.glob("*.py") if p.stem != "__init__") == sorted(STAGES)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_stage_imports_only_the_stages_before_it(stage):
+    earlier = STAGES[: STAGES.index(stage)]
+    imported = [
+        m.rsplit(".", 1)[1]
+        for m in imported_modules(PIPELINE / f"{stage}.py")
+        if m.startswith("include.statistics_export.pipeline.")
+    ]
+    assert [m for m in imported if m not in earlier] == []
+
+
+def test_nothing_outside_the_pipeline_imports_a_stage_but_the_task_layer_and_the_stage_after_it():
+    # The task layer hands a stage what it reads; the pipeline's own stages are checked above.
+    outside = [p for p in PLAIN_LOGIC if PIPELINE not in p.parents]
+
+    def stage_imports(path):
+        return [m for m in imported_modules(path) if m.startswith("include.statistics_export.pipeline")]
+
+    assert offenders(outside, set(), stage_imports) == []
+
+
+def names_used(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)} | {
+        node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+    }
+
+
+def test_only_the_read_stage_talks_to_shopify():
+    shopify = {"Catalog", "ShopCatalog", "iter_products", "iter_product_summaries", "shop_catalog_pages"}
+    talking = {p.stem for p in PIPELINE.glob("*.py") if names_used(p) & shopify}
+    assert talking == {"read"}
+
+
+def test_only_the_publish_stage_writes_the_days_outputs():
+    # Files, Parquet parts and rows, under the day's fence. The enrich stage stores image copies (backups, kept
+    # across days, not the day's outputs): the one other PUT of the pipeline.
+    writes = {"write_shops_rows", "write_parquet_part", "export_key", "day_fence"}
+    writing = {p.stem for p in PIPELINE.glob("*.py") if names_used(p) & writes}
+    assert writing == {"publish"}
+    putting = {p.stem for p in PIPELINE.glob("*.py") if "put_object" in names_used(p)}
+    assert putting == {"enrich", "publish"}
+
+
+def test_no_module_of_the_product_is_over_400_lines():
+    assert [f"{p.relative_to(REPO)}: {n}" for p in PRODUCT if (n := len(p.read_text().splitlines())) > 400] == []

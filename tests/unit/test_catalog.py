@@ -11,7 +11,7 @@ from include.statistics_export.catalog import (
     image_refs,
     parse_product,
 )
-from include.statistics_export.images import image_owners
+from include.statistics_export.catalog import image_owners
 from include.statistics_export.keys import image_extension, image_key
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from include.statistics_export.catalog import Product, Variant
 from include.statistics_export.formats import VariantExport, render_csv, render_json
-from include.statistics_export.images import ImageBackup
+from include.statistics_export.catalog import ImageBackup
 from include.statistics_export.keys import export_key
 from include.statistics_export.metrics import VariantMetrics
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 from include.statistics_export import settings
-from include.statistics_export.images import address_refusal, url_refusal
+from export_hooks.image_origins import address_refusal, url_refusal
 from local_stack.services import Endpoints, image_hosts_env
 
 ENV = settings.IMAGE_HOSTS.env
@@ -98,7 +98,7 @@ ALLOWED = frozenset(settings.IMAGE_HOSTS.parse("https://cdn.shopify.com,http://1
     ],
 )
 def test_a_url_must_be_http_of_an_allowed_origin(url, reason):
-    found = url_refusal(url, ALLOWED)  # none of these is looked up: no network
+    found = url_refusal(url, ALLOWED, ENV)  # none of these is looked up: no network
     if reason is None:
         assert found is None
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, suppress
+from contextlib import suppress
 from datetime import date
 from typing import Any, TypeVar
 
@@ -23,8 +23,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 from export_hooks.masking import mask_secrets
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyConnection
-from include.statistics_export.catalog import existed_on, parse_product
-from include.statistics_export.connections import app_db, shopify_hook
+from include.statistics_export.connections import app_db, image_source, shopify_hook
 from include.statistics_export.day_claims import DayWriter, check_writer
 from include.statistics_export.errors import (
     PermanentError,
@@ -35,24 +34,20 @@ from include.statistics_export.errors import (
     UnitShopsFailedPermanently,
     failure_reason,
 )
-from include.statistics_export.export import (
-    PhaseClock,
-    ShopPart,
-    export_parts,
-)
 from include.statistics_export.handoffs import (
-    BatchPlan,
     BatchResult,
     ShopPlan,
     ShopRef,
     ShopUnit,
     UnitResult,
 )
-from include.statistics_export.images import ImageFetch, image_fetcher
 from include.statistics_export.keys import safe_key_part
+from include.statistics_export.pipeline.clock import PhaseClock
+from include.statistics_export.pipeline.read import ShopPart, ShopTooLargeForUnit, read_packed_shop
+from include.statistics_export.pipeline.run import export
+from include.statistics_export.protocols import ImageSource
 from include.statistics_export.settings import Settings
 from include.statistics_export.shops import ShopCredentials, shops_credentials
-from include.statistics_export.utc import day_bounds
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +69,9 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
     """
     day = writer.day
     outcome = UnitResult(index=unit.index)
-    fetch, images = image_fetcher(settings)
     store = R2Hook(max_pool_connections=settings.concurrency)
     clock = PhaseClock()
-    with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool, closing(images):
+    with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool, image_source(settings) as images:
         with clock.phase("credentials"):
             check_writer(conn, writer)
             credentials = shops_credentials(conn, [shop.shop_id for shop in unit.shops])
@@ -109,7 +103,7 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
             )
         while parts:
             try:
-                outcome.results = _retried(_export_together, conn, store, parts, fetch, pool, settings, clock, writer)
+                outcome.results = _retried(_export_together, conn, store, images, parts, pool, settings, clock, writer)
             except RevenueOverflow as overflow:
                 # Found before anything was written: those shops fail alone, the others are exported without them.
                 for part in [part for part in parts if part.plan.shop_id in overflow.by_shop]:
@@ -152,10 +146,6 @@ def _record_failure(outcome: UnitResult, unit: ShopUnit, shop: ShopRef, exc: Bas
     log.error("Shop %s failed in unit %d: %s", shop.shop_domain, unit.index, reason)
 
 
-class ShopTooLargeForUnit(Exception):
-    """A shop of a packed unit has, by its first page, as many products as a shop read alone: it leaves the unit."""
-
-
 def _read_packed_shop(
     shop: ShopRef,
     credentials: ShopCredentials | ShopConfigurationError,
@@ -163,41 +153,34 @@ def _read_packed_shop(
     day: date,
     settings: Settings,
 ) -> tuple[ShopPart, str | None]:
-    """Read a small shop's whole catalog (one request when it fits) as its share of the unit's batch; a shop
-    found large on its first page leaves the unit (ShopTooLargeForUnit) before the rest is read."""
+    """Read a small shop's whole catalog with its own hook (pipeline.read.read_packed_shop)."""
     if isinstance(credentials, ShopConfigurationError):
         raise credentials
     safe_key_part(shop.shop_id, "shop id")  # a hostile id fails its shop here, not the unit's shared export
-    _, day_end = day_bounds(day)
     with shopify_hook(credentials, connection) as shopify:
-        pages = shopify.shop_catalog_pages()
-        first = next(pages)
-        if first.products_count >= settings.bulk_threshold:
-            raise ShopTooLargeForUnit(
-                f"Shop {shop.shop_domain}: {first.products_count} products (at least {settings.bulk_threshold}) on "
-                "its first page in a packed unit: it leaves the unit and is exported alone"
-            )
-        raw = first.products + [product for page in pages for product in page.products]
-        cost = shopify.cost_charged
-    products = [p for p in map(parse_product, raw) if existed_on(p.created_at, day_end)]
-    variants = sum(len(p.variants) for p in products)
-    plan = BatchPlan(shop.shop_id, shop.shop_domain, day.isoformat(), 1, 1, [], first.currency, variants)
-    return ShopPart(plan, products, graphql_cost=cost), None
+        return read_packed_shop(shopify, shop, day, settings.bulk_threshold), None
 
 
 def _export_together(
     conn: Any,
     store: R2Hook,
+    images: ImageSource,
     parts: list[ShopPart],
-    fetch: ImageFetch,
     pool: ThreadPoolExecutor,
     settings: Settings,
     clock: PhaseClock,
     writer: DayWriter,
 ) -> list[BatchResult]:
     try:
-        return export_parts(
-            conn, store, parts, fetch, pool=pool, max_revenue=settings.max_event_revenue, clock=clock, writer=writer
+        return export(
+            conn,
+            store,
+            images,
+            lambda: parts,
+            pool=pool,
+            max_revenue=settings.max_event_revenue,
+            clock=clock,
+            writer=writer,
         )
     except Exception:
         # A retry needs a connection out of the failed transaction.

@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from dataclasses import replace
 from datetime import date
 
@@ -17,20 +17,14 @@ from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyError
 from export_hooks.shopify_bulk import BulkAccessDenied, BulkOperationFailed, BulkOperationInProgress, iter_bulk_result
 from export_hooks.shopify_queries import CATALOG_BULK_QUERY
+from include.statistics_export.batching import plan_shop, restage_batch, stage_shop, streamed_batch_size
 from include.statistics_export.bulk_catalog import assemble_products
-from include.statistics_export.connections import app_db, shopify_for
+from include.statistics_export.connections import app_db, image_source, shopify_for
 from include.statistics_export.day_claims import DayWriter, check_writer
 from include.statistics_export.errors import (
     PermanentError,
     StagedCatalogMissing,
     failure_reason,
-)
-from include.statistics_export.export import (
-    export_batch,
-    plan_shop,
-    restage_batch,
-    stage_shop,
-    streamed_batch_size,
 )
 from include.statistics_export.handoffs import (
     BatchPlan,
@@ -41,7 +35,8 @@ from include.statistics_export.handoffs import (
     ShopUnit,
     UnitResult,
 )
-from include.statistics_export.images import image_fetcher
+from include.statistics_export.pipeline.read import read_batch
+from include.statistics_export.pipeline.run import export
 from include.statistics_export.settings import Settings
 from include.statistics_export.tasks.day_start import check_day_writer
 
@@ -134,30 +129,36 @@ def plan_shop_batches(
 
 
 def export_product_batch(batch: BatchPlan, settings: Settings, run_id: str) -> BatchResult:
-    """Export one batch end to end with one database connection, one R2 client, one image session, and a
+    """Export one batch end to end with one database connection, one R2 client, one image client, and a
     Shopify hook unless the batch's products are staged (staged again from the bulk result if its staging
     is gone)."""
     writer = DayWriter(date.fromisoformat(batch.date), run_id)
-    fetch, images = image_fetcher(settings)
     with ExitStack() as stack:
         shopify = None if batch.staged_key else stack.enter_context(shopify_for(batch.shop_id))
         conn = stack.enter_context(app_db())
         check_writer(conn, writer)
         conn.commit()
         pool = stack.enter_context(ThreadPoolExecutor(settings.concurrency))
-        stack.enter_context(closing(images))
+        images = stack.enter_context(image_source(settings))
         store = R2Hook(max_pool_connections=settings.concurrency)
 
-        def export() -> BatchResult:
-            return export_batch(
-                conn, shopify, store, batch, fetch, pool=pool, max_revenue=settings.max_event_revenue, writer=writer
+        def exported() -> BatchResult:
+            (result,) = export(
+                conn,
+                store,
+                images,
+                lambda: [read_batch(shopify, store, batch)],
+                pool=pool,
+                max_revenue=settings.max_event_revenue,
+                writer=writer,
             )
+            return result
 
         try:
-            result = export()
+            result = exported()
         except StagedCatalogMissing:
             restage(store, batch)
-            result = export()
+            result = exported()
     log.info(
         "%s: %d/%d variants, %d files (%d unchanged), %d images backed up, %d failed, %.2fs",
         batch.label,
