@@ -233,6 +233,7 @@ DAY_WIDE_TASKS = (
     "link_sessions",
     "list_active_shops",
     "plan_fleet",
+    "batch_sizing",
     "shops_alone",
     "packed_units",
     "moved_shops",

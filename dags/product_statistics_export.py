@@ -26,6 +26,7 @@ from include.statistics_export import tasks
 from include.statistics_export.handoffs import (
     BatchPlan,
     BatchResult,
+    BatchSizing,
     CatalogRead,
     FleetPlan,
     ShopPlan,
@@ -37,7 +38,6 @@ from include.statistics_export.utc import export_day, midnight, require_finished
 
 SETTINGS = export_settings.load()
 DAG_ID = "product_statistics_export"
-BATCH_SIZING = "batch_sizing"
 # Who takes a free slot first: a shop alone's steps (they gate its batches), packed units (longest), batches.
 SHOP_CHAIN_PRIORITY: dict[str, Any] = {"priority_weight": 3, "weight_rule": "absolute"}
 PACKED_UNIT_PRIORITY: dict[str, Any] = {"priority_weight": 2, "weight_rule": "absolute"}
@@ -113,15 +113,17 @@ def product_statistics_export():
         return tasks.list_active_shops(tasks.only(params, "shop_ids"))
 
     @exported()
-    def plan_fleet(shops: list[ShopRef], day: str, params=None, ti=None) -> FleetPlan:
+    def plan_fleet(shops: list[ShopRef], day: str, params=None) -> FleetPlan:
         """Split the shops into units of work: large shops (or every shop of a small fleet) alone, the rest packed."""
-        plan = tasks.plan_fleet(
+        return tasks.plan_fleet(
             shops, date.fromisoformat(day), export_settings.load(), tasks.only(params, "product_ids"), tasks.map_limit()
         )
-        # The shops alone cut their catalogs by the day's batch size (it grows for a fleet of many large shops),
-        # each into at most its budget of batches (the day's stay under max_map_length).
-        ti.xcom_push(key=BATCH_SIZING, value=plan.batch_sizing())
-        return plan
+
+    @exported()
+    def batch_sizing(fleet: FleetPlan) -> BatchSizing:
+        """How the shops alone cut their catalogs: the day's batch size (it grows for a fleet of many large shops),
+        each shop into at most its budget of batches (the day's stay under max_map_length)."""
+        return fleet.batch_sizing()
 
     @exported()
     def shops_alone(fleet: FleetPlan) -> list[ShopRef]:
@@ -172,17 +174,17 @@ def product_statistics_export():
         return PokeReturnValue(is_done=ready is not None, xcom_value=ready.to_xcom() if ready else None)
 
     @exported(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
-    def plan_shop_batches(read: CatalogRead, day: str, sizing: dict, params=None, run_id=None) -> ShopPlan:
+    def plan_shop_batches(read: CatalogRead, day: str, sizing: BatchSizing, params=None, run_id=None) -> ShopPlan:
         """Cut the shop's catalog into batches of the day's size (STATISTICS_EXPORT_BATCH_VARIANTS, or more), at
         most its budget of them (larger batches if it takes that)."""
         tasks.label("shop_label", read.shop_domain)
-        settings = replace(export_settings.load(), batch_variants=sizing["batch_variants"])
+        settings = replace(export_settings.load(), batch_variants=sizing.batch_variants)
         return tasks.plan_shop_batches(
             read,
             tasks.writer(day, run_id),
             settings,
             tasks.only(params, "product_ids"),
-            sizing["max_batches"].get(read.shop_id, 1),
+            sizing.budget_of(read.shop_id),
         )
 
     # A mapped task's output lists what its finished instances returned; a mapped task group's is None when it had
@@ -259,14 +261,14 @@ def product_statistics_export():
 
     # Mapped per shop: each step depends on that shop's own previous step, so one shop failing leaves the others.
     @task_group(group_id="shop")
-    def read_shop_catalog(shop: dict, day: str, sizing: dict):
+    def read_shop_catalog(shop: ShopRef, day: str, sizing: BatchSizing):
         return plan_shop_batches(wait_for_catalog(start_catalog_read(shop)), day, sizing)
 
     day = resolve_export_day()
     claim_export_day(day) >> (links := link_sessions()) >> (shops := list_active_shops())
     fleet = plan_fleet(shops, day)
     single = shops_alone(fleet)
-    plans = read_shop_catalog.partial(day=day, sizing=fleet[BATCH_SIZING]).expand(shop=single)
+    plans = read_shop_catalog.partial(day=day, sizing=batch_sizing(fleet)).expand(shop=single)
     batches = collect_batches(plans)
     results = export_product_batch.expand(batch=batches)
     # The units are handed out after the shops alone, so a large shop's first step is queued before the units

@@ -39,12 +39,37 @@ class Handoff:
 
     @classmethod
     def from_xcom(cls: type[H], data: Mapping[str, Any]) -> H:
-        """Rebuild the record from :meth:`to_xcom`'s dict (keys it does not know are refused)."""
+        """Rebuild the record from :meth:`to_xcom`'s dict, each field by its annotation (keys it does not know are
+        refused; a field left out takes its default)."""
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
-        return cls(**data)
+        hints = _FIELD_TYPES.get(cls) or _FIELD_TYPES.setdefault(cls, get_type_hints(cls))
+        return cls(**{name: _typed(value, hints[name]) for name, value in data.items()})
+
+
+# Each record's field types, resolved once (get_type_hints evaluates the annotations' strings).
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
+def _typed(value: Any, annotation: Any) -> Any:
+    """Return a field's JSON value as its annotation's type: records, totals, and lists and dicts of them."""
+    if value is None:
+        return None
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, UnionType):
+        (present,) = [a for a in args if a is not type(None)]  # a field is X or X | None
+        return _typed(value, present)
+    if isinstance(annotation, type) and issubclass(annotation, Handoff):
+        return value if isinstance(value, annotation) else annotation.from_xcom(value)
+    if annotation is Totals:
+        return value if isinstance(value, Totals) else Totals.from_document(value)
+    if origin is list:
+        return [_typed(item, args[0]) for item in value]
+    if origin is dict:
+        return {key: _typed(item, args[1]) for key, item in value.items()}
+    return value
 
 
 def _is_default(spec: Field[Any], value: Any) -> bool:
@@ -59,6 +84,8 @@ def _plain(value: Any) -> Any:
     """Return a field's value as JSON-ready data: records by their own ``to_xcom``, containers item by item."""
     if isinstance(value, Handoff):
         return value.to_xcom()
+    if isinstance(value, Totals):
+        return value.document()
     if isinstance(value, list):
         return [_plain(item) for item in value]
     if isinstance(value, dict):
@@ -138,10 +165,6 @@ class ShopPlan(Handoff):
     variants: int
     batches: list[BatchPlan]
 
-    @classmethod
-    def from_xcom(cls, data: Mapping[str, Any]) -> ShopPlan:
-        return cls(**{**data, "batches": [BatchPlan.from_xcom(b) for b in data["batches"]]})
-
 
 @dataclass(frozen=True)
 class BatchResult(Handoff):
@@ -169,23 +192,6 @@ class BatchResult(Handoff):
     # Per phase of the batch (catalog, metrics_sql, images, rendering, uploads, parquet, rows): [wall s, CPU s].
     phases: dict[str, list[float]] = field(default_factory=dict)
 
-    def to_xcom(self) -> dict[str, Any]:
-        document = {**super().to_xcom(), "file_totals": self.file_totals.document()}
-        if self.parquet_totals is not None:
-            document["parquet_totals"] = self.parquet_totals.document()
-        return document
-
-    @classmethod
-    def from_xcom(cls, data: Mapping[str, Any]) -> BatchResult:
-        parquet = data.get("parquet_totals")
-        return cls(
-            **{
-                **data,
-                "file_totals": Totals.from_document(data["file_totals"]),
-                "parquet_totals": Totals.from_document(parquet) if parquet is not None else None,
-            }
-        )
-
 
 def fit_label(text: str) -> str:
     """Return a task instance's label cut to what Airflow stores (its ``rendered_map_index`` column)."""
@@ -205,10 +211,6 @@ class ShopUnit(Handoff):
         """Return the label the UI shows for this unit."""
         return f"{len(self.shops)} shops · unit {self.index}/{self.count}"
 
-    @classmethod
-    def from_xcom(cls, data: Mapping[str, Any]) -> ShopUnit:
-        return cls(**{**data, "shops": [ShopRef.from_xcom(s) for s in data["shops"]]})
-
 
 @dataclass(frozen=True)
 class FleetPlan(Handoff):
@@ -221,18 +223,21 @@ class FleetPlan(Handoff):
     # Each shop alone's most batches (fleet.batch_budgets): together at most Airflow's max_map_length.
     batch_budgets: dict[str, int] = field(default_factory=dict)
 
-    @classmethod
-    def from_xcom(cls, data: Mapping[str, Any]) -> FleetPlan:
-        return cls(
-            [ShopRef.from_xcom(s) for s in data["single"]],
-            [ShopUnit.from_xcom(u) for u in data["units"]],
-            data["batch_variants"],
-            dict(data.get("batch_budgets", {})),
-        )
-
-    def batch_sizing(self) -> dict[str, Any]:
+    def batch_sizing(self) -> BatchSizing:
         """What each shop alone's planning needs of the day's plan (a few bytes a shop, not the whole plan)."""
-        return {"batch_variants": self.batch_variants, "max_batches": self.batch_budgets}
+        return BatchSizing(self.batch_variants, self.batch_budgets)
+
+
+@dataclass(frozen=True)
+class BatchSizing(Handoff):
+    """How the shops alone cut their catalogs today: the variants per batch, and each shop's most batches."""
+
+    batch_variants: int
+    max_batches: dict[str, int] = field(default_factory=dict)
+
+    def budget_of(self, shop_id: str) -> int:
+        """Return a shop's most batches (1 for a shop the plan did not budget: it was not alone today)."""
+        return self.max_batches.get(shop_id, 1)
 
 
 @dataclass
@@ -264,18 +269,6 @@ class UnitResult(Handoff):
             if len(text) <= MAX_LABEL:
                 return text
         return fit_label(f"{head}{len(domains)} shops (see the day's report)")
-
-    @classmethod
-    def from_xcom(cls, data: Mapping[str, Any]) -> UnitResult:
-        return cls(
-            index=data["index"],
-            plans=[ShopPlan.from_xcom(p) for p in data.get("plans", [])],
-            results=[BatchResult.from_xcom(r) for r in data.get("results", [])],
-            failures=dict(data.get("failures", {})),
-            permanent=data.get("permanent", True),
-            moved=[ShopRef.from_xcom(s) for s in data.get("moved", [])],
-            phases=dict(data.get("phases", {})),
-        )
 
 
 def decode_xcom(value: Any, annotation: Any) -> Any:

@@ -44,6 +44,7 @@ def test_flow_and_trigger_rules(dag):
         "link_sessions",
         "list_active_shops",
         "plan_fleet",
+        "batch_sizing",
         "shops_alone",
         "packed_units",
         "export_shop_unit",
@@ -75,6 +76,12 @@ def test_flow_and_trigger_rules(dag):
     # The fleet is planned once; shops alone go through the task group, small shops through packed units,
     # and reconcile waits for the units (they hand their results over by XCom key, not as an argument).
     assert tasks["shop.start_catalog_read"].upstream_task_ids == {"shops_alone"}
+    # How a shop alone cuts its catalog is a record of its own, handed as an argument (no side-channel XCom key).
+    assert tasks["shop.plan_shop_batches"].upstream_task_ids == {
+        "shop.wait_for_catalog",
+        "batch_sizing",
+        "resolve_export_day",
+    }
     assert tasks["export_shop_unit"].upstream_task_ids == {"packed_units", "resolve_export_day"}
     # A large shop's first step is queued before any unit: the units cannot take every slot ahead of it.
     assert tasks["packed_units"].upstream_task_ids == {"plan_fleet", "shops_alone"}

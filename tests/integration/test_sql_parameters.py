@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from helpers import DAY, add_event
-from include.statistics_export.catalog import Product, Variant
+from include.statistics_export.catalog import ImageBackup, ImageOwner, ImageRef, Product, Variant
 from include.statistics_export.formats import VariantExport, WrittenFiles
-from include.statistics_export.catalog import ImageBackup, ImageOwner, ImageRef
 from include.statistics_export.metrics import VariantMetrics
 from include.statistics_export.shops import active_shops, display_domain, shop_credentials
 from include.statistics_export.totals import Totals

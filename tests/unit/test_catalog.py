@@ -8,10 +8,10 @@ from include.statistics_export.catalog import (
     ProductSummary,
     batched_by_variants,
     existed_on,
+    image_owners,
     image_refs,
     parse_product,
 )
-from include.statistics_export.catalog import image_owners
 from include.statistics_export.keys import image_extension, image_key
 
 

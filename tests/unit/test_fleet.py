@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from include.statistics_export.catalog import batched_by_variants
 from include.statistics_export.batching import fitted_cut, streamed_batch_size
+from include.statistics_export.catalog import batched_by_variants
 from include.statistics_export.fleet import (
     MAX_BATCHES,
     MAX_UNITS,

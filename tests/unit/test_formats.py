@@ -6,9 +6,8 @@ import json
 from datetime import date, datetime, timezone
 from decimal import Decimal
 
-from include.statistics_export.catalog import Product, Variant
+from include.statistics_export.catalog import ImageBackup, Product, Variant
 from include.statistics_export.formats import VariantExport, render_csv, render_json
-from include.statistics_export.catalog import ImageBackup
 from include.statistics_export.keys import export_key
 from include.statistics_export.metrics import VariantMetrics
 

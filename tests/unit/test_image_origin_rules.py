@@ -4,8 +4,8 @@ import re
 
 import pytest
 
-from include.statistics_export import settings
 from export_hooks.image_origins import address_refusal, url_refusal
+from include.statistics_export import settings
 from local_stack.services import Endpoints, image_hosts_env
 
 ENV = settings.IMAGE_HOSTS.env
