@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     second_day = day + timedelta(days=1)
     products = args.products or max(1, round(args.variants * 0.3))
     world = build_world(args.variants, products, day, args.seed)
-    log(f"World: {world.products} products, {world.variants} variants, {args.events} events, export day {day}")
+    log(
+        f"World: {world.products} products, {world.variants} variants, {args.events} events, export day {day} (the second day {second_day})"
+    )
     report: dict = {}
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, os.environ["BENCH_AIRFLOW_HOME"], True)
