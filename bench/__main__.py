@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     products = args.products or max(1, round(args.variants * 0.3))
     world = build_world(args.variants, products, day, args.seed)
     log(
-        f"World: {world.products} products, {world.variants} variants, {args.events} events, export day {day} (the second day {second_day})"
+        f"World: {world.products} products, {world.variants} variants, {args.events} events, export day {day} "
+        f"(the second day {second_day})"
     )
     report: dict = {}
     with ExitStack() as stack:
