@@ -1,4 +1,5 @@
-"""`python -m bench`: build the synthetic world, run our export, the floor and the seed's way; print one JSON line.
+"""`python -m bench`: build the synthetic world, run our export, the floor, the next day's export and the seed's way;
+print one JSON line.
 
 Every line before the last is for people (phases, the metrics query plan); the last line is the JSON.
 """
@@ -18,7 +19,8 @@ from datetime import datetime, timedelta, timezone
 from bench.floor import FLOOR_CONNECTIONS, image_floor, object_sizes, put_floor, throttle_floor
 from bench.ours import batch_pool, run_export
 from bench.query_plan import explain_metrics
-from bench.stack import STORES, cpu_delta, cpu_snapshot, running_stack
+from bench.second_day import day_events, run_second_day
+from bench.stack import STORES, cores_floor, cpu_delta, cpu_snapshot, running_stack
 from bench.world import SHOP_DOMAIN, SHOP_ID, build_world, seed_events, seed_shop
 
 BUCKET = "bench"
@@ -81,10 +83,16 @@ def main(argv: list[str] | None = None) -> int:
     # The other settings keep their defaults (the image limits and revenue cap do not bound the bench).
     threshold = {} if args.bulk_threshold is None else {"bulk_threshold": args.bulk_threshold}
     settings = Settings(batch_variants=args.batch_variants, concurrency=args.concurrency, **threshold)
-    day = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    # The first day is the day before yesterday, so that the second day (the same shop the next day) is yesterday,
+    # a whole day as a daily run exports.
+    day = (datetime.now(timezone.utc) - timedelta(days=2)).date()
+    second_day = day + timedelta(days=1)
     products = args.products or max(1, round(args.variants * 0.3))
     world = build_world(args.variants, products, day, args.seed)
-    log(f"World: {world.products} products, {world.variants} variants, {args.events} events, export day {day}")
+    log(
+        f"World: {world.products} products, {world.variants} variants, {args.events} events, export day {day} "
+        f"(the second day {second_day})"
+    )
     report: dict = {}
     with ExitStack() as stack:
         stack.callback(shutil.rmtree, os.environ["BENCH_AIRFLOW_HOME"], True)
@@ -117,9 +125,6 @@ def main(argv: list[str] | None = None) -> int:
         cpu_before = cpu_snapshot(services)
         ours = run_export(shop, day, settings, poll_interval=args.poll_interval, pool=pool)
         cpu = cpu_delta(cpu_before, cpu_snapshot(services))
-        # S cannot be shorter than the CPU the store, the sandbox and the batch workers spent during it shared
-        # out over every core (the planning process's own CPU and PostgreSQL's left out: a lower bound).
-        cores_floor = (cpu["store"] + cpu["sandbox"] + ours.worker_cpu_seconds) / (os.cpu_count() or 1)
         shopify = services.sandbox.call("stats", SHOP_DOMAIN)
         sizes = object_sizes(services.store_address, BUCKET)
         # Without a proxy counting requests: one PUT per object written (a first run into an empty bucket).
@@ -130,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             f"of which bulk wait {ours.bulk_wait_seconds} s), {puts} PUTs, cost {shopify['cost_charged']}, "
             f"throttled {shopify['throttled']}, {shopify['cdn_requests']} image downloads, "
             f"batch peak RSS {ours.peak_rss_mb} MB, worker CPU {ours.worker_cpu_seconds} s "
-            f"({cpu_per_1000:.2f} s per 1,000 variants)"
+            f"({cpu_per_1000:.2f} s per 1,000 variants); files written {ours.files} ({ours.files_unchanged} "
+            f"unchanged), images backed up {ours.images} ({ours.images_reused} reused)"
         )
         log("Batch phases, summed over batches, [wall s, CPU s]: " + json.dumps(ours.phases))
         log(
@@ -157,6 +163,31 @@ def main(argv: list[str] | None = None) -> int:
         log(f"Metrics query, {plan['variants']} variants: {plan['warm_ms']} ms warm ({plan['cold_ms']} ms cold)")
         log(plan["plan"])
 
+        next_day = run_second_day(
+            shop,
+            world,
+            second_day,
+            events=day_events(args.events),
+            seed=args.seed,
+            app_db_url=app_db_url,
+            services=services,
+            bucket=BUCKET,
+            settings=settings,
+            poll_interval=args.poll_interval,
+            pool=pool,
+        )
+        log(
+            f"The second day ({second_day}, {next_day['events']} new events): {next_day['seconds']} s "
+            f"({next_day['batches']} batches, planning {next_day['plan_seconds']} s), worker CPU "
+            f"{next_day['worker_cpu_seconds']} s ({next_day['worker_cpu_seconds_per_1000_variants']:.2f} s per "
+            f"1,000 variants); images backed up {next_day['images_backed_up']} ({next_day['images_reused']} reused), "
+            f"files written {next_day['files_written']} ({next_day['files_unchanged']} unchanged), "
+            f"{next_day['objects_written']} new objects, {next_day['variants_with_other_numbers']} variants with "
+            f"other numbers than the first day; the store {next_day['store_cpu_seconds']:.1f} s of CPU, the "
+            f"machine's cores {100 * next_day['machine_cpu_busy']:.0f}% busy"
+        )
+        log("Second day's batch phases, summed over batches: " + json.dumps(next_day["phases"]))
+
         services.sandbox.call("refill", SHOP_DOMAIN)
         services.sandbox.call("reset_stats")
         stride = max(1, world.variants // args.baseline_variants)
@@ -173,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "store": args.store,
             "variants": world.variants,
+            "day": day.isoformat(),
             "seconds": ours.seconds,
             "baseline_seconds": round(baseline_seconds, 1),
             "speedup": round(baseline_seconds / ours.seconds, 2),
@@ -182,6 +214,11 @@ def main(argv: list[str] | None = None) -> int:
             "peak_rss_mb_by_tenth": ours.peak_rss_mb_by_tenth,
             "worker_cpu_seconds_per_1000_variants": round(cpu_per_1000, 3),
             "worker_cpu_seconds": ours.worker_cpu_seconds,
+            "files_written": ours.files,
+            "files_unchanged": ours.files_unchanged,
+            "images_backed_up": ours.images,
+            "images_reused": ours.images_reused,
+            "parquet_parts_written": ours.parquet_parts_written,
             "phases": {name: {"wall_s": wall, "cpu_s": spent} for name, (wall, spent) in ours.phases.items()},
             "store_cpu_seconds": round(cpu["store"], 2),
             "sandbox_cpu_seconds": round(cpu["sandbox"], 2),
@@ -205,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             "floor_store_cpu_seconds": round(floor_cpu["store"], 2),
             "floor_client_cpu_seconds": round(floor_client_cpu, 2),
             "floor_machine_cpu_busy": floor_cpu["busy"],
-            "cores_floor_seconds": round(cores_floor, 2),
+            "cores_floor_seconds": round(cores_floor(cpu, ours.worker_cpu_seconds), 2),
             "floor_throttle_seconds": round(floor_throttle, 2),
             "floor_image_seconds": round(floor_images, 2),
             "floor_image_bytes": image_bytes,
@@ -219,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             "baseline_throttled": base_shopify["throttled"],
             "shopify_latency": args.shopify_latency,
             "store_latency": args.store_latency,
+            "second_day": next_day,
         }
     print(json.dumps(report), flush=True)
     return 0

@@ -29,8 +29,13 @@ class ExportRun:
     mode: str
     batches: int
     variants: int
+    # As the batches report them: files written and files found stored already with the same bytes (CSV and
+    # JSON each count), images copied and images found backed up already, Parquet parts (re)written.
     files: int
+    files_unchanged: int
     images: int
+    images_reused: int
+    parquet_parts_written: int
     plan_seconds: float
     bulk_wait_seconds: float
     batch_seconds: list[float] = field(default_factory=list)
@@ -122,7 +127,10 @@ def run_export(
         batches=len(plan.batches),
         variants=sum(r.variants for r in results),
         files=sum(r.files - r.files_unchanged for r in results),
+        files_unchanged=sum(r.files_unchanged for r in results),
         images=sum(r.images_backed_up for r in results),
+        images_reused=sum(r.images_reused for r in results),
+        parquet_parts_written=sum(r.parquet_written for r in results),
         plan_seconds=round(plan_seconds, 2),
         bulk_wait_seconds=round(bulk_wait, 2) if ready.mode == "bulk" else 0.0,
         batch_seconds=[r.seconds for r in results],

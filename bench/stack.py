@@ -8,6 +8,7 @@ with a store latency, the project's fault proxy sits in front of it adding that 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -209,6 +210,13 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
         "sandbox": round(after["sandbox"] - before["sandbox"], 2),
         "busy": round(busy, 3),
     }
+
+
+def cores_floor(cpu: dict[str, float], worker_cpu_seconds: float) -> float:
+    """Return the least seconds an export can take on this machine's cores given the CPU spent during it: the
+    store's, the sandbox's (``cpu``, from :func:`cpu_delta`) and the batch workers' shared out over every core,
+    whatever the order of the work (the planning process's own CPU and PostgreSQL's left out: a lower bound)."""
+    return (cpu["store"] + cpu["sandbox"] + worker_cpu_seconds) / (os.cpu_count() or 1)
 
 
 # The run id the bench exports under: it claims its day first, as the DAG's claim_export_day does.

@@ -108,12 +108,24 @@ def test_id(product_id: int) -> str:
     return f"test_{product_id}"
 
 
-def seed_events(conn, world: BenchWorld, events: int, seed: int, chunk: int = 50_000) -> None:
-    """COPY ``events`` events spread over the 30 days ending with the export day, then ANALYZE."""
+def seed_events(
+    conn,
+    world: BenchWorld,
+    events: int,
+    seed: int,
+    *,
+    last_day: date | None = None,
+    days: int = EVENT_DAYS,
+    chunk: int = 50_000,
+) -> None:
+    """COPY ``events`` events spread over the ``days`` days ending with ``last_day`` (the export day), then ANALYZE.
+
+    A later day's events are seeded the same way with another ``seed``: other numbers for the same variants.
+    """
     rng = random.Random(seed + 1)
     owners = [(p.id, v.id) for p in world.shop.products for v in p.variants]
-    start = datetime.combine(world.day - timedelta(days=EVENT_DAYS - 1), time.min)
-    span = EVENT_DAYS * 86_400
+    start = datetime.combine((last_day or world.day) - timedelta(days=days - 1), time.min)
+    span = days * 86_400
     kinds = ("IMPRESSION",) * 14 + ("ADD_TO_CART",) * 4 + ("PURCHASE",) * 2
     columns = '(id, "testId", "sessionId", "eventType", "productId", "variantId", revenue, "createdAt")'
     with conn.cursor() as cur, cur.copy(f'COPY "ABTestEvent" {columns} FROM STDIN') as copy:
