@@ -56,13 +56,16 @@ SHOP_CATALOG = PagedRead(
     q.SHOP_CATALOG_QUERY, {"first": q.SHOP_CATALOG_PRODUCTS}, lambda data: data["products"], "product of the catalog"
 )
 PRODUCT_MEDIA = PagedRead(
-    q.PRODUCT_MEDIA_PAGE_QUERY, {"first": q.MEDIA_PAGE}, lambda data: data["product"]["media"], "product medium"
+    q.PRODUCT_MEDIA_PAGE_QUERY,
+    {"first": q.MEDIA_PAGE},
+    lambda data: data["product"]["media"],
+    "media item of a product",
 )
 PRODUCT_VARIANTS = PagedRead(
     q.PRODUCT_VARIANTS_PAGE_QUERY, {"first": q.VARIANT_PAGE}, lambda data: data["product"]["variants"], "variant"
 )
 VARIANT_MEDIA = PagedRead(
-    q.VARIANT_MEDIA_PAGE_QUERY, {"first": q.MEDIA_PAGE}, lambda data: data["node"]["media"], "variant medium"
+    q.VARIANT_MEDIA_PAGE_QUERY, {"first": q.MEDIA_PAGE}, lambda data: data["node"]["media"], "media item of a variant"
 )
 
 
@@ -89,14 +92,11 @@ class ShopifyHook(BaseHook):
 
     The access token is masked in Airflow's task logs as soon as the hook holds it.
 
-    Faults (the policy in full: ``shopify_retry``): THROTTLED is waited out as throttleStatus says (not counted
-    as a failed attempt); 429 waits Retry-After when given; 5xx, a body that is not JSON, connection errors and
-    timeouts are retried with backoff; GraphQL errors coded INTERNAL_SERVER_ERROR are retried, any other GraphQL
-    error (even beside partial data) raises ShopifyError naming the shop and the error's path, so no product is
-    ever dropped silently; MAX_COST_EXCEEDED halves the read's page sizes and tries again; 401/403 and an API
-    version Shopify no longer serves raise at once, except that a hook given ``renew`` answers a 401 (an
-    expiring token whose hour ended mid-run, or one the app rotated) by renewing its token once and asking again.
-    A 403 saying non-expiring tokens are no longer accepted raises ShopifyNonExpiringTokenRejected.
+    Faults: what is tried again, how often and after what wait is ``shopify_retry``'s policy (transient faults,
+    THROTTLED, one token renewal on a 401). Any other GraphQL error, even beside partial data, raises ShopifyError
+    naming the shop and the error's path, so no product is ever dropped silently; MAX_COST_EXCEEDED halves the
+    read's page sizes (``shopify_pager``); a 403, a 401 the hook cannot renew, and an API version Shopify no longer
+    serves raise at once (a 403 saying non-expiring tokens are no longer accepted: ShopifyNonExpiringTokenRejected).
 
     :param shop_domain: the shop's myshopify domain (never a custom domain).
     :param access_token: the shop's Admin API access token; it is only ever sent as a header.

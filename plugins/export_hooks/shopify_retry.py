@@ -13,13 +13,16 @@ Per query (the ``shopify_default`` connection's extra sets the numbers; the defa
 - THROTTLED: pacing, not a failure, so it spends no attempt: waited out as throttleStatus says, at most
   ``max_throttle_waits`` (60) times, then ShopifyError ("still throttled after N waits").
 - HTTP 401: the token is renewed once (when the hook can: an expiring token's session) and the query asked
-  again, spending no attempt; a second 401 raises ShopifyTokenRejected (a PermanentError).
+  again, spending no attempt and not starting the count again; a second 401 raises ShopifyTokenRejected (a
+  PermanentError). The renewal's request to the token endpoint is a request of its own, tried by the
+  same rules.
 - MAX_COST_EXCEEDED is not retried here: the pager (``shopify_pager``) asks again with half the page.
 - Anything else is never tried again: 403, 404, another GraphQL error, an API version Shopify no longer
   serves, a token endpoint's refusal.
 
 A bulk operation's result file (``shopify_bulk.iter_bulk_result``, a URL Shopify signed: no token, no cost)
-is downloaded at most ``BULK_RESULT_ATTEMPTS`` times on connection errors and timeouts.
+is downloaded at most ``BULK_RESULT_ATTEMPTS`` (4) times on connection errors and timeouts, from its first line
+each time (the lines read twice replace themselves: ``bulk_catalog`` keys them by id and parent).
 """
 
 from __future__ import annotations
