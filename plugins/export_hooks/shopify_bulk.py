@@ -16,6 +16,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 
 from export_hooks.errors import PermanentError
 from export_hooks.shopify_protocol import ShopifyError
+from export_hooks.shopify_retry import BULK_RESULT_ATTEMPTS
 
 # Finished, one way or another: Shopify will not change these any more.
 FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELED", "EXPIRED"})
@@ -78,7 +79,7 @@ def iter_bulk_result(url: str, *, timeout: float = 60.0, chunk_size: int = 1 << 
     """
     for attempt in Retrying(
         retry=retry_if_exception_type((requests.ConnectionError, requests.Timeout)),
-        stop=stop_after_attempt(4),
+        stop=stop_after_attempt(BULK_RESULT_ATTEMPTS),
         wait=wait_exponential(multiplier=0.5, max=10),
         reraise=True,
     ):

@@ -10,7 +10,8 @@ refresh token (90 days) that Shopify rotates on every refresh (../shared/shopify
 
 What Shopify refuses (``invalid_grant``, ``invalid_client``, ``invalid_request``) raises ShopifyTokenRefused, a
 PermanentError whose message says what to do and never echoes a token or a secret. A transient failure (5xx,
-429, a timeout, a reset) is retried within the connection's ``max_attempts``, with its backoff.
+429, a timeout, a reset) is retried within the connection's ``max_attempts``, with its backoff, in the hook's
+retry loop (``shopify_retry``).
 
 Every secret is masked in Airflow's logs from the moment the endpoint is given it or answers it: the client
 secret and refresh token sent, the access and refresh tokens received.
@@ -24,10 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from export_hooks.masking import mask_secrets
-from export_hooks.shopify import DEFAULT_CONN_ID, ShopifyConnection
 from export_hooks.shopify_protocol import (
     ShopifyError,
     ShopifyRetryableError,
@@ -35,6 +34,8 @@ from export_hooks.shopify_protocol import (
     normalize_shop_domain,
     retry_after,
 )
+from export_hooks.shopify_retry import ShopifyTries
+from export_hooks.shopify_transport import DEFAULT_CONN_ID, ShopifyConnection
 
 log = logging.getLogger(__name__)
 
@@ -115,22 +116,10 @@ class ShopifyTokenEndpoint:
         mask_secrets(secrets)
         url = self.connection.token_endpoint_template.format(shop=domain)
         form = {"client_id": client_id, "client_secret": client_secret, **grant}
-        retrying = Retrying(
-            retry=retry_if_exception_type((ShopifyRetryableError, requests.ConnectionError, requests.Timeout)),
-            stop=stop_after_attempt(self.connection.max_attempts),
-            wait=self._backoff,
-            before_sleep=lambda state: log.warning(
-                "Shop %s: the token endpoint failed (attempt %d); retrying", domain, state.attempt_number
-            ),
-            reraise=True,
-        )
-        issued = retrying(self._post, url, domain, what, form)
+        tries = ShopifyTries(self.connection, domain)
+        issued = tries.run(lambda: self._post(url, domain, what, form))
         mask_secrets([issued.access_token, issued.refresh_token])
         return issued
-
-    def _backoff(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        return self.connection.backoff(state.attempt_number, getattr(exc, "wait_seconds", None))
 
     def _post(self, url: str, domain: str, what: str, form: dict[str, str]) -> IssuedTokens:
         response = requests.post(

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from export_hooks.shopify import (
+    PRODUCTS_BY_ID,
     ShopifyAuthError,
     ShopifyError,
     ShopifyHook,
@@ -205,7 +206,7 @@ def test_max_cost_exceeded_halves_the_pages_and_goes_on(shop, sandbox):
     with ShopifyHook(DOMAIN, TOKEN) as hook:
         products = list(hook.iter_products(IDS))
         summaries = list(hook.iter_product_summaries())
-        assert (hook.products_per_query, hook.variants_first) == (2, 10)
+        assert hook.pager.sizes(PRODUCTS_BY_ID) == {"ids": 2, "variantsFirst": 10}
     assert complete(products) and len(summaries) == 6
     assert [v["legacyResourceId"] for v in products[0]["variants"]] == [str(1000 + n) for n in range(1, 31)]
     queries = sandbox.stats(DOMAIN)["queries"]

@@ -1,8 +1,10 @@
 """The Shopify hook against the sandbox over HTTP: paging, pacing, retries (more faults: test_shopify_faults.py)."""
 
+from dataclasses import replace
+
 import pytest
 
-from export_hooks.shopify import ShopifyError, ShopifyHook, normalize_shop_domain
+from export_hooks.shopify import ShopifyConnection, ShopifyError, ShopifyHook, normalize_shop_domain
 from helpers import product
 from shopify_sandbox.world import SandboxMedia, SandboxShop
 
@@ -73,8 +75,8 @@ def test_5xx_and_429_are_retried(shop, sandbox):
 
 def test_persistent_5xx_gives_up_with_the_shop_named(shop, sandbox):
     sandbox.fail_next(shop.domain, status=502, count=50)
-    with hook(shop) as shopify:
-        shopify.max_attempts = 2
+    connection = replace(ShopifyConnection.read(), max_attempts=2)
+    with ShopifyHook(shop.domain, TOKEN, connection=connection) as shopify:
         with pytest.raises(ShopifyError, match="Shop hooked.myshopify.com: HTTP 502"):
             shopify.shop_info()
 

@@ -123,6 +123,23 @@ def test_airflow_fail_exception_is_raised_in_one_place():
     assert len(found) == 1 and found[0].startswith("include/statistics_export/tasks/runtime.py:")
 
 
+def test_shopify_requests_are_retried_in_one_loop_and_pages_halved_in_one_pager():
+    # tenacity for the Admin API and the token endpoint only in shopify_retry (shopify_bulk: the signed download).
+    def tenacity_imports(path):
+        return [m for m in imported_modules(path) if m.split(".")[0] == "tenacity"]
+
+    def cost_refusals_caught(path):
+        tree = ast.parse(path.read_text())
+        return [
+            node.lineno
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ExceptHandler) and "ShopifyQueryCostError" in ast.unparse(node.type or ast.Pass())
+        ]
+
+    assert offenders(sorted(HOOKS.glob("shopify*.py")), {"shopify_retry.py", "shopify_bulk.py"}, tenacity_imports) == []
+    assert offenders(PRODUCT, {"shopify_pager.py"}, cost_refusals_caught) == []
+
+
 @pytest.mark.parametrize("name", [n for n in dir(ObjectStore) if not n.startswith("_")])
 def test_the_r2_hook_offers_everything_the_object_store_protocol_states(name):
     wanted = inspect.signature(getattr(ObjectStore, name))
