@@ -68,7 +68,7 @@ def exported(sensor: bool = False, **options: Any) -> Callable[[Callable[..., An
     catchup=True,
     max_active_runs=3,
     default_args={
-        "retries": 2,
+        "retries": tasks.AIRFLOW_RETRIES,
         "retry_delay": timedelta(seconds=SETTINGS.retry_delay_seconds),
         "retry_exponential_backoff": True,
     },

@@ -20,7 +20,7 @@ from helpers import (
 from include.statistics_export import tasks
 from include.statistics_export.errors import PermanentError, UnitShopsFailed
 from include.statistics_export.handoffs import ShopRef, ShopUnit
-from include.statistics_export.tasks import packed_units
+from include.statistics_export.tasks import retry_policy
 
 
 def unit_of(*shops) -> ShopUnit:
@@ -102,7 +102,7 @@ def test_a_transient_failure_that_lasts_fails_the_unit_for_airflow_to_retry(
     small_shops, sandbox, connections, monkeypatch
 ):
     fast_shopify_retries(monkeypatch, attempts=1)
-    monkeypatch.setattr(packed_units, "UNIT_SHOP_ATTEMPTS", 2)
+    monkeypatch.setattr(retry_policy, "UNIT_SHOP_ATTEMPTS", 2)
     sandbox.fail_next("shop-c.myshopify.com", 503, count=5)
     unit = unit_of(*small_shops)
     outcome = tasks.export_unit(unit, writer_for(DAY), current_settings())

@@ -29,6 +29,7 @@ from include.statistics_export.tasks.day_start import (
     plan_fleet,
 )
 from include.statistics_export.tasks.packed_units import export_unit, fail_unit_if_any_shop_failed
+from include.statistics_export.tasks.retry_policy import AIRFLOW_RETRIES
 from include.statistics_export.tasks.runtime import (
     FAILURE,
     UNIT_RESULT,
@@ -52,6 +53,7 @@ from include.statistics_export.tasks.shop_chain import (
 )
 
 __all__ = [
+    "AIRFLOW_RETRIES",
     "alerts",
     "FAILURE",
     "UNIT_RESULT",

@@ -1,24 +1,18 @@
 """Packed units: many small shops exported by one task instance, each on its own (a failed shop fails alone).
 
-The retry budget of one Shopify query in a packed unit: the hook tries it up to ``max_attempts`` times (its
-connection's extra, default 8) on throttles, 5xx and connection errors; the unit reads a shop again up to
-UNIT_SHOP_ATTEMPTS times on a TransientError only (a bug such as a KeyError, or a PermanentError, is not
-retried); Airflow retries the unit ``retries`` times (the DAG's default_args, 2) when a failure was not
-permanent. Worst case: 8 x 3 x 3 = 72 tries, spread over the hook's backoff, the unit's and Airflow's.
+A shop's read, and the unit's shared export, are tried again on transient failures (``retry_policy.retried``:
+the unit's layer of the one retry policy, whose worst case that module states).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import date
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
-import requests
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from export_hooks.masking import mask_secrets
 from export_hooks.r2 import R2Hook
@@ -29,7 +23,6 @@ from include.statistics_export.errors import (
     PermanentError,
     RevenueOverflow,
     ShopConfigurationError,
-    TransientError,
     UnitShopsFailed,
     UnitShopsFailedPermanently,
     failure_reason,
@@ -48,15 +41,9 @@ from include.statistics_export.pipeline.run import export
 from include.statistics_export.protocols import ImageSource
 from include.statistics_export.settings import Settings
 from include.statistics_export.shops import ShopCredentials, shops_credentials
+from include.statistics_export.tasks.retry_policy import retried
 
 log = logging.getLogger(__name__)
-
-
-# Tries of one shop inside a packed unit before it is recorded as failed (Airflow retries the unit later).
-UNIT_SHOP_ATTEMPTS = 3
-
-
-T = TypeVar("T")
 
 
 def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitResult:
@@ -81,7 +68,7 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
             shopify_connection = ShopifyConnection.read()  # once for the unit's hooks, not once per shop
         reads = {
             shop.shop_id: pool.submit(
-                _retried, _read_packed_shop, shop, credentials[shop.shop_id], shopify_connection, day, settings
+                retried, _read_packed_shop, shop, credentials[shop.shop_id], shopify_connection, day, settings
             )
             for shop in unit.shops
         }
@@ -103,7 +90,7 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
             )
         while parts:
             try:
-                outcome.results = _retried(_export_together, conn, store, images, parts, pool, settings, clock, writer)
+                outcome.results = retried(_export_together, conn, store, images, parts, pool, settings, clock, writer)
             except RevenueOverflow as overflow:
                 # Found before anything was written: those shops fail alone, the others are exported without them.
                 for part in [part for part in parts if part.plan.shop_id in overflow.by_shop]:
@@ -119,24 +106,6 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
             break
     outcome.phases = clock.spent()
     return outcome
-
-
-# What the unit retries: the failures a retry may fix. Anything else (a PermanentError, a bug) fails the shop at
-# once; Airflow still retries the unit for a failure that is not permanent.
-TRANSIENT = (TransientError, psycopg.OperationalError, requests.ConnectionError, requests.Timeout)
-
-
-def _retried(body: Callable[..., T], *args: Any) -> T:
-    """Run ``body``, retrying transient failures only, with a short backoff."""
-    for attempt in Retrying(
-        retry=retry_if_exception_type(TRANSIENT),
-        stop=stop_after_attempt(UNIT_SHOP_ATTEMPTS),
-        wait=wait_exponential(multiplier=1, max=10),
-        reraise=True,
-    ):
-        with attempt:
-            return body(*args)
-    raise AssertionError("unreachable: tenacity reraises the last error")
 
 
 def _record_failure(outcome: UnitResult, unit: ShopUnit, shop: ShopRef, exc: BaseException) -> None:
