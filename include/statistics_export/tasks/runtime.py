@@ -28,6 +28,7 @@ from include.statistics_export.handoffs import (
     handoff_task,
 )
 from include.statistics_export.report import DayOutcome, collect_failures
+from include.statistics_export.tasks.task_ids import FAILURE_STEPS
 
 FAILURE = "failure"
 UNIT_RESULT = "unit_result"
@@ -141,4 +142,5 @@ def day_outcome(
         pushed_outcomes(ti, "export_shop_unit"),
         pushed_outcomes(ti, "export_moved_shop"),
         reason_of,
+        FAILURE_STEPS,
     )
