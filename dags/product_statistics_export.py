@@ -21,9 +21,8 @@ from typing import Any
 from airflow.sdk import Asset, Param, PokeReturnValue, TriggerRule, dag, task, task_group
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from include.statistics_export import report_schema
+from include.statistics_export import report_schema, tasks
 from include.statistics_export import settings as export_settings
-from include.statistics_export import tasks
 from include.statistics_export.handoffs import (
     BatchPlan,
     BatchResult,

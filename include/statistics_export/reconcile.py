@@ -32,8 +32,8 @@ from include.statistics_export.event_rules import (
     shops_parameters,
     shops_rejected_events,
 )
-from include.statistics_export.totals import METRICS, Totals
 from include.statistics_export.report_schema import DIFFERENCES, OK, REJECTED_EVENTS, SHOP_ID
+from include.statistics_export.totals import METRICS, Totals
 
 UNKNOWN_VARIANT_SAMPLE = 20
 
