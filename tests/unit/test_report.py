@@ -198,3 +198,17 @@ def test_why_a_shop_failed_is_asked_of_the_task_ids_it_is_handed():
     assert {task_id for task_id, _ in asked} == {"group.first", "group.second", "batch_task", "unit_task"}
     finished = UnitResult(1, plans=[], results=[result("u", 1, 2)], failures={})
     assert collect_failures(alone[:0], [], [], [], units, [finished], [], reason_of, STEPS).reasons == {}
+
+
+def test_the_statistics_page_reads_a_shops_line_alike_in_either_spelling():
+    from include.statistics_export.page.run_reports import parse_report
+
+    earlier = parse_report(date(2026, 11, 20), EARLIER_REPORT)
+    today = parse_report(date(2026, 11, 20), RunReport.from_document(EARLIER_REPORT).document())
+    assert earlier == today
+    (a, b) = earlier.shop_days
+    assert (a.shop_id, a.catalog_read, a.catalog_note, a.batches, a.seconds, a.reconciled) == (
+        "a", "bulk", "bulk failed: read by pages", 2, 2.5, True
+    )  # fmt: skip
+    assert b.failed and b.reason.endswith("token rejected") and b.reconciled is None
+    assert (earlier.ok, earlier.files_unchanged, earlier.rejected_events) == (False, 4, 0)
