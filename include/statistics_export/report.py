@@ -91,7 +91,7 @@ def summarize_run(
         report.files_unchanged += r.files_unchanged
         report.images_backed_up += r.images_backed_up
         report.images_failed += r.images_failed
-        report.missing_products += len(r.missing_products)
+        report.skipped_products += len(r.missing_products)
     for plan in plans:
         figures = per_shop[plan.shop_id]
         figures.catalog_read = plan.mode

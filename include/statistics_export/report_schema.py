@@ -168,6 +168,17 @@ def rejected_events(entry: Mapping[str, Any]) -> int:
     return sum(_int(n) for n in _mapping(entry.get(REJECTED_EVENTS)).values())
 
 
+# The day's totals summed from its shops' lines (fields of both RunReport and ShopFigures).
+_TOTALLED = (
+    "products",
+    "variants",
+    "files",
+    "files_unchanged",
+    "images_backed_up",
+    "images_failed",
+    "skipped_products",
+)
+
 # -- the day ---------------------------------------------------------------------------------------------------
 
 
@@ -184,7 +195,7 @@ class RunReport:
     files_unchanged: int = 0
     images_backed_up: int = 0
     images_failed: int = 0
-    missing_products: int = 0
+    skipped_products: int = 0
     rejected_events: int = 0
     failed_shops: dict[str, str] = field(default_factory=dict)
     # Tasks of the day that did not finish and whose failure is not one shop's (reconcile): the day is not whole.
@@ -222,9 +233,8 @@ class RunReport:
         """Set the day's totals from its shops' figures and reconciliations (after a merge)."""
         figures = self.per_shop.values()
         self.shops = len(self.listed())
-        for name in ("products", "variants", "files", "files_unchanged", "images_backed_up", "images_failed"):
+        for name in _TOTALLED:
             setattr(self, name, sum(getattr(shop, name) for shop in figures))
-        self.missing_products = sum(shop.skipped_products for shop in figures)
         self.rejected_events = sum(rejected_events(entry) for entry in self.reconciliation.values())
 
     def known_sizes(self) -> dict[str, ShopSize]:
@@ -246,7 +256,7 @@ class RunReport:
             files_unchanged=_int(document.get(FILES_UNCHANGED)),
             images_backed_up=_int(document.get(IMAGES_BACKED_UP)),
             images_failed=_int(document.get(IMAGES_FAILED)),
-            missing_products=_int(document.get(SKIPPED_PRODUCTS)),
+            skipped_products=_int(document.get(SKIPPED_PRODUCTS)),
             rejected_events=_int(document.get(REJECTED_EVENTS)),
         )
         report.failed_shops = {k: str(v) for k, v in _mapping(document.get(FAILED_SHOPS)).items()}
@@ -272,7 +282,7 @@ class RunReport:
             FILES_UNCHANGED: self.files_unchanged,
             IMAGES_BACKED_UP: self.images_backed_up,
             IMAGES_FAILED: self.images_failed,
-            SKIPPED_PRODUCTS: self.missing_products,
+            SKIPPED_PRODUCTS: self.skipped_products,
             REJECTED_EVENTS: self.rejected_events,
             FAILED_SHOPS: self.failed_shops,
             FAILED_TASKS: self.failed_tasks,
@@ -294,7 +304,7 @@ class RunReport:
             (
                 f"Export of {self.date}: {self.shops} shop(s), {self.products} products, {self.variants} variants, "
                 f"{self.files} files ({self.files_unchanged} unchanged), {self.images_backed_up} images backed up, "
-                f"{self.images_failed} image failures, {self.missing_products} skipped products, "
+                f"{self.images_failed} image failures, {self.skipped_products} skipped products, "
                 f"{self.rejected_events} rejected events, {len(self.failed_shops)} failed shop(s)"
             )
             + "".join(f"\n{task} did not finish: {why}" for task, why in sorted(self.failed_tasks.items()))
