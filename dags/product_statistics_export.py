@@ -21,8 +21,8 @@ from typing import Any
 from airflow.sdk import Asset, Param, PokeReturnValue, TriggerRule, dag, task, task_group
 from airflow.timetables.interval import CronDataIntervalTimetable
 
+from include.statistics_export import report_schema, tasks
 from include.statistics_export import settings as export_settings
-from include.statistics_export import tasks
 from include.statistics_export.handoffs import (
     BatchPlan,
     BatchResult,
@@ -103,8 +103,8 @@ def product_statistics_export():
         shops on expiring and on non-expiring tokens."""
         shop_ids = tasks.only(params, "shop_ids")
         return {
-            "sessionLinks": tasks.link_unlinked_sessions(export_settings.load(), shop_ids),
-            "tokens": tasks.census_tokens(shop_ids),
+            report_schema.SESSION_LINKS: tasks.link_unlinked_sessions(export_settings.load(), shop_ids),
+            report_schema.TOKENS: tasks.census_tokens(shop_ids),
         }
 
     @exported()
@@ -135,7 +135,7 @@ def product_statistics_export():
         """The units of small shops, one task instance each."""
         return fleet.units
 
-    @exported(map_index_template="{{ unit_label }}", **PACKED_UNIT_PRIORITY)
+    @exported(task_id=tasks.task_ids.EXPORT_SHOP_UNIT, map_index_template="{{ unit_label }}", **PACKED_UNIT_PRIORITY)
     def export_shop_unit(unit: ShopUnit, day: str, run_id=None, ti=None) -> int:
         """Export a unit of small shops, each on its own; fail afterwards, naming them, if any shop failed."""
         tasks.label("unit_label", unit.label)
@@ -151,7 +151,7 @@ def product_statistics_export():
         a group while they fit): each shop is exported alone."""
         return tasks.pushed_moved_shops(ti)
 
-    @exported(map_index_template="{{ shop_label }}", **PACKED_UNIT_PRIORITY)
+    @exported(task_id=tasks.task_ids.EXPORT_MOVED_SHOP, map_index_template="{{ shop_label }}", **PACKED_UNIT_PRIORITY)
     def export_moved_shop(group: ShopUnit, day: str, run_id=None, ti=None) -> int:
         """Export alone each shop of a group that left their packed units (in bulk when large); fail afterwards,
         naming them, if any failed."""
@@ -160,20 +160,27 @@ def product_statistics_export():
         tasks.push_outcome(ti, outcome)
         return tasks.fail_unit_if_any_shop_failed(group, outcome)
 
-    @exported(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
+    @exported(task_id=tasks.task_ids.START_CATALOG_READ, map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
     def start_catalog_read(shop: ShopRef, params=None) -> CatalogRead:
         """Count the shop's products and, for a large shop, start a Shopify bulk query of its catalog."""
         tasks.label("shop_label", shop.shop_domain)
         return tasks.start_catalog_read(shop, export_settings.load(), tasks.only(params, "product_ids"))
 
-    @exported(sensor=True, map_index_template="{{ shop_label }}", timeout=21600, **SENSOR, **SHOP_CHAIN_PRIORITY)
+    @exported(
+        sensor=True,
+        task_id=tasks.task_ids.WAIT_FOR_CATALOG,
+        map_index_template="{{ shop_label }}",
+        timeout=21600,
+        **SENSOR,
+        **SHOP_CHAIN_PRIORITY,
+    )
     def wait_for_catalog(read: CatalogRead) -> PokeReturnValue:
         """Wait, without holding a worker slot, until Shopify has finished the shop's bulk query."""
         tasks.label("shop_label", read.shop_domain)
         ready = tasks.poll_catalog_read(read)
         return PokeReturnValue(is_done=ready is not None, xcom_value=ready.to_xcom() if ready else None)
 
-    @exported(map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
+    @exported(task_id=tasks.task_ids.PLAN_SHOP_BATCHES, map_index_template="{{ shop_label }}", **SHOP_CHAIN_PRIORITY)
     def plan_shop_batches(read: CatalogRead, day: str, sizing: BatchSizing, params=None, run_id=None) -> ShopPlan:
         """Cut the shop's catalog into batches of the day's size (STATISTICS_EXPORT_BATCH_VARIANTS, or more), at
         most its budget of them (larger batches if it takes that)."""
@@ -194,7 +201,7 @@ def product_statistics_export():
         """Flatten the batches of every shop that planned; a shop that failed has nothing here."""
         return [batch for plan in plans or [] for batch in plan.batches]
 
-    @exported(map_index_template="{{ batch_label }}", **BATCH_PRIORITY)
+    @exported(task_id=tasks.task_ids.EXPORT_PRODUCT_BATCH, map_index_template="{{ batch_label }}", **BATCH_PRIORITY)
     def export_product_batch(batch: BatchPlan, run_id=None) -> BatchResult:
         """Export one batch of one shop's products end to end."""
         tasks.label("batch_label", batch.label)
@@ -234,9 +241,9 @@ def product_statistics_export():
         shop that failed or did not reconcile. A run of some shops or products is merged into the day's report."""
         sessions = links or {}  # its task failed: both of its sections are noted as not finished
         sections = {
-            "sessionLinks": sessions.get("sessionLinks"),
-            "tokens": sessions.get("tokens"),
-            "pixelHealth": pixel,
+            report_schema.SESSION_LINKS: sessions.get(report_schema.SESSION_LINKS),
+            report_schema.TOKENS: sessions.get(report_schema.TOKENS),
+            report_schema.PIXEL_HEALTH: pixel,
         }
         return tasks.report_day(
             day,
@@ -260,7 +267,7 @@ def product_statistics_export():
         return deleted
 
     # Mapped per shop: each step depends on that shop's own previous step, so one shop failing leaves the others.
-    @task_group(group_id="shop")
+    @task_group(group_id=tasks.task_ids.SHOP_GROUP)
     def read_shop_catalog(shop: ShopRef, day: str, sizing: BatchSizing):
         return plan_shop_batches(wait_for_catalog(start_catalog_read(shop)), day, sizing)
 

@@ -46,6 +46,8 @@ GRANT SELECT, INSERT, UPDATE ON "ProductImageBackup" TO :"export_role";
 -- Which run writes a day (day_claims.py): claimed with INSERT, taken over with UPDATE, checked with
 -- SELECT ... FOR SHARE / FOR UPDATE (row locks need UPDATE, which the takeover needs anyway).
 GRANT SELECT, INSERT, UPDATE ON "StatisticsExportDay" TO :"export_role";
+-- Every shop's last size per day (shop_sizes.py): read by the fleet plan, upserted by the report task.
+GRANT SELECT, INSERT, UPDATE ON "StatisticsExportShopSizes" TO :"export_role";
 \endif
 
 -- The Statistics page's role (the api-server's statistics_page_db connection): SELECT on exactly the columns the

@@ -28,6 +28,7 @@ from local_stack.services import (  # noqa: E402
     airflow_env,
     connection_env,
     create_bucket,
+    dags_test_env,
     image_hosts_env,
     postgres_server,
     s3_client,
@@ -142,6 +143,7 @@ def run_airflow(airflow_home, endpoints):
 
     def run(*args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
         env = airflow_env(airflow_home, endpoints)
+        env.update(dags_test_env())
         env.update(extra_env or {})
         return subprocess.run(
             [str(Path(sys.executable).with_name("airflow")), *args],

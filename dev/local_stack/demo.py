@@ -22,6 +22,7 @@ from local_stack.demo_world import DEMO_BUCKET, build_world, running_world
 from local_stack.services import (
     REPO,
     airflow_env,
+    dags_test_env,
     read_bucket,
     s3_client,
 )
@@ -74,7 +75,7 @@ def main() -> int:
         running_world(world, prefix="demo") as (_, endpoints),
         tempfile.TemporaryDirectory(prefix="airflow-demo-") as airflow_home,
     ):
-        env = airflow_env(Path(airflow_home), endpoints)
+        env = airflow_env(Path(airflow_home), endpoints) | dags_test_env()
         # Small batches so the demo shows batches mapped across shops.
         env.setdefault("STATISTICS_EXPORT_BATCH_VARIANTS", "60")
         if run_airflow(env, "db", "migrate", log_path=log_path) != 0:

@@ -4,7 +4,7 @@
 - Otherwise a shop whose last report says it is large (at least ``bulk_threshold`` products) stays alone,
   on the per-shop path (bulk read, batches mapped in parallel); every other shop is packed with others
   into units of at most ``unit_shops`` shops and about ``unit_variants`` variants, each exported by one
-  task instance. Sizes come from the newest report (``shopSizes``: each shop's last measured size, carried
+  task instance. Sizes are the nearest earlier day's (``shop_sizes``: each shop's last measured size, carried
   forward over days it failed). A shop without one (new, or a first run) counts as small: it fits a unit in
   the common case, and if its first page shows it large it leaves the unit and is exported alone.
 - About ``MAX_UNITS`` units and ``MAX_SINGLE`` shops alone at most: past those, units take more shops and the
@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
 
 from include.statistics_export.handoffs import FleetPlan, ShopRef, ShopUnit
+from include.statistics_export.report_schema import ShopFigures, ShopSize
 from include.statistics_export.settings import Settings
 
 # Airflow's [core] max_map_length by default: the most task instances one mapped task may have.
@@ -39,36 +38,18 @@ MAX_BATCHES = 800
 UNKNOWN_SHOP_VARIANTS = 10
 
 
-@dataclass(frozen=True)
-class ShopSize:
-    """A shop's size as its last report saw it."""
-
-    products: int
-    variants: int
-
-
-def sizes_from_report(document: Mapping[str, Any] | None) -> dict[str, ShopSize]:
-    """Return each shop's size from a day's report: its ``shopSizes`` (every shop ever measured, carried
-    forward), else, in a report from before they were kept, the ``perShop`` figures of the shops exported."""
-    figures_by_shop = (document or {}).get("shopSizes") or (document or {}).get("perShop") or {}
-    return {
-        shop_id: ShopSize(int(figures.get("products", 0)), int(figures.get("variants", 0)))
-        for shop_id, figures in figures_by_shop.items()
-    }
-
-
 def carried_sizes(
-    previous: Mapping[str, ShopSize], per_shop: Mapping[str, Mapping[str, Any]], failed: Iterable[str]
-) -> dict[str, dict[str, int]]:
-    """Return the sizes the day's report keeps for the next day: each shop the day exported whole as it was
-    measured, and every other shop as the last report that had it said, so a shop whose day failed is not
-    taken for a small one tomorrow. A shop that failed is never measured by what it exported before failing
-    (a part of it): without an earlier size it has none."""
+    previous: Mapping[str, ShopSize], per_shop: Mapping[str, ShopFigures], failed: Iterable[str]
+) -> dict[str, ShopSize]:
+    """Return the sizes the day keeps for the next day: each shop the day exported whole as it was measured, and
+    every other shop as the last day that had it said, so a shop whose day failed is not taken for a small one
+    tomorrow. A shop that failed is never measured by what it exported before failing (a part of it): without an
+    earlier size it has none."""
     unfinished = set(failed)
-    sizes = {shop_id: {"products": size.products, "variants": size.variants} for shop_id, size in previous.items()}
+    sizes = dict(previous)
     for shop_id, figures in per_shop.items():
-        if shop_id not in unfinished and "variants" in figures:
-            sizes[shop_id] = {"products": int(figures.get("products", 0)), "variants": int(figures["variants"])}
+        if shop_id not in unfinished and figures.measured:
+            sizes[shop_id] = ShopSize(figures.products, figures.variants)
     return dict(sorted(sizes.items()))
 
 

@@ -119,6 +119,11 @@ class PixelHealth:
         )
 
 
+def checked(section: Mapping[str, Any] | None) -> bool:
+    """Tell whether a report's ``pixelHealth`` section holds shops (not the note of a check that failed)."""
+    return bool(section) and "perShop" in (section or {})
+
+
 def merged_pixel_health(day: str, previous: Mapping[str, Any], current: Mapping[str, Any]) -> PixelHealth:
     """Return the pixel health of a day's report merged with a run of some of its shops (theirs replaced)."""
     entries = {**dict(previous.get("perShop") or {}), **dict(current.get("perShop") or {})}

@@ -32,6 +32,7 @@ from include.statistics_export.event_rules import (
     shops_parameters,
     shops_rejected_events,
 )
+from include.statistics_export.report_schema import DIFFERENCES, OK, REJECTED_EVENTS, SHOP_ID
 from include.statistics_export.totals import METRICS, Totals
 
 UNKNOWN_VARIANT_SAMPLE = 20
@@ -120,9 +121,9 @@ class ShopReconciliation:
     def document(self) -> dict[str, Any]:
         """Return the reconciliation as a JSON-ready dict for the run report."""
         return {
-            "shopId": self.shop_id,
+            SHOP_ID: self.shop_id,
             "date": self.day.isoformat(),
-            "ok": self.ok,
+            OK: self.ok,
             "catalogVariants": self.catalog_variants,
             "files": self.files.document(),
             "rows": self.rows.document(),
@@ -131,8 +132,8 @@ class ShopReconciliation:
                 **self.unknown_variant_events.document(),
                 "variantIds": self.unknown_variant_ids,
             },
-            "rejectedEvents": dict(self.rejected_events),
-            "differences": list(self.differences),
+            REJECTED_EVENTS: dict(self.rejected_events),
+            DIFFERENCES: list(self.differences),
         }
 
 

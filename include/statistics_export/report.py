@@ -1,31 +1,34 @@
-"""The day's report: what each shop exported, how its numbers reconcile, and which shops failed and why.
+"""The day's report built from what the run's tasks handed over: what each shop exported, how its numbers
+reconcile, which shops failed and why, and a run of some shops merged into the day's report.
 
-It is logged, returned by the last task, and written to ``keys.report_key(day)``.
+The report's document (its keys, its typed form ``RunReport``) is ``report_schema``'s. It is logged, returned by
+the last task, and written to ``keys.report_key(day)``. The task ids whose failures say why a shop failed are
+the task layer's (``FailureSteps``, passed in): no task id is spelled here.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from include.statistics_export import pixel_health
 from include.statistics_export.currencies import cap_note
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopPlan, ShopRef, ShopUnit, UnitResult
-from include.statistics_export.pixel_health import merged_pixel_health
+from include.statistics_export.report_schema import (
+    DIFFERENCES,
+    OK,
+    PIXEL_HEALTH,
+    SHOP_ID,
+    SUMMARY,
+    RunReport,
+    ShopFigures,
+    rejected_events,
+)
 
-# The report's section of every listed shop's pixel health (tasks.check_pixel_health), merged shop by shop.
-PIXEL_HEALTH = "pixelHealth"
-
+# The figures of a batch summed into its shop's line (ShopFigures' fields of the same names).
 _SUMMED = ("products", "variants", "files", "files_unchanged", "images_backed_up", "images_failed", "seconds")
-# The document's own keys; any other key holding a dict with a "summary" is a section another task added.
-_DOCUMENT_KEYS = frozenset(
-    {
-        "date", "ok", "shops", "products", "variants", "files", "filesUnchanged", "imagesBackedUp", "imagesFailed",
-        "skippedProducts", "rejectedEvents", "failedShops", "failedTasks", "perShop", "reconciliation", "shopSizes",
-    }
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -46,128 +49,6 @@ def unfinished(
         shops=[n for n, shop in enumerate(shops) if shop.shop_id not in planned],
         batches=[n for n, batch in enumerate(batches) if (batch.shop_id, batch.index) not in done],
     )
-
-
-@dataclass
-class RunReport:
-    """Totals of one run, the shops that did not finish, and each shop's reconciliation."""
-
-    date: str
-    shops: int
-    products: int = 0
-    variants: int = 0
-    files: int = 0
-    files_unchanged: int = 0
-    images_backed_up: int = 0
-    images_failed: int = 0
-    missing_products: int = 0
-    rejected_events: int = 0
-    failed_shops: dict[str, str] = field(default_factory=dict)
-    # Tasks of the day that did not finish and whose failure is not one shop's (reconcile): the day is not whole.
-    failed_tasks: dict[str, str] = field(default_factory=dict)
-    per_shop: dict[str, dict[str, Any]] = field(default_factory=dict)
-    reconciliation: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # Sections other tasks add (pixel health, session links), each with the one-line summary it logs.
-    # They inform and never fail the day.
-    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
-    section_lines: list[str] = field(default_factory=list)
-    # Every shop's last measured size, carried forward (fleet.carried_sizes): how the next day packs its shops.
-    shop_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
-
-    def add_section(self, name: str, document: dict[str, Any], line: str) -> None:
-        """Add a section to the report's document and its line to the report's text."""
-        self.sections[name] = {"summary": line, **document}
-        self.section_lines.append(line)
-
-    @property
-    def failed(self) -> bool:
-        """Tell whether any shop failed to plan, export a batch, or reconcile, or a task of the day did not finish."""
-        return bool(self.failed_shops or self.failed_tasks)
-
-    def failure_message(self) -> str:
-        """Return one line naming every failed task and shop and why."""
-        tasks = "".join(f"{task} did not finish: {why}; " for task, why in sorted(self.failed_tasks.items()))
-        details = "; ".join(f"{shop}: {why}" for shop, why in sorted(self.failed_shops.items()))
-        return f"{tasks}{len(self.failed_shops)} shop(s) failed for {self.date}" + (f": {details}" if details else "")
-
-    def listed(self) -> set[str]:
-        """Return the shops the report covers: each listed shop was either planned (its figures) or failed."""
-        return set(self.per_shop) | set(self.failed_shops)
-
-    def recount(self) -> None:
-        """Set the day's totals from its shops' figures and reconciliations (after a merge)."""
-        figures = self.per_shop.values()
-        self.shops = len(self.listed())
-        for name, key in (
-            ("products", "products"),
-            ("variants", "variants"),
-            ("files", "files"),
-            ("files_unchanged", "files_unchanged"),
-            ("images_backed_up", "images_backed_up"),
-            ("images_failed", "images_failed"),
-            ("missing_products", "missing_products"),
-        ):
-            setattr(self, name, int(sum(shop.get(key, 0) for shop in figures)))
-        self.rejected_events = int(
-            sum(sum(document.get("rejectedEvents", {}).values()) for document in self.reconciliation.values())
-        )
-
-    @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> RunReport:
-        """Rebuild a report from the document it wrote (the day's report in the bucket)."""
-        report = cls(date=str(document["date"]), shops=int(document.get("shops", 0)))
-        report.failed_shops = dict(document.get("failedShops") or {})
-        report.failed_tasks = dict(document.get("failedTasks") or {})
-        report.per_shop = {shop: dict(figures) for shop, figures in (document.get("perShop") or {}).items()}
-        report.reconciliation = dict(document.get("reconciliation") or {})
-        report.shop_sizes = dict(document.get("shopSizes") or {})
-        for name, section in document.items():
-            if name not in _DOCUMENT_KEYS and isinstance(section, Mapping) and "summary" in section:
-                report.sections[name] = dict(section)
-                report.section_lines.append(str(section["summary"]))
-        report.recount()
-        return report
-
-    def document(self) -> dict[str, Any]:
-        """Return the report as a JSON-ready dict."""
-        return {
-            "date": self.date,
-            "ok": not self.failed,
-            "shops": self.shops,
-            "products": self.products,
-            "variants": self.variants,
-            "files": self.files,
-            "filesUnchanged": self.files_unchanged,
-            "imagesBackedUp": self.images_backed_up,
-            "imagesFailed": self.images_failed,
-            "skippedProducts": self.missing_products,
-            "rejectedEvents": self.rejected_events,
-            "failedShops": self.failed_shops,
-            "failedTasks": self.failed_tasks,
-            "perShop": self.per_shop,
-            "reconciliation": self.reconciliation,
-            "shopSizes": self.shop_sizes,
-            **self.sections,
-        }
-
-    def json_bytes(self) -> bytes:
-        """Return the report file's bytes: compact JSON (a day of 10,000 shops is megabytes; indenting it made it
-        80% larger and took Python's slower encoder, 5 times the time; ``jq .`` indents it for reading)."""
-        document = self.document()
-        return (json.dumps(document, sort_keys=True, default=str, separators=(",", ":")) + "\n").encode("utf-8")
-
-    def text(self) -> str:
-        """Return a short human summary for the task log."""
-        return (
-            (
-                f"Export of {self.date}: {self.shops} shop(s), {self.products} products, {self.variants} variants, "
-                f"{self.files} files ({self.files_unchanged} unchanged), {self.images_backed_up} images backed up, "
-                f"{self.images_failed} image failures, {self.missing_products} skipped products, "
-                f"{self.rejected_events} rejected events, {len(self.failed_shops)} failed shop(s)"
-            )
-            + "".join(f"\n{task} did not finish: {why}" for task, why in sorted(self.failed_tasks.items()))
-            + "".join(f"\n{line}" for line in self.section_lines)
-        )
 
 
 def summarize_run(
@@ -197,45 +78,43 @@ def summarize_run(
         report.failed_shops.setdefault(
             batch.shop_id, f"{batch.shop_domain}: batch {batch.index}/{batch.count} failed: {why}"
         )
-    per_shop: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(float))
+    per_shop: dict[str, ShopFigures] = defaultdict(ShopFigures)
     for r in results:
-        shop_figures = per_shop[r.shop_id]
+        figures = per_shop[r.shop_id]
         for name in _SUMMED:
-            shop_figures[name] += getattr(r, name)
-        shop_figures["batches"] += 1
-        shop_figures["missing_products"] += len(r.missing_products)
+            setattr(figures, name, getattr(figures, name) + getattr(r, name))
+        figures.batches += 1
+        figures.skipped_products += len(r.missing_products)
         report.products += r.products
         report.variants += r.variants
         report.files += r.files
         report.files_unchanged += r.files_unchanged
         report.images_backed_up += r.images_backed_up
         report.images_failed += r.images_failed
-        report.missing_products += len(r.missing_products)
+        report.skipped_products += len(r.missing_products)
     for plan in plans:
-        per_shop[plan.shop_id]["catalog_read"] = plan.mode
-        if plan.note:
-            per_shop[plan.shop_id]["catalog_note"] = plan.note
-        uncapped = cap_note(plan.batches[0].currency) if plan.batches else None
-        if uncapped:
-            per_shop[plan.shop_id]["revenue_cap_note"] = uncapped
-    report.per_shop = {shop_id: {k: _rounded(v) for k, v in values.items()} for shop_id, values in per_shop.items()}
+        figures = per_shop[plan.shop_id]
+        figures.catalog_read = plan.mode
+        figures.catalog_note = plan.note or ""
+        figures.revenue_cap_note = (cap_note(plan.batches[0].currency) if plan.batches else None) or ""
+    report.per_shop = dict(per_shop)
     for document in reconciliations:
-        shop_id = document["shopId"]
+        shop_id = document[SHOP_ID]
         report.reconciliation[shop_id] = document
-        report.rejected_events += sum(document.get("rejectedEvents", {}).values())
-        if not document["ok"]:
-            report.failed_shops.setdefault(shop_id, "; ".join(document["differences"]))
+        report.rejected_events += rejected_events(document)
+        if not document[OK]:
+            report.failed_shops.setdefault(shop_id, "; ".join(document[DIFFERENCES]))
     return report
 
 
-def _rounded(value: Any) -> Any:
-    return round(value, 3) if isinstance(value, float) else value
+@dataclass(frozen=True)
+class FailureSteps:
+    """The task ids whose failures say why a shop failed, as the DAG names its tasks (the task layer's ids)."""
 
-
-# The per-shop steps of a shop alone, in order: the first whose failure left a reason says why the shop failed.
-SHOP_STEPS = ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches")
-BATCH_STEP = "export_product_batch"
-UNIT_STEP = "export_shop_unit"
+    # A shop alone's steps, in order: the first whose failure left a reason says why the shop failed.
+    shop_steps: tuple[str, ...]
+    batch: str
+    unit: str
 
 
 @dataclass(frozen=True)
@@ -256,19 +135,21 @@ def collect_failures(
     unit_outcomes: Sequence[UnitResult],
     moved_outcomes: Sequence[UnitResult],
     reason_of: Callable[[str, int], str | None],
+    steps: FailureSteps,
 ) -> DayOutcome:
     """Merge the shops alone's, the packed units' and the moved shops' plans and results, and say why each
-    failed shop failed: ``reason_of(task_id, map_index)`` is the reason a failed task instance left."""
+    failed shop failed: ``reason_of(task_id, map_index)`` is the reason a failed task instance left, asked of
+    the ``steps``."""
     reasons: dict[str, str] = {}
     missing = unfinished(alone, plans, batches, results)
     for index in missing.shops:
-        for task_id in SHOP_STEPS:
+        for task_id in steps.shop_steps:
             reason = reason_of(task_id, index)
             if reason:
                 reasons[alone[index].shop_id] = f"{task_id.split('.')[-1]}: {reason}"
                 break
     for index in missing.batches:
-        reason = reason_of(BATCH_STEP, index)
+        reason = reason_of(steps.batch, index)
         if reason:
             reasons.setdefault(batches[index].shop_id, reason)
     merged_plans, merged_results = list(plans), list(results)
@@ -279,8 +160,8 @@ def collect_failures(
     finished = {outcome.index for outcome in unit_outcomes}
     for index, unit in enumerate(units):
         if unit.index not in finished:  # failed as a whole (its connection, a crash): its reason stands for each shop
-            reason = reason_of(UNIT_STEP, index)
-            reasons.update({shop.shop_id: f"{UNIT_STEP}: {reason}" for shop in unit.shops if reason})
+            reason = reason_of(steps.unit, index)
+            reasons.update({shop.shop_id: f"{steps.unit}: {reason}" for shop in unit.shops if reason})
     return DayOutcome(merged_plans, merged_results, reasons)
 
 
@@ -322,9 +203,9 @@ def merge_into_day(previous: RunReport | None, current: RunReport, *, whole_shop
     for name, section in current.sections.items():
         merged.sections.setdefault(name, section)
     earlier, now = (previous.sections.get(PIXEL_HEALTH), current.sections.get(PIXEL_HEALTH))
-    if earlier and now and "perShop" in earlier and "perShop" in now:
-        health = merged_pixel_health(merged.date, earlier, now)
-        merged.sections[PIXEL_HEALTH] = {"summary": health.text(), **health.document()}
-    merged.section_lines = [str(section["summary"]) for section in merged.sections.values()]
+    if earlier and now and pixel_health.checked(earlier) and pixel_health.checked(now):
+        health = pixel_health.merged_pixel_health(merged.date, earlier, now)
+        merged.sections[PIXEL_HEALTH] = {SUMMARY: health.text(), **health.document()}
+    merged.section_lines = [str(section[SUMMARY]) for section in merged.sections.values()]
     merged.recount()
     return merged

@@ -33,8 +33,9 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from helpers import DAY, NOON_ON_DAY, add_event, product, register_shop
+from include.statistics_export.alert_messages import Alert
 from include.statistics_export.keys import report_key
-from include.statistics_export.tasks import alerts
+from include.statistics_export.tasks import alert_channels, alerts
 from local_stack.airflow_stack import airflow_stack, metadata_database, wait_until
 from local_stack.services import S3_SECRET, Endpoints, create_bucket, free_port, scratch_database
 from shopify_sandbox import ShopifySandbox
@@ -432,9 +433,9 @@ def test_an_earlier_runs_report_is_not_taken_for_this_runs(connections, s3, monk
 def test_without_an_alert_connection_nothing_is_sent_and_nothing_fails(connections, monkeypatch, caplog):
     monkeypatch.delenv("AIRFLOW_CONN_STATISTICS_ALERTS_SMTP", raising=False)
     monkeypatch.delenv("AIRFLOW_CONN_STATISTICS_ALERTS_SLACK", raising=False)
-    caplog.set_level("INFO", logger=alerts.__name__)
+    caplog.set_level("INFO", logger=alert_channels.__name__)
     alerts.notify_failed_day(failed_context(DAY))
-    assert alerts.send(alerts.Alert("subject", "text")) == []
+    assert alert_channels.send(Alert("subject", "text")) == []
     assert "no channel configured" in caplog.text
 
 
@@ -445,8 +446,8 @@ def test_a_channel_that_refuses_fails_the_callback_after_the_other_channel_got_i
     # The mail server's port is closed: the mail fails, the webhook still gets the alert, then the callback fails.
     for name, value in alert_connections(free_port(), webhook_port).items():
         monkeypatch.setenv(name, value)
-    with pytest.raises(alerts.AlertNotSent, match="statistics_alerts_smtp"):
-        alerts.send(alerts.Alert("Statistics export 2026-11-21: test", "body"))
+    with pytest.raises(alert_channels.AlertNotSent, match="statistics_alerts_smtp"):
+        alert_channels.send(Alert("Statistics export 2026-11-21: test", "body"))
     assert "Statistics export 2026-11-21: test" in webhook_text(posts.wait_for(lambda p: True, 10, "POST"))
 
 

@@ -146,6 +146,23 @@ def test_a_failed_run_is_notified_and_a_late_day_raises_the_deadline_alert(dag):
     serialized = DagSerialization.to_dict(dag)["dag"]
     assert serialized.get("has_on_failure_callback") is True
     assert "day_missed_deadline" in str(serialized["deadline"])
-    # Not under `airflow dags test`: it evaluates no deadline, and 3.3.2's fails a successful run that has one.
-    assert alerts.export_deadline(export_settings.Settings(), ["/venv/bin/airflow", "dags", "test", "x"]) is None
-    assert alerts.export_deadline(export_settings.Settings(), ["/venv/bin/airflow", "scheduler"]) is not None
+    # Left out only by its explicit setting (for `airflow dags test`: 3.3.2's fails a successful run that has one).
+    assert alerts.export_deadline(export_settings.load({"STATISTICS_EXPORT_DEADLINE_ALERT": "off"})) is None
+
+
+def test_the_dags_shape_never_depends_on_the_command_line_that_parses_it(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setattr("sys.argv", ["/venv/bin/airflow", "dags", "test", "product_statistics_export", "2026-11-21"])
+    monkeypatch.delenv("STATISTICS_EXPORT_DEADLINE_ALERT", raising=False)
+    assert DagBag(dag_folder="dags").dags["product_statistics_export"].deadline
+    monkeypatch.setenv("STATISTICS_EXPORT_DEADLINE_ALERT", "off")
+    assert not DagBag(dag_folder="dags").dags["product_statistics_export"].deadline
+
+
+def test_the_task_ids_the_report_asks_why_a_shop_failed_are_the_dags(dag):
+    from include.statistics_export.tasks import task_ids
+
+    steps = task_ids.FAILURE_STEPS
+    assert {*steps.shop_steps, steps.batch, steps.unit, task_ids.EXPORT_MOVED_SHOP} <= set(dag.task_ids)
+    assert steps.shop_steps == ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches")

@@ -5,6 +5,7 @@ import io
 import json
 import sqlite3
 from contextlib import closing
+from datetime import timedelta
 
 import pytest
 
@@ -133,14 +134,14 @@ def test_packed_units_export_every_healthy_shop_and_name_the_failed_ones(
     report = json.loads(objects["statistic-exports/_runs/20261121.json"])
     assert "rejected the access token" in report["failedShops"]["shop_revoked"]
     assert "no usable session is linked" in report["failedShops"]["shop_nosession"]
-    assert report["perShop"]["shop_alpha"]["catalog_read"] == "packed"
+    assert report["perShop"]["shop_alpha"]["catalogRead"] == "packed"
     assert report["reconciliation"]["shop_alpha"]["ok"] is True and report["variants"] == 21
     # A revoked token costs one request and no retry, inside the unit as alone.
     assert sandbox.stats(world.domain)["requests"] == 1
 
 
 def test_a_shop_found_large_in_its_unit_is_exported_alone_and_sized_for_the_next_day(
-    world, run_airflow, s3, endpoints, airflow_home
+    world, run_airflow, s3, endpoints, airflow_home, db, connections
 ):
     # No report yet, so every shop is packed; alpha's first page shows 5 products, at the bulk threshold.
     packing = {"STATISTICS_EXPORT_SHOP_TASKS_UP_TO": "0", "STATISTICS_EXPORT_BULK_THRESHOLD": "5"}
@@ -157,12 +158,20 @@ def test_a_shop_found_large_in_its_unit_is_exported_alone_and_sized_for_the_next
         ).fetchall()
     assert moved == [("shop-alpha.myshopify.com", "success")]
     report = json.loads(objects["statistic-exports/_runs/20261121.json"])
-    assert "exported alone" in report["perShop"]["shop_alpha"]["catalog_note"]
+    assert "exported alone" in report["perShop"]["shop_alpha"]["catalogNote"]
     assert report["reconciliation"]["shop_alpha"]["ok"] is True
     # The next day reads these sizes: alpha is alone then; the two failed shops were never measured.
-    assert report["shopSizes"] == {
-        "shop_alpha": {"products": 5, "variants": 15},
-        "shop_boutique": {"products": 3, "variants": 6},
+    sizes = {"shop_alpha": {"products": 5, "variants": 15}, "shop_boutique": {"products": 3, "variants": 6}}
+    assert report["shopSizes"] == sizes
+    # ... kept in the sizes table by the report task, where the next day's plan reads them without the bucket.
+    (row,) = db.execute('SELECT sizes FROM "StatisticsExportShopSizes" WHERE date = %s', (DAY,)).fetchall()
+    assert row[0] == sizes
+    from include.statistics_export import tasks
+    from include.statistics_export.report_schema import ShopSize
+
+    assert tasks.previous_sizes(DAY + timedelta(days=1)) == {
+        "shop_alpha": ShopSize(5, 15),
+        "shop_boutique": ShopSize(3, 6),
     }
 
 
@@ -202,7 +211,7 @@ def test_a_large_shop_is_read_with_a_bulk_operation_and_its_staging_is_cleaned(d
     objects = bucket_objects(s3, endpoints.bucket)
     assert len([k for k in objects if k.startswith("statistic-exports/shop_big/")]) == 2 * 24
     report = json.loads(objects["statistic-exports/_runs/20261121.json"])
-    assert report["perShop"]["shop_big"]["catalog_read"] == "bulk" and report["ok"] is True
+    assert report["perShop"]["shop_big"]["catalogRead"] == "bulk" and report["ok"] is True
     assert report["perShop"]["shop_big"]["batches"] == 4  # 8-variant batches of 2,3,1,2 | 3,1,2 | 3,1,2 | 3,1
     # The sensor gave its slot back between polls, and the staged catalog is gone after the successful day.
     assert sandbox.stats(shop.domain)["bulk_operations"] == 1

@@ -269,7 +269,7 @@ def test_a_backfill_of_old_days_runs_them_at_once_each_staging_its_own_bulk_cata
         report = json.loads(day_objects[f"{EXPORTS}_runs/{day:%Y%m%d}.json"]["body"])
         assert (report["ok"], report["date"], report["files"]) == (True, day.isoformat(), FILES_PER_DAY)
         # Every shop read in bulk and cut into two staged batches.
-        assert {shop: (figures["catalog_read"], figures["batches"]) for shop, figures in report["perShop"].items()} == {
+        assert {shop: (figures["catalogRead"], figures["batches"]) for shop, figures in report["perShop"].items()} == {
             shop: ("bulk", 2) for shop in VARIANTS
         }
     # Each run deleted its own staging: nothing is left of any of them.

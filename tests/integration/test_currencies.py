@@ -52,8 +52,10 @@ def test_a_shop_of_an_unknown_currency_is_named_in_the_report_with_why_its_reven
 
     report = summarize_run(DAY.isoformat(), unit_of("shop_x", "shop_us").shops, outcome.plans, [], outcome.results)
 
-    assert "shop's currency 'XXX' is not in the revenue-cap table" in report.per_shop["shop_x"]["revenue_cap_note"]
-    assert "revenue_cap_note" not in report.per_shop["shop_us"]
+    assert "shop's currency 'XXX' is not in the revenue-cap table" in report.per_shop["shop_x"].revenue_cap_note
+    per_shop = report.document()["perShop"]
+    assert per_shop["shop_x"]["revenueCapNote"] == report.per_shop["shop_x"].revenue_cap_note
+    assert "revenueCapNote" not in per_shop["shop_us"]
     (x,) = [r for r in outcome.results if r.shop_id == "shop_x"]
     assert x.file_totals.revenue == Decimal(VND_PURCHASE)  # counted: no dollar cap was guessed
 

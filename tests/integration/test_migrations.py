@@ -216,16 +216,29 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
         ("StatisticsExportDay", 1, "date", "date", True, None),
         ("StatisticsExportDay", 2, "runId", "text", True, None),
         ("StatisticsExportDay", 3, "claimedAt", "timestamp(3) without time zone", True, None),
+        # The export's own table of every shop's size per day (0007), new and empty.
+        ("StatisticsExportShopSizes", 1, "date", "date", True, None),
+        ("StatisticsExportShopSizes", 2, "sizes", "jsonb", True, None),
+        ("StatisticsExportShopSizes", 3, "runId", "text", True, None),
+        ("StatisticsExportShopSizes", 4, "writtenAt", "timestamp(3) without time zone", True, None),
     }
     assert before["indexes"] <= after["indexes"]
     added = after["indexes"] - before["indexes"]
     day_key = 'CREATE UNIQUE INDEX "StatisticsExportDay_pkey" ON public."StatisticsExportDay" USING btree (date)'
+    sizes_key = (
+        'CREATE UNIQUE INDEX "StatisticsExportShopSizes_pkey" ON public."StatisticsExportShopSizes" USING btree (date)'
+    )
     assert {(row[1], row[2], row[3], row[4], row[5]) for row in added} == {
         (name, definition, True, True, False) for name, definition in ADDED_INDEX_DEFINITIONS.items()
-    } | {("StatisticsExportDay_pkey", day_key, True, True, True)}
-    # Nothing of the app's dropped or changed; the one constraint added is the new table's primary key.
+    } | {("StatisticsExportDay_pkey", day_key, True, True, True)} | {
+        ("StatisticsExportShopSizes_pkey", sizes_key, True, True, True)
+    }
+    # Nothing of the app's dropped or changed; the constraints added are the new tables' primary keys.
     assert before["constraints"] <= after["constraints"]
-    assert {row[0] for row in after["constraints"] - before["constraints"]} == {"StatisticsExportDay"}
+    assert {row[0] for row in after["constraints"] - before["constraints"]} == {
+        "StatisticsExportDay",
+        "StatisticsExportShopSizes",
+    }
     assert views(fixture_db) == TREND_VIEWS
 
     # Again, while the app has a transaction open with a snapshot and a write on "ABTestEvent": every
@@ -337,7 +350,7 @@ def strip_comments(text: str) -> str:
 
 ALLOWED_STATEMENTS = [
     re.compile(
-        r'^CREATE TABLE IF NOT EXISTS "(StatisticsExport|VariantDailyStatistics|ProductImageBackup|StatisticsExportDay)" \('
+        r'^CREATE TABLE IF NOT EXISTS "(StatisticsExport|VariantDailyStatistics|ProductImageBackup|StatisticsExportDay|StatisticsExportShopSizes)" \('
     ),
     re.compile(r'^CREATE (UNIQUE )?INDEX CONCURRENTLY IF NOT EXISTS "\w+"\s+ON "\w+" \([^;]*\)$'),
     re.compile(r'^ALTER TABLE "StatisticsExport" ADD COLUMN IF NOT EXISTS "\w+" TEXT$'),
@@ -358,6 +371,7 @@ def test_migration_files_are_ordered_and_hold_only_safe_statements():
         "0004_variant_daily_statistics_date_index.sql",
         "0005_trend_views.sql",
         "0006_statistics_export_day.sql",
+        "0007_statistics_export_shop_sizes.sql",
     ]
     for path in files:
         text = path.read_text()

@@ -10,7 +10,7 @@ import pytest
 from include.statistics_export import tasks
 from include.statistics_export.handoffs import ShopRef
 from include.statistics_export.pixel_health import pixel_health
-from include.statistics_export.report import RunReport
+from include.statistics_export.report_schema import RunReport
 
 DAY = date(2026, 11, 21)
 NOON = datetime(2026, 11, 21, 12)

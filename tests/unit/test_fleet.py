@@ -10,15 +10,14 @@ from include.statistics_export.catalog import batched_by_variants
 from include.statistics_export.fleet import (
     MAX_BATCHES,
     MAX_UNITS,
-    ShopSize,
     batch_budgets,
     carried_sizes,
     moved_groups,
     plan_alone,
     plan_fleet,
-    sizes_from_report,
 )
 from include.statistics_export.handoffs import FleetPlan, ShopRef
+from include.statistics_export.report_schema import RunReport, ShopFigures, ShopSize
 from include.statistics_export.settings import Settings
 
 SETTINGS = Settings(shop_tasks_up_to=50, unit_shops=50, unit_variants=1000, bulk_threshold=150, batch_variants=500)
@@ -68,10 +67,14 @@ def test_every_mapped_task_stays_under_max_map_length_whatever_the_fleet(shops):
     assert sum(len(u.shops) for u in plan.units) == shops
 
 
+def sizes_from_report(document: dict) -> dict[str, ShopSize]:
+    return RunReport.from_document(document).known_sizes()
+
+
 def test_sizes_come_from_the_previous_report():
     report = {"perShop": {"a": {"products": 3.0, "variants": 7.0, "batches": 1}}}
     assert sizes_from_report(report) == {"a": ShopSize(3, 7)}
-    assert sizes_from_report(None) == {}
+    assert sizes_from_report({}) == {}
 
 
 def test_the_unit_records_cross_an_xcom():
@@ -93,18 +96,14 @@ def test_the_batches_of_the_shops_alone_stay_under_max_map_length_by_growing():
 
 def test_sizes_are_carried_over_a_failed_day_and_measured_again_once_exported():
     previous = {"big": ShopSize(400, 9000), "gone_small": ShopSize(2, 3)}
-    per_shop = {"big": {"catalog_read": "bulk"}, "new": {"products": 3.0, "variants": 7.0}}
+    per_shop = {"big": ShopFigures(catalog_read="bulk"), "new": ShopFigures(products=3, variants=7, batches=1)}
     # big's planning failed today: it keeps yesterday's size, so tomorrow it is alone again, not packed.
     carried = carried_sizes(previous, per_shop, failed=["big"])
-    assert carried == {
-        "big": {"products": 400, "variants": 9000},
-        "gone_small": {"products": 2, "variants": 3},
-        "new": {"products": 3, "variants": 7},
-    }
-    report = {"shopSizes": carried, "perShop": {"new": {"products": 3, "variants": 7}}}
-    assert sizes_from_report(report)["big"] == ShopSize(400, 9000)
+    assert carried == {"big": ShopSize(400, 9000), "gone_small": ShopSize(2, 3), "new": ShopSize(3, 7)}
+    report = RunReport("2026-11-21", 2, shop_sizes=carried, per_shop={"new": ShopFigures(3, 7, batches=1)})
+    assert sizes_from_report(report.document())["big"] == ShopSize(400, 9000)
     plan = plan_fleet([ShopRef(s, f"{s}.example") for s in ("big", "new", *(f"s{n}" for n in range(60)))],
-                      sizes_from_report(report), SETTINGS)  # fmt: skip
+                      report.known_sizes(), SETTINGS)  # fmt: skip
     assert [s.shop_id for s in plan.single] == ["big"]
     # A report from before shopSizes were kept: its perShop figures still count.
     assert sizes_from_report({"perShop": {"x": {"products": 5, "variants": 9}}}) == {"x": ShopSize(5, 9)}
@@ -156,8 +155,12 @@ def test_a_cut_within_its_budget_never_exceeds_it_and_keeps_every_product(seed):
 
 
 def test_a_shop_that_failed_partway_without_an_earlier_size_gets_none():
-    per_shop = {"new": {"products": 2.0, "variants": 40.0}, "fine": {"products": 3.0, "variants": 7.0}}
-    assert carried_sizes({}, per_shop, failed=["new"]) == {"fine": {"products": 3, "variants": 7}}
+    per_shop = {"new": ShopFigures(2, 40, batches=1), "fine": ShopFigures(3, 7, batches=1)}
+    assert carried_sizes({}, per_shop, failed=["new"]) == {"fine": ShopSize(3, 7)}
+    # A shop that planned but exported no batch is not measured by it: it keeps what it had.
+    assert carried_sizes({"empty": ShopSize(5, 9)}, {"empty": ShopFigures(catalog_read="pages")}, []) == {
+        "empty": ShopSize(5, 9)
+    }
 
 
 def test_a_run_of_some_products_keeps_its_shops_alone_and_refuses_more_than_a_mapped_task_holds():

@@ -45,12 +45,14 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         "STATISTICS_EXPORT_UNIT_VARIANTS": "300",
         "STATISTICS_EXPORT_DEADLINE_HOURS": "0",
         "STATISTICS_EXPORT_RETRY_DELAY_SECONDS": "5",
+        "STATISTICS_EXPORT_DEADLINE_ALERT": "OFF",
     }
     loaded = settings.load(environ)
     hosts = ("https://cdn.shopify.com", "http://127.0.0.1:8300")
     assert loaded == settings.Settings(
-        date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, hosts, Decimal("99.99"), 604800, 0, 20, 300, 0, 5
+        date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, hosts, Decimal("99.99"), 604800, 0, 20, 300, 0, 5, False
     )
+    assert settings.Settings().deadline_alert is True and settings.load({}).deadline_alert is True
     assert set(environ) == {s.env for s in settings.ALL} and len(settings.ALL) == len(settings.FIELDS)
 
 
@@ -65,6 +67,7 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         ("STATISTICS_EXPORT_MAX_EVENT_REVENUE", "-5"),
         ("STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS", "604801"),
         ("STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS", "0"),
+        ("STATISTICS_EXPORT_DEADLINE_ALERT", "no"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_variable_and_the_value(name, value):

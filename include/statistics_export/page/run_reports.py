@@ -15,6 +15,7 @@ from datetime import date, timedelta
 from typing import Any, BinaryIO, Protocol
 
 from include.statistics_export.keys import RUNS_PREFIX, report_key
+from include.statistics_export.report_schema import RunReport, ShopFigures, reconciled_ok
 
 
 class ReportStore(Protocol):
@@ -67,54 +68,39 @@ class DayReport:
         return next((s for s in self.shop_days if s.shop_id == shop_id), None)
 
 
-def _int(value: Any) -> int:
-    try:
-        return int(value or 0)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _float(value: Any) -> float:
-    try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
 def parse_report(day: date, document: dict[str, Any]) -> DayReport:
-    """Return a report document as a typed day; missing or odd fields read as zero or empty."""
-    failed = {str(k): str(v) for k, v in dict(document.get("failedShops") or {}).items()}
-    per_shop = {str(k): dict(v or {}) for k, v in dict(document.get("perShop") or {}).items()}
-    reconciliation = {str(k): dict(v or {}) for k, v in dict(document.get("reconciliation") or {}).items()}
+    """Return a report document as a typed day (read through ``report_schema``, which reads the reports of the
+    previous code too); missing or odd fields read as zero or empty."""
+    report = RunReport.from_document(document)
     shop_days = []
-    for shop_id in sorted(set(failed) | set(per_shop) | set(reconciliation)):
-        figures = per_shop.get(shop_id, {})
-        checked = reconciliation.get(shop_id)
+    for shop_id in sorted(report.listed() | set(report.reconciliation)):
+        figures = report.per_shop.get(shop_id, ShopFigures())
+        checked = report.reconciliation.get(shop_id)
         shop_days.append(
             ShopDay(
                 shop_id=shop_id,
-                failed=shop_id in failed,
-                reason=failed.get(shop_id, ""),
-                variants=_int(figures.get("variants")),
-                batches=_int(figures.get("batches")),
-                catalog_read=str(figures.get("catalog_read") or ""),
-                catalog_note=str(figures.get("catalog_note") or ""),
-                seconds=_float(figures.get("seconds")),
-                reconciled=None if checked is None else bool(checked.get("ok")),
+                failed=shop_id in report.failed_shops,
+                reason=report.failed_shops.get(shop_id, ""),
+                variants=figures.variants,
+                batches=figures.batches,
+                catalog_read=figures.catalog_read,
+                catalog_note=figures.catalog_note,
+                seconds=figures.seconds,
+                reconciled=None if checked is None else reconciled_ok(checked),
             )
         )
     return DayReport(
         day=day,
-        ok=bool(document.get("ok")) and not failed,
-        shops=_int(document.get("shops")),
-        failed_shops=len(failed),
-        variants=_int(document.get("variants")),
-        files=_int(document.get("files")),
-        files_unchanged=_int(document.get("filesUnchanged")),
-        images_backed_up=_int(document.get("imagesBackedUp")),
-        images_failed=_int(document.get("imagesFailed")),
-        rejected_events=_int(document.get("rejectedEvents")),
-        reconciliation_ok=all(bool(v.get("ok")) for v in reconciliation.values()),
+        ok=not report.failed,
+        shops=report.shops,
+        failed_shops=len(report.failed_shops),
+        variants=report.variants,
+        files=report.files,
+        files_unchanged=report.files_unchanged,
+        images_backed_up=report.images_backed_up,
+        images_failed=report.images_failed,
+        rejected_events=report.rejected_events,
+        reconciliation_ok=all(reconciled_ok(entry) for entry in report.reconciliation.values()),
         seconds=round(sum(s.seconds for s in shop_days), 3),
         shop_days=tuple(shop_days),
     )

@@ -8,7 +8,7 @@ batches), ``packed_units`` (many small shops per task instance) and ``day_end`` 
 """
 
 from include.statistics_export.connections import app_db, shopify_for
-from include.statistics_export.tasks import alerts
+from include.statistics_export.tasks import alerts, task_ids
 from include.statistics_export.tasks.day_end import (
     add_report_sections,
     carry_sizes,
@@ -27,6 +27,7 @@ from include.statistics_export.tasks.day_start import (
     list_active_shops,
     nearest_report,
     plan_fleet,
+    previous_sizes,
 )
 from include.statistics_export.tasks.packed_units import export_unit, fail_unit_if_any_shop_failed
 from include.statistics_export.tasks.retry_policy import AIRFLOW_RETRIES
@@ -55,6 +56,7 @@ from include.statistics_export.tasks.shop_chain import (
 __all__ = [
     "AIRFLOW_RETRIES",
     "alerts",
+    "task_ids",
     "FAILURE",
     "UNIT_RESULT",
     "day_outcome",
@@ -82,6 +84,7 @@ __all__ = [
     "link_unlinked_sessions",
     "list_active_shops",
     "nearest_report",
+    "previous_sizes",
     "plan_fleet",
     "plan_shop_batches",
     "poll_catalog_read",

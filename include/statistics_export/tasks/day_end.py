@@ -25,12 +25,14 @@ from include.statistics_export.handoffs import (
 from include.statistics_export.keys import EXPORTS_ROOT, report_key
 from include.statistics_export.pixel_health import PixelHealth, pixel_health
 from include.statistics_export.reconcile import ShopCheck, reconcile_shops
-from include.statistics_export.report import RunReport, merge_into_day, summarize_run
+from include.statistics_export.report import merge_into_day, summarize_run
+from include.statistics_export.report_schema import RunReport
 from include.statistics_export.settings import Settings
+from include.statistics_export.shop_sizes import store_sizes
 from include.statistics_export.staging import clean_staging
 from include.statistics_export.tasks.day_start import (
     list_active_shops,
-    nearest_report,
+    previous_sizes,
     report_section,
 )
 from include.statistics_export.tasks.runtime import day_outcome
@@ -95,7 +97,7 @@ def add_report_sections(report: RunReport, sections: dict[str, dict[str, Any] | 
 def carry_sizes(report: RunReport, measured: bool = True) -> RunReport:
     """Keep in the day's report every shop's last measured size, carried over the days it failed; ``measured``
     False (a run of some products only) measures no shop by what it exported."""
-    previous = fleet.sizes_from_report(nearest_report(date.fromisoformat(report.date)))
+    previous = previous_sizes(date.fromisoformat(report.date)) or {}
     report.shop_sizes = fleet.carried_sizes(previous, report.per_shop if measured else {}, report.failed_shops)
     return report
 
@@ -178,6 +180,8 @@ def finish_day(report: RunReport, writer: DayWriter) -> dict[str, Any]:
     log.info(report.text())
     with app_db() as conn, day_fence(conn, writer):  # the run holds the day until the report is written
         log.info("Report written to %s", write_report(report))
+        store_sizes(conn, writer.day, report.shop_sizes, writer.run_id)  # the next day's plan reads them
+        conn.commit()
     if report.failed:
         raise DayFailed(report.failure_message())
     return exports_asset_extra(report)

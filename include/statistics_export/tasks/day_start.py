@@ -21,8 +21,10 @@ from include.statistics_export.handoffs import (
     ShopRef,
 )
 from include.statistics_export.keys import RUNS_PREFIX, report_key
+from include.statistics_export.report_schema import RunReport, ShopSize
 from include.statistics_export.sessions import SessionLinks, TokenAnswer, link_sessions
 from include.statistics_export.settings import Settings
+from include.statistics_export.shop_sizes import nearest_sizes
 from include.statistics_export.shops import active_shops
 from include.statistics_export.tokens import TokenCensus, token_census
 
@@ -134,6 +136,21 @@ def nearest_report(day: date) -> dict[str, Any] | None:
     return document
 
 
+def previous_sizes(day: date) -> dict[str, ShopSize] | None:
+    """Return every shop's last size as the nearest day before ``day`` left it (a backfill of days long past: the
+    oldest after it), or None when no day has left any.
+
+    Read from the sizes table (``shop_sizes``); only while it holds no day at all (the first days after
+    migration 0007) from the nearest report in the bucket, as the export did before the table.
+    """
+    with app_db() as conn:
+        nearest = nearest_sizes(conn, day)
+    if nearest is not None:
+        return nearest.sizes
+    document = nearest_report(day)
+    return None if document is None else RunReport.from_document(document).known_sizes()
+
+
 def plan_fleet(
     shops: Sequence[ShopRef],
     day: date,
@@ -141,19 +158,19 @@ def plan_fleet(
     product_ids: Sequence[str] | None = None,
     map_limit: int = fleet.DEFAULT_MAP_LIMIT,
 ) -> FleetPlan:
-    """Split the day's shops into shops alone and packed units, by their sizes in the nearest report (a run of
+    """Split the day's shops into shops alone and packed units, by their sizes the nearest day left (a run of
     some products only keeps every shop alone: the per-shop path filters); every mapped list within
     ``map_limit`` (Airflow's max_map_length)."""
     if product_ids:
         return fleet.plan_alone(shops, settings, map_limit)
-    previous = nearest_report(day)
-    plan = fleet.plan_fleet(shops, fleet.sizes_from_report(previous), settings, map_limit)
+    sizes = previous_sizes(day)
+    plan = fleet.plan_fleet(shops, sizes or {}, settings, map_limit)
     log.info(
         "%d active shop(s): %d alone, %d in %d packed unit(s)%s",
         len(shops),
         len(plan.single),
         sum(len(u.shops) for u in plan.units),
         len(plan.units),
-        "" if previous else " (no report yet: every shop counted as small)",
+        "" if sizes is not None else " (no sizes yet: every shop counted as small)",
     )
     return plan

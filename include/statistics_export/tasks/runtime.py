@@ -28,6 +28,7 @@ from include.statistics_export.handoffs import (
     handoff_task,
 )
 from include.statistics_export.report import DayOutcome, collect_failures
+from include.statistics_export.tasks.task_ids import EXPORT_MOVED_SHOP, EXPORT_SHOP_UNIT, FAILURE_STEPS
 
 FAILURE = "failure"
 UNIT_RESULT = "unit_result"
@@ -112,7 +113,7 @@ def pushed_outcomes(ti: Any, task_id: str) -> list[UnitResult]:
 def pushed_moved_shops(ti: Any) -> list[ShopUnit]:
     """Return the shops every packed unit found large on their first page (each unit pushes its own list), in
     groups that fit a mapped task (fleet.moved_groups)."""
-    pushed = ti.xcom_pull(task_ids="export_shop_unit", key=MOVED_SHOPS) or []
+    pushed = ti.xcom_pull(task_ids=EXPORT_SHOP_UNIT, key=MOVED_SHOPS) or []
     lists = [pushed] if pushed and isinstance(pushed[0], dict) else [item for item in pushed if item]
     moved: list[ShopRef] = decode_xcom([shop for shops in lists for shop in shops], list[ShopRef])
     return moved_groups(moved, map_limit())
@@ -138,7 +139,8 @@ def day_outcome(
         batches,
         results,
         units,
-        pushed_outcomes(ti, "export_shop_unit"),
-        pushed_outcomes(ti, "export_moved_shop"),
+        pushed_outcomes(ti, EXPORT_SHOP_UNIT),
+        pushed_outcomes(ti, EXPORT_MOVED_SHOP),
         reason_of,
+        FAILURE_STEPS,
     )

@@ -1,0 +1,28 @@
+"""The ids of the DAG's tasks that other code names: the DAG gives its tasks these ids, and the day's report asks
+their failed instances why a shop failed (``FAILURE_STEPS``). The logic names no task id: it is handed these."""
+
+from __future__ import annotations
+
+from include.statistics_export.report import FailureSteps
+
+# The task group mapped per shop alone, and its steps.
+SHOP_GROUP = "shop"
+START_CATALOG_READ = "start_catalog_read"
+WAIT_FOR_CATALOG = "wait_for_catalog"
+PLAN_SHOP_BATCHES = "plan_shop_batches"
+EXPORT_PRODUCT_BATCH = "export_product_batch"
+EXPORT_SHOP_UNIT = "export_shop_unit"
+EXPORT_MOVED_SHOP = "export_moved_shop"
+
+
+def in_shop_group(task_id: str) -> str:
+    """Return the full id of a step of the shop group, as Airflow names it."""
+    return f"{SHOP_GROUP}.{task_id}"
+
+
+# Why a shop failed: the first of its steps whose failure left a reason, else its batch's, else its unit's.
+FAILURE_STEPS = FailureSteps(
+    shop_steps=tuple(in_shop_group(step) for step in (START_CATALOG_READ, WAIT_FOR_CATALOG, PLAN_SHOP_BATCHES)),
+    batch=EXPORT_PRODUCT_BATCH,
+    unit=EXPORT_SHOP_UNIT,
+)
