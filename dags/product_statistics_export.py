@@ -21,19 +21,22 @@ from typing import Any
 from airflow.sdk import Asset, Param, PokeReturnValue, TriggerRule, dag, task, task_group
 from airflow.timetables.interval import CronDataIntervalTimetable
 
-from include.statistics_export import report_schema, tasks
 from include.statistics_export import settings as export_settings
+from include.statistics_export import tasks
 from include.statistics_export.handoffs import (
     BatchPlan,
     BatchResult,
     BatchSizing,
     CatalogRead,
+    DayFigures,
     FleetPlan,
+    ReportSection,
     ShopPlan,
     ShopRef,
     ShopUnit,
 )
 from include.statistics_export.keys import EXPORTS_ASSET_NAME, EXPORTS_ASSET_URI
+from include.statistics_export.reconcile import ShopReconciliation
 from include.statistics_export.utc import export_day, midnight, require_finished
 
 SETTINGS = export_settings.load()
@@ -97,15 +100,12 @@ def product_statistics_export():
         claim = tasks.claim_export_day(tasks.writer(day, run_id), tasks.run_is_active(ti, DAG_ID))
         return PokeReturnValue(is_done=claim.held, xcom_value=claim.taken_from)
 
-    @task
-    def link_sessions(params=None) -> dict:
+    @exported()
+    def link_sessions(params=None) -> list[ReportSection]:
         """Link unlinked sessions to the shops that have no usable one, so they are exported in this run; count the
         shops on expiring and on non-expiring tokens."""
         shop_ids = tasks.only(params, "shop_ids")
-        return {
-            report_schema.SESSION_LINKS: tasks.link_unlinked_sessions(export_settings.load(), shop_ids),
-            report_schema.TOKENS: tasks.census_tokens(shop_ids),
-        }
+        return [tasks.link_unlinked_sessions(export_settings.load(), shop_ids), tasks.census_tokens(shop_ids)]
 
     @exported()
     def list_active_shops(params=None) -> list[ShopRef]:
@@ -210,7 +210,7 @@ def product_statistics_export():
     @exported(trigger_rule=TriggerRule.ALL_DONE)
     def reconcile(
         day: str, plans: list[ShopPlan] | None, results: list[BatchResult] | None, params=None, ti=None
-    ) -> list[dict]:
+    ) -> list[ShopReconciliation]:
         """Check each finished shop: files, rows, the day's events and the catalog must agree."""
         if params.get("product_ids"):  # some products only: their files cannot add up to the shop's events
             return []
@@ -218,7 +218,7 @@ def product_statistics_export():
         return tasks.reconcile_day(date.fromisoformat(day), outcome.plans, outcome.results, export_settings.load())
 
     @exported()
-    def check_pixel_health(day: str, shops: list[ShopRef]) -> dict:
+    def check_pixel_health(day: str, shops: list[ShopRef]) -> ReportSection:
         """Per shop: the day's events by type, its active tests, a silent pixel, events for inactive tests."""
         return tasks.check_pixel_health(date.fromisoformat(day), shops)
 
@@ -230,21 +230,17 @@ def product_statistics_export():
         fleet: FleetPlan | None,
         plans: list[ShopPlan] | None,
         results: list[BatchResult] | None,
-        reconciliations: list[dict] | None,
-        pixel=None,
-        links=None,
+        reconciliations: list[ShopReconciliation] | None,
+        pixel: ReportSection | None,
+        links: list[ReportSection] | None,
         params=None,
         run_id=None,
         ti=None,
-    ) -> dict:
+    ) -> DayFigures:
         """Log and write the day's report; fail the run unless the day is whole: a task that did not finish, a
         shop that failed or did not reconcile. A run of some shops or products is merged into the day's report."""
-        sessions = links or {}  # its task failed: both of its sections are noted as not finished
-        sections = {
-            report_schema.SESSION_LINKS: sessions.get(report_schema.SESSION_LINKS),
-            report_schema.TOKENS: sessions.get(report_schema.TOKENS),
-            report_schema.PIXEL_HEALTH: pixel,
-        }
+        # A section whose task failed is missing here: the report notes it as not finished.
+        sections = [*(links or []), *([pixel] if pixel is not None else [])]
         return tasks.report_day(
             day,
             shops,
@@ -259,11 +255,11 @@ def product_statistics_export():
             tasks.only(params, "product_ids"),
         )
 
-    @task(outlets=[EXPORTS_ASSET])
-    def clean_staging(day: str, figures: dict, run_id=None, outlet_events=None) -> int:
+    @exported(outlets=[EXPORTS_ASSET])
+    def clean_staging(day: str, figures: DayFigures, run_id=None, outlet_events=None) -> int:
         """Delete the run's staged catalogs once the whole day has succeeded; tell the asset what the day holds."""
         deleted = tasks.clean_day_staging(tasks.writer(day, run_id))
-        outlet_events[EXPORTS_ASSET].extra = figures
+        outlet_events[EXPORTS_ASSET].extra = figures.asset_extra()
         return deleted
 
     # Mapped per shop: each step depends on that shop's own previous step, so one shop failing leaves the others.

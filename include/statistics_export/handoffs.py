@@ -12,6 +12,7 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from datetime import date
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -65,6 +66,8 @@ def _typed(value: Any, annotation: Any) -> Any:
         return value if isinstance(value, annotation) else annotation.from_xcom(value)
     if annotation is Totals:
         return value if isinstance(value, Totals) else Totals.from_document(value)
+    if annotation is date:
+        return value if isinstance(value, date) else date.fromisoformat(value)
     if origin is list:
         return [_typed(item, args[0]) for item in value]
     if origin is dict:
@@ -86,6 +89,8 @@ def _plain(value: Any) -> Any:
         return value.to_xcom()
     if isinstance(value, Totals):
         return value.document()
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, list):
         return [_plain(item) for item in value]
     if isinstance(value, dict):
@@ -191,6 +196,41 @@ class BatchResult(Handoff):
     parquet_totals: Totals | None = None
     # Per phase of the batch (catalog, metrics_sql, images, rendering, uploads, parquet, rows): [wall s, CPU s].
     phases: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ReportSection(Handoff):
+    """An informative section of the day's report a task hands the report (session links, tokens, pixel health):
+    its name in the report, its JSON document, and its one line for the log."""
+
+    name: str
+    document: dict[str, Any]
+    line: str
+
+
+@dataclass(frozen=True)
+class DayFigures(Handoff):
+    """What a whole day holds, for its asset event: where its files are, and what its report counted."""
+
+    day: str
+    bucket: str
+    prefix: str
+    shops: int
+    variants: int
+    files: int
+    failed_shops: list[str] = field(default_factory=list)
+
+    def asset_extra(self) -> dict[str, Any]:
+        """Return the asset event's extra, in the keys README's "Downstream DAGs" documents."""
+        return {
+            "day": self.day,
+            "bucket": self.bucket,
+            "prefix": self.prefix,
+            "shops": self.shops,
+            "variants": self.variants,
+            "files": self.files,
+            "failedShops": list(self.failed_shops),
+        }
 
 
 def fit_label(text: str) -> str:

@@ -32,6 +32,7 @@ from include.statistics_export.event_rules import (
     shops_parameters,
     shops_rejected_events,
 )
+from include.statistics_export.handoffs import Handoff
 from include.statistics_export.report_schema import DIFFERENCES, OK, REJECTED_EVENTS, SHOP_ID
 from include.statistics_export.totals import METRICS, Totals
 
@@ -99,8 +100,8 @@ class EventTotals:
 
 
 @dataclass
-class ShopReconciliation:
-    """One shop's day seen four ways, and what differs."""
+class ShopReconciliation(Handoff):
+    """One shop's day seen four ways, and what differs (handed by the reconcile task to the report)."""
 
     shop_id: str
     day: date

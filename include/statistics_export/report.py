@@ -11,20 +11,16 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from include.statistics_export import pixel_health
 from include.statistics_export.currencies import cap_note
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopPlan, ShopRef, ShopUnit, UnitResult
+from include.statistics_export.reconcile import ShopReconciliation
 from include.statistics_export.report_schema import (
-    DIFFERENCES,
-    OK,
     PIXEL_HEALTH,
-    SHOP_ID,
     SUMMARY,
     RunReport,
     ShopFigures,
-    rejected_events,
 )
 
 # The figures of a batch summed into its shop's line (ShopFigures' fields of the same names).
@@ -57,7 +53,7 @@ def summarize_run(
     plans: Sequence[ShopPlan],
     batches: Sequence[BatchPlan],
     results: Sequence[BatchResult],
-    reconciliations: Sequence[dict[str, Any]] = (),
+    reconciliations: Sequence[ShopReconciliation] = (),
     reasons: dict[str, str] | None = None,
 ) -> RunReport:
     """Compare what was listed, planned, exported and reconciled; whatever is missing or differs failed.
@@ -98,12 +94,12 @@ def summarize_run(
         figures.catalog_note = plan.note or ""
         figures.revenue_cap_note = (cap_note(plan.batches[0].currency) if plan.batches else None) or ""
     report.per_shop = dict(per_shop)
-    for document in reconciliations:
-        shop_id = document[SHOP_ID]
-        report.reconciliation[shop_id] = document
-        report.rejected_events += rejected_events(document)
-        if not document[OK]:
-            report.failed_shops.setdefault(shop_id, "; ".join(document[DIFFERENCES]))
+    for reconciliation in reconciliations:
+        shop_id = reconciliation.shop_id
+        report.reconciliation[shop_id] = reconciliation.document()
+        report.rejected_events += sum(reconciliation.rejected_events.values())
+        if not reconciliation.ok:
+            report.failed_shops.setdefault(shop_id, "; ".join(reconciliation.differences))
     return report
 
 

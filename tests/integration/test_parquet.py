@@ -134,12 +134,12 @@ def test_reconciliation_fails_a_shop_whose_parquet_rows_differ(db, sandbox, conn
     results = [run_batch(b) for b in batches]
     shop_plan = ShopPlan("shop_s", "shop-s.myshopify.com", "pages", None, 2, batches)
     (good,) = tasks.reconcile_day(DAY, [shop_plan], results, current_settings())
-    assert good["ok"], good
+    assert good.ok, good.differences
     lost_one = Totals(2, 0, 0, 0, Decimal("0.00"))  # one impression lost on the way
     results[0] = replace(results[0], parquet_totals=lost_one)
     (bad,) = tasks.reconcile_day(DAY, [shop_plan], results, current_settings())
-    assert not bad["ok"]
-    assert any("the Parquet rows differ from the CSVs" in d for d in bad["differences"])
+    assert not bad.ok
+    assert any("the Parquet rows differ from the CSVs" in d for d in bad.differences)
 
 
 MONTH = [date(2026, 10, 1) + timedelta(days=n) for n in range(31)]

@@ -160,18 +160,18 @@ def test_one_query_serves_the_whole_fleet(db, fleet):
 
 def test_the_task_reports_and_logs_and_a_failed_read_never_raises(db, fleet, connections, caplog):
     section = tasks.check_pixel_health(DAY, fleet)
-    assert section["document"]["silentShops"] == ["silent (silent.example)"]
+    assert section.document["silentShops"] == ["silent (silent.example)"]
     assert any("Pixel health of 2026-11-21" in r.getMessage() for r in caplog.records)
 
-    report = tasks.add_report_sections(RunReport(date="2026-11-21", shops=4), {"pixelHealth": section})
+    report = tasks.add_report_sections(RunReport(date="2026-11-21", shops=4), [section])
     assert report.document()["pixelHealth"]["silentShops"] == ["silent (silent.example)"]
-    assert section["line"] in report.text()
+    assert section.line in report.text()
     assert not report.failed  # a silent pixel informs; it does not fail the day
 
     with db.cursor() as cur:
         cur.execute('ALTER TABLE "ABTest" RENAME TO "ABTestGone"')
     db.commit()
     broken = tasks.check_pixel_health(DAY, fleet)
-    assert broken["document"]["error"].startswith("Pixel health of 2026-11-21: not checked (UndefinedTable")
-    missing = tasks.add_report_sections(RunReport(date="2026-11-21", shops=4), {"pixelHealth": None})
+    assert broken.document["error"].startswith("Pixel health of 2026-11-21: not checked (UndefinedTable")
+    missing = tasks.add_report_sections(RunReport(date="2026-11-21", shops=4), [])
     assert missing.document()["pixelHealth"]["error"] == "its task did not finish" and not missing.failed

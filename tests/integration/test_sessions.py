@@ -11,7 +11,7 @@ from include.statistics_export.shops import shop_credentials
 
 
 def link(shop_ids=None) -> dict:
-    return tasks.link_unlinked_sessions(current_settings(), shop_ids)["document"]
+    return tasks.link_unlinked_sessions(current_settings(), shop_ids).document
 
 
 def sessions(db) -> list[tuple]:
@@ -74,9 +74,9 @@ def test_a_revoked_candidate_token_is_reported_not_linked(db, sandbox, connectio
 
     section = tasks.link_unlinked_sessions(current_settings(), None)
 
-    assert section["document"]["linked"] == []
-    assert [entry["shops"] for entry in section["document"]["revoked"]] == [["shop_gone (shop-gone.myshopify.com)"]]
-    assert "revoked tokens 1: shop_gone (shop-gone.myshopify.com)" in section["line"]
+    assert section.document["linked"] == []
+    assert [entry["shops"] for entry in section.document["revoked"]] == [["shop_gone (shop-gone.myshopify.com)"]]
+    assert "revoked tokens 1: shop_gone (shop-gone.myshopify.com)" in section.line
     assert shop.access_token not in repr(section)  # the report names the shop, never the token
     assert [row[2] for row in sessions(db)] == [None]
 
@@ -141,4 +141,4 @@ def test_a_database_refusal_never_raises(db, sandbox, connections):
         cur.execute('ALTER TABLE "Session" RENAME TO "SessionGone"')
     db.commit()
     section = tasks.link_unlinked_sessions(current_settings(), None)
-    assert section["document"]["error"].startswith("Session links: not done (UndefinedTable")
+    assert section.document["error"].startswith("Session links: not done (UndefinedTable")

@@ -236,14 +236,14 @@ def test_the_census_counts_expiring_and_non_expiring_tokens_and_names_the_public
 
     section = tasks.census_tokens()
 
-    assert section["document"] == {
+    assert section.document == {
         "expiring": 2,
         "nonExpiring": 2,
         "nonExpiringPublic": ["shop_c"],
         "deadline": "2027-01-01",
     }
-    assert "migrate (1): shop_c" in section["line"]
-    assert tasks.census_tokens(["shop_a"])["document"]["expiring"] == 1
+    assert "migrate (1): shop_c" in section.line
+    assert tasks.census_tokens(["shop_a"]).document["expiring"] == 1
 
 
 def test_the_migration_dry_run_lists_exactly_the_public_non_expiring_shops_and_a_real_run_migrates_them(
@@ -276,7 +276,7 @@ def test_the_migration_dry_run_lists_exactly_the_public_non_expiring_shops_and_a
 def test_an_unlinked_session_whose_token_expired_is_linked_by_its_shop_without_being_asked(db, sandbox, connections):
     register_shop(db, sandbox, SHOP, [product(1)], expires=an_hour_ago(), linked=False)
 
-    document = tasks.link_unlinked_sessions(current_settings())["document"]
+    document = tasks.link_unlinked_sessions(current_settings()).document
 
     assert [(item["shop"], item["matchedBy"]) for item in document["linked"]] == [
         (f"{SHOP} ({DOMAIN})", "session shop")

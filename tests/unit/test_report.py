@@ -5,8 +5,10 @@ from datetime import date
 
 from include.statistics_export.handoffs import BatchPlan, BatchResult, ShopPlan, ShopRef, ShopUnit, UnitResult
 from include.statistics_export.keys import report_key
+from include.statistics_export.reconcile import ShopReconciliation
 from include.statistics_export.report import FailureSteps, collect_failures, merge_into_day, summarize_run
 from include.statistics_export.report_schema import RunReport, ShopFigures, ShopSize
+from include.statistics_export.totals import Totals
 
 SHOPS = [ShopRef("a", "a.example"), ShopRef("b", "b.example"), ShopRef("c", "c.example")]
 
@@ -59,11 +61,16 @@ def test_a_complete_run_is_not_failed():
     assert report.text().startswith("Export of 2026-11-21: 3 shop(s), 1 products, 2 variants")
 
 
+def reconciliation(shop_id: str, **found) -> ShopReconciliation:
+    """A shop's reconciliation of 2026-11-21 (agreeing unless ``differences`` are given)."""
+    return ShopReconciliation(shop_id, date(2026, 11, 21), 2, Totals(), Totals(), Totals(), Totals(), **found)
+
+
 def test_a_reconciliation_difference_fails_its_shop_and_rejected_events_are_counted():
     plans = [shop_plan("a", "bulk"), shop_plan("b", "pages")]
     reconciliations = [
-        {"shopId": "a", "ok": True, "differences": [], "rejectedEvents": {"malformed_variant_id": 2, "future": 1}},
-        {"shopId": "b", "ok": False, "differences": ["Shop b on 2026-11-21: orders differ: files 3, rows 2"]},
+        reconciliation("a", rejected_events={"malformed_variant_id": 2, "future": 1}),
+        reconciliation("b", differences=["Shop b on 2026-11-21: orders differ: files 3, rows 2"]),
     ]
     shops = SHOPS[:2]
     report = summarize_run("2026-11-21", shops, plans, [], [result("a", 1, 2)], reconciliations)
@@ -80,9 +87,7 @@ def day_of(*shops: tuple[str, int, bool]) -> RunReport:
     refs = [ShopRef(shop_id, f"{shop_id}.example") for shop_id, _, _ in shops]
     plans = [ShopPlan(s, f"{s}.example", "pages", None, v, [batch(s, 1, 1)]) for s, v, _ in shops]
     results = [result(s, 1, v) for s, v, failed in shops if not failed]
-    reconciliations = [
-        {"shopId": s, "ok": True, "rejectedEvents": {"future_timestamp": 1}} for s, _, f in shops if not f
-    ]
+    reconciliations = [reconciliation(s, rejected_events={"future_timestamp": 1}) for s, _, f in shops if not f]
     report = summarize_run("2026-11-21", refs, plans, [b for p in plans for b in p.batches], results, reconciliations)
     report.shop_sizes = {s: ShopSize(1, v) for s, v, failed in shops if not failed}
     return report

@@ -18,15 +18,17 @@ from include.statistics_export.errors import (
 )
 from include.statistics_export.handoffs import (
     BatchResult,
+    DayFigures,
     FleetPlan,
+    ReportSection,
     ShopPlan,
     ShopRef,
 )
 from include.statistics_export.keys import EXPORTS_ROOT, report_key
 from include.statistics_export.pixel_health import PixelHealth, pixel_health
-from include.statistics_export.reconcile import ShopCheck, reconcile_shops
+from include.statistics_export.reconcile import ShopCheck, ShopReconciliation, reconcile_shops
 from include.statistics_export.report import merge_into_day, summarize_run
-from include.statistics_export.report_schema import RunReport
+from include.statistics_export.report_schema import PIXEL_HEALTH, SESSION_LINKS, TOKENS, RunReport
 from include.statistics_export.settings import Settings
 from include.statistics_export.shop_sizes import store_sizes
 from include.statistics_export.staging import clean_staging
@@ -40,10 +42,13 @@ from include.statistics_export.totals import sum_totals
 
 log = logging.getLogger(__name__)
 
+# The informative sections every day's report holds (each noted as not finished when its task failed).
+REPORT_SECTIONS = (SESSION_LINKS, TOKENS, PIXEL_HEALTH)
+
 
 def reconcile_day(
     day: date, plans: Sequence[ShopPlan], results: Sequence[BatchResult], settings: Settings
-) -> list[dict[str, Any]]:
+) -> list[ShopReconciliation]:
     """Reconcile every shop whose batches all finished: files, rows, events and catalog must agree.
 
     A product deleted from Shopify during the run leaves the planned variant count behind: such a shop's
@@ -68,29 +73,30 @@ def reconcile_day(
     for reconciliation in reconciliations:
         for difference in reconciliation.differences:
             log.error("%s", difference)
-    return [reconciliation.document() for reconciliation in reconciliations]
+    return reconciliations
 
 
-def check_pixel_health(day: date, shops: Sequence[ShopRef]) -> dict[str, Any]:
-    """Read every listed shop's pixel health for the day and log it; never raise (it only informs).
-
-    Returns the report section: ``{"document": ..., "line": ...}`` (the line is what the log shows).
-    """
+def check_pixel_health(day: date, shops: Sequence[ShopRef]) -> ReportSection:
+    """Read every listed shop's pixel health for the day and log it; never raise (it only informs)."""
 
     def read() -> PixelHealth:
         with app_db() as conn:
             return pixel_health(conn, shops, day)
 
-    return report_section(f"Pixel health of {day}: not checked", read, lambda health: bool(health.silent))
+    return report_section(PIXEL_HEALTH, f"Pixel health of {day}: not checked", read, lambda health: bool(health.silent))
 
 
-def add_report_sections(report: RunReport, sections: dict[str, dict[str, Any] | None]) -> RunReport:
-    """Add the informative sections (pixel health, session links) to the day's report; a missing one
-    (its task failed) is noted as such."""
-    for name, section in sections.items():
-        if section is None:
-            section = {"document": {"error": "its task did not finish"}, "line": f"{name}: its task did not finish"}
-        report.add_section(name, section["document"], section["line"])
+def add_report_sections(
+    report: RunReport, sections: Sequence[ReportSection], expected: Sequence[str] = REPORT_SECTIONS
+) -> RunReport:
+    """Add the informative sections (session links, tokens, pixel health) to the day's report; an expected one
+    that is missing (its task failed) is noted as such."""
+    given = {section.name: section for section in sections}
+    for name in expected:
+        section = given.get(name) or ReportSection(
+            name, {"error": "its task did not finish"}, f"{name}: its task did not finish"
+        )
+        report.add_section(name, section.document, section.line)
     return report
 
 
@@ -117,13 +123,13 @@ def report_day(
     fleet_plan: FleetPlan | None,
     plans: Sequence[ShopPlan],
     results: Sequence[BatchResult],
-    reconciliations: Sequence[dict[str, Any]] | None,
-    sections: dict[str, dict[str, Any] | None],
+    reconciliations: Sequence[ShopReconciliation] | None,
+    sections: Sequence[ReportSection],
     writer: DayWriter,
     ti: Any,
     shop_ids: Sequence[str] | None = None,
     product_ids: Sequence[str] | None = None,
-) -> dict[str, Any]:
+) -> DayFigures:
     """Report the day from what every task of the run handed over, whatever happened upstream, and fail it unless
     it is whole (``finish_day``).
 
@@ -174,7 +180,7 @@ def write_report(report: RunReport) -> str:
     return key
 
 
-def finish_day(report: RunReport, writer: DayWriter) -> dict[str, Any]:
+def finish_day(report: RunReport, writer: DayWriter) -> DayFigures:
     """Log and write the day's report; raise DayFailed naming every failed shop if any failed, else return the
     day's figures for its asset event (the report itself is in the bucket: megabytes have no place in an XCom)."""
     log.info(report.text())
@@ -187,17 +193,17 @@ def finish_day(report: RunReport, writer: DayWriter) -> dict[str, Any]:
     return exports_asset_extra(report)
 
 
-def exports_asset_extra(report: RunReport) -> dict[str, Any]:
-    """Return the extra of the day's asset event: where the files are and what the day's report counted."""
-    return {
-        "day": report.date,
-        "bucket": R2Hook().bucket,
-        "prefix": EXPORTS_ROOT,
-        "shops": report.shops,
-        "variants": report.variants,
-        "files": report.files,
-        "failedShops": sorted(report.failed_shops),
-    }
+def exports_asset_extra(report: RunReport) -> DayFigures:
+    """Return what the day's asset event tells: where the files are and what the day's report counted."""
+    return DayFigures(
+        report.date,
+        R2Hook().bucket,
+        EXPORTS_ROOT,
+        report.shops,
+        report.variants,
+        report.files,
+        sorted(report.failed_shops),
+    )
 
 
 def clean_day_staging(writer: DayWriter) -> int:

@@ -18,10 +18,11 @@ from include.statistics_export.connections import app_db
 from include.statistics_export.day_claims import Claim, DayWriter, check_writer, claim_day
 from include.statistics_export.handoffs import (
     FleetPlan,
+    ReportSection,
     ShopRef,
 )
 from include.statistics_export.keys import RUNS_PREFIX, report_key
-from include.statistics_export.report_schema import RunReport, ShopSize
+from include.statistics_export.report_schema import SESSION_LINKS, TOKENS, RunReport, ShopSize
 from include.statistics_export.sessions import SessionLinks, TokenAnswer, link_sessions
 from include.statistics_export.settings import Settings
 from include.statistics_export.shop_sizes import nearest_sizes
@@ -52,24 +53,25 @@ class Section(Protocol):
 S = TypeVar("S", bound=Section)
 
 
-def report_section(not_done: str, read: Callable[[], S], flagged: Callable[[S], bool]) -> dict[str, Any]:
-    """Read an informative section of the day's report and log its line (a warning when it flags something).
+def report_section(name: str, not_done: str, read: Callable[[], S], flagged: Callable[[S], bool]) -> ReportSection:
+    """Read the informative section ``name`` of the day's report and log its line (a warning when it flags
+    something).
 
     It never raises: a read that failed must not fail the export, and the section says so instead (``not_done``
-    begins its line). Returns the report section: ``{"document": ..., "line": ...}``.
+    begins its line).
     """
     try:
         found = read()
     except Exception as exc:  # e.g. the role lacks a grant: the report says so, the export goes on
         line = f"{not_done} ({type(exc).__name__}: {str(exc).splitlines()[0][:300]})"
         log.warning("%s", line)
-        return {"document": {"error": line}, "line": line}
+        return ReportSection(name, {"error": line}, line)
     line = found.text()
     (log.warning if flagged(found) else log.info)("%s", line)
-    return {"document": found.document(), "line": line}
+    return ReportSection(name, found.document(), line)
 
 
-def link_unlinked_sessions(settings: Settings, shop_ids: Sequence[str] | None = None) -> dict[str, Any]:
+def link_unlinked_sessions(settings: Settings, shop_ids: Sequence[str] | None = None) -> ReportSection:
     """Link the sessions of shops that have no usable linked session; never raise (the shops' own tasks
     fail, naming the missing session, if nothing could be linked). Returns the report section."""
 
@@ -78,13 +80,14 @@ def link_unlinked_sessions(settings: Settings, shop_ids: Sequence[str] | None = 
             return link_sessions(conn, ask_token_shop, shop_ids=list(shop_ids) if shop_ids else None, pool=pool)
 
     return report_section(
+        SESSION_LINKS,
         "Session links: not done",
         link,
         lambda links: bool(links.revoked or links.ambiguous or links.no_match or links.unanswered),
     )
 
 
-def census_tokens(shop_ids: Sequence[str] | None = None) -> dict[str, Any]:
+def census_tokens(shop_ids: Sequence[str] | None = None) -> ReportSection:
     """Count the active shops on expiring and on non-expiring offline tokens, naming the PUBLIC ones Shopify will
     refuse from 2027-01-01; never raise (it only informs). Returns the report section."""
 
@@ -92,7 +95,7 @@ def census_tokens(shop_ids: Sequence[str] | None = None) -> dict[str, Any]:
         with app_db() as conn:
             return token_census(conn, list(shop_ids) if shop_ids else None)
 
-    return report_section("Tokens: not counted", count, lambda census: bool(census.non_expiring_public))
+    return report_section(TOKENS, "Tokens: not counted", count, lambda census: bool(census.non_expiring_public))
 
 
 def list_active_shops(shop_ids: Sequence[str] | None = None) -> list[ShopRef]:
