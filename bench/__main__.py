@@ -20,7 +20,7 @@ from bench.floor import FLOOR_CONNECTIONS, image_floor, object_sizes, put_floor,
 from bench.ours import batch_pool, run_export
 from bench.query_plan import explain_metrics
 from bench.second_day import day_events, run_second_day
-from bench.stack import STORES, cores_floor, cpu_delta, cpu_snapshot, running_stack
+from bench.stack import STORES, cores_floor, cpu_delta, cpu_snapshot, in_flight_peak, running_stack
 from bench.world import SHOP_DOMAIN, SHOP_ID, build_world, seed_events, seed_shop
 
 BUCKET = "bench"
@@ -42,8 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--store-latency",
         type=float,
         default=0.0,
-        help="seconds a proxy in front of the store adds to every request (default 0: no proxy; the Python proxy "
-        "itself caps the store at about 560 requests/s)",
+        help="seconds a proxy in front of the store adds to every request (default 0: no proxy; bench/latency_proxy.py, "
+        "an asyncio proxy: its own cap is in bench/README.md)",
     )
     p.add_argument("--batch-parallelism", type=int, default=2, help="batch processes at a time (2: a 2-core worker)")
     p.add_argument(
@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=Settings().concurrency,
         help="threads per batch (STATISTICS_EXPORT_CONCURRENCY)",
+    )
+    p.add_argument(
+        "--store-in-flight",
+        type=int,
+        default=Settings().store_in_flight,
+        help="requests to the store in flight per batch process (STATISTICS_EXPORT_STORE_IN_FLIGHT)",
     )
     p.add_argument("--batch-variants", type=int, default=500, help="variants per batch")
     p.add_argument("--bulk-threshold", type=int, default=None, help="products from which bulk is used (default: ours)")
@@ -82,7 +88,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # The other settings keep their defaults (the image limits and revenue cap do not bound the bench).
     threshold = {} if args.bulk_threshold is None else {"bulk_threshold": args.bulk_threshold}
-    settings = Settings(batch_variants=args.batch_variants, concurrency=args.concurrency, **threshold)
+    settings = Settings(
+        batch_variants=args.batch_variants,
+        concurrency=args.concurrency,
+        store_in_flight=args.store_in_flight,
+        **threshold,
+    )
     # The first day is the day before yesterday, so that the second day (the same shop the next day) is yesterday,
     # a whole day as a daily run exports.
     day = (datetime.now(timezone.utc) - timedelta(days=2)).date()
@@ -120,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         stack.callback(pool.shutdown)
         services.sandbox.call("reset_stats")
         puts_before = services.proxy.call("count", "PUT") if services.proxy else 0
+        peak = in_flight_peak(services)  # the proxy's count of requests in flight at once, from here
 
         shop = ShopRef(SHOP_ID, SHOP_DOMAIN)
         cpu_before = cpu_snapshot(services)
         ours = run_export(shop, day, settings, poll_interval=args.poll_interval, pool=pool)
         cpu = cpu_delta(cpu_before, cpu_snapshot(services))
+        export_in_flight = peak()
         shopify = services.sandbox.call("stats", SHOP_DOMAIN)
         sizes = object_sizes(services.store_address, BUCKET)
         # Without a proxy counting requests: one PUT per object written (a first run into an empty bucket).
@@ -147,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"the export wrote {ours.variants} variants, the shop has {world.variants}")
 
         floor_cpu_before, floor_client_cpu = cpu_snapshot(services), time.process_time()
+        peak = in_flight_peak(services)
         floor_puts = put_floor(sizes)
+        floor_in_flight = peak()
         floor_client_cpu = time.process_time() - floor_client_cpu
         floor_cpu = cpu_delta(floor_cpu_before, cpu_snapshot(services))
         floor_throttle = throttle_floor(shopify["cost_charged"], world.shop.restore_rate)
@@ -158,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
             f"throttle {floor_throttle:.2f} s; {ours.images} images ({image_bytes} bytes) downloaded again with "
             f"{args.batch_parallelism * args.concurrency} threads in {floor_images:.2f} s"
         )
+        if services.proxy:
+            log(
+                f"Store requests in flight at most: {export_in_flight} during our export, {floor_in_flight} in the floor"
+            )
 
         plan = explain_metrics(app_db_url, SHOP_ID, [str(v) for v in world.variant_ids[: args.batch_variants]], day)
         log(f"Metrics query, {plan['variants']} variants: {plan['warm_ms']} ms warm ({plan['cold_ms']} ms cold)")
@@ -232,6 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             "batches": ours.batches,
             "batch_parallelism": args.batch_parallelism,
             "concurrency": args.concurrency,
+            "store_in_flight": args.store_in_flight,
+            "in_flight_peak": export_in_flight,
+            "floor_in_flight_peak": floor_in_flight,
             "plan_seconds": ours.plan_seconds,
             "bulk_wait_seconds": ours.bulk_wait_seconds,
             "batch_seconds_max": max(ours.batch_seconds, default=0.0),

@@ -13,7 +13,7 @@ from typing import Any
 
 from bench.floor import object_sizes
 from bench.ours import run_export
-from bench.stack import Stack, cores_floor, cpu_delta, cpu_snapshot
+from bench.stack import Stack, cores_floor, cpu_delta, cpu_snapshot, in_flight_peak
 from bench.world import EVENT_DAYS, SHOP_DOMAIN, BenchWorld, seed_events
 from include.statistics_export.handoffs import ShopRef
 from include.statistics_export.settings import Settings
@@ -63,9 +63,11 @@ def run_second_day(
     services.sandbox.call("reset_stats")
     objects_before = len(object_sizes(services.store_address, bucket))
     puts_before = services.proxy.call("count", "PUT") if services.proxy else 0
+    peak = in_flight_peak(services)
 
     cpu_before = cpu_snapshot(services)
     run = run_export(shop, second_day, settings, poll_interval=poll_interval, pool=pool)
+    export_in_flight = peak()
     cpu = cpu_delta(cpu_before, cpu_snapshot(services))
     shopify = services.sandbox.call("stats", SHOP_DOMAIN)
     # New keys only (the day's files and Parquet parts); an object rewritten under an existing key is not counted.
@@ -89,6 +91,7 @@ def run_second_day(
         "parquet_parts_written": run.parquet_parts_written,
         "objects_written": objects_written,
         "puts": puts,
+        "in_flight_peak": export_in_flight,
         "events": events,
         "variants_with_other_numbers": row[0] if row else 0,
         "phases": {name: {"wall_s": wall, "cpu_s": spent} for name, (wall, spent) in run.phases.items()},

@@ -2,7 +2,8 @@
 
 A served object lives in a child process; the parent calls its methods over a pipe (``RemoteService.call``).
 The store is SeaweedFS (``weed mini``, a Go process of its own) or, with ``--store moto``, moto as before;
-with a store latency, the project's fault proxy sits in front of it adding that latency to every request.
+with a store latency, the bench's asyncio latency proxy (``bench.latency_proxy``) sits in front of it adding that
+latency to every request.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Callable, Iterator
+
+from bench.latency_proxy import AsyncLatencyProxy as LatencyProxy
 
 SPAWN = multiprocessing.get_context("spawn")
 
@@ -117,22 +120,6 @@ class MotoService:
         self.server.stop()
 
 
-class LatencyProxy:
-    """The project's FaultProxy in front of the store, adding a fixed latency to every request (R2 from a cloud worker)."""
-
-    def __init__(self, upstream: str, latency: float) -> None:
-        from local_stack.fault_proxy import FaultProxy
-
-        self.proxy = FaultProxy(upstream, latency_seconds=latency).start()
-        self.address = self.proxy.endpoint
-
-    def count(self, method: str | None = None) -> int:
-        return self.proxy.count(method)
-
-    def stop(self) -> None:
-        self.proxy.stop()
-
-
 @dataclass
 class Stack:
     """The running servers: the sandbox, the store, and the latency proxy in front of it (None: no latency)."""
@@ -174,6 +161,16 @@ def running_stack(shops, shopify_latency: float, store_latency: float, store: st
             proxy = RemoteService(LatencyProxy, address, store_latency)
             stack.callback(proxy.stop)
         yield Stack(sandbox, store, address, proxy, moto_pid)
+
+
+def in_flight_peak(stack: Stack) -> Callable[[], int | None]:
+    """Start watching the most store requests in flight at once (the latency proxy counts them); return what
+    reads it since then (None without a proxy: nothing counts them)."""
+    if stack.proxy is None:
+        return lambda: None
+    proxy = stack.proxy
+    proxy.call("reset_peak")
+    return lambda: proxy.call("peak")
 
 
 def cpu_snapshot(stack: Stack) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The export's connections, opened from Airflow's: the app's database (``app_db``), a shop's Shopify hook
-with the token of its linked session, refreshed when it has expired (``tokens``), and the image CDN's hook. Every task module opens them
-from here."""
+with the token of its linked session, refreshed when it has expired (``tokens``), the image CDN's hook and the
+export's R2 hook. Every task module opens them from here."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import psycopg
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from export_hooks.image_cdn import ImageCdnHook, ImageRules
+from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyConnection, ShopifyHook
 from export_hooks.shopify_tokens import IssuedTokens, ShopifyTokenEndpoint
 from include.statistics_export import settings as settings_table
@@ -101,3 +102,9 @@ def image_source(config: settings_table.Settings) -> ImageCdnHook:
         cap_setting=settings_table.IMAGE_MAX_BYTES.env,
     )
     return ImageCdnHook(rules, config.concurrency)
+
+
+def object_store(config: settings_table.Settings) -> R2Hook:
+    """Return the R2 hook of a batch: ``config.store_in_flight`` writes in flight, ``config.concurrency`` pooled
+    connections for the threads that list and read."""
+    return R2Hook(max_pool_connections=config.concurrency, max_in_flight=config.store_in_flight)

@@ -7,6 +7,7 @@ The hooks (plugins/export_hooks) implement these; the logic never reaches past t
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, wait
 from datetime import datetime
 from typing import Any, BinaryIO, Protocol
 
@@ -49,6 +50,11 @@ class ObjectStore(Protocol):
         """Write one object."""
         ...
 
+    def start_put(self, key: str, body: bytes, content_type: str) -> Future[None]:
+        """Start writing one object and return at once; the future is done when it is written (or raises why
+        not). The store bounds how many writes are in flight; none holds a thread while it waits."""
+        ...
+
     def object_url(self, key: str) -> str:
         """Return the URL the files and rows show for an object."""
         ...
@@ -72,6 +78,14 @@ class ObjectStore(Protocol):
     def delete_keys(self, keys: Sequence[str]) -> None:
         """Delete these objects."""
         ...
+
+
+def finish_writes(writes: Sequence[Future[None]]) -> None:
+    """Wait for every write started, then raise the first that failed (in the order they were started): none is
+    left in flight behind an error."""
+    wait(writes)
+    for write in writes:
+        write.result()
 
 
 class ImageSource(Protocol):

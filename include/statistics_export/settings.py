@@ -112,7 +112,11 @@ BATCH_VARIANTS = Setting(
 )  # fmt: skip
 CONCURRENCY = Setting(
     "STATISTICS_EXPORT_CONCURRENCY", "16", _positive_int, "a whole number above 0",
-    "threads (and pooled HTTP connections) per batch for image copies and uploads",
+    "threads (and pooled HTTP connections) per batch for image downloads and Parquet parts",
+)  # fmt: skip
+STORE_IN_FLIGHT = Setting(
+    "STATISTICS_EXPORT_STORE_IN_FLIGHT", "64", _positive_int, "a whole number above 0",
+    "requests to R2 in flight at once per batch process: uploads and image copies wait for R2 without a thread each",
 )  # fmt: skip
 BULK_THRESHOLD = Setting(
     "STATISTICS_EXPORT_BULK_THRESHOLD", "150", _positive_int, "a whole number above 0",
@@ -180,6 +184,7 @@ FIELDS: dict[str, Setting[Any]] = {
     "start_date": START_DATE,
     "batch_variants": BATCH_VARIANTS,
     "concurrency": CONCURRENCY,
+    "store_in_flight": STORE_IN_FLIGHT,
     "bulk_threshold": BULK_THRESHOLD,
     "bulk_poll_seconds": BULK_POLL_SECONDS,
     "image_max_bytes": IMAGE_MAX_BYTES,
@@ -204,6 +209,7 @@ class Settings:
     start_date: date = START_DATE.parse(START_DATE.default)
     batch_variants: int = BATCH_VARIANTS.parse(BATCH_VARIANTS.default)
     concurrency: int = CONCURRENCY.parse(CONCURRENCY.default)
+    store_in_flight: int = STORE_IN_FLIGHT.parse(STORE_IN_FLIGHT.default)
     bulk_threshold: int = BULK_THRESHOLD.parse(BULK_THRESHOLD.default)
     bulk_poll_seconds: float = BULK_POLL_SECONDS.parse(BULK_POLL_SECONDS.default)
     image_max_bytes: int = IMAGE_MAX_BYTES.parse(IMAGE_MAX_BYTES.default)

@@ -5,13 +5,21 @@ The hot path (every object PUT, the staged catalogs' GETs, and the listings: one
 per small shop of a packed unit) goes through obstore's S3Store, a Rust client spending about a tenth of
 boto3's CPU per request; it is built from the same connection, read by S3Hook. Deleting and presigning (a
 few requests a day) stay on boto3.
+
+Writes wait without a thread each: R2 answers tens of milliseconds later, so a worker is bound by how many
+requests it keeps in flight, not by its CPU. Every PUT is a coroutine (obstore's async API) on one event loop
+per process, at most ``max_in_flight`` of a hook's at once; :meth:`R2Hook.start_put` hands back a future at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -52,6 +60,10 @@ _STATUS = re.compile(r"status code: (\d{3})")
 _RETRIES = re.compile(r"\bretries: (\d+)")
 
 
+# Writes a hook keeps in flight unless told otherwise (the export sets STATISTICS_EXPORT_STORE_IN_FLIGHT).
+DEFAULT_MAX_IN_FLIGHT = 64
+
+
 class R2WriteError(TransientError):
     """An object could not be written to R2, after the client's retries."""
 
@@ -71,7 +83,7 @@ def _retries_of(retries: dict[str, Any]) -> int:
     return max(0, int(retries.get("max_attempts", 0)))  # botocore's max_attempts counts the retries only
 
 
-def _answer_of(exc: ObstoreError) -> tuple[str, str, int]:
+def _answer_of(exc: Exception) -> tuple[str, str, int]:
     """Return (code, message, attempts) of a failed obstore request, from its text (never the text itself:
     S3 echoes the access key id in some error bodies)."""
     text = str(exc)
@@ -96,20 +108,32 @@ class R2Hook(S3Hook):
     "max_attempts": 8}, "read_timeout": 30}``).
 
     :param r2_conn_id: the Airflow connection id.
-    :param max_pool_connections: HTTP connections the client keeps; size it to the thread pool using it.
+    :param max_pool_connections: HTTP connections the boto3 client keeps; size it to the thread pool using it.
+    :param max_in_flight: the most writes of this hook in flight at once (each holds a connection, no thread).
     """
 
     conn_name_attr = "r2_conn_id"
     default_conn_name = "r2_default"
     hook_name = "Cloudflare R2"
 
-    def __init__(self, r2_conn_id: str = default_conn_name, *, max_pool_connections: int = 10, **kwargs: Any):
+    def __init__(
+        self,
+        r2_conn_id: str = default_conn_name,
+        *,
+        max_pool_connections: int = 10,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        **kwargs: Any,
+    ):
         if max_pool_connections < 1:
             raise ValueError(f"max_pool_connections must be at least 1, got {max_pool_connections}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
         # No explicit config here: the provider then reads config_kwargs from the extra, merged in `config`.
         super().__init__(aws_conn_id=r2_conn_id, **kwargs)
         self.r2_conn_id = r2_conn_id
         self.max_pool_connections = max_pool_connections
+        self.max_in_flight = max_in_flight
+        self._gate = asyncio.Semaphore(max_in_flight)  # bound to the writes' loop at its first use
         self._refusal: str | None = None
 
     @property
@@ -173,7 +197,8 @@ class R2Hook(S3Hook):
             "connect_timeout": timedelta(seconds=float(config.connect_timeout)),
             "read_timeout": timedelta(seconds=read_timeout),
             "timeout": timedelta(seconds=TOTAL_TIMEOUT_READ_TIMEOUTS * read_timeout),
-            "pool_max_idle_per_host": str(self.max_pool_connections),
+            # Every write in flight keeps its connection for the next one.
+            "pool_max_idle_per_host": str(max(self.max_pool_connections, self.max_in_flight)),
         }
         if urlsplit(self._endpoint_url).scheme == "http":
             client_options["allow_http"] = True
@@ -257,6 +282,21 @@ class R2Hook(S3Hook):
         return f"{self._endpoint_url}/{self.bucket}/{key}"
 
     def put_object(self, key: str, body: bytes, content_type: str) -> None:
+        """Write one object and wait for it (see :meth:`put_object_async`)."""
+        self.start_put(key, body, content_type).result()
+
+    def start_put(self, key: str, body: bytes, content_type: str) -> Future[None]:
+        """Start writing one object and return at once: the future is done when the object is written, or
+        raises as :meth:`put_object_async` does. At most ``max_in_flight`` of this hook's writes are in flight
+        at once, on the process's one event loop of writes; waiting for R2 holds no thread."""
+        self.store  # noqa: B018 - built here, in the caller's thread: it reads the connection and the credentials
+        return asyncio.run_coroutine_threadsafe(self._gated_put(key, body, content_type), _writes_loop())
+
+    async def _gated_put(self, key: str, body: bytes, content_type: str) -> None:
+        async with self._gate:
+            await self.put_object_async(key, body, content_type)
+
+    async def put_object_async(self, key: str, body: bytes, content_type: str) -> None:
         """Write one object (no ACL, no tagging, no KMS, no checksum header: R2 implements none of them).
 
         5xx, SlowDown, timeouts and dropped connections are retried with backoff by the client (the
@@ -267,11 +307,11 @@ class R2Hook(S3Hook):
             # Once R2 has refused the credentials, the batch's other writes would only be refused too.
             raise R2CredentialsError(self._refusal)
         try:
-            obstore.put(self.store, key, body, attributes={"Content-Type": content_type})
-        except ObstoreError as exc:
+            await obstore.put_async(self.store, key, body, attributes={"Content-Type": content_type})
+        except (ObstoreError, FileNotFoundError) as exc:  # obstore's NotFoundError (no such bucket) is only the latter
             raise self._failure(exc, key, writing=True) from None
 
-    def _failure(self, exc: ObstoreError, key: str, *, writing: bool) -> ExportError:
+    def _failure(self, exc: Exception, key: str, *, writing: bool) -> ExportError:
         """Return the error to raise for a request that failed after the client's retries.
 
         :class:`R2CredentialsError` (remembered, so the hook's later writes fail without a request) when R2
@@ -292,3 +332,26 @@ class R2Hook(S3Hook):
             f"{verb} {key!r} {direction} R2 bucket {self.bucket!r} (connection {self.r2_conn_id!r}) failed "
             f"after {attempts} attempt(s): {code}: {message}"
         )
+
+
+# The event loop every write of this process awaits on, in a thread of its own; a forked child starts its own.
+_loop: asyncio.AbstractEventLoop | None = None
+_loop_lock = threading.Lock()
+
+
+def _writes_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    with _loop_lock:
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+            threading.Thread(target=_loop.run_forever, name="r2-writes", daemon=True).start()
+        return _loop
+
+
+def _forget_loop() -> None:
+    # A forked child has the parent's loop object but not its thread: it would wait forever on it.
+    global _loop, _loop_lock
+    _loop, _loop_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_loop)

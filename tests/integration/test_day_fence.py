@@ -6,6 +6,7 @@ runs (``tasks.export_product_batch``, ``tasks.claim_export_day``).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
@@ -51,15 +52,15 @@ def test_a_run_that_lost_the_day_by_hand_mid_upload_never_leaves_its_bytes_under
 
     # Run A's uploads stop in flight at its first export file, until the test lets them go.
     in_flight, release = threading.Event(), threading.Event()
-    real_put = R2Hook.put_object
+    real_put = R2Hook.put_object_async
 
-    def put_object(hook, key, body, content_type):
+    async def put_object_async(hook, key, body, content_type):
         if key.startswith(EXPORTS) and not release.is_set():
             in_flight.set()
-            release.wait(30)
-        return real_put(hook, key, body, content_type)
+            await asyncio.to_thread(release.wait, 30)
+        await real_put(hook, key, body, content_type)
 
-    monkeypatch.setattr(R2Hook, "put_object", put_object)
+    monkeypatch.setattr(R2Hook, "put_object_async", put_object_async)
     outcome: dict = {}
     run_a = threading.Thread(target=lambda: outcome.update(a=_run(batch, "run_a")), daemon=True)
     run_a.start()
@@ -99,9 +100,9 @@ def test_no_transaction_stays_open_across_a_batchs_downloads_and_uploads(db, san
     assert tasks.claim_export_day(DayWriter(DAY, "run_a"), lambda run: False).held
     (batch,) = _plan_as(db, "run_a")
     seen: list[tuple[str, int]] = []
-    real_put = R2Hook.put_object
+    real_put = R2Hook.put_object_async
 
-    def put_object(hook, key, body, content_type):
+    async def put_object_async(hook, key, body, content_type):
         # At every object written (image copies, files, the Parquet part), the export's sessions of this
         # database: none may be inside a transaction (idle in transaction, or running a statement in one).
         with psycopg.connect(connections.app_db_url, autocommit=True, application_name="watcher") as watcher:
@@ -111,12 +112,12 @@ def test_no_transaction_stays_open_across_a_batchs_downloads_and_uploads(db, san
                 "AND application_name NOT IN ('pytest-db', 'watcher')"
             ).fetchall()
         seen.append((key, open_transactions))
-        return real_put(hook, key, body, content_type)
+        await real_put(hook, key, body, content_type)
 
     with db.cursor() as cur:
         cur.execute("SET application_name = 'pytest-db'")
     db.commit()
-    monkeypatch.setattr(R2Hook, "put_object", put_object)
+    monkeypatch.setattr(R2Hook, "put_object_async", put_object_async)
     result = tasks.export_product_batch(batch, current_settings(), "run_a")
 
     assert result.variants == 6 and result.images_backed_up == 6

@@ -10,7 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from export_hooks.r2 import R2Hook
+from export_hooks.r2 import R2Hook, R2WriteError
+from include.statistics_export.protocols import finish_writes
 from local_stack.services import Endpoints, connection_env, s3_client
 
 FORBIDDEN_HEADER_PREFIXES = ("x-amz-checksum-", "x-amz-sdk-checksum", "x-amz-acl", "x-amz-tagging", "x-amz-server-side")
@@ -29,7 +30,7 @@ def test_the_client_is_built_from_the_connection_and_allows_http_only_for_an_htt
     config_kwargs = {"retries": {"mode": "standard", "max_attempts": 4}, "read_timeout": 7, "connect_timeout": 3}
     use_r2(monkeypatch, f"{scheme}://acct.r2.example.test", "stats", region_name="auto", config_kwargs=config_kwargs)
 
-    store = R2Hook(max_pool_connections=12).store
+    store = R2Hook(max_pool_connections=12, max_in_flight=96).store
 
     assert store.config["bucket"] == "stats" and store.config["region"] == "auto"
     assert store.config["endpoint"] == f"{scheme}://acct.r2.example.test"
@@ -38,7 +39,7 @@ def test_the_client_is_built_from_the_connection_and_allows_http_only_for_an_htt
     assert store.retry_config["max_retries"] == 4  # botocore's max_attempts counts the retries
     options = store.client_options
     assert (options["read_timeout"], options["connect_timeout"]) == ("7s", "3s")  # obstore reports them as text
-    assert options["pool_max_idle_per_host"] == "12"
+    assert options["pool_max_idle_per_host"] == "96"  # a connection kept for each write in flight
     assert options.get("allow_http", "false") == ("true" if scheme == "http" else "false")
     assert "local-secret-access-key" not in repr(store)
 
@@ -75,6 +76,65 @@ def test_a_put_sends_its_content_type_signed_and_no_checksum_acl_tagging_or_encr
     assert headers["content-type"] == "text/csv; charset=utf-8"
     assert headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=local-access-key-id/")
     assert [name for name in headers if name.startswith(FORBIDDEN_HEADER_PREFIXES)] == []
+
+
+class _Gathering(BaseHTTPRequestHandler):
+    """Holds each PUT until ``limit`` are waiting at once or the ``total`` expected have come (or 10 s pass),
+    recording the most in flight."""
+
+    protocol_version = "HTTP/1.1"
+    limit = total = 0
+    in_flight = peak = 0
+    keys: list = []
+    changed = threading.Condition()
+
+    def log_message(self, format, *args):  # noqa: A002 - stdlib signature
+        pass
+
+    def do_PUT(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        cls = type(self)
+        with cls.changed:
+            cls.in_flight += 1
+            cls.peak = max(cls.peak, cls.in_flight)
+            cls.keys.append(self.path)
+            cls.changed.notify_all()
+            cls.changed.wait_for(lambda: cls.in_flight >= cls.limit or len(cls.keys) == cls.total, timeout=10)
+        self.send_response(200)
+        self.send_header("ETag", '"0"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        with cls.changed:
+            cls.in_flight -= 1
+
+
+def test_writes_started_from_one_thread_are_in_flight_together_up_to_the_hooks_limit(monkeypatch):
+    # 40 writes started from this one thread: each request waits at the server until 5 are there, so 5 in flight
+    # at once is reached only if no write holds a thread, and more than 5 only if the limit leaks.
+    _Gathering.limit, _Gathering.total, _Gathering.in_flight, _Gathering.peak, _Gathering.keys = 5, 40, 0, 0, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Gathering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        use_r2(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}", "stats")
+        hook = R2Hook(max_in_flight=5)
+        writes = [hook.start_put(f"k/{n:02d}", b"x", "text/plain") for n in range(40)]
+        finish_writes(writes)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert sorted(_Gathering.keys) == [f"/stats/k/{n:02d}" for n in range(40)]
+    assert _Gathering.peak == 5
+
+
+def test_a_failed_write_is_raised_once_every_write_started_has_ended(monkeypatch, s3_endpoint, bucket):
+    use_r2(monkeypatch, s3_endpoint, "no-such-bucket", config_kwargs={"retries": {"max_attempts": 0}})
+    hook = R2Hook()
+    writes = [hook.start_put(f"k/{n}", b"x", "text/plain") for n in range(3)]
+
+    with pytest.raises(R2WriteError, match=r"^Writing 'k/0' to R2 bucket 'no-such-bucket' .*NoSuchBucket"):
+        finish_writes(writes)
+    assert all(write.done() for write in writes)
 
 
 def test_objects_written_read_back_and_a_missing_one_is_named(monkeypatch, s3_endpoint, bucket):

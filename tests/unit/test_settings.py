@@ -17,6 +17,7 @@ def test_the_defaults_are_the_documented_ones():
         start_date=date(2026, 11, 1),
         batch_variants=500,
         concurrency=16,
+        store_in_flight=64,
         bulk_threshold=150,
         bulk_poll_seconds=30.0,
         image_max_bytes=20 * 1024 * 1024,
@@ -33,6 +34,7 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         "STATISTICS_EXPORT_START_DATE": "2025-01-31",
         "STATISTICS_EXPORT_BATCH_VARIANTS": "250",
         "STATISTICS_EXPORT_CONCURRENCY": " 16 ",
+        "STATISTICS_EXPORT_STORE_IN_FLIGHT": "128",
         "STATISTICS_EXPORT_BULK_THRESHOLD": "",
         "STATISTICS_EXPORT_BULK_POLL_SECONDS": "2.5",
         "STATISTICS_EXPORT_IMAGE_MAX_BYTES": "1000",
@@ -50,7 +52,7 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
     loaded = settings.load(environ)
     hosts = ("https://cdn.shopify.com", "http://127.0.0.1:8300")
     assert loaded == settings.Settings(
-        date(2025, 1, 31), 250, 16, 150, 2.5, 1000, 0.5, hosts, Decimal("99.99"), 604800, 0, 20, 300, 0, 5, False
+        date(2025, 1, 31), 250, 16, 128, 150, 2.5, 1000, 0.5, hosts, Decimal("99.99"), 604800, 0, 20, 300, 0, 5, False
     )
     assert settings.Settings().deadline_alert is True and settings.load({}).deadline_alert is True
     assert set(environ) == {s.env for s in settings.ALL} and len(settings.ALL) == len(settings.FIELDS)
@@ -62,6 +64,7 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         ("STATISTICS_EXPORT_START_DATE", "21/11/2026"),
         ("STATISTICS_EXPORT_BATCH_VARIANTS", "0"),
         ("STATISTICS_EXPORT_CONCURRENCY", "eight"),
+        ("STATISTICS_EXPORT_STORE_IN_FLIGHT", "0"),
         ("STATISTICS_EXPORT_BULK_POLL_SECONDS", "-1"),
         ("STATISTICS_EXPORT_IMAGE_TIMEOUT", "nan"),
         ("STATISTICS_EXPORT_MAX_EVENT_REVENUE", "-5"),

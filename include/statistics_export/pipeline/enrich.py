@@ -4,7 +4,8 @@ The reads (the metrics of every shop's variants, the images already backed up) a
 committed before any network wait: none stays open across the downloads (it would hold read locks on the app's
 tables for minutes, queueing an app migration and the pixel behind it).
 
-Images: each is copied to R2 once per shop (the ``ObjectStore``), from the ``ImageSource``. A download that
+Images: each is copied to R2 once per shop (the ``ObjectStore``), from the ``ImageSource``: downloaded on a
+thread of the pool, its PUT handed to the store, which waits for it without a thread. A download that
 fails never fails the export: the image is listed with its Shopify URL and empty R2 fields, reported in the
 batch's ``image_failures``, and tried again next run, since no backup row is recorded for it.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
@@ -27,7 +28,7 @@ from include.statistics_export.keys import image_key
 from include.statistics_export.metrics import ZERO, VariantMetrics, shops_variant_metrics
 from include.statistics_export.pipeline.clock import PhaseClock
 from include.statistics_export.pipeline.read import ShopPart
-from include.statistics_export.protocols import ImageSource, ObjectStore
+from include.statistics_export.protocols import ImageSource, ObjectStore, finish_writes
 from include.statistics_export.rows import shops_existing_backups
 from include.statistics_export.utc import now_ms
 
@@ -144,25 +145,28 @@ def start_image_backups(
     }
     todo = [owner for gid, owner in owners.items() if gid not in already]
 
-    def copy(owner: ImageOwner) -> ImageBackup:
+    def copy(owner: ImageOwner) -> tuple[ImageBackup, Future[None]]:
         data, content_type = images.fetch(owner.image.url)
         key = image_key(shop_id, owner.product_id, owner.image.media_gid, owner.image.url)
-        store.put_object(key, data, content_type)
-        return ImageBackup(owner.image.media_gid, owner.image.url, key, store.object_url(key), now_ms())
+        # The PUT waits on the store, not on this thread: the thread goes on to the next download.
+        write = store.start_put(key, data, content_type)
+        return ImageBackup(owner.image.media_gid, owner.image.url, key, store.object_url(key), now_ms()), write
 
     started = [(owner, pool.submit(copy, owner)) for owner in todo]
 
     def collect() -> BackupOutcome:
-        new, failures = [], []
+        new, failures, writes = [], [], []
         for owner, future in started:
             try:
-                backup = future.result()
+                backup, write = future.result()
             except ImageDownloadError as exc:
                 failures.append(f"shop {shop_id} product {owner.product_id} image {owner.image.media_gid}: {exc}")
                 backup = ImageBackup(owner.image.media_gid, owner.image.url)
             else:
                 new.append((owner, backup))
+                writes.append(write)
             backups[owner.image.media_gid] = backup
+        finish_writes(writes)
         return backups, new, failures
 
     return collect

@@ -22,7 +22,7 @@ from include.statistics_export.keys import export_key
 from include.statistics_export.parquet import ParquetPart, write_parquet_part
 from include.statistics_export.pipeline.clock import PhaseClock
 from include.statistics_export.pipeline.render import RenderedShop
-from include.statistics_export.protocols import ObjectStore
+from include.statistics_export.protocols import ObjectStore, finish_writes
 from include.statistics_export.rows import shops_recorded_hashes, write_shops_rows
 
 NaturalKey = tuple[str, str, str]
@@ -55,7 +55,7 @@ def publish(
     changed, unchanged = _diff(shops, known)
     with day_fence(conn, writer):
         with clock.phase("uploads"):
-            written = upload_files(store, changed, pool)
+            written = upload_files(store, changed)
         # Each shop's Parquet part too, before any row: a committed row always has every file behind it.
         with clock.phase("parquet"):
             parquet = write_parquet_parts(store, shops, day, pool)
@@ -97,21 +97,20 @@ def _diff(
 
 
 def upload_files(
-    store: ObjectStore, changed: list[tuple[VariantExport, RenderedFiles]], pool: ThreadPoolExecutor
+    store: ObjectStore, changed: list[tuple[VariantExport, RenderedFiles]]
 ) -> list[tuple[VariantExport, WrittenFiles]]:
-    """Write each variant's CSV and JSON concurrently; return each export with where its files went."""
-
-    def upload(item: tuple[VariantExport, RenderedFiles]) -> tuple[VariantExport, WrittenFiles]:
-        export, files = item
+    """Write each variant's CSV and JSON: every write started at once (the store keeps its in-flight limit, and
+    no thread waits on one), then all awaited; return each export with where its files went."""
+    written, writes = [], []
+    for export, files in changed:
         ids = (export.shop_id, export.product.product_id, export.variant.variant_id, export.day)
         csv_key, json_key = export_key(*ids, "csv"), export_key(*ids, "json")
-        store.put_object(csv_key, files.csv, "text/csv; charset=utf-8")
-        store.put_object(json_key, files.json, "application/json")
-        return export, WrittenFiles(
-            csv_key, json_key, store.object_url(csv_key), store.object_url(json_key), files.content_hash
-        )
-
-    return list(pool.map(upload, changed))
+        writes.append(store.start_put(csv_key, files.csv, "text/csv; charset=utf-8"))
+        writes.append(store.start_put(json_key, files.json, "application/json"))
+        urls = store.object_url(csv_key), store.object_url(json_key)
+        written.append((export, WrittenFiles(csv_key, json_key, *urls, files.content_hash)))
+    finish_writes(writes)
+    return written
 
 
 def write_parquet_parts(

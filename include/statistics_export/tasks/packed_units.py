@@ -17,7 +17,7 @@ import psycopg
 from export_hooks.masking import mask_secrets
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyConnection
-from include.statistics_export.connections import app_db, image_source, shopify_hook
+from include.statistics_export.connections import app_db, image_source, object_store, shopify_hook
 from include.statistics_export.day_claims import DayWriter, check_writer
 from include.statistics_export.errors import (
     PermanentError,
@@ -56,7 +56,7 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
     """
     day = writer.day
     outcome = UnitResult(index=unit.index)
-    store = R2Hook(max_pool_connections=settings.concurrency)
+    store = object_store(settings)
     clock = PhaseClock()
     with app_db() as conn, ThreadPoolExecutor(settings.concurrency) as pool, image_source(settings) as images:
         with clock.phase("credentials"):

@@ -19,7 +19,7 @@ from export_hooks.shopify_bulk import BulkAccessDenied, BulkOperationFailed, Bul
 from export_hooks.shopify_queries import CATALOG_BULK_QUERY
 from include.statistics_export.batching import plan_shop, restage_batch, stage_shop, streamed_batch_size
 from include.statistics_export.bulk_catalog import assemble_products
-from include.statistics_export.connections import app_db, image_source, shopify_for
+from include.statistics_export.connections import app_db, image_source, object_store, shopify_for
 from include.statistics_export.day_claims import DayWriter, check_writer
 from include.statistics_export.errors import (
     PermanentError,
@@ -140,7 +140,7 @@ def export_product_batch(batch: BatchPlan, settings: Settings, run_id: str) -> B
         conn.commit()
         pool = stack.enter_context(ThreadPoolExecutor(settings.concurrency))
         images = stack.enter_context(image_source(settings))
-        store = R2Hook(max_pool_connections=settings.concurrency)
+        store = object_store(settings)
 
         def exported() -> BatchResult:
             (result,) = export(
