@@ -105,24 +105,32 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def _framing(lines: list[bytes]) -> tuple[int | None, bool, bool, bool]:
+    """Return what a message head says of its body and connection: its Content-Length (None when absent),
+    whether it is chunked, whether the connection closes after it, whether a 100 Continue is expected."""
+    length, chunked, close, expect = None, False, False, False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name, value = name.strip().lower(), value.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value
+        elif name == b"connection":
+            close = b"close" in value
+        elif name == b"expect":
+            expect = b"100-continue" in value
+    return length, chunked, close, expect
+
+
 def _request_head(head: bytes) -> tuple[str, bytes, int, bool, bool]:
     """Return the method, the head to forward (without Expect and hop-by-hop fields), the body's length, whether
     the body is chunked and whether the client expects a 100 Continue."""
     lines = head[:-4].split(b"\r\n")
     method = lines[0].split(b" ", 1)[0].decode("ascii", "replace")
-    kept, length, chunked, expect = [lines[0]], 0, False, False
-    for line in lines[1:]:
-        lower = line.lower()
-        if lower.startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-        elif lower.startswith(b"transfer-encoding:") and b"chunked" in lower:
-            chunked = True
-        elif lower.startswith(b"expect:"):
-            expect = b"100-continue" in lower
-            continue
-        if not lower.startswith(_NOT_FORWARDED):
-            kept.append(line)
-    return method, b"\r\n".join(kept) + b"\r\n\r\n", length, chunked, expect
+    length, chunked, _, expect = _framing(lines)
+    kept = [lines[0]] + [line for line in lines[1:] if not line.lower().startswith(_NOT_FORWARDED)]
+    return method, b"\r\n".join(kept) + b"\r\n\r\n", length or 0, chunked, expect
 
 
 async def _body(reader: asyncio.StreamReader, length: int, chunked: bool) -> bytes:
@@ -148,15 +156,8 @@ async def _relay_response(upstream: asyncio.StreamReader, client: asyncio.Stream
     head = await upstream.readuntil(b"\r\n\r\n")
     lines = head[:-4].split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
-    length, chunked, keep = None, False, True
-    for line in lines[1:]:
-        lower = line.lower()
-        if lower.startswith(b"content-length:"):
-            length = int(line.split(b":", 1)[1])
-        elif lower.startswith(b"transfer-encoding:") and b"chunked" in lower:
-            chunked = True
-        elif lower.startswith(b"connection:") and b"close" in lower:
-            keep = False
+    length, chunked, close, _ = _framing(lines)
+    keep = not close
     client.write(head)
     if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
         pass
