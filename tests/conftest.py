@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lzma
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+REFERENCE = REPO / "tests" / "reference"
 
 # Airflow reads its configuration at import: give the test process its own home before anything imports it.
 _AIRFLOW_HOME = Path(os.environ.get("TEST_AIRFLOW_HOME", REPO / ".airflow-local" / "test-home"))
@@ -156,12 +158,17 @@ def run_airflow(airflow_home, endpoints):
     return run
 
 
-def real_schema_path(version: str = "2026-07") -> Path:
-    """Return the path of Shopify's real Admin schema in ../shared, skipping when absent (a user's clone)."""
-    path = SHARED / "shopify" / f"admin-{version}.graphql"
-    if not path.exists():
-        pytest.skip(f"{path} is absent (only CI and developers have ../shared)")
-    return path
+def reference_text(shared: Path, vendored: str) -> str:
+    """Return a reference document's text: ``../shared``'s copy when it is beside the clone (where newer ones
+    arrive), else the one vendored in tests/reference (xz), so that every clone runs the tests using it."""
+    if shared.exists():
+        return shared.read_text(encoding="utf-8")
+    return lzma.decompress((REFERENCE / vendored).read_bytes()).decode("utf-8")
+
+
+def real_schema_sdl(version: str = "2026-07") -> str:
+    """Return Shopify's real Admin schema (SDL) of ``version``."""
+    return reference_text(SHARED / "shopify" / f"admin-{version}.graphql", f"shopify-admin-{version}.graphql.xz")
 
 
 def skip_reasons(reports) -> list[tuple[int, str]]:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import graphql
 import pytest
 import requests
-from conftest import real_schema_path
+from conftest import real_schema_sdl
 from graphql.validation.rules.custom.no_deprecated import NoDeprecatedCustomRule
 
 from export_hooks import shopify_queries as q
@@ -101,7 +101,7 @@ def finished(admin: Admin, group: bool = False, query: str = EXPORT_BULK_QUERY) 
 
 @pytest.fixture(scope="module", params=["2026-07", "2026-01"])
 def real_schema(request):
-    return graphql.build_schema(real_schema_path(request.param).read_text(encoding="utf-8"), assume_valid=True)
+    return graphql.build_schema(real_schema_sdl(request.param), assume_valid=True)
 
 
 @pytest.mark.parametrize("query", [EXPORT_BULK_QUERY, q.CATALOG_BULK_QUERY], ids=["brief", "catalog_bulk"])

@@ -15,6 +15,7 @@ from pathlib import Path
 import graphql
 import pytest
 import requests
+from conftest import real_schema_sdl
 
 from shopify_sandbox import (
     SandboxMedia,
@@ -29,7 +30,6 @@ from shopify_sandbox import (
 from shopify_sandbox.resolvers import SCHEMA_PATH, sandbox_schema
 
 REPO = Path(__file__).resolve().parents[2]
-REAL_SDL = Path(__file__).resolve().parents[3] / "shared/shopify/admin-2026-07.graphql"
 ALPHA = "alpha.myshopify.com"
 TINY = "tiny.myshopify.com"
 TOKEN = "shpat_alpha"
@@ -75,9 +75,7 @@ def make_tiny() -> SandboxShop:
 
 @pytest.fixture(scope="module")
 def real_schema() -> graphql.GraphQLSchema:
-    if not REAL_SDL.exists():
-        pytest.skip(f"real Shopify schema not found at {REAL_SDL}")
-    return graphql.build_schema(REAL_SDL.read_text(encoding="utf-8"), assume_valid=True)
+    return graphql.build_schema(real_schema_sdl("2026-07"), assume_valid=True)
 
 
 @pytest.fixture()

@@ -6,13 +6,13 @@ from decimal import Decimal
 
 import pytest
 from babel.core import get_global
-from conftest import real_schema_path
+from conftest import real_schema_sdl
 
 from include.statistics_export.currencies import UNITS_PER_USD, cap_factor, cap_note
 
 
 def shopify_currency_codes() -> set[str]:
-    sdl = real_schema_path().read_text()
+    sdl = real_schema_sdl()
     body = re.search(r"enum CurrencyCode \{(.*?)\n\}", sdl, re.S).group(1)
     return set(re.findall(r"^\s+([A-Z]{3})(?:\s+@deprecated.*)?$", body, re.M)) - {"XXX"}  # XXX: "no currency"
 

@@ -2,7 +2,7 @@
 deprecated field, and requests at most 1000 points at the largest page sizes the hook uses."""
 
 import pytest
-from conftest import real_schema_path
+from conftest import real_schema_sdl
 from graphql import build_schema, parse, validate
 from graphql.validation import NoDeprecatedCustomRule, specified_rules
 
@@ -49,7 +49,7 @@ DOCUMENTS = example_variables()
 
 @pytest.fixture(scope="module", params=["2026-07", "2026-01"])
 def real_schema(request):
-    return build_schema(real_schema_path(request.param).read_text(), assume_valid=True)
+    return build_schema(real_schema_sdl(request.param), assume_valid=True)
 
 
 @pytest.mark.parametrize("document", list(DOCUMENTS), ids=lambda d: d.split("(")[0].split()[1].split("{")[0])
