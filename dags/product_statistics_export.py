@@ -54,7 +54,7 @@ SENSOR: dict[str, Any] = {
     "retry_delay": timedelta(seconds=SETTINGS.bulk_poll_seconds),
     "retry_exponential_backoff": False,
 }
-# Updated once a day is fully exported; downstream DAGs schedule on it (README: "Downstream DAGs").
+# Updated once a day is fully exported; downstream DAGs schedule on it (docs/outputs.md: "Downstream DAGs").
 EXPORTS_ASSET = Asset(name=EXPORTS_ASSET_NAME, uri=EXPORTS_ASSET_URI)
 
 
