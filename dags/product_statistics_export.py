@@ -100,7 +100,7 @@ def product_statistics_export():
         claim = tasks.claim_export_day(tasks.writer(day, run_id), tasks.run_is_active(ti, DAG_ID))
         return PokeReturnValue(is_done=claim.held, xcom_value=claim.taken_from)
 
-    @exported()
+    @exported(task_id=tasks.task_ids.LINK_SESSIONS)
     def link_sessions(params=None) -> list[ReportSection]:
         """Link unlinked sessions to the shops that have no usable one, so they are exported in this run; count the
         shops on expiring and on non-expiring tokens."""

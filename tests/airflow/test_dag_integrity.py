@@ -166,3 +166,20 @@ def test_the_task_ids_the_report_asks_why_a_shop_failed_are_the_dags(dag):
     steps = task_ids.FAILURE_STEPS
     assert {*steps.shop_steps, steps.batch, steps.unit, task_ids.EXPORT_MOVED_SHOP} <= set(dag.task_ids)
     assert steps.shop_steps == ("shop.start_catalog_read", "shop.wait_for_catalog", "shop.plan_shop_batches")
+
+
+def test_the_example_cluster_policy_puts_every_shopify_calling_task_of_the_real_dag_in_the_shopify_pool(dag):
+    import copy
+
+    from include.airflow_local_settings import SHOPIFY_POOL, task_policy
+    from include.statistics_export.tasks import task_ids
+
+    pools = {}
+    for task in dag.tasks:
+        applied = copy.copy(task)
+        task_policy(applied)
+        pools[task.task_id] = applied.pool
+    shopify = {task_id for task_id, pool in pools.items() if pool == SHOPIFY_POOL}
+    assert shopify == set(task_ids.SHOPIFY_TASKS)  # each one a real task id of the DAG, none missed
+    assert {pool for task_id, pool in pools.items() if task_id not in shopify} == {"default_pool"}
+    assert {"shop.start_catalog_read", "export_shop_unit", "export_moved_shop"} <= shopify

@@ -13,6 +13,7 @@ PLAN_SHOP_BATCHES = "plan_shop_batches"
 EXPORT_PRODUCT_BATCH = "export_product_batch"
 EXPORT_SHOP_UNIT = "export_shop_unit"
 EXPORT_MOVED_SHOP = "export_moved_shop"
+LINK_SESSIONS = "link_sessions"
 
 
 def in_shop_group(task_id: str) -> str:
@@ -25,4 +26,18 @@ FAILURE_STEPS = FailureSteps(
     shop_steps=tuple(in_shop_group(step) for step in (START_CATALOG_READ, WAIT_FOR_CATALOG, PLAN_SHOP_BATCHES)),
     batch=EXPORT_PRODUCT_BATCH,
     unit=EXPORT_SHOP_UNIT,
+)
+
+
+# Every task that may call Shopify (the Admin API, its token endpoint or a bulk result): what a pool bounding
+# Shopify traffic across runs must hold (include/airflow_local_settings.py). A batch calls Shopify when its shop
+# is read by pages (a batch of a bulk-read shop reads its staged catalog from R2, unless it must stage it again).
+SHOPIFY_TASKS = (
+    LINK_SESSIONS,
+    in_shop_group(START_CATALOG_READ),
+    in_shop_group(WAIT_FOR_CATALOG),
+    in_shop_group(PLAN_SHOP_BATCHES),
+    EXPORT_PRODUCT_BATCH,
+    EXPORT_SHOP_UNIT,
+    EXPORT_MOVED_SHOP,
 )
