@@ -2,7 +2,7 @@
 
 The clients are the R2 hook's own, built from one ``r2_default`` connection: boto3 is ``R2Hook().client``
 (S3Hook's), obstore is ``R2Hook().put_object`` from ``--threads`` threads, and obstore_async is the export's
-way, ``R2Hook().start_put`` from one thread with ``--in-flight`` writes in flight. Each writes ``--puts`` objects
+way, ``R2Hook().start_puts`` from one thread with ``--in-flight`` writes in flight. Each writes ``--puts`` objects
 of ``--size`` bytes to a SeaweedFS server (``weed mini``, its own process) directly or, with
 ``--store-latency``, through the latency proxy the bench uses (so, with many in flight, this measures the
 proxy's cap). The client's CPU is this process's (``time.process_time``: every thread, user plus system); the
@@ -44,12 +44,10 @@ def measure(put: Callable[[str, bytes], None], puts: int, size: int, threads: in
 def measure_in_flight(hook, puts: int, size: int, prefix: str) -> dict:
     """Start ``puts`` writes of ``size`` bytes from this one thread (the hook keeps its in-flight limit), then wait
     for all; return PUTs/s and CPU ms per PUT."""
-    from include.statistics_export.protocols import finish_writes
-
     body = os.urandom(size)
     hook.put_object(f"{prefix}/warm-up", body, "text/csv")
     wall, cpu = time.monotonic(), time.process_time()
-    finish_writes([hook.start_put(f"{prefix}/{n:07d}", body, "text/csv") for n in range(puts)])
+    hook.start_puts([(f"{prefix}/{n:07d}", body, "text/csv") for n in range(puts)]).result()
     wall, cpu = time.monotonic() - wall, time.process_time() - cpu
     return {
         "puts": puts,

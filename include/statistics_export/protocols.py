@@ -50,9 +50,10 @@ class ObjectStore(Protocol):
         """Write one object."""
         ...
 
-    def start_put(self, key: str, body: bytes, content_type: str) -> Future[None]:
-        """Start writing one object and return at once; the future is done when it is written (or raises why
-        not). The store bounds how many writes are in flight; none holds a thread while it waits."""
+    def start_puts(self, objects: Sequence[tuple[str, bytes, str]]) -> Future[None]:
+        """Start writing these objects, each ``(key, body, content_type)``, and return at once: a future done
+        when every one has been written or has failed, raising the first failure. The store bounds how many
+        writes are in flight; none holds a thread while it waits."""
         ...
 
     def object_url(self, key: str) -> str:
@@ -81,8 +82,8 @@ class ObjectStore(Protocol):
 
 
 def finish_writes(writes: Sequence[Future[None]]) -> None:
-    """Wait for every write started, then raise the first that failed (in the order they were started): none is
-    left in flight behind an error."""
+    """Wait for every write started (each a :meth:`ObjectStore.start_puts`), then raise the first that failed (in
+    the order they were started): none is left in flight behind an error."""
     wait(writes)
     for write in writes:
         write.result()

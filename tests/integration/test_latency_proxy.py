@@ -5,7 +5,6 @@ import json
 
 from bench.latency_proxy import AsyncLatencyProxy
 from export_hooks.r2 import R2Hook
-from include.statistics_export.protocols import finish_writes
 from local_stack.services import Endpoints, connection_env, s3_client
 
 
@@ -16,7 +15,7 @@ def test_writes_reads_and_listings_pass_through_the_proxy_which_counts_them(monk
         monkeypatch.setenv("AIRFLOW_CONN_R2_DEFAULT", env["AIRFLOW_CONN_R2_DEFAULT"])
         hook = R2Hook(max_in_flight=8)
         bodies = {f"p/{n:02d}.json": json.dumps({"n": n, "pad": "x" * 70_000 * (n % 3)}).encode() for n in range(24)}
-        finish_writes([hook.start_put(key, body, "application/json") for key, body in bodies.items()])
+        hook.start_puts([(key, body, "application/json") for key, body in bodies.items()]).result()
 
         assert proxy.count("PUT") == 24
         assert proxy.peak() == 8  # every write waited 0.3 s at the proxy, 8 at a time from one thread

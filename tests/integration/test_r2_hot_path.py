@@ -117,8 +117,7 @@ def test_writes_started_from_one_thread_are_in_flight_together_up_to_the_hooks_l
     try:
         use_r2(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}", "stats")
         hook = R2Hook(max_in_flight=5)
-        writes = [hook.start_put(f"k/{n:02d}", b"x", "text/plain") for n in range(40)]
-        finish_writes(writes)
+        hook.start_puts([(f"k/{n:02d}", b"x", "text/plain") for n in range(40)]).result()
     finally:
         server.shutdown()
         server.server_close()
@@ -130,11 +129,14 @@ def test_writes_started_from_one_thread_are_in_flight_together_up_to_the_hooks_l
 def test_a_failed_write_is_raised_once_every_write_started_has_ended(monkeypatch, s3_endpoint, bucket):
     use_r2(monkeypatch, s3_endpoint, "no-such-bucket", config_kwargs={"retries": {"max_attempts": 0}})
     hook = R2Hook()
-    writes = [hook.start_put(f"k/{n}", b"x", "text/plain") for n in range(3)]
+    started = [
+        hook.start_puts([(f"k/{n}", b"x", "text/plain") for n in range(3)]),
+        hook.start_puts([("l/0", b"x", "text/plain")]),
+    ]
 
     with pytest.raises(R2WriteError, match=r"^Writing 'k/0' to R2 bucket 'no-such-bucket' .*NoSuchBucket"):
-        finish_writes(writes)
-    assert all(write.done() for write in writes)
+        finish_writes(started)
+    assert all(write.done() for write in started)
 
 
 def test_objects_written_read_back_and_a_missing_one_is_named(monkeypatch, s3_endpoint, bucket):

@@ -87,11 +87,12 @@ class MemoryStore:
     def put_object(self, key: str, body: bytes, content_type: str) -> None:
         self.objects[key] = (body, content_type)
 
-    def start_put(self, key: str, body: bytes, content_type: str) -> Future[None]:
-        write: Future[None] = Future()
-        self.put_object(key, body, content_type)
-        write.set_result(None)
-        return write
+    def start_puts(self, objects: list[tuple[str, bytes, str]]) -> Future[None]:
+        for key, body, content_type in objects:
+            self.put_object(key, body, content_type)
+        written: Future[None] = Future()
+        written.set_result(None)
+        return written
 
     def object_url(self, key: str) -> str:
         return f"https://r2.test/{key}"

@@ -149,7 +149,7 @@ def start_image_backups(
         data, content_type = images.fetch(owner.image.url)
         key = image_key(shop_id, owner.product_id, owner.image.media_gid, owner.image.url)
         # The PUT waits on the store, not on this thread: the thread goes on to the next download.
-        write = store.start_put(key, data, content_type)
+        write = store.start_puts([(key, data, content_type)])
         return ImageBackup(owner.image.media_gid, owner.image.url, key, store.object_url(key), now_ms()), write
 
     started = [(owner, pool.submit(copy, owner)) for owner in todo]

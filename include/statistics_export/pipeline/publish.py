@@ -22,7 +22,7 @@ from include.statistics_export.keys import export_key
 from include.statistics_export.parquet import ParquetPart, write_parquet_part
 from include.statistics_export.pipeline.clock import PhaseClock
 from include.statistics_export.pipeline.render import RenderedShop
-from include.statistics_export.protocols import ObjectStore, finish_writes
+from include.statistics_export.protocols import ObjectStore
 from include.statistics_export.rows import shops_recorded_hashes, write_shops_rows
 
 NaturalKey = tuple[str, str, str]
@@ -99,17 +99,16 @@ def _diff(
 def upload_files(
     store: ObjectStore, changed: list[tuple[VariantExport, RenderedFiles]]
 ) -> list[tuple[VariantExport, WrittenFiles]]:
-    """Write each variant's CSV and JSON: every write started at once (the store keeps its in-flight limit, and
-    no thread waits on one), then all awaited; return each export with where its files went."""
-    written, writes = [], []
+    """Write each variant's CSV and JSON: every write handed to the store at once (it keeps its in-flight limit,
+    and no thread waits on one), then all awaited; return each export with where its files went."""
+    written, objects = [], []
     for export, files in changed:
         ids = (export.shop_id, export.product.product_id, export.variant.variant_id, export.day)
         csv_key, json_key = export_key(*ids, "csv"), export_key(*ids, "json")
-        writes.append(store.start_put(csv_key, files.csv, "text/csv; charset=utf-8"))
-        writes.append(store.start_put(json_key, files.json, "application/json"))
+        objects += [(csv_key, files.csv, "text/csv; charset=utf-8"), (json_key, files.json, "application/json")]
         urls = store.object_url(csv_key), store.object_url(json_key)
         written.append((export, WrittenFiles(csv_key, json_key, *urls, files.content_hash)))
-    finish_writes(writes)
+    store.start_puts(objects).result()
     return written
 
 
