@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import os
 import re
-import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from datetime import datetime, timedelta
@@ -32,6 +30,7 @@ from obstore.exceptions import BaseError as ObstoreError
 from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
+from export_hooks.background_loop import BackgroundLoop
 from export_hooks.errors import ExportError, PermanentError, TransientError
 
 if TYPE_CHECKING:
@@ -294,7 +293,7 @@ class R2Hook(S3Hook):
         coroutine per write in flight, not per object: the objects' number costs no more than their PUTs.
         """
         self.store  # noqa: B018 - built here, in the caller's thread: it reads the connection and the credentials
-        return asyncio.run_coroutine_threadsafe(self._put_all(list(objects)), _writes_loop())
+        return WRITES.submit(self._put_all(list(objects)))
 
     async def _put_all(self, objects: list[tuple[str, bytes, str]]) -> None:
         queue = iter(enumerate(objects))  # shared by the writers: each takes the next object
@@ -350,21 +349,7 @@ class R2Hook(S3Hook):
         )
 
 
-# The event loop every write of this process awaits on, in a thread of its own; a forked child starts its own.
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
-
-
-def _writes_loop() -> asyncio.AbstractEventLoop:
-    global _loop
-    with _loop_lock:
-        if _loop is None:
-            _loop = _new_loop()
-            threading.Thread(target=_loop.run_forever, name="r2-writes", daemon=True).start()
-        return _loop
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
+def _new_writes_loop() -> asyncio.AbstractEventLoop:
     # uvloop (Airflow's API server already depends on it) spends about a third less CPU per write than asyncio's
     # own loop (bench/README.md, "R2's latency"); without it, asyncio's loop does the same work.
     try:
@@ -374,10 +359,5 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
-def _forget_loop() -> None:
-    # A forked child has the parent's loop object but not its thread: it would wait forever on it.
-    global _loop, _loop_lock
-    _loop, _loop_lock = None, threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_loop)
+# The event loop every write of this process awaits on.
+WRITES = BackgroundLoop("r2-writes", _new_writes_loop)

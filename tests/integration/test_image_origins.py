@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from export_hooks.errors import ImageURLRefused
-from export_hooks.image_cdn import ImageClient, is_image
+from export_hooks.errors import ImageDownloadError, ImageURLRefused
+from export_hooks.image_cdn import DOWNLOAD_ATTEMPTS, ImageClient, is_image
 from faults_support import DOMAIN, SHOP, world_fixture  # noqa: F401 - provides the `world` fixture
 from helpers import download_image, product
 from include.statistics_export import settings
@@ -295,15 +295,26 @@ def test_more_than_three_redirects_are_refused(origin, session):
 # -- the connection itself: DNS answering differently at connect time ------------------------------------
 
 
-def test_a_connection_that_reaches_a_non_public_address_is_closed_before_the_request(origin, session):
-    # As if a name checked public resolved to loopback at connect time (DNS rebinding): the client connects
-    # to localhost without the URL checks, and refuses the address it reached before sending a byte.
-    with pytest.raises(ImageURLRefused, match=f"the connection to localhost reached {LOOPBACK}, a loopback address"):
-        session.get(f"http://localhost:{origin.port}/img.jpg", timeout=5)
+def test_a_name_is_judged_by_the_addresses_the_connection_is_made_to(origin, session):
+    # As if a name checked public resolved to loopback at connect time (DNS rebinding): the client's own
+    # resolver judges the very addresses it connects to, so even a GET that skips the URL checks is refused
+    # before any connection.
+    async def get(url: str) -> bytes:
+        response = await session.get(url)
+        try:
+            return await response.read()
+        finally:
+            response.close()
+
+    with (
+        watched_network() as seen,
+        pytest.raises(ImageURLRefused, match=f"localhost resolves to {LOOPBACK}, a loopback address"),
+    ):
+        session.start(get(f"http://localhost:{origin.port}/img.jpg")).result()
+    assert hosts_looked_up(seen) == {"localhost"} and hosts_reached(seen) == set()
     assert origin.requests == []
-    # An address host passed the origin check as itself: it is not refused again.
-    response = session.get(f"{origin.base}/img.jpg", timeout=5)
-    assert response.read() == Origin.IMAGE
+    # An address host passed the origin check as itself: it is not judged again.
+    assert session.start(get(f"{origin.base}/img.jpg")).result() == Origin.IMAGE
 
 
 # -- in an export ---------------------------------------------------------------------------------------
@@ -365,3 +376,13 @@ def test_a_refused_image_is_an_image_failure_of_the_export(
     (result,) = world.run()
     assert (result.images_backed_up, result.images_reused, result.image_failures) == (1, 3, [])
     assert world.state() == world.expected
+
+
+def test_a_name_that_does_not_resolve_is_retried_then_an_image_failure(session):
+    url = "http://no-such-host.invalid/img.jpg"  # .invalid never resolves (RFC 2606)
+    with watched_network() as seen, pytest.raises(ImageDownloadError) as failed:
+        download_image(session, url, allowed_origins=["http://no-such-host.invalid"])
+    assert re.fullmatch(rf"no-such-host\.invalid does not resolve \(.+\) fetching {re.escape(url)}", str(failed.value))
+    assert not isinstance(failed.value, ImageURLRefused)  # tried again next run
+    assert [host for kind, host in seen if kind == "lookup"] == ["no-such-host.invalid"] * DOWNLOAD_ATTEMPTS
+    assert hosts_reached(seen) == set()
