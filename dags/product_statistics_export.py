@@ -67,9 +67,9 @@ def exported(sensor: bool = False, **options: Any) -> Callable[[Callable[..., An
 @dag(
     dag_id=DAG_ID,
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=midnight(SETTINGS.start_date),
-    catchup=True,
-    max_active_runs=3,
+    start_date=midnight(export_settings.first_day(SETTINGS)),  # unset, the DAG does not load (README step 5)
+    catchup=SETTINGS.catchup,
+    max_active_runs=SETTINGS.max_active_runs,
     default_args={
         "retries": tasks.AIRFLOW_RETRIES,
         "retry_delay": timedelta(seconds=SETTINGS.retry_delay_seconds),

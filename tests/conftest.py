@@ -23,6 +23,8 @@ os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+# The tests' days are in November 2026 (tests/airflow sets its own where a test is about the start date).
+os.environ.setdefault("STATISTICS_EXPORT_START_DATE", "2026-11-01")
 
 from helpers import add_event  # noqa: E402
 from local_stack.services import (  # noqa: E402

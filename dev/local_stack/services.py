@@ -35,6 +35,8 @@ SEAWEEDFS_PORTS = (
     "s3.port.grpc", "admin.port", "admin.port.grpc",
 )  # fmt: skip
 SEAWEEDFS_START_SECONDS = 60
+# The start date of the local stack's DAG (its worlds are days of November 2026), where the caller sets none.
+LOCAL_START_DATE = "2026-11-01"
 S3_KEY_ID = "local-access-key-id"
 S3_SECRET = "local-secret-access-key"
 
@@ -346,4 +348,6 @@ def airflow_env(airflow_home: Path, endpoints: Endpoints) -> dict[str, str]:
             "PYTHONPATH": str(REPO),
         }
     )
+    # The local stack's worlds are days of November 2026; a caller's own start date wins.
+    env.setdefault("STATISTICS_EXPORT_START_DATE", LOCAL_START_DATE)
     return env

@@ -74,6 +74,10 @@ def _switch(raw: str) -> bool:
     return value == "on"
 
 
+def _optional_day(raw: str) -> date | None:
+    return date.fromisoformat(raw) if raw else None
+
+
 def _amount(raw: str) -> Decimal:
     value = Decimal(raw)
     if not value.is_finite() or value < 0:
@@ -103,8 +107,17 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 
 START_DATE = Setting(
-    "STATISTICS_EXPORT_START_DATE", "2026-11-01", date.fromisoformat, "a day YYYY-MM-DD",
-    "the DAG's start date (UTC); with catchup on, every day since is exported",
+    "STATISTICS_EXPORT_START_DATE", "", _optional_day, "a day YYYY-MM-DD",
+    "required: the first day (UTC) the DAG exports; unset, the DAG does not load, so no run starts for a day nobody chose",
+)  # fmt: skip
+CATCHUP = Setting(
+    "STATISTICS_EXPORT_CATCHUP", "on", _switch, "on or off",
+    "on: every day from the start date is exported once the DAG is unpaused; off: only the latest ended day "
+    "(`airflow backfill create` makes history either way)",
+)  # fmt: skip
+MAX_ACTIVE_RUNS = Setting(
+    "STATISTICS_EXPORT_MAX_ACTIVE_RUNS", "3", _positive_int, "a whole number above 0",
+    "days exported at once (catchup, backfill, manual runs); each holds its own batches' task slots",
 )  # fmt: skip
 BATCH_VARIANTS = Setting(
     "STATISTICS_EXPORT_BATCH_VARIANTS", "500", _positive_int, "a whole number above 0",
@@ -182,6 +195,8 @@ DEADLINE_ALERT = Setting(
 # Each field of Settings and the variable it is read from.
 FIELDS: dict[str, Setting[Any]] = {
     "start_date": START_DATE,
+    "catchup": CATCHUP,
+    "max_active_runs": MAX_ACTIVE_RUNS,
     "batch_variants": BATCH_VARIANTS,
     "concurrency": CONCURRENCY,
     "store_in_flight": STORE_IN_FLIGHT,
@@ -206,7 +221,9 @@ ALL: tuple[Setting[Any], ...] = tuple(FIELDS.values())
 class Settings:
     """The settings of one run; build it with :func:`load`, or directly in tests and the benchmark."""
 
-    start_date: date = START_DATE.parse(START_DATE.default)
+    start_date: date | None = START_DATE.parse(START_DATE.default)
+    catchup: bool = CATCHUP.parse(CATCHUP.default)
+    max_active_runs: int = MAX_ACTIVE_RUNS.parse(MAX_ACTIVE_RUNS.default)
     batch_variants: int = BATCH_VARIANTS.parse(BATCH_VARIANTS.default)
     concurrency: int = CONCURRENCY.parse(CONCURRENCY.default)
     store_in_flight: int = STORE_IN_FLIGHT.parse(STORE_IN_FLIGHT.default)
@@ -231,8 +248,20 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
     return Settings(**{name: setting.read(env) for name, setting in FIELDS.items()})
 
 
+def first_day(config: Settings) -> date:
+    """Return the DAG's start date, or raise naming the variable when it is unset: a default would make an
+    operator who forgot it unpause into a run for every day since that default."""
+    if config.start_date is None:
+        raise ValueError(
+            f"{START_DATE.env} is not set: set it to the first day (UTC, YYYY-MM-DD) the DAG exports before the DAG "
+            f"can load. With {CATCHUP.env}=on (the default) every day from it is exported once the DAG is unpaused; "
+            f"set {CATCHUP.env}=off to export only from the latest ended day on."
+        )
+    return config.start_date
+
+
 def markdown_table() -> str:
     """Return the settings as the README's table (a test keeps the README in step with this module)."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    rows += [f"| `{s.env}` | `{s.default}` | {s.meaning} |" for s in ALL]
+    rows += [f"| `{s.env}` | {f'`{s.default}`' if s.default else 'unset'} | {s.meaning} |" for s in ALL]
     return "\n".join(rows)

@@ -160,6 +160,23 @@ def test_the_dags_shape_never_depends_on_the_command_line_that_parses_it(monkeyp
     assert not DagBag(dag_folder="dags").dags["product_statistics_export"].deadline
 
 
+def test_without_a_start_date_the_dag_does_not_load_and_names_the_variable(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.delenv("STATISTICS_EXPORT_START_DATE", raising=False)
+    refused = DagBag(dag_folder="dags")
+    assert refused.dag_ids == []  # no DAG, so no run for a day nobody chose
+    ((path, error),) = refused.import_errors.items()
+    assert path.endswith("product_statistics_export.py")
+    assert "STATISTICS_EXPORT_START_DATE is not set: set it to the first day (UTC, YYYY-MM-DD) the DAG exports" in error
+
+    monkeypatch.setenv("STATISTICS_EXPORT_START_DATE", "2026-12-01")
+    monkeypatch.setenv("STATISTICS_EXPORT_CATCHUP", "off")
+    monkeypatch.setenv("STATISTICS_EXPORT_MAX_ACTIVE_RUNS", "5")
+    dag = DagBag(dag_folder="dags").dags["product_statistics_export"]
+    assert (dag.start_date.isoformat(), dag.catchup, dag.max_active_runs) == ("2026-12-01T00:00:00+00:00", False, 5)
+
+
 def test_the_task_ids_the_report_asks_why_a_shop_failed_are_the_dags(dag):
     from include.statistics_export.tasks import task_ids
 

@@ -549,17 +549,28 @@ def standins_image_problems(files: list[str], ignore_text: str, dockerfile: str,
 def setting_problems(compose: dict, settings: dict[str, str], defined: dict[str, str] | None = None) -> list[str]:
     """List settings Airflow does not get or gets with another default, and variables no setting reads.
 
-    ``defined`` (.env.example) may leave a setting empty or give the code's default, nothing else.
+    ``defined`` (.env.example) may leave a setting empty or give the code's default, nothing else; a setting the
+    code requires (no default) must be required by compose too (``${NAME:?...}``), and .env.example may give it.
     """
     common = environment(compose["x-airflow-common"])
     problems = [f"{name} is not passed to Airflow" for name in settings if name not in common]
     for name, default in settings.items():
-        if name in common and interpolate(common[name], {}) != default:
-            problems.append(f"{name}: compose default {interpolate(common[name], {})!r}, code default {default!r}")
+        if name not in common:
+            continue
+        try:
+            composed = interpolate(common[name], {})
+        except ValueError:  # ${NAME:?...}: compose refuses to start without it, as the DAG refuses to load
+            if default:
+                problems.append(f"{name}: compose requires it, but the code defaults to {default!r}")
+            continue
+        if not default:
+            problems.append(f"{name}: the code requires it, but compose defaults to {composed!r}")
+        elif composed != default:
+            problems.append(f"{name}: compose default {composed!r}, code default {default!r}")
     passed = {name for name in [*common, *(defined or {})] if name.startswith("STATISTICS_EXPORT_")}
     problems += [f"{name} is set but no setting in settings.py reads it" for name in sorted(passed - set(settings))]
     for name, value in (defined or {}).items():
-        if name in settings and value not in ("", settings[name]):
+        if name in settings and settings[name] and value not in ("", settings[name]):
             problems.append(f"{name}: .env.example {value!r}, code default {settings[name]!r}")
     return problems
 
@@ -643,7 +654,8 @@ def test_the_stand_ins_image_is_the_production_image_plus_dev():
 def test_every_statistics_export_setting_reaches_airflow_with_the_code_default():
     settings = code_defaults()
     assert {"STATISTICS_EXPORT_START_DATE", "STATISTICS_EXPORT_BATCH_VARIANTS"} <= set(settings)
-    assert all(setting.parse(setting.default) is not None for setting in settings_module.ALL)
+    assert all(setting.parse(setting.default) is not None for setting in settings_module.ALL if setting.default)
+    assert [setting.env for setting in settings_module.ALL if not setting.default] == ["STATISTICS_EXPORT_START_DATE"]
     assert setting_problems(load_compose(), settings, env_example()) == []
 
 
@@ -752,7 +764,12 @@ def test_a_missing_service_or_a_setting_drifting_from_the_code_is_caught():
     settings, defined = code_defaults(), env_example()
     assert setting_problems(load_compose(), settings, defined) == []
     assert setting_problems(load_compose(), {**settings, "STATISTICS_EXPORT_NEW_KNOB": "1"}) != []
-    assert setting_problems(load_compose(), {**settings, "STATISTICS_EXPORT_START_DATE": "2020-01-01"}) != []
+    assert setting_problems(load_compose(), {**settings, "STATISTICS_EXPORT_START_DATE": "2020-01-01"}) == [
+        "STATISTICS_EXPORT_START_DATE: compose requires it, but the code defaults to '2020-01-01'"
+    ]
+    assert setting_problems(load_compose(), {**settings, "STATISTICS_EXPORT_BATCH_VARIANTS": ""}) == [
+        "STATISTICS_EXPORT_BATCH_VARIANTS: the code requires it, but compose defaults to '500'"
+    ]
     dropped = {k: v for k, v in settings.items() if k != "STATISTICS_EXPORT_CONCURRENCY"}
     assert setting_problems(load_compose(), dropped) == [
         "STATISTICS_EXPORT_CONCURRENCY is set but no setting in settings.py reads it"

@@ -14,7 +14,9 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def test_the_defaults_are_the_documented_ones():
     assert settings.load({}) == settings.Settings()
     assert settings.Settings() == settings.Settings(
-        start_date=date(2026, 11, 1),
+        start_date=None,
+        catchup=True,
+        max_active_runs=3,
         batch_variants=500,
         concurrency=16,
         store_in_flight=64,
@@ -32,6 +34,8 @@ def test_the_defaults_are_the_documented_ones():
 def test_each_variable_sets_its_field_and_blank_means_the_default():
     environ = {
         "STATISTICS_EXPORT_START_DATE": "2025-01-31",
+        "STATISTICS_EXPORT_CATCHUP": "off",
+        "STATISTICS_EXPORT_MAX_ACTIVE_RUNS": "1",
         "STATISTICS_EXPORT_BATCH_VARIANTS": "250",
         "STATISTICS_EXPORT_CONCURRENCY": " 16 ",
         "STATISTICS_EXPORT_STORE_IN_FLIGHT": "128",
@@ -52,7 +56,25 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
     loaded = settings.load(environ)
     hosts = ("https://cdn.shopify.com", "http://127.0.0.1:8300")
     assert loaded == settings.Settings(
-        date(2025, 1, 31), 250, 16, 128, 150, 2.5, 1000, 0.5, hosts, Decimal("99.99"), 604800, 0, 20, 300, 0, 5, False
+        date(2025, 1, 31),
+        False,
+        1,
+        250,
+        16,
+        128,
+        150,
+        2.5,
+        1000,
+        0.5,
+        hosts,
+        Decimal("99.99"),
+        604800,
+        0,
+        20,
+        300,
+        0,
+        5,
+        False,
     )
     assert settings.Settings().deadline_alert is True and settings.load({}).deadline_alert is True
     assert set(environ) == {s.env for s in settings.ALL} and len(settings.ALL) == len(settings.FIELDS)
@@ -71,6 +93,8 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         ("STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS", "604801"),
         ("STATISTICS_EXPORT_DOWNLOAD_LINK_SECONDS", "0"),
         ("STATISTICS_EXPORT_DEADLINE_ALERT", "no"),
+        ("STATISTICS_EXPORT_CATCHUP", "yes"),
+        ("STATISTICS_EXPORT_MAX_ACTIVE_RUNS", "0"),
     ],
 )
 def test_a_bad_value_is_an_error_naming_the_variable_and_the_value(name, value):
@@ -80,3 +104,11 @@ def test_a_bad_value_is_an_error_naming_the_variable_and_the_value(name, value):
 
 def test_the_readme_table_is_the_module_table():
     assert settings.markdown_table() in README.read_text()
+
+
+def test_without_a_start_date_the_dag_has_no_first_day_and_the_message_names_the_variables():
+    with pytest.raises(ValueError) as unset:
+        settings.first_day(settings.load({}))
+    assert str(unset.value).startswith("STATISTICS_EXPORT_START_DATE is not set: set it to the first day (UTC")
+    assert "STATISTICS_EXPORT_CATCHUP=off" in str(unset.value)
+    assert settings.first_day(settings.load({"STATISTICS_EXPORT_START_DATE": "2026-12-01"})) == date(2026, 12, 1)
