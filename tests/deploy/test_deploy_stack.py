@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import ipaddress
 import importlib
 import json
 import os
@@ -360,6 +361,26 @@ def code_defaults() -> dict[str, str]:
     return {setting.env: setting.default for setting in settings_module.ALL}
 
 
+def sandbox_image_origin(compose: dict) -> str:
+    """Return the origin the stack's sandbox serves images from: its fixed address on the stack's network (which
+    must be in the network's subnet, and the address it binds) and its port."""
+    sandbox = compose["services"]["shopify-sandbox"]
+    address = sandbox["networks"]["default"]["ipv4_address"]
+    (subnet,) = [pool["subnet"] for pool in compose["networks"]["default"]["ipam"]["config"]]
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(subnet), f"{address} is outside {subnet}"
+    command = sandbox["command"]
+    assert command[command.index("--host") + 1] == address, "the sandbox must bind (and hand out URLs of) its address"
+    return f"http://{address}:{command[command.index('--port') + 1]}"
+
+
+def stack_defaults(compose: dict) -> dict[str, str]:
+    """Return the code's defaults as the compose stack must pass them: the same, but the image origins, which add
+    the sandbox's (production's default stays Shopify's CDN alone)."""
+    defaults = code_defaults()
+    hosts = settings_module.IMAGE_HOSTS.env
+    return {**defaults, hosts: f"{defaults[hosts]},{sandbox_image_origin(compose)}"}
+
+
 def environment_reads(source: str) -> list[str]:
     """List where Python source reads the environment (os.environ, os.getenv) or names a STATISTICS_EXPORT_ variable.
 
@@ -652,11 +673,28 @@ def test_the_stand_ins_image_is_the_production_image_plus_dev():
 
 
 def test_every_statistics_export_setting_reaches_airflow_with_the_code_default():
-    settings = code_defaults()
+    settings = stack_defaults(load_compose())
     assert {"STATISTICS_EXPORT_START_DATE", "STATISTICS_EXPORT_BATCH_VARIANTS"} <= set(settings)
     assert all(setting.parse(setting.default) is not None for setting in settings_module.ALL if setting.default)
     assert [setting.env for setting in settings_module.ALL if not setting.default] == ["STATISTICS_EXPORT_START_DATE"]
     assert setting_problems(load_compose(), settings, env_example()) == []
+
+
+def test_the_demo_backs_images_up_from_the_sandboxs_fixed_address_and_production_from_the_cdn_alone():
+    from export_hooks.image_origins import url_refusal
+
+    compose = load_compose()
+    origin = sandbox_image_origin(compose)
+    composed = interpolate(environment(compose["x-airflow-common"])[settings_module.IMAGE_HOSTS.env], {})
+    stack_origins = settings_module.IMAGE_HOSTS.parse(composed)
+    assert stack_origins == ("https://cdn.shopify.com", origin) and origin == "http://172.28.0.10:8300"
+    image = f"{origin}/cdn/demo-shop.myshopify.com/101/img1.jpeg"  # as the sandbox hands them out
+    assert url_refusal(image, stack_origins) is None  # an allowed IP address: trusted as listed, never looked up
+    production = settings_module.Settings().image_hosts
+    assert production == ("https://cdn.shopify.com",)
+    assert url_refusal(image, production) == "http://172.28.0.10:8300 is not an allowed image origin"
+    # A user's .env copied from the example keeps the stack's origins (empty means the compose default).
+    assert env_example()[settings_module.IMAGE_HOSTS.env] == ""
 
 
 def test_only_settings_py_reads_the_environment_in_product_code():
@@ -761,7 +799,7 @@ def test_a_missing_service_or_a_setting_drifting_from_the_code_is_caught():
     compose = copy.deepcopy(load_compose())
     del compose["services"]["s3"]
     assert missing_services(compose) == ["s3"]
-    settings, defined = code_defaults(), env_example()
+    settings, defined = stack_defaults(load_compose()), env_example()
     assert setting_problems(load_compose(), settings, defined) == []
     assert setting_problems(load_compose(), {**settings, "STATISTICS_EXPORT_NEW_KNOB": "1"}) != []
     assert setting_problems(load_compose(), {**settings, "STATISTICS_EXPORT_START_DATE": "2020-01-01"}) == [
