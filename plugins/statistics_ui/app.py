@@ -125,7 +125,27 @@ def same_origin(request: Request) -> None:
         )
     expected = expected_origin(request)
     if origin.lower() != expected:  # browsers send exactly scheme://host[:port], the host in lower case
-        raise HTTPException(403, f"Cross-origin request refused: Origin {origin[:100]!r} is not {expected!r}")
+        hint = untrusted_proxy_hint(request)
+        raise HTTPException(
+            403,
+            f"Cross-origin request refused: Origin {origin[:100]!r} is not {expected!r}"
+            + (f". {hint}" if hint else ""),
+        )
+
+
+def untrusted_proxy_hint(request: Request) -> str | None:
+    """Say how to make Retry work when a proxy forwards another scheme than the one Airflow saw, and Airflow
+    neither trusts the proxy nor knows its own address: behind a TLS-terminating ingress every Retry would be
+    refused. With ``--proxy-headers`` (and FORWARDED_ALLOW_IPS naming the proxy), uvicorn already makes the
+    request's scheme the forwarded one, so no hint is given."""
+    forwarded = request.headers.get("x-forwarded-proto", "").split(",")[0].strip().lower()
+    if conf.get("api", "base_url", fallback=None) or not forwarded or forwarded == request.url.scheme:
+        return None
+    return (
+        f"This page reached Airflow over {request.url.scheme} through a proxy that forwards {forwarded}, and Retry "
+        "is refused until Airflow knows its own address: set [api] base_url to the address users open, or start "
+        "the api-server with --proxy-headers and FORWARDED_ALLOW_IPS naming the proxy"
+    )
 
 
 def overview_context(days: int) -> dict[str, Any]:
@@ -190,6 +210,7 @@ def create_app() -> FastAPI:
         # cookie, so the tab links to the Browse page for Retry instead of offering a button that cannot work.
         nav_page = f"{base_path(request).rsplit('/', 1)[0]}/plugin/statistics-exports"
         extra = {"day": day, "run": run, "retried": retried, "in_tab": in_tab, "nav_page": nav_page}
+        extra["proxy_hint"] = untrusted_proxy_hint(request)
         return render(request, "day.html", {**extra, **context})
 
     @app.get("/day/{day}", response_class=HTMLResponse, dependencies=[CAN_READ, CAN_READ_RUNS])

@@ -287,6 +287,33 @@ def test_a_retry_must_come_from_the_base_urls_origin_when_it_is_set(client, alph
     )
 
 
+def test_behind_a_tls_proxy_retry_works_once_airflow_trusts_the_proxy_and_the_page_says_how_until_then(
+    airflow_app, alpha_files
+):
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    retry, form = f"{PREFIX}/day/{YESTERDAY}/retry", {"shop_id": "shop_alpha", "run_id": "nope"}
+    # The browser opened https://airflow.test; the ingress ended TLS and reached the api-server over http.
+    through_proxy = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+    how = "set [api] base_url to the address users open, or start the api-server with --proxy-headers"
+    with TestClient(airflow_app, base_url="http://airflow.test", follow_redirects=False) as untrusting:
+        refused = untrusting.post(
+            retry, data=form, headers={**posting("admin", "https://airflow.test"), **through_proxy}
+        )
+        assert refused.status_code == 403 and how in refused.json()["detail"], refused.text
+        page = untrusting.get(f"{PREFIX}/day/{YESTERDAY}", headers={**as_user("viewer"), **through_proxy})
+        assert page.status_code == 200 and 'id="proxy-hint"' in page.text and how in page.text
+        direct = untrusting.get(f"{PREFIX}/day/{YESTERDAY}", headers=as_user("viewer"))
+        assert 'id="proxy-hint"' not in direct.text  # no proxy, nothing to say
+    # `airflow api-server --proxy-headers`: uvicorn's middleware, trusting the proxy (FORWARDED_ALLOW_IPS).
+    trusting = ProxyHeadersMiddleware(airflow_app, trusted_hosts="*")
+    with TestClient(trusting, base_url="http://airflow.test", follow_redirects=False) as behind:
+        answer = behind.post(retry, data=form, headers={**posting("admin", "https://airflow.test"), **through_proxy})
+        assert answer.status_code == 404 and "Airflow does not know this run" in answer.text  # it went on to Airflow
+        page = behind.get(f"{PREFIX}/day/{YESTERDAY}", headers={**as_user("viewer"), **through_proxy})
+        assert page.status_code == 200 and 'id="proxy-hint"' not in page.text
+
+
 def test_the_day_page_shows_no_notice_text_from_the_address(client, s3, connections):
     put_report(s3, connections.bucket, YESTERDAY, failed_day_report(YESTERDAY))
     hostile = "<script>alert(3)</script> your session expired, sign in at https://evil.example"
