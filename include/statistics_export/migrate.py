@@ -31,6 +31,13 @@ How a file is run:
   concurrent build is still working on (``pg_stat_progress_create_index``) is not touched: the runner
   fails instead.
 
+What ran is recorded: the runner keeps a ledger, ``"StatisticsExportMigration"`` (a file's name, the SHA-256
+of its text, when it was applied), which it creates itself if missing, as Prisma and Alembic keep theirs. A
+file recorded with the same text is skipped; a file whose text changed since is applied again (the files are
+idempotent), and ``--replay`` applies every file again, recorded or not (after restoring a database, say). A
+file is recorded once all of its statements ran; one that failed half-way is not, and runs whole next time.
+Files run by hand with ``psql -f`` are not recorded: the runner applies them once more, changing nothing.
+
 The command prints the target's host and database (never the URL's password), then each file and a
 one-line summary of each statement with the server's notices (e.g. "already exists, skipping").
 """
@@ -38,11 +45,13 @@ one-line summary of each statement with the server's notices (e.g. "already exis
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +63,13 @@ from psycopg.conninfo import conninfo_to_dict
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+LEDGER = "StatisticsExportMigration"
+_LEDGER_DDL = f"""
+CREATE TABLE IF NOT EXISTS "{LEDGER}" (
+    name          TEXT PRIMARY KEY,
+    checksum      TEXT NOT NULL,
+    "appliedAt"   TIMESTAMP(3) NOT NULL DEFAULT (now() AT TIME ZONE 'UTC')
+)"""
 APPLICATION_NAME = "statistics_export_migrate"
 
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -137,36 +153,70 @@ def summarize(statement: str) -> str:
     return first if len(first) <= 110 else first[:107] + "..."
 
 
+def checksum(text: str) -> str:
+    """Return the SHA-256 of a migration file's text, as the ledger records it."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def recorded_migrations(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """Return the ledger: each applied file's name and checksum (creating the ledger if missing)."""
+    conn.execute(_LEDGER_DDL)
+    return dict(conn.execute(sql.SQL("SELECT name, checksum FROM {}").format(sql.Identifier(LEDGER))).fetchall())
+
+
 def apply_migrations(
     target: str | psycopg.Connection[Any],
     files: Sequence[Path] | None = None,
     *,
     on_statement: Callable[[AppliedStatement], None] | None = None,
+    replay: bool = False,
 ) -> list[AppliedStatement]:
-    """Apply the migration files (default: all, in order) to a database; return what ran.
+    """Apply the migration files (default: all, in order) not yet recorded with their text to a database;
+    return what ran. ``replay`` applies every file, recorded or not.
 
     ``target`` is a libpq URL (one new autocommit connection per file) or an open connection in
     autocommit mode. Every file is checked before the first statement runs. ``on_statement`` is called
     after each statement, e.g. to print progress. A failing statement raises the server's error, with a
-    note naming the file and the statement; the statements before it stay applied (rerun once fixed:
-    the files are idempotent).
+    note naming the file and the statement; the statements before it stay applied and the file unrecorded
+    (rerun once fixed: the files are idempotent).
     """
     paths = list(migration_files() if files is None else files)
-    scripts = [(path.name, split_statements(path.read_text(), path.name)) for path in paths]
+    texts = [(path.name, path.read_text()) for path in paths]
+    scripts = [(name, checksum(text), split_statements(text, name)) for name, text in texts]
     if not isinstance(target, str) and not target.autocommit:
         raise MigrationError("apply_migrations needs a connection in autocommit mode (CONCURRENTLY)")
+    with _connection(target) as conn:
+        recorded = recorded_migrations(conn)
     applied: list[AppliedStatement] = []
-    for name, statements in scripts:
-        if isinstance(target, str):
-            with psycopg.connect(target, autocommit=True, application_name=APPLICATION_NAME) as conn:
-                _run_file(conn, name, statements, applied, on_statement)
-        else:
+    for name, digest, statements in scripts:
+        if not replay and recorded.get(name) == digest:
+            log.info("%s: applied before, unchanged: skipped", name)
+            continue
+        with _connection(target) as conn:
             try:
-                _run_file(target, name, statements, applied, on_statement)
+                _run_file(conn, name, statements, applied, on_statement)
             finally:
-                for setting in _settings_made(statements):
-                    target.execute(sql.SQL("RESET {}").format(sql.SQL(setting)))
+                if conn is target:
+                    for setting in _settings_made(statements):
+                        conn.execute(sql.SQL("RESET {}").format(sql.SQL(setting)))
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {} (name, checksum) VALUES (%s, %s) "
+                    'ON CONFLICT (name) DO UPDATE SET checksum = EXCLUDED.checksum, "appliedAt" = DEFAULT'
+                ).format(sql.Identifier(LEDGER)),
+                (name, digest),
+            )
     return applied
+
+
+@contextmanager
+def _connection(target: str | psycopg.Connection[Any]) -> Iterator[psycopg.Connection[Any]]:
+    """A new autocommit connection for a URL (its own session, as each ``psql -f``), else the one given."""
+    if isinstance(target, str):
+        with psycopg.connect(target, autocommit=True, application_name=APPLICATION_NAME) as conn:
+            yield conn
+    else:
+        yield target
 
 
 def _settings_made(statements: Sequence[str]) -> list[str]:
@@ -299,18 +349,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="libpq URL of the app's database (libpq's PG* variables fill what it leaves out); "
         "its password is never printed",
     )
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help=f'apply every file again, even those the ledger "{LEDGER}" records as applied unchanged',
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         files = migration_files()
         print(f"Applying {len(files)} migrations to {describe_target(args.url)}", flush=True)
-        applied = apply_migrations(args.url, files, on_statement=_print_statement(set()))
+        applied = apply_migrations(args.url, files, on_statement=_print_statement(set()), replay=args.replay)
     except (MigrationError, psycopg.Error) as error:
         notes = "".join(f"\n  {note}" for note in getattr(error, "__notes__", ()))
         message = _redact(f"Migration failed: {type(error).__name__}: {error}{notes}", args.url)
         print(message, file=sys.stderr)
         return 1
-    print(f"Done: {len(applied)} statements in {len(files)} files")
+    ran = len({result.file for result in applied})
+    print(f"Done: {len(applied)} statements in {ran} files; {len(files) - ran} already applied, unchanged: skipped")
     return 0
 
 

@@ -23,8 +23,10 @@ import pytest
 from psycopg import errors
 
 from include.statistics_export.migrate import (
+    LEDGER,
     MigrationError,
     apply_migrations,
+    checksum,
     migration_files,
     split_statements,
 )
@@ -221,6 +223,17 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
         ("StatisticsExportShopSizes", 2, "sizes", "jsonb", True, None),
         ("StatisticsExportShopSizes", 3, "runId", "text", True, None),
         ("StatisticsExportShopSizes", 4, "writtenAt", "timestamp(3) without time zone", True, None),
+        # The runner's ledger of the files it applied.
+        ("StatisticsExportMigration", 1, "name", "text", True, None),
+        ("StatisticsExportMigration", 2, "checksum", "text", True, None),
+        (
+            "StatisticsExportMigration",
+            3,
+            "appliedAt",
+            "timestamp(3) without time zone",
+            True,
+            "(now() AT TIME ZONE 'UTC'::text)",
+        ),
     }
     assert before["indexes"] <= after["indexes"]
     added = after["indexes"] - before["indexes"]
@@ -228,16 +241,20 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
     sizes_key = (
         'CREATE UNIQUE INDEX "StatisticsExportShopSizes_pkey" ON public."StatisticsExportShopSizes" USING btree (date)'
     )
+    ledger_key = (
+        'CREATE UNIQUE INDEX "StatisticsExportMigration_pkey" ON public."StatisticsExportMigration" USING btree (name)'
+    )
     assert {(row[1], row[2], row[3], row[4], row[5]) for row in added} == {
         (name, definition, True, True, False) for name, definition in ADDED_INDEX_DEFINITIONS.items()
     } | {("StatisticsExportDay_pkey", day_key, True, True, True)} | {
         ("StatisticsExportShopSizes_pkey", sizes_key, True, True, True)
-    }
+    } | {("StatisticsExportMigration_pkey", ledger_key, True, True, True)}
     # Nothing of the app's dropped or changed; the constraints added are the new tables' primary keys.
     assert before["constraints"] <= after["constraints"]
     assert {row[0] for row in after["constraints"] - before["constraints"]} == {
         "StatisticsExportDay",
         "StatisticsExportShopSizes",
+        "StatisticsExportMigration",
     }
     assert views(fixture_db) == TREND_VIEWS
 
@@ -249,7 +266,8 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
         psycopg.connect(fixture_db, autocommit=True, options="-c statement_timeout=10s") as migrator,
     ):
         insert_event(app, "open_transaction")
-        rerun = apply_migrations(migrator)
+        assert apply_migrations(migrator) == []  # every file is recorded with its text: nothing runs
+        rerun = apply_migrations(migrator, replay=True)
         app.rollback()
     assert catalog(fixture_db) == after
     # CREATE OR REPLACE VIEW replaces silently (no notice): the view definitions are checked above.
@@ -260,7 +278,7 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
 
 def test_migration_0001_creates_the_output_tables_exactly_as_the_fixture(empty_db, fixture_db):
     apply_migrations(empty_db, [migration("0001")])
-    created = catalog(empty_db)
+    created = without_ledger(catalog(empty_db))
     fixture = catalog(fixture_db, OUTPUT_TABLES)
     assert {row[0] for row in created["columns"]} == OUTPUT_TABLES  # nothing else: no app table
     assert created["columns"] == fixture["columns"]
@@ -336,9 +354,44 @@ def test_each_migration_runs_on_its_own(pg_server_url, prefix, fixture, check):
             apply_migrations(url, [path])
         with psycopg.connect(url) as conn:
             assert conn.execute(check).fetchone()[0] is True
-        snapshot = catalog(url)
-        apply_migrations(url, [path])  # the runner, alone, on what psql made: idempotent
-        assert catalog(url) == snapshot
+        snapshot = without_ledger(catalog(url))
+        apply_migrations(url, [path], replay=True)  # the runner, alone, on what psql made: idempotent
+        assert without_ledger(catalog(url)) == snapshot
+
+
+def without_ledger(snapshot: dict[str, set[tuple[Any, ...]]]) -> dict[str, set[tuple[Any, ...]]]:
+    """A catalog snapshot without the runner's ledger table (which psql -f does not create)."""
+    return {kind: {row for row in rows if row[0] != LEDGER} for kind, rows in snapshot.items()}
+
+
+def test_the_runner_records_what_it_applied_and_applies_only_new_or_changed_files(fixture_db, tmp_path):
+    applied = apply_migrations(fixture_db)
+    assert {result.file for result in applied} == {path.name for path in migration_files()}
+    with psycopg.connect(fixture_db) as conn:
+        ledger = dict(conn.execute(f'SELECT name, checksum FROM "{LEDGER}"').fetchall())
+    assert ledger == {path.name: checksum(path.read_text()) for path in migration_files()}
+    assert apply_migrations(fixture_db) == []  # a second call replays nothing
+
+    # A release adds a file: only it runs. Its text changes: it runs again, and the ledger follows.
+    added = tmp_path / "0099_release_adds_this.sql"
+    added.write_text("SET lock_timeout = '5s';\n")
+    files = [*migration_files(), added]
+    assert [r.file for r in apply_migrations(fixture_db, files)] == [added.name]
+    assert apply_migrations(fixture_db, files) == []
+    added.write_text("-- reworded\nSET lock_timeout = '6s';\n")
+    assert [r.summary for r in apply_migrations(fixture_db, files)] == ["SET lock_timeout = '6s'"]
+    # --replay: every file again, changing nothing.
+    snapshot = catalog(fixture_db)
+    assert {r.file for r in apply_migrations(fixture_db, files, replay=True)} == {p.name for p in files}
+    assert catalog(fixture_db) == snapshot
+
+    # A file failing half-way stays unrecorded, and runs whole next time.
+    broken = tmp_path / "0100_fails.sql"
+    broken.write_text("SET lock_timeout = '5s';\nSELECT 1 / 0;\n")
+    with pytest.raises(psycopg.errors.DivisionByZero):
+        apply_migrations(fixture_db, [broken])
+    with psycopg.connect(fixture_db) as conn:
+        assert conn.execute(f'SELECT count(*) FROM "{LEDGER}" WHERE name = %s', (broken.name,)).fetchone()[0] == 0
 
 
 # c. What the files may contain, and what the runner refuses.
