@@ -129,7 +129,7 @@ CONCURRENCY = Setting(
 )  # fmt: skip
 STORE_IN_FLIGHT = Setting(
     "STATISTICS_EXPORT_STORE_IN_FLIGHT", "64", _positive_int, "a whole number above 0",
-    "requests to R2 in flight at once per batch process: uploads and image copies wait for R2 without a thread each",
+    "requests to R2 in flight per batch process (they wait without a thread)",
 )  # fmt: skip
 BULK_THRESHOLD = Setting(
     "STATISTICS_EXPORT_BULK_THRESHOLD", "150", _positive_int, "a whole number above 0",
@@ -150,8 +150,8 @@ IMAGE_TIMEOUT = Setting(
 IMAGE_HOSTS = Setting(
     "STATISTICS_EXPORT_IMAGE_HOSTS", "https://cdn.shopify.com", _origins,
     "a comma-separated list of origins scheme://host[:port]",
-    "the only origins (comma-separated `scheme://host[:port]`) images are downloaded from, redirects included; a "
-    "host name must resolve to public addresses only (an IP address listed is trusted as is)",
+    "the only origins images are downloaded from, redirects included; a name must resolve to public addresses only "
+    "(a listed IP address is trusted as is)",
 )  # fmt: skip
 MAX_EVENT_REVENUE = Setting(
     "STATISTICS_EXPORT_MAX_EVENT_REVENUE", "1000000.00", _amount, "a non-negative decimal amount",
@@ -181,15 +181,12 @@ DEADLINE_HOURS = Setting(
 )  # fmt: skip
 RETRY_DELAY_SECONDS = Setting(
     "STATISTICS_EXPORT_RETRY_DELAY_SECONDS", "60", _positive_int, "a whole number of seconds above 0",
-    "seconds before Airflow tries a failed task again (2 retries, the wait doubling; a failure retrying cannot fix "
-    "is not retried; read when the DAG is parsed)",
+    "seconds before Airflow tries a failed task again (2 retries, the wait doubling; read when the DAG is parsed)",
 )  # fmt: skip
 
 DEADLINE_ALERT = Setting(
     "STATISTICS_EXPORT_DEADLINE_ALERT", "on", _switch, "on or off",
-    "`off` parses the DAG without its Deadline Alert: set it for `airflow dags test`, which evaluates no deadline "
-    "and, in Airflow 3.3.2, fails at the end of a successful run of a DAG that has one (apache/airflow#73428); "
-    "read when the DAG is parsed",
+    "`off`: the DAG without its Deadline Alert, for `airflow dags test` only (see above); read when the DAG is parsed",
 )  # fmt: skip
 
 # Each field of Settings and the variable it is read from.

@@ -1,6 +1,6 @@
-"""The README's backfill commands (section "Backfill as the original's operators typed it"), run as written.
+"""The backfill commands of docs/operations.md (section "Backfill as the original's operators typed it"), run as written.
 
-The test reads the commands from the README's code block, so the documentation and the test cannot drift:
+The test reads the commands from that section's code block, so the documentation and the test cannot drift:
 each `airflow backfill create` line runs through bash (its `$(date ...)` substitutions included) with
 `--dry-run` added where it lacks one, against the DAG in a fresh metadata database, and the days it lists
 must be the days the comment above it promises.
@@ -29,7 +29,7 @@ SECTION = "### Backfill as the original's operators typed it"
 
 def documented_commands() -> list[tuple[str, str]]:
     """Return (comment, command) for each command of the section's bash block, the comment being the line above."""
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "operations.md").read_text()
     section = text.split(SECTION, 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     pairs, comment = [], ""
@@ -50,11 +50,11 @@ def promised_days(comment: str, today: date) -> list[date]:
     elif found := re.search(r"--from-date (\S+) --to-date (\S+)", comment):
         first, last = date.fromisoformat(found.group(1)), date.fromisoformat(found.group(2))
     else:
-        raise AssertionError(f"the README's comment {comment!r} names no days the test understands")
+        raise AssertionError(f"the documented comment {comment!r} names no days the test understands")
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
 
 
-def test_the_readme_documents_each_of_the_originals_commands():
+def test_the_docs_document_each_of_the_originals_commands():
     commands = documented_commands()
     comments = " ".join(comment for comment, _ in commands)
     for original in ("--days 5", "--start 2025-01-01 --end 2025-01-05", "--days 3 --dry-run", "failed days only"):
