@@ -254,7 +254,7 @@ class R2Hook(S3Hook):
         try:
             for chunk in obstore.list(self.store, prefix, offset=start_after or None, chunk_size=LIST_PAGE):
                 yield from chunk
-        except ObstoreError as exc:
+        except (ObstoreError, FileNotFoundError) as exc:  # no such bucket: obstore's NotFoundError, only the latter
             raise self._failure(exc, prefix, writing=False) from None
 
     def presigned_get_url(self, key: str, expires_in: int, filename: str | None = None) -> str:

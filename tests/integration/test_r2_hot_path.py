@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from export_hooks.r2 import R2Hook, R2WriteError
+from export_hooks.r2 import R2Hook, R2ReadError, R2WriteError
 from include.statistics_export.protocols import finish_writes
 from local_stack.services import Endpoints, connection_env, s3_client
 
@@ -164,3 +164,9 @@ def test_listings_are_by_folder_with_etags_and_start_after(monkeypatch, s3_endpo
     assert sorted(listed) == ["runs/20261121.json", "runs/20261122.json"]
     with pytest.raises(ValueError, match="must be a folder ending with '/', got 'runs'"):
         list(hook.keys_under("runs"))
+
+
+def test_listing_a_bucket_that_does_not_exist_is_a_read_error_naming_it(monkeypatch, s3_endpoint, bucket):
+    use_r2(monkeypatch, s3_endpoint, "no-such-bucket", config_kwargs={"retries": {"max_attempts": 0}})
+    with pytest.raises(R2ReadError, match=r"^Reading 'runs/' from R2 bucket 'no-such-bucket' .*NoSuchBucket"):
+        list(R2Hook().keys_under("runs/"))
