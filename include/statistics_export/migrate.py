@@ -196,7 +196,7 @@ def apply_migrations(
             try:
                 _run_file(conn, name, statements, applied, on_statement)
             finally:
-                if conn is target:
+                if not isinstance(target, str):  # a connection passed in: leave it as it came
                     for setting in _settings_made(statements):
                         conn.execute(sql.SQL("RESET {}").format(sql.SQL(setting)))
             conn.execute(
