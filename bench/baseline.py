@@ -75,7 +75,7 @@ def export_variant(shopify, conn, store, images, shop: ShopRef, variant_id: int,
     metrics = variant_metrics(conn, shop.shop_id, [variant.variant_id], day).get(variant.variant_id, ZERO)
     backups, new_images = [], []
     for image in product.images_of(variant):
-        data, content_type = images.fetch(image.url)
+        data, content_type = images.start_fetch(image.url).result()
         key = image_key(shop.shop_id, product.product_id, image.media_gid, image.url)
         store.put_object(key, data, content_type)
         backup = ImageBackup(image.media_gid, image.url, key, store.object_url(key))

@@ -1,14 +1,14 @@
-"""`python -m bench.image_clients`: CPU per image download of the export's client and of an asyncio one.
+"""`python -m bench.image_clients`: CPU per image download of the export's client and of the other ways.
 
-Why the image CDN hook keeps its threads (bench/README.md, "R2's latency"): issue 32 asked image downloads to
-wait without a thread each, as the R2 writes do. This measures both ways against one origin that answers every
-GET after ``--latency`` seconds (an aiohttp server on uvloop in its own process, standing in for the CDN):
+Issue 32 asked image downloads to wait without a thread each, as the R2 writes do. This measures the ways
+against one origin that answers every GET after ``--latency`` seconds (an aiohttp server on uvloop in its own
+process, standing in for the CDN), each with at most ``--in-flight`` downloads at once:
 
-- ``threads``: the export's way, ``export_hooks.image_cdn.download_image`` (urllib3, the origin rules, the
-  retries) from ``--in-flight`` threads;
-- ``aiohttp`` and ``aiohttp_uvloop``: plain aiohttp GETs (no origin rules: only the client's cost), at most
-  ``--in-flight`` at once, on one event loop in its own thread (asyncio's own, or uvloop's), started from the
-  main thread as the export would hand them over.
+- ``export``: the export's own ``ImageCdnHook.start_fetch`` (aiohttp on its loop, the origin rules, retries);
+- ``threads``: the previous way's client cost, urllib3 GETs from ``--in-flight`` threads (no origin rules);
+- ``aiohttp``, ``aiohttp_uvloop``: plain aiohttp GETs on one loop in its own thread (asyncio's, uvloop's);
+- ``aiohttp_trust_env``: the same with ``trust_env=True``, which reads the environment and ~/.netrc again for
+  every request (why the export's client reads its proxies once instead).
 
 The CPU is this process's (``time.process_time``: every thread, user plus system); the origin's is not in it.
 Prints one JSON line per client and round, then the medians.
@@ -61,20 +61,32 @@ def wait_for(port: int) -> None:
 
 
 def with_threads(base: str, images: int, in_flight: int) -> Callable[[], None]:
-    from export_hooks.image_cdn import ImageClient, ImageRules, download_image
+    import urllib3
 
-    rules = ImageRules(frozenset({base}), 10**8, 30)
-    client = ImageClient(in_flight)
-    download_image(client, f"{base}/warm-up.jpg", rules)
+    pool = urllib3.PoolManager(maxsize=in_flight)
+    pool.request("GET", f"{base}/warm-up.jpg")
 
     def run() -> None:
-        with ThreadPoolExecutor(in_flight) as pool:
-            list(pool.map(lambda n: download_image(client, f"{base}/{n}.jpg", rules), range(images)))
+        with ThreadPoolExecutor(in_flight) as threads:
+            list(threads.map(lambda n: pool.request("GET", f"{base}/{n}.jpg").data, range(images)))
 
     return run
 
 
-def with_aiohttp(base: str, images: int, in_flight: int, uvloop: bool) -> Callable[[], None]:
+def with_export(base: str, images: int, in_flight: int) -> Callable[[], None]:
+    from export_hooks.image_cdn import ImageCdnHook, ImageRules
+
+    hook = ImageCdnHook(ImageRules(frozenset({base}), 10**8, 30), in_flight)
+    hook.start_fetch(f"{base}/warm-up.jpg").result()
+
+    def run() -> None:
+        for future in [hook.start_fetch(f"{base}/{n}.jpg") for n in range(images)]:
+            future.result()
+
+    return run
+
+
+def with_aiohttp(base: str, images: int, in_flight: int, uvloop: bool, trust_env: bool = False) -> Callable[[], None]:
     import aiohttp
 
     if uvloop:
@@ -86,7 +98,9 @@ def with_aiohttp(base: str, images: int, in_flight: int, uvloop: bool) -> Callab
     threading.Thread(target=loop.run_forever, daemon=True).start()
 
     async def start() -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=in_flight)), asyncio.Semaphore(in_flight)
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=in_flight), trust_env=trust_env
+        ), asyncio.Semaphore(in_flight)
 
     session, gate = asyncio.run_coroutine_threadsafe(start(), loop).result()
 
@@ -118,9 +132,11 @@ def main() -> int:
         wait_for(port)
         base = f"http://127.0.0.1:{port}"
         clients = {
+            "export": with_export(base, args.images, args.in_flight),
             "threads": with_threads(base, args.images, args.in_flight),
             "aiohttp": with_aiohttp(base, args.images, args.in_flight, uvloop=False),
             "aiohttp_uvloop": with_aiohttp(base, args.images, args.in_flight, uvloop=True),
+            "aiohttp_trust_env": with_aiohttp(base, args.images, args.in_flight, uvloop=False, trust_env=True),
         }
         seen: dict[str, list[dict[str, float]]] = {name: [] for name in clients}
         for _ in range(args.rounds):  # the clients alternate, round by round

@@ -92,8 +92,8 @@ def session_renewer(creds: ShopCredentials, connection: ShopifyConnection) -> Ca
 
 
 def image_source(config: settings_table.Settings) -> ImageCdnHook:
-    """Return the image CDN's hook under the settings' allowed origins, size cap and timeout, pooled for
-    ``config.concurrency`` connections (the caller closes it)."""
+    """Return the image CDN's hook under the settings' allowed origins, size cap and timeout, with
+    ``config.concurrency`` downloads in flight (the caller closes it)."""
     rules = ImageRules(
         frozenset(config.image_hosts),
         config.image_max_bytes,

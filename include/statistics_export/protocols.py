@@ -92,9 +92,10 @@ def finish_writes(writes: Sequence[Future[None]]) -> None:
 class ImageSource(Protocol):
     """Where product images are downloaded from (Shopify's CDN in production), under the origin rules."""
 
-    def fetch(self, url: str) -> tuple[bytes, str]:
-        """Return an image's bytes and content type; raise ImageDownloadError (ImageURLRefused when the URL may
-        not be fetched) naming the URL."""
+    def start_fetch(self, url: str) -> Future[tuple[bytes, str]]:
+        """Start downloading an image and return at once: a future of its bytes and content type, raising
+        ImageDownloadError (ImageURLRefused when the URL may not be fetched) naming the URL. Waiting for the
+        CDN holds no thread."""
         ...
 
 

@@ -125,7 +125,7 @@ BATCH_VARIANTS = Setting(
 )  # fmt: skip
 CONCURRENCY = Setting(
     "STATISTICS_EXPORT_CONCURRENCY", "16", _positive_int, "a whole number above 0",
-    "threads (and pooled HTTP connections) per batch for image downloads and Parquet parts",
+    "image downloads in flight per batch process (they wait without a thread), and threads for Parquet parts",
 )  # fmt: skip
 STORE_IN_FLIGHT = Setting(
     "STATISTICS_EXPORT_STORE_IN_FLIGHT", "64", _positive_int, "a whole number above 0",

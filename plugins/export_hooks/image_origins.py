@@ -1,21 +1,21 @@
 """Where product images may come from: the origin and address rules of every image URL, and its redirects.
 
 The URL is Shopify's answer, but nothing else stops it pointing inside our network. A URL is fetched only
-when it is http or https, its origin (scheme, host and port, https's default port 443) is one of the allowed
-origins (STATISTICS_EXPORT_IMAGE_HOSTS, default ``https://cdn.shopify.com``), and its host name resolves
-(``socket.getaddrinfo``) to public addresses only: none loopback, private, link-local, multicast, reserved or
-unspecified, IPv4-mapped IPv6 included. An IP address listed as an origin (the local sandbox's
+when it is http or https and its origin (scheme, host and port, https's default port 443) is one of the allowed
+origins (STATISTICS_EXPORT_IMAGE_HOSTS, default ``https://cdn.shopify.com``): :func:`url_refusal`, before any
+lookup. A host name must then resolve to public addresses only: none loopback, private, link-local, multicast,
+reserved or unspecified, IPv4-mapped IPv6 included (:func:`answers_refusal`, applied by the CDN hook's resolver
+to the very addresses it connects to). An IP address listed as an origin (the local sandbox's
 ``http://127.0.0.1:PORT``) is the operator's own choice and is not checked further; a name is, whatever it is
 (``localhost`` is refused). Pure rules, no client: the settings parse the allowed origins with
-:func:`canonical_origin`, and the CDN hook (``image_cdn``) applies :func:`url_refusal` to every hop.
+:func:`canonical_origin`, and the CDN hook (``image_cdn``) applies the rules to every hop.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
-import socket
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from urllib.parse import urlsplit
 
 from export_hooks.errors import ImageDownloadError
@@ -83,11 +83,11 @@ def is_ip_literal(host: str) -> bool:
 
 
 def url_refusal(url: str, allowed_origins: Collection[str], origins_setting: str = "") -> str | None:
-    """Return why ``url`` may not be fetched, or None: it must be http(s), of an allowed origin, and a host
-    name must resolve to public addresses only (an allowed IP address is not checked further).
+    """Return why ``url`` may not be fetched, or None: it must be http(s) and of an allowed origin. No lookup:
+    a host name's addresses are judged where they are resolved (:func:`answers_refusal`).
 
     ``allowed_origins`` are canonical (:func:`canonical_origin`); ``origins_setting`` names where they are set,
-    for the message. Raises :class:`HostUnresolved` when the name does not resolve (retried).
+    for the message.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -102,14 +102,13 @@ def url_refusal(url: str, allowed_origins: Collection[str], origins_setting: str
         return f"not a URL that can be fetched ({exc})"
     if origin not in allowed_origins:
         return f"{origin} is not an allowed image origin" + (f" ({origins_setting})" if origins_setting else "")
-    if is_ip_literal(host):
-        return None  # listed by the operator or the local stack, as an address: trusted as is
-    try:
-        answers = socket.getaddrinfo(host, port or (443 if scheme == "https" else 80), type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        raise HostUnresolved(f"{host} does not resolve ({exc}) fetching {url}") from None
-    for *_, sockaddr in answers:
-        address = str(sockaddr[0])
+    return None
+
+
+def answers_refusal(host: str, addresses: Iterable[str]) -> str | None:
+    """Return why a host name whose lookup answered ``addresses`` may not serve images, or None when every one
+    is public: a name is refused when any of its addresses is not."""
+    for address in addresses:
         reason = address_refusal(address)
         if reason is not None:
             return f"{host} resolves to {address}, {reason}"

@@ -295,15 +295,26 @@ def test_more_than_three_redirects_are_refused(origin, session):
 # -- the connection itself: DNS answering differently at connect time ------------------------------------
 
 
-def test_a_connection_that_reaches_a_non_public_address_is_closed_before_the_request(origin, session):
-    # As if a name checked public resolved to loopback at connect time (DNS rebinding): the client connects
-    # to localhost without the URL checks, and refuses the address it reached before sending a byte.
-    with pytest.raises(ImageURLRefused, match=f"the connection to localhost reached {LOOPBACK}, a loopback address"):
-        session.get(f"http://localhost:{origin.port}/img.jpg", timeout=5)
+def test_a_name_is_judged_by_the_addresses_the_connection_is_made_to(origin, session):
+    # As if a name checked public resolved to loopback at connect time (DNS rebinding): the client's own
+    # resolver judges the very addresses it connects to, so even a GET that skips the URL checks is refused
+    # before any connection.
+    async def get(url: str) -> bytes:
+        response = await session.get(url)
+        try:
+            return await response.read()
+        finally:
+            response.close()
+
+    with (
+        watched_network() as seen,
+        pytest.raises(ImageURLRefused, match=f"localhost resolves to {LOOPBACK}, a loopback address"),
+    ):
+        session.start(get(f"http://localhost:{origin.port}/img.jpg")).result()
+    assert hosts_looked_up(seen) == {"localhost"} and hosts_reached(seen) == set()
     assert origin.requests == []
-    # An address host passed the origin check as itself: it is not refused again.
-    response = session.get(f"{origin.base}/img.jpg", timeout=5)
-    assert response.read() == Origin.IMAGE
+    # An address host passed the origin check as itself: it is not judged again.
+    assert session.start(get(f"{origin.base}/img.jpg")).result() == Origin.IMAGE
 
 
 # -- in an export ---------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ together against the real parts)."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -104,10 +104,13 @@ class Images:
 
     refused: set[str] = field(default_factory=set)
 
-    def fetch(self, url: str) -> tuple[bytes, str]:
+    def start_fetch(self, url: str) -> Future[tuple[bytes, str]]:
+        fetched: Future[tuple[bytes, str]] = Future()
         if url in self.refused:
-            raise ImageURLRefused(f"image URL {url} refused: not an allowed image origin")
-        return b"\xff\xd8\xff" + url.encode(), "image/jpeg"
+            fetched.set_exception(ImageURLRefused(f"image URL {url} refused: not an allowed image origin"))
+        else:
+            fetched.set_result((b"\xff\xd8\xff" + url.encode(), "image/jpeg"))
+        return fetched
 
 
 def plan(variants: int = 0, currency: str | None = "EUR") -> BatchPlan:
@@ -162,11 +165,8 @@ def test_images_are_copied_once_and_a_refused_one_keeps_its_shopify_url_only():
     owners = image_owners(products)
     kept = ImageBackup("gid://shopify/MediaImage/201", "https://old-url", "old-key", "https://r2.test/old-key")
     store = MemoryStore()
-    with ThreadPoolExecutor(2) as pool:
-        collect = start_image_backups(
-            SHOP.shop_id, owners, {kept.media_gid: kept}, Images({"https://cdn/1/2.jpg"}), store, pool
-        )
-        backups, new, failures = collect()
+    collect = start_image_backups(SHOP.shop_id, owners, {kept.media_gid: kept}, Images({"https://cdn/1/2.jpg"}), store)
+    backups, new, failures = collect()
     # The kept backup shows today's Shopify URL and keeps its R2 copy; one image copied; one refused.
     assert backups[kept.media_gid] == ImageBackup(kept.media_gid, "https://cdn/2/1.jpg", "old-key", kept.r2_url)
     assert [owner.image.media_gid for owner, _ in new] == ["gid://shopify/MediaImage/101"]

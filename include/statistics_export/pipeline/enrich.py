@@ -4,8 +4,9 @@ The reads (the metrics of every shop's variants, the images already backed up) a
 committed before any network wait: none stays open across the downloads (it would hold read locks on the app's
 tables for minutes, queueing an app migration and the pixel behind it).
 
-Images: each is copied to R2 once per shop (the ``ObjectStore``), from the ``ImageSource``: downloaded on a
-thread of the pool, its PUT handed to the store, which waits for it without a thread. A download that
+Images: each is copied to R2 once per shop (the ``ObjectStore``), from the ``ImageSource``: every download of
+the batch is started at once and each image is handed to the store as it arrives; neither waits on a thread of
+its own (each hook bounds its requests in flight). A download that
 fails never fails the export: the image is listed with its Shopify URL and empty R2 fields, reported in the
 batch's ``image_failures``, and tried again next run, since no backup row is recorded for it.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
@@ -28,7 +29,7 @@ from include.statistics_export.keys import image_key
 from include.statistics_export.metrics import ZERO, VariantMetrics, shops_variant_metrics
 from include.statistics_export.pipeline.clock import PhaseClock
 from include.statistics_export.pipeline.read import ShopPart
-from include.statistics_export.protocols import ImageSource, ObjectStore, finish_writes
+from include.statistics_export.protocols import ImageSource, ObjectStore
 from include.statistics_export.rows import shops_existing_backups
 from include.statistics_export.utc import now_ms
 
@@ -55,7 +56,6 @@ def enrich(
     images: ImageSource,
     parts: Sequence[ShopPart],
     *,
-    pool: ThreadPoolExecutor,
     max_revenue: Decimal,
     clock: PhaseClock,
 ) -> list[EnrichedShop]:
@@ -74,9 +74,7 @@ def enrich(
             reused[shop_id][media_gid] = backup
         # Every shop's copies are started before any is awaited: a unit's small shops copy concurrently.
         copies = [
-            start_image_backups(
-                part.plan.shop_id, owners[part.plan.shop_id], reused[part.plan.shop_id], images, store, pool
-            )
+            start_image_backups(part.plan.shop_id, owners[part.plan.shop_id], reused[part.plan.shop_id], images, store)
             for part in parts
         ]
     enriched = []
@@ -131,10 +129,8 @@ def start_image_backups(
     already: dict[str, ImageBackup],
     images: ImageSource,
     store: ObjectStore,
-    pool: ThreadPoolExecutor,
 ) -> Callable[[], BackupOutcome]:
-    """Start copying the images not yet in R2 on ``pool``; return what waits for them (so several shops'
-    copies run at once).
+    """Start copying the images not yet in R2; return what waits for them (so several shops' copies run at once).
 
     Waiting returns every image's backup (old or new), the new backups to record, and one message per
     image that could not be copied (those keep null R2 fields and are tried again next run).
@@ -143,33 +139,55 @@ def start_image_backups(
     backups = {
         gid: replace(already[gid], shopify_url=owner.image.url) for gid, owner in owners.items() if gid in already
     }
-    todo = [owner for gid, owner in owners.items() if gid not in already]
-
-    def copy(owner: ImageOwner) -> tuple[ImageBackup, Future[None]]:
-        data, content_type = images.fetch(owner.image.url)
-        key = image_key(shop_id, owner.product_id, owner.image.media_gid, owner.image.url)
-        # The PUT waits on the store, not on this thread: the thread goes on to the next download.
-        write = store.start_puts([(key, data, content_type)])
-        return ImageBackup(owner.image.media_gid, owner.image.url, key, store.object_url(key), now_ms()), write
-
-    started = [(owner, pool.submit(copy, owner)) for owner in todo]
+    started = [
+        (
+            owner,
+            copy_image(
+                images, store, owner, image_key(shop_id, owner.product_id, owner.image.media_gid, owner.image.url)
+            ),
+        )
+        for gid, owner in owners.items()
+        if gid not in already
+    ]
 
     def collect() -> BackupOutcome:
-        new, failures, writes = [], [], []
-        for owner, future in started:
+        wait([copied for _, copied in started])  # every copy ends before the first error is raised
+        new, failures = [], []
+        for owner, copied in started:
             try:
-                backup, write = future.result()
+                backup = copied.result()
             except ImageDownloadError as exc:
                 failures.append(f"shop {shop_id} product {owner.product_id} image {owner.image.media_gid}: {exc}")
                 backup = ImageBackup(owner.image.media_gid, owner.image.url)
             else:
                 new.append((owner, backup))
-                writes.append(write)
             backups[owner.image.media_gid] = backup
-        finish_writes(writes)
         return backups, new, failures
 
     return collect
+
+
+def copy_image(images: ImageSource, store: ObjectStore, owner: ImageOwner, key: str) -> Future[ImageBackup]:
+    """Start downloading an image and hand it to the store as soon as it arrives; return at once: a future of
+    its backup, raising the download's error or the write's."""
+    copied: Future[ImageBackup] = Future()
+
+    def written(write: Future[None]) -> None:
+        try:
+            write.result()
+            copied.set_result(ImageBackup(owner.image.media_gid, owner.image.url, key, store.object_url(key), now_ms()))
+        except BaseException as exc:  # noqa: BLE001 - a callback's error would be lost, and the copy never end
+            copied.set_exception(exc)
+
+    def downloaded(fetch: Future[tuple[bytes, str]]) -> None:
+        try:
+            data, content_type = fetch.result()
+            store.start_puts([(key, data, content_type)]).add_done_callback(written)
+        except BaseException as exc:  # noqa: BLE001 - as above
+            copied.set_exception(exc)
+
+    images.start_fetch(owner.image.url).add_done_callback(downloaded)
+    return copied
 
 
 def joined(

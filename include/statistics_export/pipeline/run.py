@@ -41,7 +41,7 @@ def export(
     clock = clock or PhaseClock()
     with clock.phase("catalog"):
         parts = read()
-    enriched = enrich(conn, store, images, parts, pool=pool, max_revenue=max_revenue, clock=clock)
+    enriched = enrich(conn, store, images, parts, max_revenue=max_revenue, clock=clock)
     with clock.phase("rendering"):
         rendered = render(enriched)
     published = publish(conn, store, rendered, pool=pool, writer=writer, clock=clock)
