@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import ast
 import copy
-import ipaddress
 import importlib
+import ipaddress
 import json
 import os
 import posixpath
