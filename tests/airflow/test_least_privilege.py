@@ -24,7 +24,7 @@ from local_stack.services import Endpoints, connection_env, with_user
 pytestmark = pytest.mark.airflow
 
 GRANTS = Path(__file__).resolve().parents[2] / "docs" / "least_privilege.sql"
-ROLE_VARIABLES = ("export_role", "page_role")  # the file's psql variables: -v export_role=... -v page_role=...
+ROLE_VARIABLES = ("export_role", "page_role", "redaction_role")  # the file's psql variables: -v export_role=... etc.
 
 
 def grant_statements(conn, role: str, variable: str = "export_role") -> list[sql.Composed]:
