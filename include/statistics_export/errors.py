@@ -45,6 +45,14 @@ class RevenueOverflow(BadInputError):
         self.by_shop = by_shop
 
 
+class ShopRedacted(PermanentError):
+    """The shop's data was erased on Shopify's shop/redact: nothing of it may be written again."""
+
+
+class ShopStillActive(PermanentError):
+    """A redaction was asked for a shop that is still active (installed): refused unless forced."""
+
+
 class MissingHandoff(PermanentError):
     """A task that runs whatever happened upstream got nothing where a record was due (its upstream failed)."""
 
