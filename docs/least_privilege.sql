@@ -57,12 +57,13 @@ GRANT SELECT ON "StatisticsExportRedaction" TO :"export_role";
 
 -- The redaction's role (the app_db_redaction connection of the shop_data_redaction DAG): the only role that deletes,
 -- and only a shop's rows of the export's three output tables (DELETE ... WHERE shop = ..., which reads the shop
--- column). It refuses an active shop, so it reads "isActive"; it takes the shop's entries out of every day's sizes
--- (UPDATE ... SET sizes = sizes - shop); it records the redaction first and its counts last. Nothing else of the
--- app's tables, no DDL. Granted when -v redaction_role is given.
+-- column). It refuses an active shop, so it reads "isActive" (and the domain, to take it out of the reports' text);
+-- it takes the shop's entries out of every day's sizes (UPDATE ... SET sizes = sizes - shop); it records the
+-- redaction first and its counts last. Nothing else of the app's tables, no DDL. Granted when -v redaction_role is
+-- given.
 \if :{?redaction_role}
 GRANT USAGE ON SCHEMA public TO :"redaction_role";
-GRANT SELECT (id, "isActive") ON "ShopCredential" TO :"redaction_role";
+GRANT SELECT (id, "shopDomain", "isActive") ON "ShopCredential" TO :"redaction_role";
 GRANT SELECT (shop), DELETE ON "StatisticsExport" TO :"redaction_role";
 GRANT SELECT (shop), DELETE ON "VariantDailyStatistics" TO :"redaction_role";
 GRANT SELECT (shop), DELETE ON "ProductImageBackup" TO :"redaction_role";
