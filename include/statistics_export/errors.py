@@ -46,7 +46,11 @@ class RevenueOverflow(BadInputError):
 
 
 class ShopRedacted(PermanentError):
-    """The shop's data was erased on Shopify's shop/redact: nothing of it may be written again."""
+    """Shops whose data was erased on Shopify's shop/redact: nothing of them may be written again (``shops``)."""
+
+    def __init__(self, message: str, shops: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.shops = shops
 
 
 class ShopStillActive(PermanentError):

@@ -54,7 +54,8 @@ def refuse_redacted(conn: Any, shop_ids: Iterable[str]) -> None:
     redacted = redacted_among(conn, shop_ids)
     if redacted:
         raise ShopRedacted(
-            f"Shop(s) {', '.join(sorted(redacted))}: their data was erased (shop/redact); nothing of them is written"
+            f"Shop(s) {', '.join(sorted(redacted))}: their data was erased (shop/redact); nothing of them is written",
+            frozenset(redacted),
         )
 
 

@@ -11,9 +11,19 @@ import psycopg
 import pytest
 
 from export_hooks.r2 import R2Hook
-from helpers import NOON_ON_DAY, add_event, bucket_objects, product, register_shop, run_shop
-from include.statistics_export import redaction
+from helpers import (
+    NOON_ON_DAY,
+    add_event,
+    bucket_objects,
+    current_settings,
+    product,
+    register_shop,
+    run_shop,
+    writer_for,
+)
+from include.statistics_export import redaction, tasks
 from include.statistics_export.errors import ShopRedacted
+from include.statistics_export.handoffs import ShopRef, ShopUnit
 from include.statistics_export.shop_fence import shops_fence
 from include.statistics_export.shops import active_shops
 
@@ -122,3 +132,18 @@ def test_the_days_shops_leave_out_paused_and_redacted_shops(db, events):
     assert [s.shop_id for s in active_shops(db, paused=["shop_a"])] == ["shop_b"]
     assert [s.shop_id for s in active_shops(db, ["shop_a"], paused=["shop_a"])] == []
     assert [s.shop_id for s in active_shops(db, paused=["shop_other"])] == ["shop_a", "shop_b"]
+
+
+def test_a_packed_unit_leaves_out_a_shop_redacted_since_it_was_listed_and_exports_the_others(
+    db, sandbox, connections, s3
+):
+    for shop_id in ("shop_a", SHOP, "shop_c"):
+        register_shop(db, sandbox, shop_id, [product(1, variants=2, images=1)])
+    record(db)
+    unit = ShopUnit(1, 1, [ShopRef(s, f"{s.replace('_', '-')}.myshopify.com") for s in ("shop_a", SHOP, "shop_c")])
+    outcome = tasks.export_unit(unit, writer_for(), current_settings())
+    # Not a failure of the unit: the redacted shop is simply not written, the others are.
+    assert outcome.failures == {} and [r.shop_id for r in outcome.results] == ["shop_a", "shop_c"]
+    assert [plan.shop_id for plan in outcome.plans] == ["shop_a", "shop_c"]
+    assert shop_keys(s3, connections.bucket) == [] and shop_rows(db) == 0
+    assert shop_keys(s3, connections.bucket, "shop_a") and shop_rows(db, "shop_c") > 0
