@@ -13,8 +13,9 @@ The steps, in this order, each erasing what is left so a second run, or a run af
    and refuses to write it (``shop_fence``);
 3. take the shop's fence exclusively: a publication of the shop already in flight finishes first;
 4. erase the objects, then the rows and sizes in one transaction, then the reports under the reports' lock;
-5. finish the record: when, which run, and how many of each kind were erased (added to an earlier run's counts).
-   The record names the shop by id only, never a domain.
+5. finish the record: when, and which run. Each step's counts by kind are added to the record as it ends (the
+   rows' with their deletes, in one transaction), so the record counts what every run erased, a run that died
+   halfway included. The record names the shop by id only, never a domain.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ _RECORD = """
 INSERT INTO "StatisticsExportRedaction" ("shopId", "requestedAt", "runId") VALUES (%(shop)s, %(at)s, %(run_id)s)
 ON CONFLICT ("shopId") DO UPDATE SET "runId" = EXCLUDED."runId", "finishedAt" = NULL
 """
-_RECORDED_COUNTS = 'SELECT counts FROM "StatisticsExportRedaction" WHERE "shopId" = %(shop)s'
+_RECORDED_COUNTS = 'SELECT counts FROM "StatisticsExportRedaction" WHERE "shopId" = %(shop)s FOR UPDATE'
+_COUNTS = 'UPDATE "StatisticsExportRedaction" SET counts = %(counts)s WHERE "shopId" = %(shop)s'
 _FINISH = """
-UPDATE "StatisticsExportRedaction" SET "finishedAt" = %(at)s, "runId" = %(run_id)s, counts = %(counts)s
-WHERE "shopId" = %(shop)s
+UPDATE "StatisticsExportRedaction" SET "finishedAt" = %(at)s, "runId" = %(run_id)s WHERE "shopId" = %(shop)s
+RETURNING counts
 """
 # Each of the export's output tables keys its rows by the shop's id in the column "shop" (migrations/0001).
 _DELETE_ROWS = {
@@ -132,29 +134,33 @@ def record_request(conn: Any, shop_id: str, run_id: str) -> None:
     conn.commit()
 
 
-def erase_objects(store: ObjectStore, shop_id: str, erased: Erased) -> None:
-    """Delete every object of the shop, counted by kind (deleted in requests of up to 1,000 keys, never logged
-    one by one)."""
+def erase_objects(store: ObjectStore, shop_id: str) -> Erased:
+    """Delete every object of the shop; return how many of each kind (deleted in requests of up to 1,000 keys,
+    never logged one by one)."""
     kinds = {
         "files": list(store.keys_under(shop_export_prefix(shop_id))),
         "images": list(store.keys_under(shop_images_prefix(shop_id))),
         "parquet": list(store.keys_under(shop_parquet_prefix(shop_id))),
         "staged": [key for key in store.keys_under(STAGING_ROOT) if is_staged_for_shop(key, shop_id)],
     }
+    erased = Erased()
     for kind, keys in kinds.items():
         store.delete_keys(keys)
         setattr(erased, kind, len(keys))
+    return erased
 
 
-def erase_rows(conn: Any, shop_id: str, erased: Erased) -> None:
-    """Delete the shop's rows of the three output tables and its entries in every day's sizes, in one transaction."""
+def erase_rows(conn: Any, shop_id: str) -> Erased:
+    """Delete the shop's rows of the three output tables and its entries in every day's sizes, in the caller's
+    transaction (committed with their counts, :func:`add_to_record`); return how many of each."""
+    erased = Erased()
     with conn.cursor() as cur:
         for kind, statement in _DELETE_ROWS.items():
             cur.execute(statement, {"shop": shop_id})
             setattr(erased, kind, cur.rowcount)
         cur.execute(_DROP_SIZES, {"shop": shop_id})
         erased.size_days = cur.rowcount
-    conn.commit()
+    return erased
 
 
 def _stored_reports(store: ObjectStore) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -164,26 +170,35 @@ def _stored_reports(store: ObjectStore) -> Iterator[tuple[str, dict[str, Any]]]:
                 yield key, json.load(body)
 
 
-def erase_from_reports(store: ObjectStore, shop_id: str, domains: list[str], erased: Erased) -> None:
-    """Rewrite every day's report that names the shop without it (totals recounted); leave the others untouched."""
+def erase_from_reports(store: ObjectStore, shop_id: str, domains: list[str]) -> Erased:
+    """Rewrite every day's report that names the shop without it (totals recounted), leave the others untouched;
+    return how many were rewritten."""
+    erased = Erased()
     for key, document in _stored_reports(store):
         rewritten = report_without_shop(document, shop_id, domains)
         if rewritten is not None:
             store.put_object(key, RunReport.from_document(rewritten).json_bytes(), "application/json")
             erased.reports += 1
+    return erased
 
 
-def finish_record(conn: Any, shop_id: str, run_id: str, erased: Erased) -> Erased:
-    """Finish the shop's record with this run's counts added to those of earlier runs; return the sum."""
+def add_to_record(conn: Any, shop_id: str, step: Erased) -> None:
+    """Add one step's counts to the record's and commit (with the step's deletes, when it deleted rows): a run that
+    dies after a step leaves that step counted, and the next run adds what it erases."""
     with conn.cursor() as cur:
         cur.execute(_RECORDED_COUNTS, {"shop": shop_id})
         row = cur.fetchone()
-        total = erased.plus(row[0] if row else None)
-        cur.execute(
-            _FINISH, {"shop": shop_id, "at": naive_utc(now_ms()), "run_id": run_id, "counts": Jsonb(total.document())}
-        )
+        cur.execute(_COUNTS, {"shop": shop_id, "counts": Jsonb(step.plus(row[0] if row else None).document())})
     conn.commit()
-    return total
+
+
+def finish_record(conn: Any, shop_id: str, run_id: str) -> Erased:
+    """Mark the shop's record finished by this run; return its counts over every run."""
+    with conn.cursor() as cur:
+        cur.execute(_FINISH, {"shop": shop_id, "at": naive_utc(now_ms()), "run_id": run_id})
+        row = cur.fetchone()
+    conn.commit()
+    return Erased().plus(row[0] if row else None)
 
 
 def redact_shop(conn: Any, store: ObjectStore, shop_id: str, run_id: str, *, force: bool = False) -> Erased:
@@ -192,13 +207,16 @@ def redact_shop(conn: Any, store: ObjectStore, shop_id: str, run_id: str, *, for
     domains = check_may_redact(conn, shop_id, force=force)
     record_request(conn, shop_id, run_id)
     log.info("Shop %s: redaction recorded by run %s; waiting for any export of it in flight", shop_id, run_id)
-    erased = Erased()
     with shop_erasure(conn, shop_id):
-        erase_objects(store, shop_id, erased)
-        erase_rows(conn, shop_id, erased)
+        objects = erase_objects(store, shop_id)
+        add_to_record(conn, shop_id, objects)
+        rows = erase_rows(conn, shop_id)
+        add_to_record(conn, shop_id, rows)
         with reports_fence(conn, exclusive=True):
-            erase_from_reports(store, shop_id, domains, erased)
-    total = finish_record(conn, shop_id, run_id, erased)
+            reports = erase_from_reports(store, shop_id, domains)
+        add_to_record(conn, shop_id, reports)
+    total = finish_record(conn, shop_id, run_id)
+    erased = objects.plus(rows.document()).plus(reports.document())
     if erased.total:
         log.info("Shop %s: erased %s", shop_id, erased.text())
     else:

@@ -118,9 +118,17 @@ def test_a_redaction_interrupted_halfway_is_finished_by_the_next_run(db, exporte
         'SELECT "runId", counts, "finishedAt" FROM "StatisticsExportRedaction"'
     ).fetchall()
     db.commit()
-    # The first run's counts were never recorded (it died): the record holds what the finishing run erased.
-    assert run_id == "run_2" and finished is not None and counts["exportRows"] == 4
-    assert len(keys) == 2 * 4 + 2 + 1  # what the first run erased: files, images, the Parquet part
+    # Every run's erasures are counted: the first run's objects (it died after them), the second's rows.
+    assert run_id == "run_2" and finished is not None and counts["exportRows"] == 4 and counts["imageRows"] == 2
+    assert (
+        (counts["files"], counts["images"], counts["parquet"])
+        == (2 * 4, 2, 1)
+        == (
+            len([k for k in keys if k.startswith("statistic-exports/shop_")]),
+            len([k for k in keys if "/products/" in k]),
+            len([k for k in keys if "_parquet" in k]),
+        )
+    )
 
 
 def test_the_days_shops_leave_out_paused_and_redacted_shops(db, events):
