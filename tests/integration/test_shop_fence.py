@@ -4,6 +4,7 @@ interrupted halfway is finished by the next run, and the day's shops leave out p
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -12,6 +13,7 @@ import pytest
 
 from export_hooks.r2 import R2Hook
 from helpers import (
+    DAY,
     NOON_ON_DAY,
     add_event,
     bucket_objects,
@@ -24,6 +26,8 @@ from helpers import (
 from include.statistics_export import redaction, tasks
 from include.statistics_export.errors import ShopRedacted
 from include.statistics_export.handoffs import ShopRef, ShopUnit
+from include.statistics_export.keys import report_key
+from include.statistics_export.report_schema import RunReport, ShopFigures, ShopSize
 from include.statistics_export.shop_fence import shops_fence
 from include.statistics_export.shops import active_shops
 
@@ -155,3 +159,20 @@ def test_a_packed_unit_leaves_out_a_shop_redacted_since_it_was_listed_and_export
     assert [plan.shop_id for plan in outcome.plans] == ["shop_a", "shop_c"]
     assert shop_keys(s3, connections.bucket) == [] and shop_rows(db) == 0
     assert shop_keys(s3, connections.bucket, "shop_a") and shop_rows(db, "shop_c") > 0
+
+
+def test_the_days_report_leaves_out_a_shop_redacted_while_the_day_ran(db, connections, s3):
+    record(db, "shop_gone")
+    report = RunReport(date=DAY.isoformat(), shops=2)
+    report.per_shop = {"shop_kept": ShopFigures(variants=2, files=4, batches=1), "shop_gone": ShopFigures(variants=3)}
+    report.shop_sizes = {"shop_kept": ShopSize(1, 2), "shop_gone": ShopSize(2, 3)}
+    report.recount()
+
+    figures = tasks.finish_day(report, writer_for())
+
+    stored = bucket_objects(s3, connections.bucket)[report_key(DAY)]
+    assert b"shop_gone" not in stored and json.loads(stored)["perShop"].keys() == {"shop_kept"}
+    assert (figures.shops, figures.variants) == (1, 2)
+    (sizes,) = db.execute('SELECT sizes FROM "StatisticsExportShopSizes" WHERE date = %s', (DAY,)).fetchone()
+    db.commit()
+    assert sizes == {"shop_kept": {"products": 1, "variants": 2}}
