@@ -15,6 +15,7 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag, task
 
+from include.statistics_export import settings as export_settings
 from include.statistics_export import tasks
 
 DAG_ID = "shop_data_redaction"
@@ -24,7 +25,11 @@ DAG_ID = "shop_data_redaction"
     dag_id=DAG_ID,
     schedule=None,
     catchup=False,
-    default_args={"retries": tasks.AIRFLOW_RETRIES, "retry_delay": timedelta(seconds=60)},
+    # Retried like the export's tasks: each run erases what is left, so a retry finishes what a failure left.
+    default_args={
+        "retries": tasks.AIRFLOW_RETRIES,
+        "retry_delay": timedelta(seconds=export_settings.load().retry_delay_seconds),
+    },
     params={
         "shop_id": Param(type="string", minLength=1, description='The shop\'s id ("ShopCredential".id)'),
         "force": Param(False, type="boolean", description="Erase even though the shop is still active"),
