@@ -6,8 +6,13 @@ first image copy to its rows' commit) takes the lock of each of its shops **shar
 fence: no transaction stays open across the uploads), then checks the record, then writes, then releases. So
 either the export took its lock first, and the redaction's erasing waits until its files and rows are in (and
 erases them too), or the redaction took it first, and the record was committed before, so the export's check sees
-it and refuses (``ShopRedacted``) before any upload. The rows' transaction checks the record once more (:func:`refuse_redacted`), and listing the day's shops
-leaves redacted shops out (``shops.active_shops``), so a redacted shop is normally never even read.
+it and refuses (``ShopRedacted``) before any upload. The rows' transaction checks the record once more
+(:func:`refuse_redacted`), and listing the day's shops leaves redacted shops out (``shops.active_shops``), so a
+redacted shop is normally never even read.
+
+An export takes its shops' locks in one statement, in the order of their keys: two exports of overlapping shops and
+two redactions waiting behind them cannot wait on each other in a circle. A key is a hash of the shop id: two
+shops sharing one only make a redaction wait for the other shop's export too.
 
 The day's report is fenced the same way with one lock for all reports: the report task holds it shared while it
 takes redacted shops out of the day's report and writes it; the redaction holds it exclusively while it rewrites
@@ -29,7 +34,11 @@ REPORTS_KEY = (SHOP_NAMESPACE + 1, 0)
 # The condition every query listing the shops to export (or to report on) adds for its "ShopCredential" c.
 NOT_REDACTED = 'NOT EXISTS (SELECT 1 FROM "StatisticsExportRedaction" r WHERE r."shopId" = c.id)'
 _REDACTED = 'SELECT "shopId" FROM "StatisticsExportRedaction" WHERE "shopId" = ANY(%(shops)b::text[])'
-_LOCK_SHARED = "SELECT pg_advisory_lock_shared(%(ns)s, hashtext(s)) FROM unnest(%(shops)b::text[]) AS s"
+# OFFSET 0 keeps the sorted subquery apart, so the locks are taken in key order.
+_LOCK_SHARED = """
+SELECT pg_advisory_lock_shared(%(ns)s, key)
+FROM (SELECT hashtext(s) AS key FROM unnest(%(shops)b::text[]) AS s ORDER BY 1 OFFSET 0) AS keys
+"""
 _UNLOCK_SHARED = "SELECT pg_advisory_unlock_shared(%(ns)s, hashtext(s)) FROM unnest(%(shops)b::text[]) AS s"
 _LOCK = "SELECT pg_advisory_lock(%(ns)s, hashtext(%(shop)s))"
 _UNLOCK = "SELECT pg_advisory_unlock(%(ns)s, hashtext(%(shop)s))"
