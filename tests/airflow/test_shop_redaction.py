@@ -9,6 +9,7 @@ import pytest
 from test_least_privilege import login_role
 
 from helpers import DAY, NOON_ON_DAY, add_event, product, register_shop
+from include.statistics_export.page.run_reports import parse_report
 from local_stack.services import connection_env
 
 pytestmark = pytest.mark.airflow
@@ -121,6 +122,9 @@ def test_a_redaction_erases_one_shop_and_nothing_else_and_the_export_never_write
             assert report[total] == sum(figures[total] for figures in report["perShop"].values()), total
         assert report["variants"] == 3 * 3 + 2 * 2
         assert report["files"] == len([k for k in after if k.startswith("statistic-exports/shop_")])
+        # The Statistics page reads it as it did (the alerts read it through the same schema).
+        day = parse_report(DAY, report)
+        assert (day.ok, day.shops, [s.shop_id for s in day.shop_days]) == (True, 2, ["shop_alpha", "shop_beta"])
 
         # The record: when, which run, what was erased by kind; no domain.
         ((shop_id, requested, finished, run_id, counts),) = db.execute(
