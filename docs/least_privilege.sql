@@ -1,12 +1,15 @@
--- The least privileges of the export's PostgreSQL role, and of the Statistics page's, in the Shopify app's database.
+-- The least privileges of the export's PostgreSQL role, the Statistics page's and the redaction's, in the
+-- Shopify app's database.
 -- Run as the tables' owner:
---   psql -v ON_ERROR_STOP=1 -v export_role=statistics_export -v page_role=statistics_page -f docs/least_privilege.sql
+--   psql -v ON_ERROR_STOP=1 -v export_role=statistics_export -v page_role=statistics_page \
+--        -v redaction_role=statistics_redaction -f docs/least_privilege.sql
 -- (each part runs when its variable is given: without -v page_role only the export role is granted, without
 -- -v export_role only the page role; tests/airflow/test_least_privilege.py runs this very file, then the whole
 -- DAG as the export role and the page's queries as the page role).
 -- Each role needs CONNECT on the database (PUBLIC has it unless revoked) and nothing else: no DDL,
--- no DELETE, no TRUNCATE, no write on the app's own tables but the export's "Session"."shopId" and, for
--- expiring offline tokens, the session's four token columns (below).
+-- no DELETE (but the redaction role's, on exactly the export's three output tables), no TRUNCATE, no write on
+-- the app's own tables but the export's "Session"."shopId" and, for expiring offline tokens, the session's four
+-- token columns (below).
 
 \if :{?export_role}
 GRANT USAGE ON SCHEMA public TO :"export_role";
@@ -48,6 +51,24 @@ GRANT SELECT, INSERT, UPDATE ON "ProductImageBackup" TO :"export_role";
 GRANT SELECT, INSERT, UPDATE ON "StatisticsExportDay" TO :"export_role";
 -- Every shop's last size per day (shop_sizes.py): read by the fleet plan, upserted by the report task.
 GRANT SELECT, INSERT, UPDATE ON "StatisticsExportShopSizes" TO :"export_role";
+-- The shops erased on Shopify's shop/redact (redaction.py): the export lists none of them and refuses to write one.
+GRANT SELECT ON "StatisticsExportRedaction" TO :"export_role";
+\endif
+
+-- The redaction's role (the app_db_redaction connection of the shop_data_redaction DAG): the only role that deletes,
+-- and only a shop's rows of the export's three output tables (DELETE ... WHERE shop = ..., which reads the shop
+-- column). It refuses an active shop, so it reads "isActive" (and the domain, to take it out of the reports' text);
+-- it takes the shop's entries out of every day's sizes (UPDATE ... SET sizes = sizes - shop); it records the
+-- redaction first and its counts last. Nothing else of the app's tables, no DDL. Granted when -v redaction_role is
+-- given.
+\if :{?redaction_role}
+GRANT USAGE ON SCHEMA public TO :"redaction_role";
+GRANT SELECT (id, "shopDomain", "isActive") ON "ShopCredential" TO :"redaction_role";
+GRANT SELECT (shop), DELETE ON "StatisticsExport" TO :"redaction_role";
+GRANT SELECT (shop), DELETE ON "VariantDailyStatistics" TO :"redaction_role";
+GRANT SELECT (shop), DELETE ON "ProductImageBackup" TO :"redaction_role";
+GRANT SELECT (date, sizes), UPDATE (sizes) ON "StatisticsExportShopSizes" TO :"redaction_role";
+GRANT SELECT, INSERT, UPDATE ON "StatisticsExportRedaction" TO :"redaction_role";
 \endif
 
 -- The Statistics page's role (the api-server's statistics_page_db connection): SELECT on exactly the columns the

@@ -272,7 +272,8 @@ class Endpoints:
 
 
 def connection_env(endpoints: Endpoints) -> dict[str, str]:
-    """Return the AIRFLOW_CONN_* variables for app_db, r2_default and shopify_default."""
+    """Return the AIRFLOW_CONN_* variables for app_db, app_db_redaction (the same login here: production gives the
+    redaction a role of its own), r2_default and shopify_default."""
     db = urlsplit(endpoints.app_db_url)
     query = dict(part.split("=", 1) for part in db.query.split("&") if "=" in part)
     app_db = {
@@ -301,6 +302,7 @@ def connection_env(endpoints: Endpoints) -> dict[str, str]:
     }
     return {
         "AIRFLOW_CONN_APP_DB": json.dumps(app_db),
+        "AIRFLOW_CONN_APP_DB_REDACTION": json.dumps(app_db),
         "AIRFLOW_CONN_R2_DEFAULT": json.dumps(r2),
         "AIRFLOW_CONN_SHOPIFY_DEFAULT": json.dumps(shopify),
     }

@@ -1,4 +1,5 @@
-"""The export's connections, opened from Airflow's: the app's database (``app_db``), a shop's Shopify hook
+"""The export's connections, opened from Airflow's: the app's database (``app_db``, and ``app_db_redaction`` for
+the shop redaction's own role), a shop's Shopify hook
 with the token of its linked session, refreshed when it has expired (``tokens``), the image CDN's hook and the
 export's R2 hook. Every task module opens them from here."""
 
@@ -25,6 +26,8 @@ log = logging.getLogger(__name__)
 
 
 APP_DB_CONN_ID = "app_db"
+# The redaction's own role (docs/least_privilege.sql, -v redaction_role): the one role that deletes, only a shop's rows.
+REDACTION_DB_CONN_ID = "app_db_redaction"
 
 
 @contextmanager
@@ -54,6 +57,14 @@ def postgres_session(conn_id: str, refused: type[Exception], grants: str, *, rea
 def app_db() -> Iterator[Any]:
     """Open a connection to the Shopify app's database as the export's role, closed when the block ends."""
     with postgres_session(APP_DB_CONN_ID, DatabasePermissionError, "grant what docs/least_privilege.sql lists") as conn:
+        yield conn
+
+
+@contextmanager
+def redaction_db() -> Iterator[Any]:
+    """Open a connection to the app's database as the redaction's role (``shop_data_redaction``), closed at the end."""
+    grants = "grant what docs/least_privilege.sql lists under redaction_role"
+    with postgres_session(REDACTION_DB_CONN_ID, DatabasePermissionError, grants) as conn:
         yield conn
 
 

@@ -45,6 +45,18 @@ class RevenueOverflow(BadInputError):
         self.by_shop = by_shop
 
 
+class ShopRedacted(PermanentError):
+    """Shops whose data was erased on Shopify's shop/redact: nothing of them may be written again (``shops``)."""
+
+    def __init__(self, message: str, shops: frozenset[str] = frozenset()) -> None:
+        super().__init__(message)
+        self.shops = shops
+
+
+class ShopStillActive(PermanentError):
+    """A redaction was asked for a shop that is still active (installed): refused unless forced."""
+
+
 class MissingHandoff(PermanentError):
     """A task that runs whatever happened upstream got nothing where a record was due (its upstream failed)."""
 

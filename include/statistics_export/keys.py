@@ -96,3 +96,25 @@ def run_staging_prefix(day: date, run_id: str) -> str:
 def staged_batch_key(shop_id: str, day: date, run_id: str, index: int) -> str:
     """Return the key of one staged batch of one shop's catalog, under the staging run's own prefix."""
     return f"{run_staging_prefix(day, run_id)}{safe_key_part(shop_id, 'shop id')}/batch-{index:05d}.jsonl.gz"
+
+
+def shop_export_prefix(shop_id: str) -> str:
+    """Return the folder of every CSV and JSON file of a shop."""
+    return f"{EXPORTS_ROOT}{safe_key_part(shop_id, 'shop id')}/"
+
+
+def shop_images_prefix(shop_id: str) -> str:
+    """Return the folder of every image backup of a shop."""
+    return f"{safe_key_part(shop_id, 'shop id')}/products/"
+
+
+def shop_parquet_prefix(shop_id: str) -> str:
+    """Return the folder of every Parquet partition of a shop."""
+    return f"{PARQUET_ROOT}shop={safe_key_part(shop_id, 'shop id')}/"
+
+
+def is_staged_for_shop(key: str, shop_id: str) -> bool:
+    """Tell whether a key under the staging root is one of a shop's staged batches
+    (``_staging/{day}/{run}/{shopId}/...``), whichever day and run staged it."""
+    parts = key[len(STAGING_ROOT) :].split("/") if key.startswith(STAGING_ROOT) else []
+    return len(parts) >= 4 and parts[2] == safe_key_part(shop_id, "shop id")

@@ -24,6 +24,8 @@ FILES_UNCHANGED, IMAGES_BACKED_UP, IMAGES_FAILED = "filesUnchanged", "imagesBack
 SKIPPED_PRODUCTS, REJECTED_EVENTS = "skippedProducts", "rejectedEvents"
 FAILED_SHOPS, FAILED_TASKS = "failedShops", "failedTasks"
 PER_SHOP, RECONCILIATION, SHOP_SIZES = "perShop", "reconciliation", "shopSizes"
+# The shops STATISTICS_EXPORT_PAUSED_SHOPS kept out of the day (ids, sorted).
+PAUSED_SHOPS = "pausedShops"
 # A shop's figures in perShop, beside the totals' names above.
 SECONDS, BATCHES = "seconds", "batches"
 CATALOG_READ, CATALOG_NOTE, REVENUE_CAP_NOTE = "catalogRead", "catalogNote", "revenueCapNote"
@@ -47,6 +49,7 @@ _DOCUMENT_KEYS = frozenset(
     {
         DATE, OK, SHOPS, PRODUCTS, VARIANTS, FILES, FILES_UNCHANGED, IMAGES_BACKED_UP, IMAGES_FAILED,
         SKIPPED_PRODUCTS, REJECTED_EVENTS, FAILED_SHOPS, FAILED_TASKS, PER_SHOP, RECONCILIATION, SHOP_SIZES,
+        PAUSED_SHOPS,
     }
 )  # fmt: skip
 
@@ -208,6 +211,8 @@ class RunReport:
     section_lines: list[str] = field(default_factory=list)
     # Every shop's last measured size, carried forward (fleet.carried_sizes): how the next day packs its shops.
     shop_sizes: dict[str, ShopSize] = field(default_factory=dict)
+    # The shops the operator paused (STATISTICS_EXPORT_PAUSED_SHOPS): not exported, and not a failure of the day.
+    paused_shops: list[str] = field(default_factory=list)
 
     def add_section(self, name: str, document: dict[str, Any], line: str) -> None:
         """Add a section to the report's document and its line to the report's text."""
@@ -264,6 +269,8 @@ class RunReport:
         report.per_shop = {k: ShopFigures.from_document(v) for k, v in _mapping(document.get(PER_SHOP)).items()}
         report.reconciliation = {k: _mapping(v) for k, v in _mapping(document.get(RECONCILIATION)).items()}
         report.shop_sizes = {k: ShopSize.from_document(v) for k, v in _mapping(document.get(SHOP_SIZES)).items()}
+        paused = document.get(PAUSED_SHOPS)
+        report.paused_shops = sorted(str(shop_id) for shop_id in paused) if isinstance(paused, list) else []
         for name, section in document.items():
             if name not in _DOCUMENT_KEYS and isinstance(section, Mapping) and SUMMARY in section:
                 report.sections[name] = dict(section)
@@ -289,6 +296,7 @@ class RunReport:
             PER_SHOP: {shop_id: figures.document() for shop_id, figures in self.per_shop.items()},
             RECONCILIATION: self.reconciliation,
             SHOP_SIZES: sizes_document(self.shop_sizes),
+            PAUSED_SHOPS: sorted(self.paused_shops),
             **self.sections,
         }
 
@@ -308,6 +316,7 @@ class RunReport:
                 f"{self.rejected_events} rejected events, {len(self.failed_shops)} failed shop(s)"
             )
             + "".join(f"\n{task} did not finish: {why}" for task, why in sorted(self.failed_tasks.items()))
+            + (f"\nPaused, not exported: {', '.join(sorted(self.paused_shops))}" if self.paused_shops else "")
             + "".join(f"\n{line}" for line in self.section_lines)
         )
 

@@ -14,6 +14,7 @@ from include.statistics_export.catalog import ImageBackup, ImageOwner
 from include.statistics_export.day_claims import DayWriter, check_writer
 from include.statistics_export.formats import VariantExport, WrittenFiles, images_document, metrics_document
 from include.statistics_export.ids import row_id
+from include.statistics_export.shop_fence import refuse_redacted
 from include.statistics_export.utc import as_utc, naive_utc, now_ms
 
 # Arrays are sent in binary (%b): psycopg's text array dumper escapes every element in Python, which cost about
@@ -80,7 +81,7 @@ def write_shops_rows(
 
     ``exports`` pairs each variant's export with the files written for it. Call it only once they are in R2.
     With a ``writer``, the transaction first checks that its run still holds the day, and keeps the day's
-    claim from being taken over until it commits.
+    claim from being taken over until it commits. It refuses any shop whose data was erased (shop/redact).
     """
     exported_at = naive_utc(now_ms())
     images = [
@@ -131,6 +132,7 @@ def write_shops_rows(
     try:
         if writer is not None:
             check_writer(conn, writer)
+        refuse_redacted(conn, {row[1] for row in images} | {row[1] for row in statistics})
         with conn.cursor() as cur:
             if images:
                 cur.execute(_UPSERT_IMAGES, _columns(images, 9))

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from include.statistics_export.handoffs import ShopRef
+from include.statistics_export.shop_fence import NOT_REDACTED
 from include.statistics_export.shops import USABLE_SESSION, display_domain
 
 
@@ -46,7 +47,7 @@ AskShop = Callable[[str, str], TokenAnswer]
 _SHOPS_WITHOUT_USABLE_SESSION = f"""
 SELECT c.id, c."shopDomain"
 FROM "ShopCredential" c
-WHERE c."isActive"
+WHERE c."isActive" AND {NOT_REDACTED}
   AND (%(shop_ids)b::text[] IS NULL OR c.id = ANY(%(shop_ids)b::text[]))
   AND NOT EXISTS (SELECT 1 FROM "Session" s WHERE s."shopId" = c.id AND {USABLE_SESSION})
 ORDER BY c.id

@@ -85,6 +85,10 @@ def _amount(raw: str) -> Decimal:
     return value
 
 
+def _shop_ids(raw: str) -> tuple[str, ...]:
+    return tuple(sorted({piece.strip() for piece in raw.split(",") if piece.strip()}))
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins: list[str] = []
     for entry in (piece.strip() for piece in raw.split(",")):
@@ -183,6 +187,11 @@ RETRY_DELAY_SECONDS = Setting(
     "STATISTICS_EXPORT_RETRY_DELAY_SECONDS", "60", _positive_int, "a whole number of seconds above 0",
     "seconds before Airflow tries a failed task again (2 retries, the wait doubling; read when the DAG is parsed)",
 )  # fmt: skip
+PAUSED_SHOPS = Setting(
+    "STATISTICS_EXPORT_PAUSED_SHOPS", "", _shop_ids, "a comma-separated list of shop ids",
+    "shops (`\"ShopCredential\".id`) the daily export skips, named in the day's report as "
+    "`pausedShops` (not a failure); what they had exported is kept",
+)  # fmt: skip
 
 DEADLINE_ALERT = Setting(
     "STATISTICS_EXPORT_DEADLINE_ALERT", "on", _switch, "on or off",
@@ -210,6 +219,7 @@ FIELDS: dict[str, Setting[Any]] = {
     "deadline_hours": DEADLINE_HOURS,
     "retry_delay_seconds": RETRY_DELAY_SECONDS,
     "deadline_alert": DEADLINE_ALERT,
+    "paused_shops": PAUSED_SHOPS,
 }
 ALL: tuple[Setting[Any], ...] = tuple(FIELDS.values())
 
@@ -237,6 +247,7 @@ class Settings:
     deadline_hours: int = DEADLINE_HOURS.parse(DEADLINE_HOURS.default)
     retry_delay_seconds: int = RETRY_DELAY_SECONDS.parse(RETRY_DELAY_SECONDS.default)
     deadline_alert: bool = DEADLINE_ALERT.parse(DEADLINE_ALERT.default)
+    paused_shops: tuple[str, ...] = PAUSED_SHOPS.parse(PAUSED_SHOPS.default)
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from include.statistics_export.errors import ShopConfigurationError
 from include.statistics_export.handoffs import ShopRef
+from include.statistics_export.shop_fence import NOT_REDACTED
 from include.statistics_export.tokens import HOLDS_REFRESH_TOKEN, NO_REFRESH_TOKEN, has_refresh_columns, is_stale
 
 
@@ -37,11 +39,15 @@ class ShopCredentials:
         return self.refreshable and is_stale(self.expires)
 
 
-_ACTIVE_SHOPS = """
+# A shop whose data was erased (shop/redact, redaction.py) is never exported again, even while still active
+# (a forced redaction); a paused shop (STATISTICS_EXPORT_PAUSED_SHOPS) is skipped while it is named there.
+_ACTIVE_SHOPS = f"""
 SELECT id, "shopDomain"
-FROM "ShopCredential"
+FROM "ShopCredential" c
 WHERE "isActive"
   AND (%(shop_ids)b::text[] IS NULL OR id = ANY(%(shop_ids)b::text[]))
+  AND NOT id = ANY(%(paused)b::text[])
+  AND {NOT_REDACTED}
 ORDER BY id
 """
 
@@ -72,10 +78,11 @@ def display_domain(domain: str) -> str:
     return re.sub(r"^https?://", "", domain.strip(), flags=re.IGNORECASE).rstrip("/").lower()
 
 
-def active_shops(conn: Any, shop_ids: list[str] | None = None) -> list[ShopRef]:
-    """Return the active shops (optionally only those among ``shop_ids``), ordered by id."""
+def active_shops(conn: Any, shop_ids: list[str] | None = None, paused: Sequence[str] = ()) -> list[ShopRef]:
+    """Return the active shops to export (optionally only those among ``shop_ids``), ordered by id: never one of
+    ``paused``, never one whose data was erased."""
     with conn.cursor() as cur:
-        cur.execute(_ACTIVE_SHOPS, {"shop_ids": list(shop_ids) if shop_ids else None})
+        cur.execute(_ACTIVE_SHOPS, {"shop_ids": list(shop_ids) if shop_ids else None, "paused": list(paused)})
         return [ShopRef(shop_id=row[0], shop_domain=display_domain(row[1])) for row in cur.fetchall()]
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from include.statistics_export.errors import ShopConfigurationError
 from include.statistics_export.protocols import IssuedTokens
+from include.statistics_export.shop_fence import NOT_REDACTED
 from include.statistics_export.utc import as_utc, naive_utc, now_ms
 
 # A stored token expiring within this is refreshed before use (shopify-app-js: 5 minutes).
@@ -182,13 +183,13 @@ SELECT c.id, c.mode, s.expires, s.refreshable
 FROM "ShopCredential" c
 JOIN LATERAL (
     SELECT s.expires, """
-_CENSUS_TAIL = """ AS refreshable
+_CENSUS_TAIL = f""" AS refreshable
     FROM "Session" s
     WHERE s."shopId" = c.id AND NOT s."isOnline"
     ORDER BY s.expires DESC NULLS FIRST, s.id
     LIMIT 1
 ) s ON true
-WHERE c."isActive" AND (%(shop_ids)b::text[] IS NULL OR c.id = ANY(%(shop_ids)b::text[]))
+WHERE c."isActive" AND {NOT_REDACTED} AND (%(shop_ids)b::text[] IS NULL OR c.id = ANY(%(shop_ids)b::text[]))
 ORDER BY c.id
 """
 _CENSUS = {

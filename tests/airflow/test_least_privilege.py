@@ -24,7 +24,7 @@ from local_stack.services import Endpoints, connection_env, with_user
 pytestmark = pytest.mark.airflow
 
 GRANTS = Path(__file__).resolve().parents[2] / "docs" / "least_privilege.sql"
-ROLE_VARIABLES = ("export_role", "page_role")  # the file's psql variables: -v export_role=... -v page_role=...
+ROLE_VARIABLES = ("export_role", "page_role", "redaction_role")  # the file's psql variables: -v export_role=... etc.
 
 
 def grant_statements(conn, role: str, variable: str = "export_role") -> list[sql.Composed]:
@@ -423,3 +423,30 @@ def test_psql_runs_the_file_on_an_app_not_yet_on_expiring_tokens_and_grants_no_t
         granted = privileges(db, name)
     assert ("Session", "shopId", "UPDATE") in granted and ("Session", "accessToken", "SELECT") in granted
     assert ("Session", "accessToken", "UPDATE") not in granted and ("Session", "expires", "UPDATE") not in granted
+
+
+def test_the_redaction_role_alone_deletes_and_only_the_export_output_tables(db, pg_server_url, app_db_url, export_role):
+    with login_role(pg_server_url, app_db_url, granted=False, variable="redaction_role") as (name, url):
+        done = run_grants_file(app_db_url, redaction_role=name)
+        assert done.returncode == 0, done.stderr
+        held = privileges(db, name)
+        assert {table for table, _, privilege in held if privilege in ("DELETE", "TRUNCATE")} == {
+            "StatisticsExport",
+            "VariantDailyStatistics",
+            "ProductImageBackup",
+        }
+        assert {table for table, _, _ in held} == {
+            "ShopCredential",
+            "StatisticsExport",
+            "VariantDailyStatistics",
+            "ProductImageBackup",
+            "StatisticsExportShopSizes",
+            "StatisticsExportRedaction",
+        }
+        assert {column for table, column, _ in held if table == "ShopCredential"} == {"id", "shopDomain", "isActive"}
+        with psycopg.connect(url, autocommit=True) as conn:
+            for statement in ('DELETE FROM "Session"', 'SELECT "accessToken" FROM "Session"', 'DELETE FROM "ABTest"'):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+    # The export's role keeps no DELETE anywhere.
+    assert not [entry for entry in privileges(db, export_role[0]) if entry[2] in ("DELETE", "TRUNCATE")]

@@ -223,6 +223,12 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
         ("StatisticsExportShopSizes", 2, "sizes", "jsonb", True, None),
         ("StatisticsExportShopSizes", 3, "runId", "text", True, None),
         ("StatisticsExportShopSizes", 4, "writtenAt", "timestamp(3) without time zone", True, None),
+        # The export's own record of the shops it erased on Shopify's shop/redact (0008), new and empty.
+        ("StatisticsExportRedaction", 1, "shopId", "text", True, None),
+        ("StatisticsExportRedaction", 2, "requestedAt", "timestamp(3) without time zone", True, None),
+        ("StatisticsExportRedaction", 3, "finishedAt", "timestamp(3) without time zone", False, None),
+        ("StatisticsExportRedaction", 4, "runId", "text", True, None),
+        ("StatisticsExportRedaction", 5, "counts", "jsonb", True, "'{}'::jsonb"),
         # The runner's ledger of the files it applied.
         ("StatisticsExportMigration", 1, "name", "text", True, None),
         ("StatisticsExportMigration", 2, "checksum", "text", True, None),
@@ -241,6 +247,7 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
     sizes_key = (
         'CREATE UNIQUE INDEX "StatisticsExportShopSizes_pkey" ON public."StatisticsExportShopSizes" USING btree (date)'
     )
+    redaction_key = 'CREATE UNIQUE INDEX "StatisticsExportRedaction_pkey" ON public."StatisticsExportRedaction" USING btree ("shopId")'
     ledger_key = (
         'CREATE UNIQUE INDEX "StatisticsExportMigration_pkey" ON public."StatisticsExportMigration" USING btree (name)'
     )
@@ -248,12 +255,15 @@ def test_migrations_add_exactly_the_exports_objects_and_a_rerun_changes_nothing(
         (name, definition, True, True, False) for name, definition in ADDED_INDEX_DEFINITIONS.items()
     } | {("StatisticsExportDay_pkey", day_key, True, True, True)} | {
         ("StatisticsExportShopSizes_pkey", sizes_key, True, True, True)
-    } | {("StatisticsExportMigration_pkey", ledger_key, True, True, True)}
+    } | {("StatisticsExportRedaction_pkey", redaction_key, True, True, True)} | {
+        ("StatisticsExportMigration_pkey", ledger_key, True, True, True)
+    }
     # Nothing of the app's dropped or changed; the constraints added are the new tables' primary keys.
     assert before["constraints"] <= after["constraints"]
     assert {row[0] for row in after["constraints"] - before["constraints"]} == {
         "StatisticsExportDay",
         "StatisticsExportShopSizes",
+        "StatisticsExportRedaction",
         "StatisticsExportMigration",
     }
     assert views(fixture_db) == TREND_VIEWS
@@ -403,7 +413,7 @@ def strip_comments(text: str) -> str:
 
 ALLOWED_STATEMENTS = [
     re.compile(
-        r'^CREATE TABLE IF NOT EXISTS "(StatisticsExport|VariantDailyStatistics|ProductImageBackup|StatisticsExportDay|StatisticsExportShopSizes)" \('
+        r'^CREATE TABLE IF NOT EXISTS "(StatisticsExport|VariantDailyStatistics|ProductImageBackup|StatisticsExportDay|StatisticsExportShopSizes|StatisticsExportRedaction)" \('
     ),
     re.compile(r'^CREATE (UNIQUE )?INDEX CONCURRENTLY IF NOT EXISTS "\w+"\s+ON "\w+" \([^;]*\)$'),
     re.compile(r'^ALTER TABLE "StatisticsExport" ADD COLUMN IF NOT EXISTS "\w+" TEXT$'),
@@ -425,6 +435,7 @@ def test_migration_files_are_ordered_and_hold_only_safe_statements():
         "0005_trend_views.sql",
         "0006_statistics_export_day.sql",
         "0007_statistics_export_shop_sizes.sql",
+        "0008_statistics_export_redaction.sql",
     ]
     for path in files:
         text = path.read_text()

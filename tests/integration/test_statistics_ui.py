@@ -188,6 +188,17 @@ def test_a_day_page_escapes_what_the_report_says(client, s3, connections):
     assert S3_SECRET not in page.text
 
 
+def test_a_day_page_names_the_paused_shops(client, s3, connections):
+    put_report(
+        s3, connections.bucket, YESTERDAY, {**failed_day_report(YESTERDAY), "pausedShops": ["shop_<b>", "shop_p"]}
+    )
+
+    page = client.get(f"{PREFIX}/day/{YESTERDAY}", headers=as_user("viewer"))
+
+    assert page.status_code == 200 and 'id="paused-shops"' in page.text
+    assert 'data-paused="shop_p"' in page.text and "shop_&lt;b&gt;" in page.text and "shop_<b>" not in page.text
+
+
 def test_a_day_without_a_report_says_no_run(client):
     page = client.get(f"{PREFIX}/day/2020-01-01", headers=as_user("viewer"))
     assert page.status_code == 200 and "no run" in page.text

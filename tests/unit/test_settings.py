@@ -28,6 +28,7 @@ def test_the_defaults_are_the_documented_ones():
         shop_tasks_up_to=50,
         unit_shops=200,
         unit_variants=2000,
+        paused_shops=(),
     )
 
 
@@ -52,6 +53,7 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         "STATISTICS_EXPORT_DEADLINE_HOURS": "0",
         "STATISTICS_EXPORT_RETRY_DELAY_SECONDS": "5",
         "STATISTICS_EXPORT_DEADLINE_ALERT": "OFF",
+        "STATISTICS_EXPORT_PAUSED_SHOPS": " shop_b, shop_a,,shop_b ",
     }
     loaded = settings.load(environ)
     hosts = ("https://cdn.shopify.com", "http://127.0.0.1:8300")
@@ -75,6 +77,7 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         0,
         5,
         False,
+        ("shop_a", "shop_b"),
     )
     assert settings.Settings().deadline_alert is True and settings.load({}).deadline_alert is True
     assert set(environ) == {s.env for s in settings.ALL} and len(settings.ALL) == len(settings.FIELDS)

@@ -62,6 +62,8 @@ class DayReport:
     reconciliation_ok: bool
     seconds: float
     shop_days: tuple[ShopDay, ...]
+    # The shops STATISTICS_EXPORT_PAUSED_SHOPS kept out of the day: neither exported nor failed.
+    paused_shops: tuple[str, ...] = ()
 
     def shop(self, shop_id: str) -> ShopDay | None:
         """Return one shop's line, or None when the report does not name the shop."""
@@ -103,6 +105,7 @@ def parse_report(day: date, document: dict[str, Any]) -> DayReport:
         reconciliation_ok=all(reconciled_ok(entry) for entry in report.reconciliation.values()),
         seconds=round(sum(s.seconds for s in shop_days), 3),
         shop_days=tuple(shop_days),
+        paused_shops=tuple(report.paused_shops),
     )
 
 

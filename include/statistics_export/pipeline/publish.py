@@ -4,6 +4,8 @@ one transaction, however many shops there are. The only stage that writes the da
 Identical bytes are not written again (the hash diff against the recorded rows): their objects keep
 LastModified and their rows stay as they are. With a ``writer``, the files, parts and rows are written under the
 day's fence, only while its run holds the day (``day_claims``); a committed row always has every file behind it.
+The caller (``run.export``) holds the shops' fence (``shop_fence``) around it, and the rows' transaction refuses a
+shop whose data was erased (shop/redact) once more.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from include.statistics_export.catalog import ImageBackup, ImageOwner
 from include.statistics_export.day_claims import DayWriter, day_fence
-from include.statistics_export.errors import BatchRowsError, DayWrittenByAnotherRun
+from include.statistics_export.errors import BatchRowsError, DayWrittenByAnotherRun, ShopRedacted
 from include.statistics_export.formats import RenderedFiles, VariantExport, WrittenFiles
 from include.statistics_export.keys import export_key
 from include.statistics_export.parquet import ParquetPart, write_parquet_part
@@ -135,10 +137,10 @@ def write_rows(
     writer: DayWriter | None,
 ) -> None:
     """Write every shop's rows in one transaction; raise BatchRowsError naming the batches when that fails
-    (the day taken over by another run is raised as it is)."""
+    (the day taken over by another run, or a shop redacted, is raised as it is)."""
     try:
         write_shops_rows(conn, written, new_images, writer)
-    except DayWrittenByAnotherRun:
+    except (DayWrittenByAnotherRun, ShopRedacted):
         raise
     except Exception as exc:
         plans = [shop.shop.part.plan for shop in shops]

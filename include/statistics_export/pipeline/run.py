@@ -20,6 +20,7 @@ from include.statistics_export.pipeline.publish import PublishedShop, publish
 from include.statistics_export.pipeline.read import ShopPart
 from include.statistics_export.pipeline.render import render
 from include.statistics_export.protocols import ImageSource, ObjectStore
+from include.statistics_export.shop_fence import shops_fence
 from include.statistics_export.totals import csv_totals
 
 
@@ -41,10 +42,13 @@ def export(
     clock = clock or PhaseClock()
     with clock.phase("catalog"):
         parts = read()
-    enriched = enrich(conn, store, images, parts, max_revenue=max_revenue, clock=clock)
-    with clock.phase("rendering"):
-        rendered = render(enriched)
-    published = publish(conn, store, rendered, pool=pool, writer=writer, clock=clock)
+    # From the first image copy to the rows' commit, under the shops' fence: a shop redacted (shop/redact) is refused
+    # before anything of it is written, and a redaction waits until what is in flight here is in.
+    with shops_fence(conn, (part.plan.shop_id for part in parts)):
+        enriched = enrich(conn, store, images, parts, max_revenue=max_revenue, clock=clock)
+        with clock.phase("rendering"):
+            rendered = render(enriched)
+        published = publish(conn, store, rendered, pool=pool, writer=writer, clock=clock)
     seconds = round((time.monotonic() - started) / len(parts), 3)  # a shared phase, shared out evenly
     # A unit's shops share the phases (they were exported together): the unit's result carries them once.
     phases = clock.spent() if len(parts) == 1 else {}

@@ -4,7 +4,8 @@ benchmark and the tests, which call these functions alike). The DAG adds only Ai
 labels, retries, failing fast on PermanentError).
 
 By concern: ``day_start`` (sessions, shops, the day's claim, the fleet), ``shop_chain`` (a shop alone and its
-batches), ``packed_units`` (many small shops per task instance) and ``day_end`` (reconcile, report, staging).
+batches), ``packed_units`` (many small shops per task instance) and ``day_end`` (reconcile, report, staging); and
+``redaction``, the one task of the ``shop_data_redaction`` DAG.
 """
 
 from include.statistics_export.connections import app_db, shopify_for
@@ -30,6 +31,7 @@ from include.statistics_export.tasks.day_start import (
     previous_sizes,
 )
 from include.statistics_export.tasks.packed_units import export_unit, fail_unit_if_any_shop_failed
+from include.statistics_export.tasks.redaction import redact_shop
 from include.statistics_export.tasks.retry_policy import AIRFLOW_RETRIES
 from include.statistics_export.tasks.runtime import (
     FAILURE,
@@ -89,6 +91,7 @@ __all__ = [
     "plan_shop_batches",
     "poll_catalog_read",
     "reconcile_day",
+    "redact_shop",
     "report_day",
     "restage",
     "shopify_for",

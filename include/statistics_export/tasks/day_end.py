@@ -11,6 +11,7 @@ from typing import Any
 
 from export_hooks.r2 import R2Hook
 from include.statistics_export import fleet
+from include.statistics_export import settings as settings_table
 from include.statistics_export.connections import app_db
 from include.statistics_export.day_claims import DayWriter, day_fence
 from include.statistics_export.errors import (
@@ -28,8 +29,10 @@ from include.statistics_export.keys import EXPORTS_ROOT, report_key
 from include.statistics_export.pixel_health import PixelHealth, pixel_health
 from include.statistics_export.reconcile import ShopCheck, ShopReconciliation, reconcile_shops
 from include.statistics_export.report import merge_into_day, summarize_run
+from include.statistics_export.report_redaction import report_without_shop
 from include.statistics_export.report_schema import PIXEL_HEALTH, SESSION_LINKS, TOKENS, RunReport
 from include.statistics_export.settings import Settings
+from include.statistics_export.shop_fence import redacted_among, reports_fence
 from include.statistics_export.shop_sizes import store_sizes
 from include.statistics_export.staging import clean_staging
 from include.statistics_export.tasks.day_start import (
@@ -158,6 +161,7 @@ def report_day(
     if shop_ids or product_ids:
         summary = merge_into_day(stored_day_report(writer.day), summary, whole_shops=not product_ids)
         require_every_shop(summary, list_active_shops())
+    summary.paused_shops = list(settings_table.load().paused_shops)
     return finish_day(summary, writer)
 
 
@@ -183,14 +187,27 @@ def write_report(report: RunReport) -> str:
 def finish_day(report: RunReport, writer: DayWriter) -> DayFigures:
     """Log and write the day's report; raise DayFailed naming every failed shop if any failed, else return the
     day's figures for its asset event (the report itself is in the bucket: megabytes have no place in an XCom)."""
-    log.info(report.text())
-    with app_db() as conn, day_fence(conn, writer):  # the run holds the day until the report is written
+    # The run holds the day until the report is written; no redaction rewrites the reports meanwhile, and a shop
+    # erased since the day's shops were listed is taken out of the report first (shop_fence).
+    with app_db() as conn, day_fence(conn, writer), reports_fence(conn, exclusive=False):
+        report = without_redacted_shops(conn, report)
+        conn.commit()
+        log.info(report.text())
         log.info("Report written to %s", write_report(report))
         store_sizes(conn, writer.day, report.shop_sizes, writer.run_id)  # the next day's plan reads them
         conn.commit()
     if report.failed:
         raise DayFailed(report.failure_message())
     return exports_asset_extra(report)
+
+
+def without_redacted_shops(conn: Any, report: RunReport) -> RunReport:
+    """Return the report without the shops whose data was erased (shop/redact) while the day ran."""
+    listed = report.listed() | set(report.shop_sizes) | set(report.paused_shops)
+    for shop_id in sorted(redacted_among(conn, listed)):
+        log.warning("Shop %s was redacted while the day ran: the report leaves it out", shop_id)
+        report = RunReport.from_document(report_without_shop(report.document(), shop_id) or report.document())
+    return report
 
 
 def exports_asset_extra(report: RunReport) -> DayFigures:

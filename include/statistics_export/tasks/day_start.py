@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar
 from export_hooks.r2 import R2Hook
 from export_hooks.shopify import ShopifyAuthError, ShopifyHook
 from include.statistics_export import fleet
+from include.statistics_export import settings as settings_table
 from include.statistics_export.connections import app_db
 from include.statistics_export.day_claims import Claim, DayWriter, check_writer, claim_day
 from include.statistics_export.handoffs import (
@@ -99,9 +100,13 @@ def census_tokens(shop_ids: Sequence[str] | None = None) -> ReportSection:
 
 
 def list_active_shops(shop_ids: Sequence[str] | None = None) -> list[ShopRef]:
-    """Return the active shops to export (ids and domains only)."""
+    """Return the active shops to export (ids and domains only): none paused (STATISTICS_EXPORT_PAUSED_SHOPS), none
+    whose data was erased (shop/redact)."""
+    paused = settings_table.load().paused_shops
+    if paused:
+        log.info("Paused, not exported (%s): %s", settings_table.PAUSED_SHOPS.env, ", ".join(paused))
     with app_db() as conn:
-        return active_shops(conn, list(shop_ids) if shop_ids else None)
+        return active_shops(conn, list(shop_ids) if shop_ids else None, paused)
 
 
 def claim_export_day(writer: DayWriter, is_active: Callable[[str], bool]) -> Claim:

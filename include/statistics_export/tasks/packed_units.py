@@ -23,6 +23,7 @@ from include.statistics_export.errors import (
     PermanentError,
     RevenueOverflow,
     ShopConfigurationError,
+    ShopRedacted,
     UnitShopsFailed,
     UnitShopsFailedPermanently,
     failure_reason,
@@ -98,6 +99,13 @@ def export_unit(unit: ShopUnit, writer: DayWriter, settings: Settings) -> UnitRe
                     _record_failure(outcome, unit, ref, RevenueOverflow({ref.shop_id: overflow.by_shop[ref.shop_id]}))
                 parts = [part for part in parts if part.plan.shop_id not in overflow.by_shop]
                 outcome.plans = [plan for plan in outcome.plans if plan.shop_id not in overflow.by_shop]
+                continue
+            except ShopRedacted as redacted:
+                # Erased (shop/redact) since the day's shops were listed, refused before anything of them was
+                # written: not a failure, the report leaves them out; the others are exported without them.
+                log.warning("Unit %d: %s", unit.index, redacted)
+                parts = [part for part in parts if part.plan.shop_id not in redacted.shops]
+                outcome.plans = [plan for plan in outcome.plans if plan.shop_id not in redacted.shops]
                 continue
             except Exception as exc:
                 for part in parts:
