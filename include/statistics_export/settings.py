@@ -29,6 +29,7 @@ class Setting(Generic[T]):
     parse: Callable[[str], T]
     kind: str
     meaning: str
+    required: bool = False  # no default: where it is read, unset is an error naming it (the DAG's start date)
 
     def read(self, environ: Mapping[str, str]) -> T:
         """Return the value from ``environ`` (the default when unset or blank), or raise naming the variable."""
@@ -113,6 +114,7 @@ def _origins(raw: str) -> tuple[str, ...]:
 START_DATE = Setting(
     "STATISTICS_EXPORT_START_DATE", "", _optional_day, "a day YYYY-MM-DD",
     "required: the first day (UTC) the DAG exports; unset, the DAG does not load, so no run starts for a day nobody chose",
+    required=True,
 )  # fmt: skip
 CATCHUP = Setting(
     "STATISTICS_EXPORT_CATCHUP", "on", _switch, "on or off",

@@ -177,7 +177,7 @@ def test_airflow_local_settings_reexports_the_repositorys_cluster_policy(monkeyp
 def test_every_variable_is_a_setting_of_the_package_and_the_start_date_is_left_to_the_operator():
     env = {item["name"]: item["value"] for item in load_values()["env"]}
     known = {setting.env for setting in settings_module.ALL}
-    required = {setting.env for setting in settings_module.ALL if not setting.default}
+    required = {setting.env for setting in settings_module.ALL if setting.required}
     assert set(env) <= known, f"not settings of the package: {sorted(set(env) - known)}"
     assert required <= set(env), f"required settings the values do not name: {sorted(required - set(env))}"
     # Blank: no first day is chosen for the operator, so an unedited file loads no DAG rather than backfilling.
