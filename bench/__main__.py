@@ -53,6 +53,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="threads per batch (STATISTICS_EXPORT_CONCURRENCY)",
     )
     p.add_argument(
+        "--image-in-flight",
+        type=int,
+        default=Settings().image_in_flight,
+        help="image downloads in flight per batch process (STATISTICS_EXPORT_IMAGE_IN_FLIGHT)",
+    )
+    p.add_argument(
         "--store-in-flight",
         type=int,
         default=Settings().store_in_flight,
@@ -92,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_variants=args.batch_variants,
         concurrency=args.concurrency,
         store_in_flight=args.store_in_flight,
+        image_in_flight=args.image_in_flight,
         **threshold,
     )
     # The first day is the day before yesterday, so that the second day (the same shop the next day) is yesterday,
@@ -166,12 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         floor_client_cpu = time.process_time() - floor_client_cpu
         floor_cpu = cpu_delta(floor_cpu_before, cpu_snapshot(services))
         floor_throttle = throttle_floor(shopify["cost_charged"], world.shop.restore_rate)
-        floor_images, image_bytes = image_floor(app_db_url, SHOP_ID, args.batch_parallelism * args.concurrency)
+        floor_images, image_bytes = image_floor(app_db_url, SHOP_ID, args.batch_parallelism * args.image_in_flight)
         floor = max(floor_puts, floor_throttle, floor_images)
         log(
             f"Floor: {len(sizes)} PUTs through obstore, {FLOOR_CONNECTIONS} in flight, in {floor_puts:.2f} s; "
             f"throttle {floor_throttle:.2f} s; {ours.images} images ({image_bytes} bytes) downloaded again with "
-            f"{args.batch_parallelism * args.concurrency} threads in {floor_images:.2f} s"
+            f"{args.batch_parallelism * args.image_in_flight} threads in {floor_images:.2f} s"
         )
         if services.proxy:
             log(
@@ -252,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             "batch_parallelism": args.batch_parallelism,
             "concurrency": args.concurrency,
             "store_in_flight": args.store_in_flight,
+            "image_in_flight": args.image_in_flight,
             "in_flight_peak": export_in_flight,
             "floor_in_flight_peak": floor_in_flight,
             "plan_seconds": ours.plan_seconds,

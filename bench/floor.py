@@ -3,8 +3,8 @@
 (a) the export's PUTs (same count, same sizes) written through the leanest client, obstore's async API
 with 64 requests in flight, to the same store (through the same latency proxy, if any); (b) the Shopify
 cost the export was charged divided by the restore rate; (c) the images the export copied, downloaded
-again from the sandbox's CDN (same latency) with the export's concurrency (batch processes x threads),
-bytes read and dropped. F is the largest.
+again from the sandbox's CDN (same latency) with as many in flight as the export (batch processes x
+STATISTICS_EXPORT_IMAGE_IN_FLIGHT), bytes read and dropped. F is the largest.
 """
 
 from __future__ import annotations

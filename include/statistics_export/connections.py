@@ -104,7 +104,7 @@ def session_renewer(creds: ShopCredentials, connection: ShopifyConnection) -> Ca
 
 def image_source(config: settings_table.Settings) -> ImageCdnHook:
     """Return the image CDN's hook under the settings' allowed origins, size cap and timeout, with
-    ``config.concurrency`` downloads in flight (the caller closes it)."""
+    ``config.image_in_flight`` downloads in flight (the caller closes it)."""
     rules = ImageRules(
         frozenset(config.image_hosts),
         config.image_max_bytes,
@@ -112,7 +112,7 @@ def image_source(config: settings_table.Settings) -> ImageCdnHook:
         origins_setting=settings_table.IMAGE_HOSTS.env,
         cap_setting=settings_table.IMAGE_MAX_BYTES.env,
     )
-    return ImageCdnHook(rules, config.concurrency)
+    return ImageCdnHook(rules, config.image_in_flight)
 
 
 def object_store(config: settings_table.Settings) -> R2Hook:

@@ -6,10 +6,12 @@ The hooks (plugins/export_hooks) implement these; the logic never reaches past t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, wait
 from datetime import datetime
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class Catalog(Protocol):
@@ -56,6 +58,10 @@ class ObjectStore(Protocol):
         writes are in flight; none holds a thread while it waits."""
         ...
 
+    async def put_object_async(self, key: str, body: bytes, content_type: str) -> None:
+        """Write one object from a coroutine on any event loop (the store bounds the writes in flight)."""
+        ...
+
     def object_url(self, key: str) -> str:
         """Return the URL the files and rows show for an object."""
         ...
@@ -96,6 +102,12 @@ class ImageSource(Protocol):
         """Start downloading an image and return at once: a future of its bytes and content type, raising
         ImageDownloadError (ImageURLRefused when the URL may not be fetched) naming the URL. Waiting for the
         CDN holds no thread."""
+        ...
+
+    def start_copy(self, url: str, keep: Callable[[bytes, str], Awaitable[T]]) -> Future[T]:
+        """Start downloading an image and await ``keep(bytes, content_type)`` on the download's own event loop
+        as soon as it arrives; return at once: a future of what ``keep`` returns, raising as start_fetch does
+        or as keep does."""
         ...
 
 

@@ -131,11 +131,15 @@ BATCH_VARIANTS = Setting(
 )  # fmt: skip
 CONCURRENCY = Setting(
     "STATISTICS_EXPORT_CONCURRENCY", "16", _positive_int, "a whole number above 0",
-    "image downloads in flight per batch process (they wait without a thread), and threads for Parquet parts",
+    "threads for Parquet parts and for linking sessions",
 )  # fmt: skip
 STORE_IN_FLIGHT = Setting(
     "STATISTICS_EXPORT_STORE_IN_FLIGHT", "64", _positive_int, "a whole number above 0",
     "requests to R2 in flight per batch process (they wait without a thread)",
+)  # fmt: skip
+IMAGE_IN_FLIGHT = Setting(
+    "STATISTICS_EXPORT_IMAGE_IN_FLIGHT", "64", _positive_int, "a whole number above 0",
+    "image downloads in flight per batch process, none holding a thread",
 )  # fmt: skip
 BULK_THRESHOLD = Setting(
     "STATISTICS_EXPORT_BULK_THRESHOLD", "150", _positive_int, "a whole number above 0",
@@ -208,6 +212,7 @@ FIELDS: dict[str, Setting[Any]] = {
     "batch_variants": BATCH_VARIANTS,
     "concurrency": CONCURRENCY,
     "store_in_flight": STORE_IN_FLIGHT,
+    "image_in_flight": IMAGE_IN_FLIGHT,
     "bulk_threshold": BULK_THRESHOLD,
     "bulk_poll_seconds": BULK_POLL_SECONDS,
     "image_max_bytes": IMAGE_MAX_BYTES,
@@ -236,6 +241,7 @@ class Settings:
     batch_variants: int = BATCH_VARIANTS.parse(BATCH_VARIANTS.default)
     concurrency: int = CONCURRENCY.parse(CONCURRENCY.default)
     store_in_flight: int = STORE_IN_FLIGHT.parse(STORE_IN_FLIGHT.default)
+    image_in_flight: int = IMAGE_IN_FLIGHT.parse(IMAGE_IN_FLIGHT.default)
     bulk_threshold: int = BULK_THRESHOLD.parse(BULK_THRESHOLD.default)
     bulk_poll_seconds: float = BULK_POLL_SECONDS.parse(BULK_POLL_SECONDS.default)
     image_max_bytes: int = IMAGE_MAX_BYTES.parse(IMAGE_MAX_BYTES.default)

@@ -2,7 +2,8 @@
 thread each.
 
 Every download is a coroutine on one event loop of this process (aiohttp), at most ``max_in_flight`` of a
-hook's at once: the export starts all of a batch's downloads and hands each image to R2 as it arrives.
+hook's at once: the export starts all of a batch's downloads and writes each image to R2 as it arrives, in the
+same coroutine (:meth:`ImageCdnHook.start_copy`).
 
 A download that fails (HTTP 4xx, 5xx or 429 after retries, a timeout, an HTML page or any body that is not an
 image, a file over the size cap) raises :class:`ImageDownloadError`. 5xx, 429, connection errors, timeouts and
@@ -29,7 +30,7 @@ import asyncio
 import socket
 import ssl
 import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -192,6 +193,17 @@ class ImageCdnHook:
         """Start downloading an image and return at once: a future of its bytes and content type (see
         :func:`fetch_image`)."""
         return self.client.start(fetch_image(self.client, url, self.rules))
+
+    def start_copy(self, url: str, keep: Callable[[bytes, str], Awaitable[T]]) -> Future[T]:
+        """Start downloading an image and, in the same coroutine, awaiting ``keep(bytes, content_type)`` as soon
+        as it arrives (an object store's write, on this loop too); return at once: a future of what ``keep``
+        returns, raising the download's error or keep's. An image crosses threads once each way, not per step."""
+
+        async def copy() -> T:
+            data, content_type = await fetch_image(self.client, url, self.rules)
+            return await keep(data, content_type)
+
+        return self.client.start(copy())
 
     def close(self) -> None:
         self.client.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import io
 import re
+import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from datetime import datetime, timedelta
@@ -132,7 +133,11 @@ class R2Hook(S3Hook):
         self.r2_conn_id = r2_conn_id
         self.max_pool_connections = max_pool_connections
         self.max_in_flight = max_in_flight
-        self._gate = asyncio.Semaphore(max_in_flight)  # bound to the writes' loop at its first use
+        # One bound per event loop awaiting the writes: the writes' loop, and the downloads' loop for the
+        # image copies (a semaphore waits on one loop only).
+        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         self._refusal: str | None = None
 
     @property
@@ -302,8 +307,7 @@ class R2Hook(S3Hook):
         async def writer() -> None:
             for index, (key, body, content_type) in queue:
                 try:
-                    async with self._gate:
-                        await self.put_object_async(key, body, content_type)
+                    await self.put_object_async(key, body, content_type)
                 except Exception as exc:  # noqa: BLE001 - every write ends before the first failure is raised
                     failures[index] = exc
 
@@ -311,20 +315,30 @@ class R2Hook(S3Hook):
         if failures:
             raise failures[min(failures)]
 
+    def _gate(self) -> asyncio.Semaphore:
+        """The in-flight bound of the running event loop, made at its first write there."""
+        loop = asyncio.get_running_loop()
+        gate = self._gates.get(loop)
+        if gate is None:
+            gate = self._gates[loop] = asyncio.Semaphore(self.max_in_flight)
+        return gate
+
     async def put_object_async(self, key: str, body: bytes, content_type: str) -> None:
-        """Write one object (no ACL, no tagging, no KMS, no checksum header: R2 implements none of them).
+        """Write one object from a coroutine on any event loop, at most ``max_in_flight`` of this hook's at once
+        on that loop (no ACL, no tagging, no KMS, no checksum header: R2 implements none of them).
 
         5xx, SlowDown, timeouts and dropped connections are retried with backoff by the client (the
         connection's ``retries``); refused credentials raise :class:`R2CredentialsError` at once, and
         every later write of this hook too; any other failure :class:`R2WriteError` naming the key.
         """
-        if self._refusal is not None:
-            # Once R2 has refused the credentials, the batch's other writes would only be refused too.
-            raise R2CredentialsError(self._refusal)
-        try:
-            await obstore.put_async(self.store, key, body, attributes={"Content-Type": content_type})
-        except (ObstoreError, FileNotFoundError) as exc:  # obstore's NotFoundError (no such bucket) is only the latter
-            raise self._failure(exc, key, writing=True) from None
+        async with self._gate():
+            if self._refusal is not None:
+                # Once R2 has refused the credentials, the batch's other writes would only be refused too.
+                raise R2CredentialsError(self._refusal)
+            try:
+                await obstore.put_async(self.store, key, body, attributes={"Content-Type": content_type})
+            except (ObstoreError, FileNotFoundError) as exc:  # obstore's NotFoundError (no such bucket): the latter
+                raise self._failure(exc, key, writing=True) from None
 
     def _failure(self, exc: Exception, key: str, *, writing: bool) -> ExportError:
         """Return the error to raise for a request that failed after the client's retries.

@@ -57,6 +57,21 @@ def test_an_image_fault_does_not_fail_the_export_and_the_next_run_backs_it_up(
     assert world.state() == world.expected
 
 
+def test_the_files_upload_while_an_image_is_still_downloading(world, sandbox):
+    # The image copies are settled after the files' uploads have started: a slow image delays the batch by its
+    # own download, not every file by it. Its copy is written last, and the export is as if it had been quick.
+    sandbox.image_fault(DOMAIN, FAILED_MEDIA, stall_seconds=2.0)
+
+    (result,) = world.run()
+
+    assert (result.images_backed_up, result.images_failed) == (4, 0)
+    puts = [seen.key for seen in world.proxy.requests("PUT")]
+    slow = f"{SHOP}/products/1/media/{FAILED_MEDIA}.jpg"
+    files = [n for n, key in enumerate(puts) if key.startswith(f"statistic-exports/{SHOP}/")]
+    assert len(files) == 16 and max(files) < puts.index(slow)
+    assert world.state() == world.expected
+
+
 def test_an_oversized_body_is_read_only_up_to_the_cap(world, sandbox):
     body_size, cap = 64 * 1024 * 1024, 1024 * 1024
     sandbox.image_fault(DOMAIN, FAILED_MEDIA, size_bytes=body_size, chunked=True)  # no Content-Length to go by

@@ -4,6 +4,7 @@ Its faults (retries, timeouts, dropped connections, bad credentials, a cut batch
 run through this very path.
 """
 
+import asyncio
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -124,6 +125,30 @@ def test_writes_started_from_one_thread_are_in_flight_together_up_to_the_hooks_l
 
     assert sorted(_Gathering.keys) == [f"/stats/k/{n:02d}" for n in range(40)]
     assert _Gathering.peak == 5
+
+
+def test_writes_awaited_on_another_event_loop_have_a_bound_of_their_own(monkeypatch):
+    # The image copies await the hook's writes on the downloads' loop while the files' writes wait on the writes'
+    # loop: each loop keeps up to the hook's limit in flight, so 10 are at the server at once, and no more.
+    _Gathering.limit, _Gathering.total, _Gathering.in_flight, _Gathering.peak, _Gathering.keys = 10, 40, 0, 0, []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Gathering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        use_r2(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}", "stats")
+        hook = R2Hook(max_in_flight=5)
+        files = hook.start_puts([(f"files/{n:02d}", b"x", "text/plain") for n in range(20)])
+
+        async def images() -> None:
+            await asyncio.gather(*(hook.put_object_async(f"images/{n:02d}", b"x", "image/jpeg") for n in range(20)))
+
+        asyncio.run(images())
+        files.result()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert len(_Gathering.keys) == 40
+    assert _Gathering.peak == 10
 
 
 def test_a_failed_write_is_raised_once_every_write_started_has_ended(monkeypatch, s3_endpoint, bucket):

@@ -218,7 +218,9 @@ def test_only_the_publish_stage_writes_the_days_outputs():
     writes = {"write_shops_rows", "write_parquet_part", "export_key", "day_fence"}
     writing = {p.stem for p in PIPELINE.glob("*.py") if names_used(p) & writes}
     assert writing == {"publish"}
-    putting = {p.stem for p in PIPELINE.glob("*.py") if names_used(p) & {"put_object", "start_puts"}}
+    putting = {
+        p.stem for p in PIPELINE.glob("*.py") if names_used(p) & {"put_object", "start_puts", "put_object_async"}
+    }
     assert putting == {"enrich", "publish"}
 
 

@@ -3,11 +3,13 @@ together against the real parts)."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -15,11 +17,20 @@ from include.statistics_export.catalog import ImageBackup, image_owners, parse_p
 from include.statistics_export.errors import ImageDownloadError, ImageURLRefused, RevenueOverflow
 from include.statistics_export.handoffs import BatchPlan, ShopRef
 from include.statistics_export.metrics import VariantMetrics
-from include.statistics_export.pipeline.enrich import EnrichedShop, check_revenue_fits, joined, start_image_backups
+from include.statistics_export.pipeline.enrich import (
+    EnrichedShop,
+    ImageCopies,
+    SettledImages,
+    check_revenue_fits,
+    joined,
+    start_image_backups,
+)
 from include.statistics_export.pipeline.publish import PublishedShop, _diff, upload_files
 from include.statistics_export.pipeline.read import ShopPart, ShopTooLargeForUnit, fetch_products, read_packed_shop
-from include.statistics_export.pipeline.render import render
+from include.statistics_export.pipeline.render import render, without_failed_images
 from include.statistics_export.pipeline.run import result_of
+
+T = TypeVar("T")
 
 DAY = date(2026, 12, 1)
 SHOP = ShopRef("shop-1", "one.myshopify.com")
@@ -94,6 +105,9 @@ class MemoryStore:
         written.set_result(None)
         return written
 
+    async def put_object_async(self, key: str, body: bytes, content_type: str) -> None:
+        self.put_object(key, body, content_type)
+
     def object_url(self, key: str) -> str:
         return f"https://r2.test/{key}"
 
@@ -111,6 +125,19 @@ class Images:
         else:
             fetched.set_result((b"\xff\xd8\xff" + url.encode(), "image/jpeg"))
         return fetched
+
+    def start_copy(self, url: str, keep: Callable[[bytes, str], Awaitable[T]]) -> Future[T]:
+        copied: Future[T] = Future()
+        try:
+            data, content_type = self.start_fetch(url).result()
+            copied.set_result(asyncio.run(_awaited(keep(data, content_type))))
+        except Exception as exc:  # noqa: BLE001 - the future carries it, as the hook's does
+            copied.set_exception(exc)
+        return copied
+
+
+async def _awaited(pending: Awaitable[T]) -> T:
+    return await pending
 
 
 def plan(variants: int = 0, currency: str | None = "EUR") -> BatchPlan:
@@ -165,18 +192,43 @@ def test_images_are_copied_once_and_a_refused_one_keeps_its_shopify_url_only():
     owners = image_owners(products)
     kept = ImageBackup("gid://shopify/MediaImage/201", "https://old-url", "old-key", "https://r2.test/old-key")
     store = MemoryStore()
-    collect = start_image_backups(SHOP.shop_id, owners, {kept.media_gid: kept}, Images({"https://cdn/1/2.jpg"}), store)
-    backups, new, failures = collect()
+    backups, copies = start_image_backups(
+        SHOP.shop_id, owners, {kept.media_gid: kept}, Images({"https://cdn/1/2.jpg"}), store
+    )
+    settled = copies.settle()
     # The kept backup shows today's Shopify URL and keeps its R2 copy; one image copied; one refused.
     assert backups[kept.media_gid] == ImageBackup(kept.media_gid, "https://cdn/2/1.jpg", "old-key", kept.r2_url)
-    assert [owner.image.media_gid for owner, _ in new] == ["gid://shopify/MediaImage/101"]
+    assert [owner.image.media_gid for owner, _ in settled.new_images] == ["gid://shopify/MediaImage/101"]
     assert len(store.objects) == 1 and next(iter(store.objects.values()))[1] == "image/jpeg"
-    assert backups["gid://shopify/MediaImage/102"] == ImageBackup("gid://shopify/MediaImage/102", "https://cdn/1/2.jpg")
-    assert failures == [
+    # Before the copies end, every new image shows its R2 copy as it will be; the refused one, once settled, none.
+    new_key = settled.new_images[0][1].r2_key
+    assert new_key in store.objects and backups["gid://shopify/MediaImage/101"] == settled.new_images[0][1]
+    assert backups["gid://shopify/MediaImage/102"].r2_key is not None
+    assert settled.failed == {
+        "gid://shopify/MediaImage/102": ImageBackup("gid://shopify/MediaImage/102", "https://cdn/1/2.jpg")
+    }
+    assert settled.failures == [
         "shop shop-1 product 1 image gid://shopify/MediaImage/102: image URL https://cdn/1/2.jpg refused: "
         "not an allowed image origin"
     ]
     assert issubclass(ImageURLRefused, ImageDownloadError)
+
+
+def test_a_variant_of_an_image_not_copied_is_rendered_again_without_its_r2_copy():
+    product = parse_product(raw_product(1, variants=2, images=2))
+    part = ShopPart(plan(2), [product])
+    backups, copies = start_image_backups(
+        SHOP.shop_id, image_owners([product]), {}, Images({"https://cdn/1/2.jpg"}), MemoryStore()
+    )
+    (first,) = render([joined(part, backups, 0, copies, {}, DAY)])
+    settled = copies.settle()
+    final, again = without_failed_images(first, settled)
+    # Both variants show both product images: both are rendered again, the refused image without its R2 copy.
+    assert [export.variant.variant_id for export, _ in again] == ["1001", "1002"]
+    images = final.shop.exports[0].images
+    assert [image.r2_key is None for image in images] == [False, True]
+    assert final.files[0] != first.files[0] and final.files[0] == again[0][1]
+    assert b"https://cdn/1/2.jpg" in final.files[0].json and b"/media/102" not in final.files[0].csv
 
 
 def test_a_variant_without_events_gets_zero_metrics_and_its_products_images():
@@ -186,9 +238,8 @@ def test_a_variant_without_events_gets_zero_metrics_and_its_products_images():
     shop = joined(
         ShopPart(plan(2), [product]),
         {image.media_gid: backup},
-        [],
-        [],
         1,
+        ImageCopies(SHOP.shop_id, []),
         {(SHOP.shop_id, "1001"): VariantMetrics(10, 2, 1, Decimal("5.00"))},
         DAY,
     )
@@ -203,7 +254,7 @@ def test_a_variant_without_events_gets_zero_metrics_and_its_products_images():
 
 def enriched_shop(pid: int = 1, variants: int = 2) -> EnrichedShop:
     product = parse_product(raw_product(pid, variants, images=0))
-    return joined(ShopPart(plan(variants), [product]), {}, [], [], 0, {}, DAY)
+    return joined(ShopPart(plan(variants), [product]), {}, 0, ImageCopies(SHOP.shop_id, []), {}, DAY)
 
 
 def test_rendering_keeps_the_variants_order_and_a_hash_per_variant():
@@ -228,6 +279,8 @@ def test_only_files_whose_hash_changed_are_written_again():
 
 def test_a_shops_result_counts_what_its_publication_did():
     (shop,) = render([enriched_shop(variants=2)])
-    result = result_of(PublishedShop(shop, unchanged=1, parquet=None), 0.5, {"uploads": [0.1, 0.05]})
+    images = SettledImages([], ["shop shop-1 product 1 image gid://shopify/MediaImage/101: HTTP 404"], {})
+    result = result_of(PublishedShop(shop, 1, None, images), 0.5, {"uploads": [0.1, 0.05]})
     assert (result.products, result.variants, result.files, result.files_unchanged) == (1, 2, 4, 2)
     assert result.parquet_key is None and not result.parquet_written and result.phases == {"uploads": [0.1, 0.05]}
+    assert (result.images_backed_up, result.images_failed, result.image_failures) == (0, 1, images.failures)

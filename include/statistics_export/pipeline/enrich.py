@@ -5,16 +5,20 @@ committed before any network wait: none stays open across the downloads (it woul
 tables for minutes, queueing an app migration and the pixel behind it).
 
 Images: each is copied to R2 once per shop (the ``ObjectStore``), from the ``ImageSource``: every download of
-the batch is started at once and each image is handed to the store as it arrives; neither waits on a thread of
-its own (each hook bounds its requests in flight). A download that
-fails never fails the export: the image is listed with its Shopify URL and empty R2 fields, reported in the
-batch's ``image_failures``, and tried again next run, since no backup row is recorded for it.
+the batch is started at once and each image is written to the store as it arrives, in the same coroutine on
+the downloads' event loop; none waits on a thread of its own (each hook bounds its requests in flight). The
+copies are not awaited here: the variants carry each new image's backup as it will be once copied (its key and
+URL are known, its time is when its copy started), and ``publish`` settles the copies while the files upload, so
+the downloads' waits overlap the uploads'. A download that fails never fails the export: the image is listed
+with its Shopify URL and empty R2 fields (its variants' files rendered again so, and written over the first
+ones before any row), reported in the batch's ``image_failures``, and tried again next run, since no backup row
+is recorded for it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
 from datetime import date
@@ -39,15 +43,58 @@ Metrics = dict[tuple[str, str], VariantMetrics]
 
 
 @dataclass(frozen=True)
+class SettledImages:
+    """What a shop's image copies did once all ended: the new backups to record, one message per image that could
+    not be copied, and those images' backups without an R2 copy (by media id)."""
+
+    new_images: list[tuple[ImageOwner, ImageBackup]]
+    failures: list[str]
+    failed: dict[str, ImageBackup]
+
+    def corrected(self, export: VariantExport) -> VariantExport | None:
+        """Return the export with the R2 fields of its images that could not be copied emptied, or None when all
+        of its images were."""
+        if not any(image.media_gid in self.failed for image in export.images):
+            return None
+        return replace(export, images=tuple(self.failed.get(image.media_gid, image) for image in export.images))
+
+
+@dataclass(frozen=True)
+class ImageCopies:
+    """A shop's image copies in flight: each new image's owner, the backup it has once copied, and its copy."""
+
+    shop_id: str
+    started: list[tuple[ImageOwner, ImageBackup, Future[None]]]
+
+    def settle(self) -> SettledImages:
+        """Wait for every copy; return what they did. A download that failed is a failure of its image only; a
+        write to the store that failed is raised (after every copy has ended): the batch fails and is retried."""
+        wait([copied for _, _, copied in self.started])
+        new, failures, failed = [], [], {}
+        for owner, backup, copied in self.started:
+            try:
+                copied.result()
+            except ImageDownloadError as exc:
+                gid = owner.image.media_gid
+                failures.append(f"shop {self.shop_id} product {owner.product_id} image {gid}: {exc}")
+                failed[gid] = ImageBackup(gid, owner.image.url)
+            else:
+                new.append((owner, backup))
+        for failure in failures:
+            log.warning("Shop %s: image not backed up (tried again next run): %s", self.shop_id, failure)
+        return SettledImages(new, failures, failed)
+
+
+@dataclass(frozen=True)
 class EnrichedShop:
-    """One shop's variants ready to render (each with its day's metrics and its images' backups), and what its
-    image copies did."""
+    """One shop's variants ready to render, each with its day's metrics and its images' backups (a new image's as
+    it will be once copied: its key, URL and the time its copy started), how many images were reused, and the
+    image copies still in flight (``publish`` settles them while the files upload)."""
 
     part: ShopPart
     exports: list[VariantExport]
-    new_images: list[tuple[ImageOwner, ImageBackup]]
-    image_failures: list[str]
     images_reused: int
+    copies: ImageCopies
 
 
 def enrich(
@@ -60,7 +107,7 @@ def enrich(
     clock: PhaseClock,
 ) -> list[EnrichedShop]:
     """Join every shop's variants to their metrics (one query for all shops) and their images' backups (one
-    query for those already in R2; the others copied now, every shop's at once)."""
+    query for those already in R2; the others' copies started now, every shop's at once, and not awaited)."""
     day = date.fromisoformat(parts[0].plan.date)
     with clock.phase("metrics_sql"):
         metrics = parts_metrics(conn, parts, day, max_revenue)
@@ -72,17 +119,16 @@ def enrich(
         reused: dict[str, dict[str, ImageBackup]] = {part.plan.shop_id: {} for part in parts}
         for (shop_id, media_gid), backup in already.items():
             reused[shop_id][media_gid] = backup
-        # Every shop's copies are started before any is awaited: a unit's small shops copy concurrently.
-        copies = [
+        # Every shop's copies are started before any is awaited: a unit's small shops copy concurrently, and
+        # while the files upload.
+        started = [
             start_image_backups(part.plan.shop_id, owners[part.plan.shop_id], reused[part.plan.shop_id], images, store)
             for part in parts
         ]
-    enriched = []
-    for part, collect in zip(parts, copies):
-        with clock.phase("images"):
-            backups, new, failures = collect()
-        enriched.append(joined(part, backups, new, failures, len(reused[part.plan.shop_id]), metrics, day))
-    return enriched
+    return [
+        joined(part, backups, len(reused[part.plan.shop_id]), copies, metrics, day)
+        for part, (backups, copies) in zip(parts, started)
+    ]
 
 
 def parts_metrics(conn: Any, parts: Sequence[ShopPart], day: date, max_revenue: Decimal) -> Metrics:
@@ -120,89 +166,48 @@ def check_revenue_fits(parts: Sequence[ShopPart], metrics: Metrics) -> None:
         )
 
 
-BackupOutcome = tuple[dict[str, ImageBackup], list[tuple[ImageOwner, ImageBackup]], list[str]]
-
-
 def start_image_backups(
     shop_id: str,
     owners: dict[str, ImageOwner],
     already: dict[str, ImageBackup],
     images: ImageSource,
     store: ObjectStore,
-) -> Callable[[], BackupOutcome]:
-    """Start copying the images not yet in R2; return what waits for them (so several shops' copies run at once).
-
-    Waiting returns every image's backup (old or new), the new backups to record, and one message per
-    image that could not be copied (those keep null R2 fields and are tried again next run).
-    """
+) -> tuple[dict[str, ImageBackup], ImageCopies]:
+    """Start copying the images not yet in R2; return every image's backup (an old one, or a new one as it will be
+    once copied) and the copies in flight."""
     # The Shopify URL shown is today's; the R2 copy is the one made when the image was first seen.
     backups = {
         gid: replace(already[gid], shopify_url=owner.image.url) for gid, owner in owners.items() if gid in already
     }
-    started = [
-        (
-            owner,
-            copy_image(
-                images, store, owner, image_key(shop_id, owner.product_id, owner.image.media_gid, owner.image.url)
-            ),
-        )
-        for gid, owner in owners.items()
-        if gid not in already
-    ]
-
-    def collect() -> BackupOutcome:
-        wait([copied for _, copied in started])  # every copy ends before the first error is raised
-        new, failures = [], []
-        for owner, copied in started:
-            try:
-                backup = copied.result()
-            except ImageDownloadError as exc:
-                failures.append(f"shop {shop_id} product {owner.product_id} image {owner.image.media_gid}: {exc}")
-                backup = ImageBackup(owner.image.media_gid, owner.image.url)
-            else:
-                new.append((owner, backup))
-            backups[owner.image.media_gid] = backup
-        return backups, new, failures
-
-    return collect
+    started = []
+    for gid, owner in owners.items():
+        if gid not in already:
+            key = image_key(shop_id, owner.product_id, gid, owner.image.url)
+            backups[gid] = ImageBackup(gid, owner.image.url, key, store.object_url(key), now_ms())
+            started.append((owner, backups[gid], copy_image(images, store, owner.image.url, key)))
+    return backups, ImageCopies(shop_id, started)
 
 
-def copy_image(images: ImageSource, store: ObjectStore, owner: ImageOwner, key: str) -> Future[ImageBackup]:
-    """Start downloading an image and hand it to the store as soon as it arrives; return at once: a future of
-    its backup, raising the download's error or the write's."""
-    copied: Future[ImageBackup] = Future()
+def copy_image(images: ImageSource, store: ObjectStore, url: str, key: str) -> Future[None]:
+    """Start downloading an image and writing it to the store as soon as it arrives (one coroutine on the
+    download's loop); return at once: a future raising the download's error or the write's."""
 
-    def written(write: Future[None]) -> None:
-        try:
-            write.result()
-            copied.set_result(ImageBackup(owner.image.media_gid, owner.image.url, key, store.object_url(key), now_ms()))
-        except BaseException as exc:  # noqa: BLE001 - a callback's error would be lost, and the copy never end
-            copied.set_exception(exc)
+    async def keep(data: bytes, content_type: str) -> None:
+        await store.put_object_async(key, data, content_type)
 
-    def downloaded(fetch: Future[tuple[bytes, str]]) -> None:
-        try:
-            data, content_type = fetch.result()
-            store.start_puts([(key, data, content_type)]).add_done_callback(written)
-        except BaseException as exc:  # noqa: BLE001 - as above
-            copied.set_exception(exc)
-
-    images.start_fetch(owner.image.url).add_done_callback(downloaded)
-    return copied
+    return images.start_copy(url, keep)
 
 
 def joined(
     part: ShopPart,
     backups: dict[str, ImageBackup],
-    new_images: list[tuple[ImageOwner, ImageBackup]],
-    image_failures: list[str],
     images_reused: int,
+    copies: ImageCopies,
     metrics: Metrics,
     day: date,
 ) -> EnrichedShop:
-    """Join a shop's variants to their metrics and their images' backups, once its image copies are done."""
+    """Join a shop's variants to their metrics and their images' backups."""
     plan = part.plan
-    for failure in image_failures:
-        log.warning("Shop %s: image not backed up (tried again next run): %s", plan.shop_id, failure)
     exports = [
         VariantExport(
             day=day,
@@ -217,4 +222,4 @@ def joined(
         for product in part.products
         for variant in product.variants
     ]
-    return EnrichedShop(part, exports, new_images, image_failures, images_reused)
+    return EnrichedShop(part, exports, images_reused, copies)

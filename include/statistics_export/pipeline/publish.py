@@ -11,7 +11,7 @@ shop whose data was erased (shop/redact) once more.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -23,8 +23,9 @@ from include.statistics_export.formats import RenderedFiles, VariantExport, Writ
 from include.statistics_export.keys import export_key
 from include.statistics_export.parquet import ParquetPart, write_parquet_part
 from include.statistics_export.pipeline.clock import PhaseClock
-from include.statistics_export.pipeline.render import RenderedShop
-from include.statistics_export.protocols import ObjectStore
+from include.statistics_export.pipeline.enrich import SettledImages
+from include.statistics_export.pipeline.render import RenderedShop, without_failed_images
+from include.statistics_export.protocols import ObjectStore, finish_writes
 from include.statistics_export.rows import shops_recorded_hashes, write_shops_rows
 
 NaturalKey = tuple[str, str, str]
@@ -32,12 +33,13 @@ NaturalKey = tuple[str, str, str]
 
 @dataclass(frozen=True)
 class PublishedShop:
-    """What one shop's publication did: its rendered files, how many variants' files were stored already, and
-    its Parquet part (None unless the shop was exported whole)."""
+    """What one shop's publication did: its files as written, how many variants' files were stored already, its
+    Parquet part (None unless the shop was exported whole), and what its image copies did."""
 
     rendered: RenderedShop
     unchanged: int
     parquet: ParquetPart | None
+    images: SettledImages
 
 
 def publish(
@@ -49,7 +51,8 @@ def publish(
     writer: DayWriter | None,
     clock: PhaseClock,
 ) -> list[PublishedShop]:
-    """Write what the shops' files changed, their Parquet parts and their rows; return each shop's publication."""
+    """Write what the shops' files changed, settle their image copies meanwhile, then their Parquet parts and
+    their rows; return each shop's publication."""
     day = date.fromisoformat(shops[0].shop.part.plan.date)
     with clock.phase("rows"):
         known = shops_recorded_hashes(conn, day, list(_natural_keys(shops)))
@@ -57,19 +60,51 @@ def publish(
     changed, unchanged = _diff(shops, known)
     with day_fence(conn, writer):
         with clock.phase("uploads"):
-            written = upload_files(store, changed)
+            written, uploads = start_uploads(store, changed)
+        # The image copies were in flight while the files uploaded, the files showing each new image's R2 copy as
+        # it will be. A variant of an image that could not be copied is rendered again without it and written
+        # over, before any row: a committed row has the files as they are behind it.
+        with clock.phase("images"):
+            settled = settle_images(shops, uploads)
+            final = [without_failed_images(shop, images) for shop, images in zip(shops, settled)]
+        with clock.phase("uploads"):
+            rewritten, rewrites = start_uploads(store, [again for _, corrected in final for again in corrected])
+            finish_writes([uploads, rewrites])
+        written = _latest(written, rewritten)
+        shops = [shop for shop, _ in final]
         # Each shop's Parquet part too, before any row: a committed row always has every file behind it.
         with clock.phase("parquet"):
             parquet = write_parquet_parts(store, shops, day, pool)
         with clock.phase("rows"):
             new_images = [
-                (s.shop.part.plan.shop_id, owner, backup) for s in shops for owner, backup in s.shop.new_images
+                (shop.shop.part.plan.shop_id, owner, backup)
+                for shop, images in zip(shops, settled)
+                for owner, backup in images.new_images
             ]
             write_rows(conn, shops, written, new_images, writer)
     return [
-        PublishedShop(shop, unchanged[shop.shop.part.plan.shop_id], parquet.get(shop.shop.part.plan.shop_id))
-        for shop in shops
+        PublishedShop(shop, unchanged[shop.shop.part.plan.shop_id], parquet.get(shop.shop.part.plan.shop_id), images)
+        for shop, images in zip(shops, settled)
     ]
+
+
+def settle_images(shops: Sequence[RenderedShop], uploads: Future[None]) -> list[SettledImages]:
+    """Wait for every shop's image copies; a write that failed is raised once the files' uploads have ended too."""
+    try:
+        return [shop.shop.copies.settle() for shop in shops]
+    except BaseException:
+        wait([uploads])  # none left in flight behind the error
+        raise
+
+
+def _latest(
+    written: list[tuple[VariantExport, WrittenFiles]], rewritten: list[tuple[VariantExport, WrittenFiles]]
+) -> list[tuple[VariantExport, WrittenFiles]]:
+    """Return the written files with those written over replaced (same variant, same keys, the final hash)."""
+    if not rewritten:
+        return written
+    again = {_natural_key(export): (export, files) for export, files in rewritten}
+    return [again.get(_natural_key(export), (export, files)) for export, files in written]
 
 
 def _natural_key(export: VariantExport) -> NaturalKey:
@@ -101,8 +136,17 @@ def _diff(
 def upload_files(
     store: ObjectStore, changed: list[tuple[VariantExport, RenderedFiles]]
 ) -> list[tuple[VariantExport, WrittenFiles]]:
-    """Write each variant's CSV and JSON: every write handed to the store at once (it keeps its in-flight limit,
-    and no thread waits on one), then all awaited; return each export with where its files went."""
+    """Write each variant's CSV and JSON and wait for them (:func:`start_uploads`)."""
+    written, uploads = start_uploads(store, changed)
+    uploads.result()
+    return written
+
+
+def start_uploads(
+    store: ObjectStore, changed: list[tuple[VariantExport, RenderedFiles]]
+) -> tuple[list[tuple[VariantExport, WrittenFiles]], Future[None]]:
+    """Start writing each variant's CSV and JSON: every write handed to the store at once (it keeps its in-flight
+    limit, and no thread waits on one); return each export with where its files go, and the writes' future."""
     written, objects = [], []
     for export, files in changed:
         ids = (export.shop_id, export.product.product_id, export.variant.variant_id, export.day)
@@ -110,8 +154,7 @@ def upload_files(
         objects += [(csv_key, files.csv, "text/csv; charset=utf-8"), (json_key, files.json, "application/json")]
         urls = store.object_url(csv_key), store.object_url(json_key)
         written.append((export, WrittenFiles(csv_key, json_key, *urls, files.content_hash)))
-    store.start_puts(objects).result()
-    return written
+    return written, store.start_puts(objects)
 
 
 def write_parquet_parts(
