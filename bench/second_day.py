@@ -61,7 +61,7 @@ def run_second_day(
         seed_events(conn, world, events, seed + SECOND_DAY_SEED_OFFSET, last_day=second_day, days=1)
     services.sandbox.call("refill", SHOP_DOMAIN)
     services.sandbox.call("reset_stats")
-    objects_before = len(object_sizes(services.store_address, bucket))
+    sizes_before = object_sizes(services.store_address, bucket)
     puts_before = services.proxy.call("count", "PUT") if services.proxy else 0
     peak = in_flight_peak(services)
 
@@ -70,8 +70,11 @@ def run_second_day(
     export_in_flight = peak()
     cpu = cpu_delta(cpu_before, cpu_snapshot(services))
     shopify = services.sandbox.call("stats", SHOP_DOMAIN)
-    # New keys only (the day's files and Parquet parts); an object rewritten under an existing key is not counted.
-    objects_written = len(object_sizes(services.store_address, bucket)) - objects_before
+    # New keys only (the day's files and Parquet parts): what a day adds to the bucket (docs/scale.md, retention).
+    # An object rewritten under an existing key is not counted.
+    sizes_after = object_sizes(services.store_address, bucket)
+    objects_written = len(sizes_after) - len(sizes_before)
+    bytes_added = sum(sizes_after) - sum(sizes_before)
     puts = services.proxy.call("count", "PUT") - puts_before if services.proxy else objects_written
     with psycopg.connect(app_db_url) as conn:
         row = conn.execute(
@@ -90,6 +93,7 @@ def run_second_day(
         "files_unchanged": run.files_unchanged,
         "parquet_parts_written": run.parquet_parts_written,
         "objects_written": objects_written,
+        "bytes_added": bytes_added,
         "puts": puts,
         "in_flight_peak": export_in_flight,
         "events": events,

@@ -55,7 +55,8 @@ GRANT SELECT, INSERT, UPDATE ON "StatisticsExportShopSizes" TO :"export_role";
 GRANT SELECT ON "StatisticsExportRedaction" TO :"export_role";
 \endif
 
--- The redaction's role (the app_db_redaction connection of the shop_data_redaction DAG): the only role that deletes,
+-- The redaction's role (the app_db_redaction connection of the shop_data_redaction and statistics_retention DAGs):
+-- the only role that deletes,
 -- and only a shop's rows of the export's three output tables (DELETE ... WHERE shop = ..., which reads the shop
 -- column). It refuses an active shop, so it reads "isActive" (and the domain, to take it out of the reports' text);
 -- it takes the shop's entries out of every day's sizes (UPDATE ... SET sizes = sizes - shop); it records the
@@ -64,8 +65,9 @@ GRANT SELECT ON "StatisticsExportRedaction" TO :"export_role";
 \if :{?redaction_role}
 GRANT USAGE ON SCHEMA public TO :"redaction_role";
 GRANT SELECT (id, "shopDomain", "isActive") ON "ShopCredential" TO :"redaction_role";
-GRANT SELECT (shop), DELETE ON "StatisticsExport" TO :"redaction_role";
-GRANT SELECT (shop), DELETE ON "VariantDailyStatistics" TO :"redaction_role";
+-- The retention period's erasure (statistics_retention, retention.py) finds a day's shops and variants by date.
+GRANT SELECT (shop, "productId", "variantId", date), DELETE ON "StatisticsExport" TO :"redaction_role";
+GRANT SELECT (shop, "productId", "variantId", date), DELETE ON "VariantDailyStatistics" TO :"redaction_role";
 GRANT SELECT (shop), DELETE ON "ProductImageBackup" TO :"redaction_role";
 GRANT SELECT (date, sizes), UPDATE (sizes) ON "StatisticsExportShopSizes" TO :"redaction_role";
 GRANT SELECT, INSERT, UPDATE ON "StatisticsExportRedaction" TO :"redaction_role";

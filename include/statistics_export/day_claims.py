@@ -59,6 +59,8 @@ FENCE_NAMESPACE = 0x53744578  # "StEx"
 _FENCE_SHARED = "SELECT pg_advisory_lock_shared(%(namespace)s, %(day)s)"
 _FENCE_RELEASE = "SELECT pg_advisory_unlock_shared(%(namespace)s, %(day)s)"
 _FENCE_TAKE = "SELECT pg_try_advisory_xact_lock(%(namespace)s, %(day)s)"
+_ERASURE_TAKE = "SELECT pg_advisory_lock(%(namespace)s, %(day)s)"
+_ERASURE_RELEASE = "SELECT pg_advisory_unlock(%(namespace)s, %(day)s)"
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,11 @@ def check_writer(conn: Any, writer: DayWriter) -> None:
 
 
 def _fence_key(writer: DayWriter) -> dict[str, int]:
-    return {"namespace": FENCE_NAMESPACE, "day": writer.day.toordinal()}
+    return _day_key(writer.day)
+
+
+def _day_key(day: date) -> dict[str, int]:
+    return {"namespace": FENCE_NAMESPACE, "day": day.toordinal()}
 
 
 @contextlib.contextmanager
@@ -145,4 +151,22 @@ def day_fence(conn: Any, writer: DayWriter | None) -> Iterator[None]:
             conn.rollback()
             with conn.cursor() as cur:
                 cur.execute(_FENCE_RELEASE, key)
+            conn.commit()
+
+
+@contextlib.contextmanager
+def day_erasure(conn: Any, day: date) -> Iterator[None]:
+    """Hold the day's fence exclusively while erasing the day (a retention period's end): a batch writing it
+    finishes first, and none writes it until the block ends. The lock is the session's: commit freely inside."""
+    key = _day_key(day)
+    with conn.cursor() as cur:
+        cur.execute(_ERASURE_TAKE, key)
+    conn.commit()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):  # a connection the server dropped has released it with its session
+            conn.rollback()
+            with conn.cursor() as cur:
+                cur.execute(_ERASURE_RELEASE, key)
             conn.commit()

@@ -75,6 +75,12 @@ def _switch(raw: str) -> bool:
     return value == "on"
 
 
+def _days_or_off(raw: str) -> int | None:
+    if raw.lower() == "off":
+        return None
+    return _positive_int(raw)
+
+
 def _optional_day(raw: str) -> date | None:
     return date.fromisoformat(raw) if raw else None
 
@@ -193,6 +199,10 @@ RETRY_DELAY_SECONDS = Setting(
     "STATISTICS_EXPORT_RETRY_DELAY_SECONDS", "60", _positive_int, "a whole number of seconds above 0",
     "seconds before Airflow tries a failed task again (2 retries, the wait doubling; read when the DAG is parsed)",
 )  # fmt: skip
+RETENTION_DAYS = Setting(
+    "STATISTICS_EXPORT_RETENTION_DAYS", "off", _days_or_off, "off or a whole number of days above 0",
+    "N: `statistics_retention` erases days before the last N ([retention](docs/scale.md#retention-and-storage-cost))",
+)  # fmt: skip
 PAUSED_SHOPS = Setting(
     "STATISTICS_EXPORT_PAUSED_SHOPS", "", _shop_ids, "a comma-separated list of shop ids",
     "shops (`\"ShopCredential\".id`) the daily export skips, named in the day's report as "
@@ -227,6 +237,7 @@ FIELDS: dict[str, Setting[Any]] = {
     "retry_delay_seconds": RETRY_DELAY_SECONDS,
     "deadline_alert": DEADLINE_ALERT,
     "paused_shops": PAUSED_SHOPS,
+    "retention_days": RETENTION_DAYS,
 }
 ALL: tuple[Setting[Any], ...] = tuple(FIELDS.values())
 
@@ -256,6 +267,7 @@ class Settings:
     retry_delay_seconds: int = RETRY_DELAY_SECONDS.parse(RETRY_DELAY_SECONDS.default)
     deadline_alert: bool = DEADLINE_ALERT.parse(DEADLINE_ALERT.default)
     paused_shops: tuple[str, ...] = PAUSED_SHOPS.parse(PAUSED_SHOPS.default)
+    retention_days: int | None = RETENTION_DAYS.parse(RETENTION_DAYS.default)
 
 
 def load(environ: Mapping[str, str] | None = None) -> Settings:

@@ -11,6 +11,7 @@ import asyncio
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -44,6 +45,52 @@ class BackgroundLoop:
 
     def _forget(self) -> None:
         self._loop, self._lock = None, threading.Lock()
+
+
+class SharedGate:
+    """At most ``limit`` holders at once, whichever event loop of the process each awaits on (an asyncio.Semaphore
+    waits on one loop only): one bound over a hook's requests from several loops. Slots go in arrival order."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"a gate's limit must be at least 1, got {limit}")
+        self._free = limit
+        self._lock = threading.Lock()
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def __aenter__(self) -> None:
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(granted)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            with self._lock:
+                waiting = granted in self._waiting
+                if waiting:
+                    self._waiting.remove(granted)
+            if not waiting:  # the slot was handed over meanwhile: pass it on
+                self._release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            if not self._waiting:
+                self._free += 1
+                return
+            granted = self._waiting.popleft()
+        granted.get_loop().call_soon_threadsafe(_grant, granted)
+
+
+def _grant(granted: asyncio.Future[None]) -> None:
+    if not granted.done():
+        granted.set_result(None)
 
 
 def _forget_every_loop() -> None:

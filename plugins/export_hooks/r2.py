@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import io
 import re
-import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
 from datetime import datetime, timedelta
@@ -31,7 +30,7 @@ from obstore.exceptions import BaseError as ObstoreError
 from obstore.exceptions import PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 
-from export_hooks.background_loop import BackgroundLoop
+from export_hooks.background_loop import BackgroundLoop, SharedGate
 from export_hooks.errors import ExportError, PermanentError, TransientError
 
 if TYPE_CHECKING:
@@ -133,11 +132,9 @@ class R2Hook(S3Hook):
         self.r2_conn_id = r2_conn_id
         self.max_pool_connections = max_pool_connections
         self.max_in_flight = max_in_flight
-        # One bound per event loop awaiting the writes: the writes' loop, and the downloads' loop for the
-        # image copies (a semaphore waits on one loop only).
-        self._gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
+        # One bound over the writes whichever loop awaits them: the writes' loop, and the downloads' loop for the
+        # image copies.
+        self._gate = SharedGate(max_in_flight)
         self._refusal: str | None = None
 
     @property
@@ -315,23 +312,15 @@ class R2Hook(S3Hook):
         if failures:
             raise failures[min(failures)]
 
-    def _gate(self) -> asyncio.Semaphore:
-        """The in-flight bound of the running event loop, made at its first write there."""
-        loop = asyncio.get_running_loop()
-        gate = self._gates.get(loop)
-        if gate is None:
-            gate = self._gates[loop] = asyncio.Semaphore(self.max_in_flight)
-        return gate
-
     async def put_object_async(self, key: str, body: bytes, content_type: str) -> None:
         """Write one object from a coroutine on any event loop, at most ``max_in_flight`` of this hook's at once
-        on that loop (no ACL, no tagging, no KMS, no checksum header: R2 implements none of them).
+        whichever loops await them (no ACL, no tagging, no KMS, no checksum header: R2 implements none of them).
 
         5xx, SlowDown, timeouts and dropped connections are retried with backoff by the client (the
         connection's ``retries``); refused credentials raise :class:`R2CredentialsError` at once, and
         every later write of this hook too; any other failure :class:`R2WriteError` naming the key.
         """
-        async with self._gate():
+        async with self._gate:
             if self._refusal is not None:
                 # Once R2 has refused the credentials, the batch's other writes would only be refused too.
                 raise R2CredentialsError(self._refusal)

@@ -19,7 +19,7 @@ def dag(dagbag):
 
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dag_ids) == ["product_statistics_export", "shop_data_redaction"]
+    assert sorted(dagbag.dag_ids) == ["product_statistics_export", "shop_data_redaction", "statistics_retention"]
 
 
 def test_the_redaction_is_triggered_per_shop_and_never_scheduled(dagbag):
@@ -27,6 +27,15 @@ def test_the_redaction_is_triggered_per_shop_and_never_scheduled(dagbag):
     assert type(redaction.timetable).__name__ == "NullTimetable" and not redaction.catchup
     assert [t.task_id for t in redaction.tasks] == ["erase_shop_data"]
     assert set(redaction.params) == {"shop_id", "force"} and redaction.params["force"] is False
+
+
+def test_the_retention_runs_for_the_export_days_latest_only(dagbag):
+    from airflow.timetables.interval import CronDataIntervalTimetable
+
+    retention = dagbag.dags["statistics_retention"]
+    assert isinstance(retention.timetable, CronDataIntervalTimetable) and retention.timetable._expression == "0 0 * * *"
+    assert not retention.catchup and retention.max_active_runs == 1
+    assert [t.task_id for t in retention.tasks] == ["expire_days"]
 
 
 def test_schedule_is_daily_at_midnight_utc_with_data_intervals(dag):
@@ -172,8 +181,8 @@ def test_without_a_start_date_the_dag_does_not_load_and_names_the_variable(monke
 
     monkeypatch.delenv("STATISTICS_EXPORT_START_DATE", raising=False)
     refused = DagBag(dag_folder="dags")
-    # No export DAG, so no run for a day nobody chose; the redaction, which no day concerns, still loads.
-    assert refused.dag_ids == ["shop_data_redaction"]
+    # No export DAG, so no run for a day nobody chose; the redaction and the retention (no catchup) still load.
+    assert sorted(refused.dag_ids) == ["shop_data_redaction", "statistics_retention"]
     ((path, error),) = refused.import_errors.items()
     assert path.endswith("product_statistics_export.py")
     assert "STATISTICS_EXPORT_START_DATE is not set: set it to the first day (UTC, YYYY-MM-DD) the DAG exports" in error

@@ -227,18 +227,19 @@ def test_only_the_publish_stage_writes_the_days_outputs():
 def test_only_the_redaction_deletes_a_shops_outputs_and_only_with_its_own_role():
     # The stated exception to "only the publish stage writes the day's outputs": the shop redaction (shop/redact)
     # erases a shop's files, rows and report entries, after recording it and under the shop's fence
-    # (shop_fence), so no publication of the shop is in flight. Beside it only the run's staging cleanup and a
-    # Parquet partition's stale parts delete objects, and no other module deletes a row.
+    # (shop_fence), so no publication of the shop is in flight; the retention period erases expired days under
+    # each day's fence, with the same role. Beside them only the run's staging cleanup and a Parquet partition's
+    # stale parts delete objects, and no other module deletes a row.
     deleting_objects = {p.relative_to(LOGIC).as_posix() for p in PLAIN_LOGIC if "delete_keys" in names_used(p)}
-    assert deleting_objects == {"staging.py", "parquet.py", "redaction.py"}
+    assert deleting_objects == {"staging.py", "parquet.py", "redaction.py", "retention.py"}
 
     def row_deletes(path):
         return [line for line, text in code_strings(path) if re.search(r"\bDELETE\s+FROM\b", text, re.I)]
 
-    assert offenders(PRODUCT, {"redaction.py"}, row_deletes) == []
-    # Its role (app_db_redaction, the one with DELETE) is opened by its task body only.
+    assert offenders(PRODUCT, {"redaction.py", "retention.py"}, row_deletes) == []
+    # Their role (app_db_redaction, the one with DELETE) is opened by their task bodies only.
     opening = {p.relative_to(REPO).as_posix() for p in PRODUCT if "redaction_db" in names_used(p)}
-    assert opening == {"include/statistics_export/tasks/redaction.py"}
+    assert opening == {"include/statistics_export/tasks/redaction.py", "include/statistics_export/tasks/retention.py"}
 
 
 def test_no_module_of_the_product_is_over_400_lines():

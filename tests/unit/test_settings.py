@@ -55,6 +55,7 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         "STATISTICS_EXPORT_RETRY_DELAY_SECONDS": "5",
         "STATISTICS_EXPORT_DEADLINE_ALERT": "OFF",
         "STATISTICS_EXPORT_PAUSED_SHOPS": " shop_b, shop_a,,shop_b ",
+        "STATISTICS_EXPORT_RETENTION_DAYS": "400",
     }
     loaded = settings.load(environ)
     hosts = ("https://cdn.shopify.com", "http://127.0.0.1:8300")
@@ -80,8 +81,10 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         5,
         False,
         ("shop_a", "shop_b"),
+        400,
     )
     assert settings.Settings().deadline_alert is True and settings.load({}).deadline_alert is True
+    assert settings.load({}).retention_days is None  # off: every day kept, as the original promised
     assert set(environ) == {s.env for s in settings.ALL} and len(settings.ALL) == len(settings.FIELDS)
 
 
@@ -92,6 +95,8 @@ def test_each_variable_sets_its_field_and_blank_means_the_default():
         ("STATISTICS_EXPORT_BATCH_VARIANTS", "0"),
         ("STATISTICS_EXPORT_CONCURRENCY", "eight"),
         ("STATISTICS_EXPORT_STORE_IN_FLIGHT", "0"),
+        ("STATISTICS_EXPORT_RETENTION_DAYS", "0"),
+        ("STATISTICS_EXPORT_RETENTION_DAYS", "forever"),
         ("STATISTICS_EXPORT_BULK_POLL_SECONDS", "-1"),
         ("STATISTICS_EXPORT_IMAGE_TIMEOUT", "nan"),
         ("STATISTICS_EXPORT_MAX_EVENT_REVENUE", "-5"),

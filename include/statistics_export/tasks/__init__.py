@@ -32,6 +32,7 @@ from include.statistics_export.tasks.day_start import (
 )
 from include.statistics_export.tasks.packed_units import export_unit, fail_unit_if_any_shop_failed
 from include.statistics_export.tasks.redaction import redact_shop
+from include.statistics_export.tasks.retention import expire_days
 from include.statistics_export.tasks.retry_policy import AIRFLOW_RETRIES
 from include.statistics_export.tasks.runtime import (
     FAILURE,
@@ -78,6 +79,7 @@ __all__ = [
     "check_pixel_health",
     "claim_export_day",
     "clean_day_staging",
+    "expire_days",
     "export_moved_shops",
     "export_product_batch",
     "export_unit",
