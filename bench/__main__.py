@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{next_day['worker_cpu_seconds']} s ({next_day['worker_cpu_seconds_per_1000_variants']:.2f} s per "
             f"1,000 variants); images backed up {next_day['images_backed_up']} ({next_day['images_reused']} reused), "
             f"files written {next_day['files_written']} ({next_day['files_unchanged']} unchanged), "
-            f"{next_day['objects_written']} new objects, {next_day['variants_with_other_numbers']} variants with "
+            f"{next_day['objects_written']} new objects ({next_day['objects_kept']} kept: {next_day['bytes_kept']} bytes), "
+            f"{next_day['variants_with_other_numbers']} variants with "
             f"other numbers than the first day; the store {next_day['store_cpu_seconds']:.1f} s of CPU, the "
             f"machine's cores {100 * next_day['machine_cpu_busy']:.0f}% busy"
         )

@@ -16,6 +16,7 @@ from bench.ours import run_export
 from bench.stack import Stack, cores_floor, cpu_delta, cpu_snapshot, in_flight_peak
 from bench.world import EVENT_DAYS, SHOP_DOMAIN, BenchWorld, seed_events
 from include.statistics_export.handoffs import ShopRef
+from include.statistics_export.keys import STAGING_ROOT
 from include.statistics_export.settings import Settings
 
 # The second day's events come from their own random stream, not the first days' again.
@@ -62,6 +63,7 @@ def run_second_day(
     services.sandbox.call("refill", SHOP_DOMAIN)
     services.sandbox.call("reset_stats")
     sizes_before = object_sizes(services.store_address, bucket)
+    staged_before = object_sizes(services.store_address, bucket, STAGING_ROOT)
     puts_before = services.proxy.call("count", "PUT") if services.proxy else 0
     peak = in_flight_peak(services)
 
@@ -73,8 +75,11 @@ def run_second_day(
     # New keys only (the day's files and Parquet parts): what a day adds to the bucket (docs/scale.md, retention).
     # An object rewritten under an existing key is not counted.
     sizes_after = object_sizes(services.store_address, bucket)
+    staged = object_sizes(services.store_address, bucket, STAGING_ROOT)
     objects_written = len(sizes_after) - len(sizes_before)
-    bytes_added = sum(sizes_after) - sum(sizes_before)
+    # What the day keeps: its new objects but the staged catalogs, which the day's run deletes (clean_staging).
+    kept_objects = objects_written - (len(staged) - len(staged_before))
+    kept_bytes = sum(sizes_after) - sum(sizes_before) - (sum(staged) - sum(staged_before))
     puts = services.proxy.call("count", "PUT") - puts_before if services.proxy else objects_written
     with psycopg.connect(app_db_url) as conn:
         row = conn.execute(
@@ -93,7 +98,8 @@ def run_second_day(
         "files_unchanged": run.files_unchanged,
         "parquet_parts_written": run.parquet_parts_written,
         "objects_written": objects_written,
-        "bytes_added": bytes_added,
+        "objects_kept": kept_objects,
+        "bytes_kept": kept_bytes,
         "puts": puts,
         "in_flight_peak": export_in_flight,
         "events": events,

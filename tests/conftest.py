@@ -160,6 +160,25 @@ def run_airflow(airflow_home, endpoints):
     return run
 
 
+@pytest.fixture
+def start_airflow(airflow_home, endpoints):
+    """Start an airflow CLI command as run_airflow would, in a process group of its own (to be killed whole);
+    return the process, its output merged and piped."""
+
+    def start(*args: str, extra_env: dict | None = None) -> subprocess.Popen:
+        env = {**airflow_env(airflow_home, endpoints), **dags_test_env(), **(extra_env or {})}
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("airflow")), *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+    return start
+
+
 def reference_text(shared: Path, vendored: str) -> str:
     """Return a reference document's text: ``../shared``'s copy when it is beside the clone (where newer ones
     arrive), else the one vendored in tests/reference (xz), so that every clone runs the tests using it."""

@@ -3,8 +3,12 @@ shop's objects, rows and report entries (as the redaction's least-privileged rol
 again to no effect, and the next export neither lists the redacted shop nor a paused one."""
 
 import json
+import os
+import signal
+import time
 from dataclasses import replace
 
+import psycopg
 import pytest
 from test_least_privilege import login_role
 
@@ -166,3 +170,55 @@ def test_a_redaction_erases_one_shop_and_nothing_else_and_the_export_never_write
     assert report["pausedShops"] == ["shop_beta"] and set(report["perShop"]) == {"shop_alpha"}
     assert report["ok"] is True and GONE not in json.dumps(report)
     assert GONE not in rows_by_shop(db)
+
+
+def test_a_redaction_killed_halfway_is_finished_by_the_next_run(
+    world, db, run_airflow, start_airflow, s3, endpoints, pg_server_url, app_db_url
+):
+    exported = run_airflow("dags", "test", "product_statistics_export", DAY.isoformat())
+    assert exported.returncode == 0, (exported.stdout + exported.stderr)[-3000:]
+    db.execute('UPDATE "ShopCredential" SET "isActive" = false WHERE id = %s', (GONE,))
+    db.commit()
+    rows_before = rows_by_shop(db)
+
+    with login_role(pg_server_url, app_db_url, granted=True, variable="redaction_role") as (_, role_url):
+        as_role = {
+            "AIRFLOW_CONN_APP_DB_REDACTION": connection_env(replace(endpoints, app_db_url=role_url))[
+                "AIRFLOW_CONN_APP_DB"
+            ]
+        }
+        conf = json.dumps({"shop_id": GONE})
+        # Another session holds a row of the shop: the redaction erases the objects, then waits to delete the rows.
+        with psycopg.connect(app_db_url) as holder:
+            holder.execute('SELECT 1 FROM "StatisticsExport" WHERE shop = %s LIMIT 1 FOR UPDATE', (GONE,))
+            redaction = start_airflow("dags", "test", "shop_data_redaction", "-c", conf, extra_env=as_role)
+            try:
+                deadline = time.monotonic() + 300
+                while not (
+                    not [key for key in listing(s3, endpoints.bucket) if GONE in key]
+                    and db.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()[0]
+                ):
+                    db.commit()
+                    assert redaction.poll() is None, redaction.stdout.read()[-3000:]
+                    assert time.monotonic() < deadline, "the redaction never reached its rows"
+                    time.sleep(0.2)  # a poll of the bucket and the lock table, not a guess at a duration
+                db.commit()
+            finally:
+                os.killpg(redaction.pid, signal.SIGKILL)  # the worker dies: no cleanup of any kind runs
+                redaction.wait(30)
+                redaction.stdout.close()
+            holder.rollback()
+
+        # Killed halfway: its objects are gone, its rows are not, and the record is not finished.
+        assert rows_by_shop(db).get(GONE) == rows_before[GONE]
+        assert db.execute('SELECT "finishedAt" FROM "StatisticsExportRedaction"').fetchone() == (None,)
+        db.commit()
+
+        again = run_airflow("dags", "test", "shop_data_redaction", "-c", conf, extra_env=as_role)
+        assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+        assert not [key for key in listing(s3, endpoints.bucket) if GONE in key]
+        assert rows_by_shop(db) == {shop: rows for shop, rows in rows_before.items() if shop != GONE}
+        ((finished, counts),) = db.execute('SELECT "finishedAt", counts FROM "StatisticsExportRedaction"').fetchall()
+        db.commit()
+        # Every kind counted once over both runs: the objects by the killed one, the rows by the second.
+        assert finished is not None and counts["files"] == 2 * 3 * 2 and counts["exportRows"] == 6
