@@ -10,6 +10,7 @@ from export_hooks.image_cdn import ImageClient, is_image
 from faults_support import DOMAIN, SHOP, world_fixture  # noqa: F401 - provides the `world` fixture
 from helpers import download_image
 from include.statistics_export import settings
+from include.statistics_export.pipeline import publish
 from shopify_sandbox.faults import HTML_ERROR_PAGE
 from shopify_sandbox.images import image_bytes
 
@@ -70,6 +71,21 @@ def test_the_files_upload_while_an_image_is_still_downloading(world, sandbox):
     files = [n for n, key in enumerate(puts) if key.startswith(f"statistic-exports/{SHOP}/")]
     assert len(files) == 16 and max(files) < puts.index(slow)
     assert world.state() == world.expected
+
+
+def test_a_batch_that_fails_ends_its_image_copies_before_raising(world, sandbox, monkeypatch):
+    # The batch fails in its publication, after its image copies started and before it waits for them. The slow
+    # image's copy has ended (its PUT is in) by the time the error is raised: nothing of a failed batch writes on.
+    sandbox.image_fault(DOMAIN, FAILED_MEDIA, stall_seconds=2.0)
+
+    def lost(*args, **kwargs):
+        raise ConnectionError("the database went away")
+
+    monkeypatch.setattr(publish, "shops_recorded_hashes", lost)
+    with pytest.raises(ConnectionError, match="the database went away"):
+        world.run()
+
+    assert f"{SHOP}/products/1/media/{FAILED_MEDIA}.jpg" in [seen.key for seen in world.proxy.requests("PUT")]
 
 
 def test_an_oversized_body_is_read_only_up_to_the_cap(world, sandbox):

@@ -66,10 +66,14 @@ class ImageCopies:
     shop_id: str
     started: list[tuple[ImageOwner, ImageBackup, Future[None]]]
 
+    def wait(self) -> None:
+        """Wait for every copy to end, whatever it did."""
+        wait([copied for _, _, copied in self.started])
+
     def settle(self) -> SettledImages:
         """Wait for every copy; return what they did. A download that failed is a failure of its image only; a
         write to the store that failed is raised (after every copy has ended): the batch fails and is retried."""
-        wait([copied for _, _, copied in self.started])
+        self.wait()
         new, failures, failed = [], [], {}
         for owner, backup, copied in self.started:
             try:

@@ -46,9 +46,14 @@ def export(
     # before anything of it is written, and a redaction waits until what is in flight here is in.
     with shops_fence(conn, (part.plan.shop_id for part in parts)):
         enriched = enrich(conn, store, images, parts, max_revenue=max_revenue, clock=clock)
-        with clock.phase("rendering"):
-            rendered = render(enriched)
-        published = publish(conn, store, rendered, pool=pool, writer=writer, clock=clock)
+        try:
+            with clock.phase("rendering"):
+                rendered = render(enriched)
+            published = publish(conn, store, rendered, pool=pool, writer=writer, clock=clock)
+        except BaseException:
+            for shop in enriched:  # the image copies still in flight end before the error is raised
+                shop.copies.wait()
+            raise
     seconds = round((time.monotonic() - started) / len(parts), 3)  # a shared phase, shared out evenly
     # A unit's shops share the phases (they were exported together): the unit's result carries them once.
     phases = clock.spent() if len(parts) == 1 else {}
