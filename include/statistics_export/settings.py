@@ -144,7 +144,7 @@ STORE_IN_FLIGHT = Setting(
     "requests to R2 in flight per batch process (they wait without a thread)",
 )  # fmt: skip
 IMAGE_IN_FLIGHT = Setting(
-    "STATISTICS_EXPORT_IMAGE_IN_FLIGHT", "16", _positive_int, "a whole number above 0",
+    "STATISTICS_EXPORT_IMAGE_IN_FLIGHT", "64", _positive_int, "a whole number above 0",
     "image downloads in flight per batch process, none holding a thread",
 )  # fmt: skip
 BULK_THRESHOLD = Setting(
