@@ -25,7 +25,7 @@ from include.statistics_export.pipeline.enrich import (
     joined,
     start_image_backups,
 )
-from include.statistics_export.pipeline.publish import PublishedShop, _diff, upload_files
+from include.statistics_export.pipeline.publish import PublishedShop, _diff, start_uploads
 from include.statistics_export.pipeline.read import ShopPart, ShopTooLargeForUnit, fetch_products, read_packed_shop
 from include.statistics_export.pipeline.render import render, without_failed_images
 from include.statistics_export.pipeline.run import result_of
@@ -272,7 +272,8 @@ def test_only_files_whose_hash_changed_are_written_again():
     assert [export.variant.variant_id for export, _ in changed] == [second.variant.variant_id]
     assert unchanged == {SHOP.shop_id: 1}
     store = MemoryStore()
-    ((export, written),) = upload_files(store, changed)
+    ((export, written),), uploads = start_uploads(store, changed)
+    uploads.result()
     assert sorted(store.objects) == sorted([written.csv_key, written.json_key])
     assert written.csv_key.endswith("/1002/20261201.csv") and written.content_hash == shop.files[1].content_hash
 

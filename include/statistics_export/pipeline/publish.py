@@ -133,15 +133,6 @@ def _diff(
     return changed, unchanged
 
 
-def upload_files(
-    store: ObjectStore, changed: list[tuple[VariantExport, RenderedFiles]]
-) -> list[tuple[VariantExport, WrittenFiles]]:
-    """Write each variant's CSV and JSON and wait for them (:func:`start_uploads`)."""
-    written, uploads = start_uploads(store, changed)
-    uploads.result()
-    return written
-
-
 def start_uploads(
     store: ObjectStore, changed: list[tuple[VariantExport, RenderedFiles]]
 ) -> tuple[list[tuple[VariantExport, WrittenFiles]], Future[None]]:
